@@ -1,0 +1,319 @@
+//! One user's elicitation run: the posterior, the bank statistics, the questions asked, the
+//! stopping rule and the diagnostics, tied together. Storage and transport live elsewhere; this
+//! is what they load, drive and save.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::ModelError;
+use super::ep::{self, EpOptions};
+use super::likelihood::{Choice, NoiseModel, PairLikelihood};
+use super::posterior::Posterior;
+use super::select::{
+    self, Bank, BankStats, CandidateSpace, Pair, Selected, SelectionOptions, Strategy,
+};
+use super::update::{UpdateMethod, UpdateOutcome};
+
+/// When to stop asking.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StoppingRule {
+    /// The question budget (skips count: they cost the user time too).
+    pub max_questions: usize,
+    /// Stop when the best question is expected to yield fewer bits than this.
+    pub min_information_bits: f64,
+    /// Stop when every coefficient's posterior sd is at most this.
+    pub target_sd: Option<f64>,
+}
+
+impl Default for StoppingRule {
+    fn default() -> Self {
+        Self {
+            max_questions: 15,
+            min_information_bits: 0.02,
+            target_sd: None,
+        }
+    }
+}
+
+/// Why a run stopped asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The question budget is spent.
+    Budget,
+    /// The best question carries less information than the threshold.
+    Information,
+    /// The target posterior uncertainty is reached.
+    Uncertainty,
+    /// Every allowed pair has been asked.
+    Exhausted,
+    /// The session was finished on request.
+    Finished,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Budget => "budget",
+            StopReason::Information => "information",
+            StopReason::Uncertainty => "uncertainty",
+            StopReason::Exhausted => "exhausted",
+            StopReason::Finished => "finished",
+        }
+    }
+}
+
+/// Everything that parameterises a run besides the bank and the prior.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ElicitationConfig {
+    pub noise: NoiseModel,
+    pub method: UpdateMethod,
+    pub strategy: Strategy,
+    pub stopping: StoppingRule,
+    pub selection: SelectionOptions,
+}
+
+/// One answered question.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnswerRecord {
+    pub pair: Pair,
+    pub choice: Choice,
+    /// log p(answer | earlier answers) for informative answers.
+    pub log_evidence: Option<f64>,
+}
+
+/// What to do next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Next {
+    Ask(Selected),
+    Stop(StopReason),
+}
+
+/// Session-level answer-quality and progress figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Diagnostics {
+    /// Information acquired, ½log₂det(Σ₀Σ⁻¹) bits.
+    pub bits: f64,
+    /// Evidence against random answering, log₂BF = Σₜ log₂(K·Zₜ) with K outcomes (2, or 3 with
+    /// ties): positive means the answers are more predictable than coin flips.
+    pub log2_bayes_factor: f64,
+    /// Surprise of each informative answer, −log₂Zₜ bits.
+    pub surprise_bits: Vec<f64>,
+}
+
+impl Diagnostics {
+    /// The diagnostics of a posterior reached from `prior` through answers whose predictive
+    /// log-probabilities were `log_evidence`.
+    pub fn compute(
+        prior: &Posterior,
+        posterior: &Posterior,
+        noise: &NoiseModel,
+        log_evidence: impl Iterator<Item = f64>,
+    ) -> Self {
+        let outcomes = noise.outcomes().len() as f64;
+        let surprise_bits: Vec<f64> = log_evidence
+            .map(|log_z| -log_z / std::f64::consts::LN_2)
+            .collect();
+        Self {
+            bits: posterior.bits_since(prior),
+            log2_bayes_factor: surprise_bits.iter().map(|s| outcomes.log2() - s).sum(),
+            surprise_bits,
+        }
+    }
+}
+
+/// A user's elicitation run over a bank.
+#[derive(Debug, Clone)]
+pub struct Elicitation<'a> {
+    bank: &'a Bank,
+    config: ElicitationConfig,
+    prior: Posterior,
+    posterior: Posterior,
+    stats: BankStats,
+    space: CandidateSpace,
+    history: Vec<AnswerRecord>,
+}
+
+impl<'a> Elicitation<'a> {
+    /// A fresh run from the prior. `allowed` restricts the items that may be asked about.
+    pub fn new(
+        bank: &'a Bank,
+        prior: Posterior,
+        config: ElicitationConfig,
+        allowed: Option<&[usize]>,
+    ) -> Result<Self, ModelError> {
+        Self::resume(bank, prior.clone(), prior, Vec::new(), config, allowed)
+    }
+
+    /// A run continued from a stored posterior and its answer history (no replay: O(NJ²)).
+    pub fn resume(
+        bank: &'a Bank,
+        prior: Posterior,
+        posterior: Posterior,
+        history: Vec<AnswerRecord>,
+        config: ElicitationConfig,
+        allowed: Option<&[usize]>,
+    ) -> Result<Self, ModelError> {
+        config.noise.validate()?;
+        if bank.dim() != prior.dim() || posterior.dim() != prior.dim() {
+            return Err(ModelError::invalid(
+                "features",
+                format!(
+                    "the bank has {} dimensions, the prior {}",
+                    bank.dim(),
+                    prior.dim()
+                ),
+            ));
+        }
+        if let Some(items) = allowed {
+            if let Some(&bad) = items.iter().find(|&&i| i >= bank.len()) {
+                return Err(ModelError::invalid(
+                    "items",
+                    format!("item index {bad} is not in the bank"),
+                ));
+            }
+        }
+        let mut space = CandidateSpace::new(bank, allowed);
+        for record in &history {
+            space.mark_asked(record.pair);
+        }
+        let stats = BankStats::new(bank, &posterior);
+        Ok(Self {
+            bank,
+            config,
+            prior,
+            posterior,
+            stats,
+            space,
+            history,
+        })
+    }
+
+    /// A run rebuilt from the prior by replaying an answer log in order (the log is the truth).
+    pub fn replay(
+        bank: &'a Bank,
+        prior: Posterior,
+        config: ElicitationConfig,
+        allowed: Option<&[usize]>,
+        answers: &[(Pair, Choice)],
+    ) -> Result<Self, ModelError> {
+        let mut run = Self::new(bank, prior, config, allowed)?;
+        for &(pair, choice) in answers {
+            run.answer(pair, choice)?;
+        }
+        Ok(run)
+    }
+
+    pub fn posterior(&self) -> &Posterior {
+        &self.posterior
+    }
+
+    pub fn prior(&self) -> &Posterior {
+        &self.prior
+    }
+
+    pub fn config(&self) -> &ElicitationConfig {
+        &self.config
+    }
+
+    pub fn history(&self) -> &[AnswerRecord] {
+        &self.history
+    }
+
+    /// Candidate pairs not asked yet.
+    pub fn remaining_pairs(&self) -> usize {
+        self.space.remaining()
+    }
+
+    /// The next question under the stopping rule and strategy.
+    pub fn next<R: Rng + ?Sized>(&self, rng: &mut R) -> Next {
+        let rule = &self.config.stopping;
+        if self.history.len() >= rule.max_questions {
+            return Next::Stop(StopReason::Budget);
+        }
+        if let Some(target) = rule.target_sd {
+            if self.posterior.sd().amax() <= target {
+                return Next::Stop(StopReason::Uncertainty);
+            }
+        }
+        let chosen = select::select(
+            self.bank,
+            &self.stats,
+            &self.space,
+            &self.config.noise,
+            self.config.strategy,
+            &self.config.selection,
+            rng,
+        );
+        match chosen {
+            None => Next::Stop(StopReason::Exhausted),
+            Some(s)
+                if self.config.strategy != Strategy::Random
+                    && s.score_bits < rule.min_information_bits =>
+            {
+                Next::Stop(StopReason::Information)
+            }
+            Some(s) => Next::Ask(s),
+        }
+    }
+
+    /// Applies an answer to `pair` (a skip only marks the pair as asked). Returns the update for
+    /// informative answers.
+    pub fn answer(
+        &mut self,
+        pair: Pair,
+        choice: Choice,
+    ) -> Result<Option<UpdateOutcome>, ModelError> {
+        if pair.a >= self.bank.len() || pair.b >= self.bank.len() || pair.a == pair.b {
+            return Err(ModelError::invalid(
+                "question",
+                "the pair must name two different bank items",
+            ));
+        }
+        let outcome = match choice.outcome() {
+            None => None,
+            Some(outcome) => {
+                let lik = self.config.noise.likelihood(outcome)?;
+                let x = self.bank.direction(pair, self.config.noise.beta);
+                let predictive = self.posterior.predictive(&x);
+                let update = self
+                    .posterior
+                    .update_along(&predictive, &lik, self.config.method);
+                self.stats.update(self.bank, &predictive.u, update.step);
+                Some(update)
+            }
+        };
+        self.space.mark_asked(pair);
+        self.history.push(AnswerRecord {
+            pair,
+            choice,
+            log_evidence: outcome.map(|o| o.log_evidence),
+        });
+        Ok(outcome)
+    }
+
+    /// Bits acquired, the evidence against random answering and per-answer surprise.
+    pub fn diagnostics(&self) -> Diagnostics {
+        Diagnostics::compute(
+            &self.prior,
+            &self.posterior,
+            &self.config.noise,
+            self.history.iter().filter_map(|r| r.log_evidence),
+        )
+    }
+
+    /// The EP-refined posterior over this run's informative answers (order-independent, closer to
+    /// the exact posterior than the streaming one).
+    pub fn refined(&self, options: EpOptions) -> Posterior {
+        let observations: Vec<(nalgebra::DVector<f64>, PairLikelihood)> = self
+            .history
+            .iter()
+            .filter_map(|r| {
+                let outcome = r.choice.outcome()?;
+                let lik = self.config.noise.likelihood(outcome).ok()?;
+                Some((self.bank.direction(r.pair, self.config.noise.beta), lik))
+            })
+            .collect();
+        ep::refine(&self.prior, &observations, options).0
+    }
+}

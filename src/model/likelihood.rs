@@ -1,0 +1,383 @@
+//! The answer model: how likely each answer to a comparison is, given the latent utility
+//! difference f = λᵀx with x = β(φa − φb).
+//!
+//! Every likelihood here depends on λ only through the scalar f, which is why every posterior
+//! update in [`crate::model::update`] is rank one.
+
+use serde::{Deserialize, Serialize};
+
+use super::ModelError;
+use super::numeric::{log_add_exp, log_sigmoid, sigmoid, sigmoid_slope};
+
+/// What the user said about a question "a or b?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Choice {
+    /// a is preferred.
+    A,
+    /// b is preferred.
+    B,
+    /// Neither is preferred (needs a model with a tie threshold η > 0).
+    Tie,
+    /// No answer; carries no information about λ.
+    Skip,
+}
+
+impl Choice {
+    /// The informative outcome of this choice, `None` for a skip.
+    pub fn outcome(self) -> Option<Outcome> {
+        match self {
+            Choice::A => Some(Outcome::A),
+            Choice::B => Some(Outcome::B),
+            Choice::Tie => Some(Outcome::Tie),
+            Choice::Skip => None,
+        }
+    }
+}
+
+/// An informative answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    A,
+    B,
+    Tie,
+}
+
+/// Answer-noise parameters of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NoiseModel {
+    /// Scale β: x = β(φa − φb). Larger means more deterministic answers.
+    pub beta: f64,
+    /// Lapse rate ε ∈ [0, 1): the probability that an answer is given uniformly at random.
+    pub lapse: f64,
+    /// Rao–Kupper tie threshold η ≥ 0; 0 disables ties.
+    pub tie_threshold: f64,
+}
+
+impl Default for NoiseModel {
+    fn default() -> Self {
+        Self {
+            beta: 1.0,
+            lapse: 0.0,
+            tie_threshold: 0.0,
+        }
+    }
+}
+
+impl NoiseModel {
+    /// Checks the ranges: β > 0 finite, 0 ≤ ε < 1, 0 ≤ η finite.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if !(self.beta.is_finite() && self.beta > 0.0 && self.beta <= 1e6) {
+            return Err(ModelError::invalid(
+                "noise.beta",
+                "must be a finite number in (0, 1e6]",
+            ));
+        }
+        if !(self.lapse.is_finite() && (0.0..1.0).contains(&self.lapse)) {
+            return Err(ModelError::invalid("noise.lapse", "must be in [0, 1)"));
+        }
+        if !(self.tie_threshold.is_finite() && (0.0..=50.0).contains(&self.tie_threshold)) {
+            return Err(ModelError::invalid(
+                "noise.tie_threshold",
+                "must be in [0, 50]",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `tie` is an answer this model can explain.
+    pub fn ties_enabled(&self) -> bool {
+        self.tie_threshold > 0.0
+    }
+
+    /// The outcomes a user can give under this model.
+    pub fn outcomes(&self) -> &'static [Outcome] {
+        if self.ties_enabled() {
+            &[Outcome::A, Outcome::B, Outcome::Tie]
+        } else {
+            &[Outcome::A, Outcome::B]
+        }
+    }
+
+    /// The likelihood of `outcome` as a function of f; an error for a tie when ties are disabled.
+    pub fn likelihood(&self, outcome: Outcome) -> Result<PairLikelihood, ModelError> {
+        if outcome == Outcome::Tie && !self.ties_enabled() {
+            return Err(ModelError::TiesDisabled);
+        }
+        Ok(PairLikelihood::new(*self, outcome))
+    }
+
+    /// P(outcome | f) for each outcome of [`Self::outcomes`], in that order.
+    pub fn outcome_probabilities(&self, f: f64, out: &mut [f64; 3]) -> usize {
+        let outcomes = self.outcomes();
+        for (slot, &o) in out.iter_mut().zip(outcomes) {
+            *slot = PairLikelihood::new(*self, o).log_prob(f).exp();
+        }
+        outcomes.len()
+    }
+}
+
+/// A likelihood of one observation as a function of the scalar f; what every update method needs.
+pub trait Likelihood {
+    /// log p(y | f).
+    fn log_prob(&self, f: f64) -> f64;
+    /// (ℓ′(f), ℓ″(f)) for ℓ = log p(y | f).
+    fn log_prob_derivatives(&self, f: f64) -> (f64, f64);
+    /// A Gaussian site exp(−τf²/2 + νf) that lower-bounds p(y | f) up to a constant and touches it
+    /// where the current belief N(mean, variance) about f puts its mass (Jaakkola–Jordan for the
+    /// logistic terms); returns (τ, ν).
+    fn gaussian_bound(&self, mean: f64, variance: f64) -> (f64, f64);
+    /// For a lapse mixture p(y|f) = a + b·g(f): (log a, log b). `None` for other likelihoods.
+    fn lapse_mixture(&self) -> Option<(f64, f64)> {
+        None
+    }
+    /// log g(f) and its first two derivatives, for the g of [`Likelihood::lapse_mixture`].
+    fn mixture_component(&self, f: f64) -> (f64, f64, f64) {
+        let (d1, d2) = self.log_prob_derivatives(f);
+        (self.log_prob(f), d1, d2)
+    }
+}
+
+/// The component g of a lapse mixture as a likelihood of its own (log-concave for every answer
+/// model here, which is what the quadrature of [`crate::model::update::tilted_moments`] wants).
+#[derive(Debug, Clone, Copy)]
+pub struct MixtureComponent<'a, L: ?Sized>(pub &'a L);
+
+impl<L: Likelihood + ?Sized> Likelihood for MixtureComponent<'_, L> {
+    fn log_prob(&self, f: f64) -> f64 {
+        self.0.mixture_component(f).0
+    }
+    fn log_prob_derivatives(&self, f: f64) -> (f64, f64) {
+        let (_, d1, d2) = self.0.mixture_component(f);
+        (d1, d2)
+    }
+    fn gaussian_bound(&self, mean: f64, variance: f64) -> (f64, f64) {
+        self.0.gaussian_bound(mean, variance)
+    }
+}
+
+/// A logistic factor σ(s·f + o), s = ±1.
+#[derive(Debug, Clone, Copy)]
+struct LogisticTerm {
+    sign: f64,
+    offset: f64,
+}
+
+impl LogisticTerm {
+    fn arg(&self, f: f64) -> f64 {
+        self.sign * f + self.offset
+    }
+}
+
+/// The Bradley–Terry / Rao–Kupper likelihood with a lapse rate:
+/// p(y | f) = ε/K + (1 − ε)·g_y(f), with K the number of possible outcomes and
+/// g_A = σ(f − η), g_B = σ(−f − η), g_tie = σ(f + η) − σ(f − η) = σ(f + η)·σ(η − f)·(1 − e^{−2η}).
+///
+/// Each g_y is a product of logistic terms (times a constant), so log g_y, its derivatives and its
+/// Jaakkola–Jordan bound are sums over those terms.
+#[derive(Debug, Clone, Copy)]
+pub struct PairLikelihood {
+    terms: [LogisticTerm; 2],
+    n_terms: usize,
+    log_const: f64,
+    /// log(ε/K) and log(1 − ε) when ε > 0.
+    lapse: Option<(f64, f64)>,
+}
+
+impl PairLikelihood {
+    fn new(noise: NoiseModel, outcome: Outcome) -> Self {
+        let eta = noise.tie_threshold;
+        let t = |sign: f64, offset: f64| LogisticTerm { sign, offset };
+        let (terms, n_terms, log_const) = match outcome {
+            Outcome::A => ([t(1.0, -eta), t(0.0, 0.0)], 1, 0.0),
+            Outcome::B => ([t(-1.0, -eta), t(0.0, 0.0)], 1, 0.0),
+            Outcome::Tie => (
+                [t(1.0, eta), t(-1.0, eta)],
+                2,
+                (-(-2.0 * eta).exp_m1()).ln(),
+            ),
+        };
+        let lapse = (noise.lapse > 0.0).then(|| {
+            let k = noise.outcomes().len() as f64;
+            ((noise.lapse / k).ln(), (-noise.lapse).ln_1p())
+        });
+        Self {
+            terms,
+            n_terms,
+            log_const,
+            lapse,
+        }
+    }
+
+    fn terms(&self) -> &[LogisticTerm] {
+        &self.terms[..self.n_terms]
+    }
+
+    /// (log g, (log g)′, (log g)″) of the lapse-free part.
+    fn core(&self, f: f64) -> (f64, f64, f64) {
+        self.terms()
+            .iter()
+            .fold((self.log_const, 0.0, 0.0), |acc, term| {
+                let a = term.arg(f);
+                (
+                    acc.0 + log_sigmoid(a),
+                    acc.1 + term.sign * sigmoid(-a),
+                    acc.2 - sigmoid_slope(a),
+                )
+            })
+    }
+}
+
+impl Likelihood for PairLikelihood {
+    fn log_prob(&self, f: f64) -> f64 {
+        let (log_g, _, _) = self.core(f);
+        match self.lapse {
+            None => log_g,
+            Some((log_floor, log_keep)) => log_add_exp(log_floor, log_keep + log_g),
+        }
+    }
+
+    fn log_prob_derivatives(&self, f: f64) -> (f64, f64) {
+        let (log_g, d1, d2) = self.core(f);
+        match self.lapse {
+            None => (d1, d2),
+            Some((log_floor, log_keep)) => {
+                // p = ε/K + (1−ε)g; with r = (1−ε)g/p: ℓ′ = r·(log g)′,
+                // ℓ″ = r·((log g)″ + (log g)′²) − ℓ′².
+                let log_p = log_add_exp(log_floor, log_keep + log_g);
+                let r = (log_keep + log_g - log_p).exp();
+                let l1 = r * d1;
+                (l1, r * (d2 + d1 * d1) - l1 * l1)
+            }
+        }
+    }
+
+    fn gaussian_bound(&self, mean: f64, variance: f64) -> (f64, f64) {
+        // Jaakkola–Jordan: log σ(t) ≥ log σ(ξ) + (t − ξ)/2 − λ(ξ)(t² − ξ²), λ(ξ) = (σ(ξ) − ½)/(2ξ),
+        // with ξ² = E[t²] under the current belief. For t = s·f + o this contributes precision
+        // 2λ and linear coefficient s/2 − 2λ·s·o. The lapse mixture has no such bound: JJ ignores it.
+        self.terms().iter().fold((0.0, 0.0), |(tau, nu), term| {
+            let mean_t = term.sign * mean + term.offset;
+            let xi = (variance + mean_t * mean_t).sqrt();
+            let lambda = if xi < 1e-6 {
+                0.125
+            } else {
+                (sigmoid(xi) - 0.5) / (2.0 * xi)
+            };
+            (
+                tau + 2.0 * lambda,
+                nu + term.sign * 0.5 - 2.0 * lambda * term.sign * term.offset,
+            )
+        })
+    }
+
+    fn lapse_mixture(&self) -> Option<(f64, f64)> {
+        self.lapse
+    }
+
+    fn mixture_component(&self, f: f64) -> (f64, f64, f64) {
+        self.core(f)
+    }
+}
+
+/// A linear-Gaussian observation y = f + noise, noise ~ N(0, σ²). Not an answer type of the
+/// service: the conjugate case in which every update method must equal the Kalman filter.
+#[derive(Debug, Clone, Copy)]
+pub struct GaussianObservation {
+    pub value: f64,
+    pub noise_variance: f64,
+}
+
+impl Likelihood for GaussianObservation {
+    fn log_prob(&self, f: f64) -> f64 {
+        let r = self.value - f;
+        -0.5 * r * r / self.noise_variance
+            - 0.5 * (2.0 * std::f64::consts::PI * self.noise_variance).ln()
+    }
+
+    fn log_prob_derivatives(&self, f: f64) -> (f64, f64) {
+        (
+            (self.value - f) / self.noise_variance,
+            -1.0 / self.noise_variance,
+        )
+    }
+
+    fn gaussian_bound(&self, _mean: f64, _variance: f64) -> (f64, f64) {
+        (1.0 / self.noise_variance, self.value / self.noise_variance)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(lapse: f64, tie: f64) -> NoiseModel {
+        NoiseModel {
+            beta: 1.0,
+            lapse,
+            tie_threshold: tie,
+        }
+    }
+
+    #[test]
+    fn outcome_probabilities_sum_to_one() {
+        for model in [
+            noise(0.0, 0.0),
+            noise(0.1, 0.0),
+            noise(0.0, 0.7),
+            noise(0.2, 1.3),
+        ] {
+            for f in [-30.0, -2.0, 0.0, 0.4, 5.0, 40.0] {
+                let mut p = [0.0; 3];
+                let n = model.outcome_probabilities(f, &mut p);
+                let total: f64 = p[..n].iter().sum();
+                assert!((total - 1.0).abs() < 1e-12, "{model:?} f={f}: {total}");
+            }
+        }
+    }
+
+    #[test]
+    fn lapse_floor_and_bradley_terry_values() {
+        let l = noise(0.1, 0.0).likelihood(Outcome::A).unwrap();
+        assert!((l.log_prob(0.0).exp() - 0.5).abs() < 1e-15);
+        assert!((l.log_prob(-1e3).exp() - 0.05).abs() < 1e-12);
+        let plain = noise(0.0, 0.0).likelihood(Outcome::B).unwrap();
+        assert!((plain.log_prob(1.2).exp() - sigmoid(-1.2)).abs() < 1e-15);
+        assert!(matches!(
+            noise(0.0, 0.0).likelihood(Outcome::Tie),
+            Err(ModelError::TiesDisabled)
+        ));
+    }
+
+    #[test]
+    fn derivatives_match_finite_differences() {
+        let h = 1e-5;
+        for model in [noise(0.0, 0.0), noise(0.15, 0.0), noise(0.05, 0.8)] {
+            for &o in model.outcomes() {
+                let l = model.likelihood(o).unwrap();
+                for f in [-4.0, -0.3, 0.0, 1.1, 6.0] {
+                    let (d1, d2) = l.log_prob_derivatives(f);
+                    let fd1 = (l.log_prob(f + h) - l.log_prob(f - h)) / (2.0 * h);
+                    let fd2 =
+                        (l.log_prob(f + h) - 2.0 * l.log_prob(f) + l.log_prob(f - h)) / (h * h);
+                    assert!((d1 - fd1).abs() < 1e-7, "{o:?} f={f} {d1} {fd1}");
+                    assert!((d2 - fd2).abs() < 1e-4, "{o:?} f={f} {d2} {fd2}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn jaakkola_jordan_site_is_a_lower_bound_touching_at_xi() {
+        let l = noise(0.0, 0.0).likelihood(Outcome::A).unwrap();
+        // With variance 0 the bound touches at f = mean.
+        let mean = 1.7;
+        let (tau, nu) = l.gaussian_bound(mean, 0.0);
+        let site = |f: f64| -0.5 * tau * f * f + nu * f;
+        let c = l.log_prob(mean) - site(mean);
+        for f in [-5.0, -1.0, 0.0, 1.0, 1.7, 3.0, 8.0] {
+            assert!(site(f) + c <= l.log_prob(f) + 1e-12, "f={f}");
+        }
+    }
+}

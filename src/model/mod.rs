@@ -1,0 +1,40 @@
+//! The inference engine: pure maths, no I/O.
+//!
+//! A user's taste is a vector λ ∈ R^J of coefficients over J named base rewards; a candidate y
+//! scores λᵀφ(y). The engine keeps a Gaussian belief N(μ, Σ) over λ ([`posterior`]), updates it
+//! after each answer with a rank-one step ([`update`], [`ep`]) under the answer model of
+//! [`likelihood`], picks the next most informative comparison ([`select`]), decides when to stop
+//! and reports diagnostics ([`elicitation`]), and scores candidates ([`score`]).
+
+pub mod elicitation;
+pub mod ep;
+pub mod likelihood;
+pub mod numeric;
+pub mod posterior;
+pub mod score;
+pub mod select;
+pub mod update;
+
+pub use elicitation::{Elicitation, ElicitationConfig, StopReason, StoppingRule};
+pub use likelihood::{Choice, NoiseModel, Outcome};
+pub use posterior::{MAX_DIMENSIONS, Posterior, RankOne};
+pub use select::{Bank, Strategy};
+pub use update::UpdateMethod;
+
+/// An input the engine cannot work with; `field` names what was wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("this model has no tie threshold, so 'tie' is not a valid answer")]
+    TiesDisabled,
+}
+
+impl ModelError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

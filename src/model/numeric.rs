@@ -1,0 +1,168 @@
+//! Scalar numerics shared by the likelihoods, the updates and question selection:
+//! stable logistic functions, entropies and Gauss–Hermite quadrature for expectations under a
+//! normal distribution.
+
+use std::sync::OnceLock;
+
+use nalgebra::{DMatrix, SymmetricEigen};
+
+/// Logistic function σ(t) = 1 / (1 + e^{−t}), evaluated without overflow for any finite t.
+#[inline]
+pub fn sigmoid(t: f64) -> f64 {
+    if t >= 0.0 {
+        1.0 / (1.0 + (-t).exp())
+    } else {
+        let e = t.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// log σ(t) = −log(1 + e^{−t}), accurate in both tails (≈ t for t ≪ 0, ≈ −e^{−t} for t ≫ 0).
+#[inline]
+pub fn log_sigmoid(t: f64) -> f64 {
+    if t >= 0.0 {
+        -(-t).exp().ln_1p()
+    } else {
+        t - t.exp().ln_1p()
+    }
+}
+
+/// σ′(t) = σ(t)·σ(−t), the logistic density.
+#[inline]
+pub fn sigmoid_slope(t: f64) -> f64 {
+    sigmoid(t) * sigmoid(-t)
+}
+
+/// log(eᵃ + eᵇ) without overflow; −∞ is an identity element.
+#[inline]
+pub fn log_add_exp(a: f64, b: f64) -> f64 {
+    let hi = a.max(b);
+    if hi == f64::NEG_INFINITY {
+        return hi;
+    }
+    hi + ((a - hi).exp() + (b - hi).exp()).ln()
+}
+
+/// Entropy in bits of a discrete distribution, −Σ pᵢ log₂ pᵢ (0 log 0 = 0).
+#[inline]
+pub fn entropy_bits(probabilities: &[f64]) -> f64 {
+    probabilities
+        .iter()
+        .filter(|&&p| p > 0.0)
+        .map(|&p| -p * p.log2())
+        .sum()
+}
+
+/// Binary entropy h(p) in bits.
+#[inline]
+pub fn binary_entropy_bits(p: f64) -> f64 {
+    entropy_bits(&[p, 1.0 - p])
+}
+
+/// A Gauss–Hermite rule for the standard normal: E[g(Z)] ≈ Σₖ wₖ g(zₖ), Z ~ N(0, 1), Σ wₖ = 1.
+///
+/// Exact for polynomials of degree ≤ 2K − 1.
+#[derive(Debug, Clone)]
+pub struct GaussHermite {
+    pub nodes: Vec<f64>,
+    pub weights: Vec<f64>,
+}
+
+impl GaussHermite {
+    /// Builds a K-node rule by the Golub–Welsch algorithm: the nodes are the eigenvalues of the
+    /// Jacobi matrix of the probabilists' Hermite polynomials (off-diagonal √k), the weights are the
+    /// squared first components of its normalised eigenvectors.
+    pub fn new(k: usize) -> Self {
+        assert!(k >= 1, "a quadrature rule needs at least one node");
+        let jacobi = DMatrix::from_fn(k, k, |i, j| {
+            if i.abs_diff(j) == 1 {
+                (i.max(j) as f64).sqrt()
+            } else {
+                0.0
+            }
+        });
+        let eigen = SymmetricEigen::new(jacobi);
+        let mut pairs: Vec<(f64, f64)> = (0..k)
+            .map(|i| (eigen.eigenvalues[i], eigen.eigenvectors[(0, i)].powi(2)))
+            .collect();
+        pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total: f64 = pairs.iter().map(|p| p.1).sum();
+        Self {
+            nodes: pairs.iter().map(|p| p.0).collect(),
+            weights: pairs.iter().map(|p| p.1 / total).collect(),
+        }
+    }
+
+    /// E[g(F)] for F ~ N(mean, variance).
+    pub fn expect(&self, mean: f64, variance: f64, mut g: impl FnMut(f64) -> f64) -> f64 {
+        let sd = variance.max(0.0).sqrt();
+        self.nodes
+            .iter()
+            .zip(&self.weights)
+            .map(|(z, w)| w * g(mean + sd * z))
+            .sum()
+    }
+
+    /// The nodes f = mean + sd·z of the rule for N(mean, variance), paired with their weights.
+    pub fn points(&self, mean: f64, variance: f64) -> impl Iterator<Item = (f64, f64)> + '_ {
+        let sd = variance.max(0.0).sqrt();
+        self.nodes
+            .iter()
+            .zip(&self.weights)
+            .map(move |(z, w)| (mean + sd * z, *w))
+    }
+}
+
+/// The 20-node rule for the expectations of the R-VGA fixed point.
+pub fn gauss_hermite_20() -> &'static GaussHermite {
+    static RULE: OnceLock<GaussHermite> = OnceLock::new();
+    RULE.get_or_init(|| GaussHermite::new(20))
+}
+
+/// The 16-node rule used to re-score the best candidate questions (within 0.03 bits of a 96-node
+/// rule for |m| ≤ 8, s² ≤ 25; measured in `tests/inference.rs`).
+pub fn gauss_hermite_16() -> &'static GaussHermite {
+    static RULE: OnceLock<GaussHermite> = OnceLock::new();
+    RULE.get_or_init(|| GaussHermite::new(16))
+}
+
+/// A high-order rule for reference computations and tests.
+pub fn gauss_hermite_96() -> &'static GaussHermite {
+    static RULE: OnceLock<GaussHermite> = OnceLock::new();
+    RULE.get_or_init(|| GaussHermite::new(96))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauss_hermite_integrates_normal_moments_exactly() {
+        let rule = GaussHermite::new(20);
+        // E[Z^{2n}] = (2n − 1)!!
+        let double_factorial = [1.0, 1.0, 3.0, 15.0, 105.0, 945.0];
+        for (n, expected) in double_factorial.iter().enumerate() {
+            let got = rule.expect(0.0, 1.0, |z| z.powi(2 * n as i32));
+            assert!(
+                (got - expected).abs() < 1e-9 * expected.max(1.0),
+                "n={n}: {got}"
+            );
+            let odd = rule.expect(0.0, 1.0, |z| z.powi(2 * n as i32 + 1));
+            assert!(odd.abs() < 1e-9);
+        }
+        let shifted = rule.expect(1.5, 4.0, |f| f * f);
+        assert!((shifted - (4.0 + 2.25)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn logistic_functions_are_stable_in_the_tails() {
+        assert_eq!(sigmoid(-800.0), 0.0);
+        assert_eq!(sigmoid(800.0), 1.0);
+        assert!((log_sigmoid(-800.0) + 800.0).abs() < 1e-12);
+        assert!(log_sigmoid(800.0) <= 0.0 && log_sigmoid(800.0) > -1e-300);
+        assert!((log_sigmoid(0.3) - sigmoid(0.3).ln()).abs() < 1e-15);
+        assert!((log_add_exp(f64::NEG_INFINITY, 2.0) - 2.0).abs() < 1e-15);
+        assert!((log_add_exp(1000.0, 1000.0) - (1000.0 + 2f64.ln())).abs() < 1e-12);
+        assert!((binary_entropy_bits(0.5) - 1.0).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,91 @@
+//! Item banks held in memory per model, keyed by the model's bank version so that every replica
+//! sees item changes made through any other.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use nalgebra::DMatrix;
+
+use super::ServiceError;
+use crate::model::Bank;
+use crate::store::{ModelRecord, Store};
+
+/// A model's bank with the id ↔ index maps the service needs.
+#[derive(Debug)]
+pub struct LoadedBank {
+    pub version: i64,
+    pub bank: Bank,
+    pub ids: Vec<String>,
+    pub index: HashMap<String, usize>,
+    pub payloads: Vec<Option<serde_json::Value>>,
+}
+
+impl LoadedBank {
+    pub fn item_index(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+}
+
+#[derive(Default)]
+pub struct BankCache {
+    banks: Mutex<HashMap<String, Arc<LoadedBank>>>,
+}
+
+impl BankCache {
+    /// The bank of `model` at its current version, loaded from the store when stale.
+    pub async fn get(
+        &self,
+        store: &dyn Store,
+        model: &ModelRecord,
+    ) -> Result<Arc<LoadedBank>, ServiceError> {
+        if let Some(bank) = self
+            .cached(&model.name)
+            .filter(|b| b.version >= model.bank_version)
+        {
+            return Ok(bank);
+        }
+        let (version, items) = store.load_bank(&model.name).await?;
+        let j = model.spec.dimensions.len();
+        let mut features = DMatrix::zeros(j, items.len());
+        let mut group_ids: HashMap<Option<String>, u32> = HashMap::new();
+        let mut groups = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if item.features.len() != j {
+                return Err(ServiceError::Internal(format!(
+                    "item '{}' has {} features, the model {j}",
+                    item.id,
+                    item.features.len()
+                )));
+            }
+            features.set_column(i, &item.features);
+            let next = group_ids.len() as u32;
+            groups.push(*group_ids.entry(item.group.clone()).or_insert(next));
+        }
+        let bank =
+            Bank::new(features, groups).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let loaded = Arc::new(LoadedBank {
+            version,
+            bank,
+            index: items
+                .iter()
+                .enumerate()
+                .map(|(i, it)| (it.id.clone(), i))
+                .collect(),
+            ids: items.iter().map(|it| it.id.clone()).collect(),
+            payloads: items.into_iter().map(|it| it.payload).collect(),
+        });
+        self.banks
+            .lock()
+            .expect("bank cache lock")
+            .insert(model.name.clone(), loaded.clone());
+        Ok(loaded)
+    }
+
+    fn cached(&self, model: &str) -> Option<Arc<LoadedBank>> {
+        self.banks
+            .lock()
+            .expect("bank cache lock")
+            .get(model)
+            .cloned()
+    }
+}

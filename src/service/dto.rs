@@ -1,0 +1,246 @@
+//! The JSON bodies of the API (requests are strict: unknown fields are rejected).
+
+use nalgebra::{DMatrix, DVector};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Choice, NoiseModel, StopReason, Strategy, UpdateMethod};
+use crate::store::SessionStatus;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorSpec {
+    pub mean: Vec<f64>,
+    pub cov: Vec<Vec<f64>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateModel {
+    pub name: String,
+    pub dimensions: Vec<String>,
+    pub prior: Option<PriorSpec>,
+    pub noise: Option<NoiseModel>,
+    pub update_method: Option<UpdateMethod>,
+    pub strategy: Option<Strategy>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelView {
+    pub name: String,
+    pub dimensions: Vec<String>,
+    pub prior: PriorSpec,
+    pub noise: NoiseModel,
+    pub update_method: UpdateMethod,
+    pub strategy: Strategy,
+    pub bank_version: i64,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelList {
+    pub models: Vec<ModelView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemIn {
+    pub id: String,
+    pub features: Vec<f64>,
+    pub group: Option<String>,
+    pub payload: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertItems {
+    pub items: Vec<ItemIn>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpsertResult {
+    pub upserted: usize,
+    pub bank_version: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemsPage {
+    pub items: Vec<ItemIn>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_after: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    pub model: String,
+    pub user_id: String,
+    pub max_questions: Option<usize>,
+    pub strategy: Option<Strategy>,
+    pub items: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DimensionView {
+    pub name: String,
+    pub mean: f64,
+    pub sd: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PosteriorView {
+    pub dimensions: Vec<DimensionView>,
+    pub mean: Vec<f64>,
+    pub sd: Vec<f64>,
+    pub cov: Vec<Vec<f64>>,
+}
+
+impl PosteriorView {
+    pub fn new(names: &[String], mean: &DVector<f64>, cov: &DMatrix<f64>) -> Self {
+        let sd: Vec<f64> = cov.diagonal().iter().map(|v| v.max(0.0).sqrt()).collect();
+        Self {
+            dimensions: names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| DimensionView {
+                    name: name.clone(),
+                    mean: mean[i],
+                    sd: sd[i],
+                })
+                .collect(),
+            mean: mean.iter().copied().collect(),
+            sd,
+            cov: cov
+                .row_iter()
+                .map(|r| r.iter().copied().collect())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiagnosticsView {
+    /// Information acquired, ½log₂det(Σ₀Σ⁻¹).
+    pub bits: f64,
+    /// Evidence against random answering, Σ log₂(K·Zₜ); negative suggests random answers.
+    pub log2_bayes_factor: f64,
+    /// −log₂Zₜ per informative answer.
+    pub surprise_bits: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemRef {
+    pub id: String,
+    pub payload: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuestionView {
+    pub id: String,
+    pub items: [ItemRef; 2],
+    pub information_bits: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionView {
+    pub id: String,
+    pub model: String,
+    pub user_id: String,
+    pub status: SessionStatus,
+    pub version: i64,
+    pub answers: i64,
+    pub max_questions: usize,
+    pub strategy: Strategy,
+    pub stop_reason: Option<StopReason>,
+    pub posterior: PosteriorView,
+    pub diagnostics: DiagnosticsView,
+    pub question: Option<QuestionView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionCreated {
+    /// Lets a browser drive this one session.
+    pub token: String,
+    #[serde(flatten)]
+    pub session: SessionView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CurrentQuestion {
+    pub session_id: String,
+    pub status: SessionStatus,
+    pub question: Option<QuestionView>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerIn {
+    pub question_id: String,
+    pub choice: Choice,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProfileView {
+    pub user_id: String,
+    pub model: String,
+    pub session_id: String,
+    pub status: SessionStatus,
+    pub version: i64,
+    pub answers: i64,
+    pub updated_ms: i64,
+    pub posterior: PosteriorView,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Candidate {
+    pub id: Option<String>,
+    pub features: Option<Vec<f64>>,
+    pub item_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreRequest {
+    pub model: String,
+    pub user_id: String,
+    pub candidates: Vec<Candidate>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScoreView {
+    pub id: String,
+    pub mean: f64,
+    pub sd: f64,
+    pub rank: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileSource {
+    /// The user's own posterior.
+    User,
+    /// The user has no profile: the model's population prior.
+    Population,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProfileRef {
+    pub source: ProfileSource,
+    pub version: i64,
+    pub answers: i64,
+    pub status: Option<SessionStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScoreResponse {
+    pub model: String,
+    pub user_id: String,
+    pub scores: Vec<ScoreView>,
+    pub profile: ProfileRef,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Erased {
+    pub user_id: String,
+    pub rows_removed: u64,
+}

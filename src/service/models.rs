@@ -1,0 +1,218 @@
+//! Models and their item banks (admin operations).
+
+use std::collections::HashSet;
+
+use nalgebra::{DMatrix, DVector};
+
+use super::dto::{
+    CreateModel, ItemIn, ItemsPage, ModelList, ModelView, PriorSpec, UpsertItems, UpsertResult,
+};
+use super::limits::{MAX_ID_LEN, MAX_ITEMS_PER_UPSERT, MAX_MODEL_NAME_LEN, MAX_PAGE};
+use super::{Service, ServiceError, check_features, check_id};
+use crate::model::{MAX_DIMENSIONS, Posterior};
+use crate::store::{ItemRecord, ModelRecord, ModelSpec, now_ms};
+
+impl Service {
+    pub async fn create_model(&self, req: CreateModel) -> Result<ModelView, ServiceError> {
+        check_model_name(&req.name)?;
+        let j = req.dimensions.len();
+        if j == 0 || j > MAX_DIMENSIONS {
+            return Err(ServiceError::invalid(
+                "dimensions",
+                format!("must name between 1 and {MAX_DIMENSIONS} dimensions"),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, name) in req.dimensions.iter().enumerate() {
+            check_id(&format!("dimensions[{i}]"), name, MAX_ID_LEN)?;
+            if !seen.insert(name) {
+                return Err(ServiceError::invalid(
+                    format!("dimensions[{i}]"),
+                    format!("'{name}' appears twice"),
+                ));
+            }
+        }
+        let prior = match &req.prior {
+            None => Posterior::isotropic(j, 1.0)?,
+            Some(spec) => prior_from_spec(spec, j)?,
+        };
+        let noise = req.noise.unwrap_or_default();
+        noise.validate()?;
+        let record = ModelRecord {
+            name: req.name,
+            spec: ModelSpec {
+                dimensions: req.dimensions,
+                noise,
+                update_method: req.update_method.unwrap_or_default(),
+                strategy: req.strategy.unwrap_or_default(),
+            },
+            prior_mean: prior.mean().clone(),
+            prior_cov: prior.cov().clone(),
+            bank_version: 0,
+            created_ms: now_ms(),
+        };
+        self.store.create_model(&record).await?;
+        Ok(model_view(&record))
+    }
+
+    pub async fn get_model(&self, name: &str) -> Result<ModelView, ServiceError> {
+        Ok(model_view(&self.model(name).await?))
+    }
+
+    pub async fn list_models(&self) -> Result<ModelList, ServiceError> {
+        let models = self.store.list_models().await?;
+        Ok(ModelList {
+            models: models.iter().map(model_view).collect(),
+        })
+    }
+
+    /// Inserts or replaces up to 10⁵ items atomically; all are validated before anything is written.
+    pub async fn upsert_items(
+        &self,
+        model: &str,
+        req: UpsertItems,
+    ) -> Result<UpsertResult, ServiceError> {
+        let record = self.model(model).await?;
+        let j = record.spec.dimensions.len();
+        if req.items.is_empty() {
+            return Err(ServiceError::invalid("items", "must not be empty"));
+        }
+        if req.items.len() > MAX_ITEMS_PER_UPSERT {
+            return Err(ServiceError::invalid(
+                "items",
+                format!("at most {MAX_ITEMS_PER_UPSERT} items per call"),
+            ));
+        }
+        let mut seen = HashSet::with_capacity(req.items.len());
+        let mut records = Vec::with_capacity(req.items.len());
+        for (i, item) in req.items.into_iter().enumerate() {
+            check_id(&format!("items[{i}].id"), &item.id, MAX_ID_LEN)?;
+            if !seen.insert(item.id.clone()) {
+                return Err(ServiceError::invalid(
+                    format!("items[{i}].id"),
+                    format!("'{}' appears twice", item.id),
+                ));
+            }
+            check_features(&format!("items[{i}].features"), &item.features, j)?;
+            if let Some(group) = &item.group {
+                check_id(&format!("items[{i}].group"), group, MAX_ID_LEN)?;
+            }
+            records.push(ItemRecord {
+                id: item.id,
+                features: DVector::from_vec(item.features),
+                group: item.group,
+                payload: item.payload,
+            });
+        }
+        let bank_version = self.store.upsert_items(model, &records).await?;
+        Ok(UpsertResult {
+            upserted: records.len(),
+            bank_version,
+        })
+    }
+
+    pub async fn list_items(
+        &self,
+        model: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<ItemsPage, ServiceError> {
+        self.model(model).await?;
+        let limit = limit.unwrap_or(100);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ServiceError::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        let items = self.store.list_items(model, after, limit).await?;
+        let next_after = (items.len() == limit)
+            .then(|| items.last().map(|i| i.id.clone()))
+            .flatten();
+        Ok(ItemsPage {
+            items: items
+                .into_iter()
+                .map(|i| ItemIn {
+                    id: i.id,
+                    features: i.features.iter().copied().collect(),
+                    group: i.group,
+                    payload: i.payload,
+                })
+                .collect(),
+            next_after,
+        })
+    }
+
+    pub async fn delete_item(&self, model: &str, id: &str) -> Result<(), ServiceError> {
+        self.model(model).await?;
+        if self.store.delete_item(model, id).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!(
+                "item '{id}' of model '{model}'"
+            )))
+        }
+    }
+
+    /// The model record, or NotFound.
+    pub(crate) async fn model(&self, name: &str) -> Result<ModelRecord, ServiceError> {
+        self.store
+            .get_model(name)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("model '{name}'")))
+    }
+}
+
+fn check_model_name(name: &str) -> Result<(), ServiceError> {
+    check_id("name", name, MAX_MODEL_NAME_LEN)?;
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ServiceError::invalid(
+            "name",
+            "may contain only letters, digits, '-', '_' and '.'",
+        ));
+    }
+    Ok(())
+}
+
+fn prior_from_spec(spec: &PriorSpec, j: usize) -> Result<Posterior, ServiceError> {
+    if spec.mean.len() != j {
+        return Err(ServiceError::invalid(
+            "prior.mean",
+            format!(
+                "has {} values, the model has {j} dimensions",
+                spec.mean.len()
+            ),
+        ));
+    }
+    if spec.cov.len() != j || spec.cov.iter().any(|row| row.len() != j) {
+        return Err(ServiceError::invalid(
+            "prior.cov",
+            format!("must be a {j}×{j} matrix"),
+        ));
+    }
+    let cov = DMatrix::from_fn(j, j, |r, c| spec.cov[r][c]);
+    Ok(Posterior::new(DVector::from_vec(spec.mean.clone()), cov)?)
+}
+
+pub(crate) fn model_view(m: &ModelRecord) -> ModelView {
+    ModelView {
+        name: m.name.clone(),
+        dimensions: m.spec.dimensions.clone(),
+        prior: PriorSpec {
+            mean: m.prior_mean.iter().copied().collect(),
+            cov: m
+                .prior_cov
+                .row_iter()
+                .map(|r| r.iter().copied().collect())
+                .collect(),
+        },
+        noise: m.spec.noise,
+        update_method: m.spec.update_method,
+        strategy: m.spec.strategy,
+        bank_version: m.bank_version,
+        created_ms: m.created_ms,
+    }
+}

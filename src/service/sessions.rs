@@ -1,0 +1,548 @@
+//! Onboarding sessions: create, ask, answer, finish; profiles and erasure.
+
+use std::collections::HashSet;
+
+use nalgebra::DVector;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use sha2::{Digest, Sha256};
+
+use super::bank::LoadedBank;
+use super::dto::{
+    AnswerIn, CreateSession, CurrentQuestion, DiagnosticsView, Erased, ItemRef, PosteriorView,
+    ProfileView, QuestionView, SessionCreated, SessionView,
+};
+use super::limits::{MAX_ID_LEN, MAX_QUESTIONS};
+use super::{Service, ServiceError, check_id};
+use crate::model::elicitation::{AnswerRecord, Diagnostics, Next};
+use crate::model::ep::{self, EpOptions};
+use crate::model::select::Pair;
+use crate::model::{Elicitation, ElicitationConfig, Posterior, StopReason, StoppingRule};
+use crate::store::{
+    AnswerRow, Idempotency, ModelRecord, Mutation, ProfileRecord, QuestionRecord, SessionCommit,
+    SessionRecord, SessionSettings, SessionStatus, now_ms,
+};
+
+/// Questions expected to yield less than this stop the session early.
+const MIN_INFORMATION_BITS: f64 = 0.01;
+const DEFAULT_MAX_QUESTIONS: usize = 15;
+
+/// The result of posting an answer.
+#[derive(Debug, Clone)]
+pub struct AnswerOutcome {
+    pub body: serde_json::Value,
+    /// True when an earlier response was replayed for the same Idempotency-Key.
+    pub replayed: bool,
+}
+
+impl Service {
+    pub async fn create_session(&self, req: CreateSession) -> Result<SessionCreated, ServiceError> {
+        check_id("user_id", &req.user_id, MAX_ID_LEN)?;
+        let max_questions = req.max_questions.unwrap_or(DEFAULT_MAX_QUESTIONS);
+        if max_questions == 0 || max_questions > MAX_QUESTIONS {
+            return Err(ServiceError::invalid(
+                "max_questions",
+                format!("must be between 1 and {MAX_QUESTIONS}"),
+            ));
+        }
+        let model = self.model(&req.model).await?;
+        let bank = self.banks.get(self.store.as_ref(), &model).await?;
+        if let Some(items) = &req.items {
+            check_allowed_items(items, &bank)?;
+        }
+        let settings = SessionSettings {
+            max_questions,
+            strategy: req.strategy.unwrap_or(model.spec.strategy),
+            items: req.items,
+        };
+        let prior = prior_of(&model)?;
+        let allowed = allowed_indices(&settings, &bank);
+        let run = Elicitation::new(
+            &bank.bank,
+            prior.clone(),
+            run_config(&model, &settings),
+            allowed.as_deref(),
+        )?;
+        if run.remaining_pairs() == 0 {
+            return Err(ServiceError::invalid(
+                if settings.items.is_some() {
+                    "items"
+                } else {
+                    "model"
+                },
+                "no two of the session's items share a group, so no question can be asked",
+            ));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let token = hex::encode(rand::rng().random::<[u8; 32]>());
+        let now = now_ms();
+        let mut session = SessionRecord {
+            id: id.clone(),
+            user_id: req.user_id,
+            model: model.name.clone(),
+            token_hash: token_hash(&token),
+            status: SessionStatus::Active,
+            stop_reason: None,
+            settings,
+            mean: prior.mean().clone(),
+            cov: prior.cov().clone(),
+            version: 1,
+            answers: 0,
+            question: None,
+            created_ms: now,
+            updated_ms: now,
+        };
+        set_next_question(&mut session, &run, &bank);
+        self.store.create_session(&session).await?;
+        Ok(SessionCreated {
+            token,
+            session: session_view(&model, &bank, &session, &[])?,
+        })
+    }
+
+    pub async fn get_session(&self, id: &str) -> Result<SessionView, ServiceError> {
+        let session = self.session(id).await?;
+        let model = self.model(&session.model).await?;
+        let bank = self.banks.get(self.store.as_ref(), &model).await?;
+        let answers = self.store.session_answers(id).await?;
+        session_view(&model, &bank, &session, &answers)
+    }
+
+    /// The question waiting for an answer (the same one until it is answered).
+    pub async fn current_question(&self, id: &str) -> Result<CurrentQuestion, ServiceError> {
+        let session = self.session(id).await?;
+        let model = self.model(&session.model).await?;
+        let bank = self.banks.get(self.store.as_ref(), &model).await?;
+        Ok(CurrentQuestion {
+            session_id: session.id.clone(),
+            status: session.status,
+            question: session.question.as_ref().map(|q| question_view(q, &bank)),
+        })
+    }
+
+    /// Applies an answer exactly once: the session row is locked, the Idempotency-Key checked,
+    /// the posterior updated, the answer logged and the next question chosen in one transaction.
+    pub async fn answer(
+        &self,
+        id: &str,
+        req: AnswerIn,
+        idempotency_key: Option<String>,
+        if_match: Option<i64>,
+    ) -> Result<AnswerOutcome, ServiceError> {
+        if let Some(key) = &idempotency_key {
+            check_id("Idempotency-Key", key, MAX_ID_LEN)?;
+        }
+        check_id("question_id", &req.question_id, MAX_ID_LEN)?;
+        let session = self.session(id).await?;
+        let model = self.model(&session.model).await?;
+        let bank = self.banks.get(self.store.as_ref(), &model).await?;
+        let request_hash = hex::encode(Sha256::digest(format!(
+            "{}\u{1f}{:?}",
+            req.question_id, req.choice
+        )));
+        let idempotency = idempotency_key.clone().map(|key| Idempotency {
+            key,
+            request_hash: request_hash.clone(),
+        });
+
+        let mutate = |session: &SessionRecord, answers: &[AnswerRow]| {
+            apply_answer(
+                &model,
+                &bank,
+                session,
+                answers,
+                &req,
+                idempotency_key.as_deref(),
+                &request_hash,
+                if_match,
+            )
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        };
+        match self
+            .store
+            .mutate_session(id, idempotency.as_ref(), &mutate)
+            .await?
+        {
+            Mutation::Applied(body) => Ok(AnswerOutcome {
+                body,
+                replayed: false,
+            }),
+            Mutation::Replayed(body) => Ok(AnswerOutcome {
+                body,
+                replayed: true,
+            }),
+        }
+    }
+
+    /// Finishes a session: EP over its whole answer log gives the final posterior, which becomes
+    /// the user's profile. Finishing a finished session returns it unchanged.
+    pub async fn finish(&self, id: &str) -> Result<SessionView, ServiceError> {
+        let session = self.session(id).await?;
+        let model = self.model(&session.model).await?;
+        let bank = self.banks.get(self.store.as_ref(), &model).await?;
+        let mutate = |session: &SessionRecord, answers: &[AnswerRow]| {
+            finish_session(&model, &bank, session, answers)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        };
+        match self.store.mutate_session(id, None, &mutate).await? {
+            Mutation::Applied(body) | Mutation::Replayed(body) => {
+                serde_json::from_value(body).map_err(|e| ServiceError::Internal(e.to_string()))
+            }
+        }
+    }
+
+    pub async fn profile(&self, user_id: &str, model: &str) -> Result<ProfileView, ServiceError> {
+        check_id("user_id", user_id, MAX_ID_LEN)?;
+        let record = self.model(model).await?;
+        let p = self
+            .store
+            .get_profile(user_id, model)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("profile of user '{user_id}' for model '{model}'"))
+            })?;
+        Ok(ProfileView {
+            posterior: PosteriorView::new(&record.spec.dimensions, &p.mean, &p.cov),
+            user_id: p.user_id,
+            model: p.model,
+            session_id: p.session_id,
+            status: p.status,
+            version: p.version,
+            answers: p.answers,
+            updated_ms: p.updated_ms,
+        })
+    }
+
+    pub async fn delete_user(&self, user_id: &str) -> Result<Erased, ServiceError> {
+        check_id("user_id", user_id, MAX_ID_LEN)?;
+        let rows_removed = self.store.delete_user(user_id).await?;
+        Ok(Erased {
+            user_id: user_id.to_string(),
+            rows_removed,
+        })
+    }
+
+    /// The session with this id, or NotFound; also used to check session tokens.
+    pub async fn session(&self, id: &str) -> Result<SessionRecord, ServiceError> {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(ServiceError::NotFound(format!("session '{id}'")));
+        }
+        self.store
+            .get_session(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("session '{id}'")))
+    }
+}
+
+/// SHA-256 of a session token, as stored.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn check_allowed_items(items: &[String], bank: &LoadedBank) -> Result<(), ServiceError> {
+    if items.len() < 2 {
+        return Err(ServiceError::invalid(
+            "items",
+            "must name at least two items",
+        ));
+    }
+    let mut seen = HashSet::with_capacity(items.len());
+    for (i, id) in items.iter().enumerate() {
+        if !seen.insert(id) {
+            return Err(ServiceError::invalid(
+                format!("items[{i}]"),
+                format!("'{id}' appears twice"),
+            ));
+        }
+        if bank.item_index(id).is_none() {
+            return Err(ServiceError::invalid(
+                format!("items[{i}]"),
+                format!("unknown item '{id}'"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn prior_of(model: &ModelRecord) -> Result<Posterior, ServiceError> {
+    Posterior::new(model.prior_mean.clone(), model.prior_cov.clone())
+        .map_err(|e| ServiceError::Internal(e.to_string()))
+}
+
+fn run_config(model: &ModelRecord, settings: &SessionSettings) -> ElicitationConfig {
+    ElicitationConfig {
+        noise: model.spec.noise,
+        method: model.spec.update_method,
+        strategy: settings.strategy,
+        stopping: StoppingRule {
+            max_questions: settings.max_questions,
+            min_information_bits: MIN_INFORMATION_BITS,
+            target_sd: None,
+        },
+        selection: Default::default(),
+    }
+}
+
+/// Bank indices of the session's allowed items (items deleted since are dropped).
+fn allowed_indices(settings: &SessionSettings, bank: &LoadedBank) -> Option<Vec<usize>> {
+    settings
+        .items
+        .as_ref()
+        .map(|ids| ids.iter().filter_map(|id| bank.item_index(id)).collect())
+}
+
+/// The session's posterior: the stored cache, or, if that is damaged, a replay of the log.
+fn session_posterior(
+    model: &ModelRecord,
+    session: &SessionRecord,
+    answers: &[AnswerRow],
+) -> Result<Posterior, ServiceError> {
+    if let Ok(p) = Posterior::new(session.mean.clone(), session.cov.clone()) {
+        return Ok(p);
+    }
+    tracing::warn!(session = %session.id, "stored posterior is not positive definite; rebuilding it from the answer log");
+    let mut posterior = prior_of(model)?;
+    for (x, lik) in observations(model, answers) {
+        posterior.update(&x, &lik, model.spec.update_method);
+    }
+    Ok(posterior)
+}
+
+/// The informative answers of a log as (direction, likelihood) pairs.
+fn observations(
+    model: &ModelRecord,
+    answers: &[AnswerRow],
+) -> Vec<(DVector<f64>, crate::model::likelihood::PairLikelihood)> {
+    answers
+        .iter()
+        .filter_map(|a| {
+            let lik = model.spec.noise.likelihood(a.choice.outcome()?).ok()?;
+            Some((a.direction.clone(), lik))
+        })
+        .collect()
+}
+
+/// Resumes the engine on a stored session.
+fn resume<'b>(
+    model: &ModelRecord,
+    bank: &'b LoadedBank,
+    session: &SessionRecord,
+    answers: &[AnswerRow],
+) -> Result<Elicitation<'b>, ServiceError> {
+    let history = answers
+        .iter()
+        .filter_map(|a| {
+            Some(AnswerRecord {
+                pair: Pair {
+                    a: bank.item_index(&a.item_a)?,
+                    b: bank.item_index(&a.item_b)?,
+                },
+                choice: a.choice,
+                log_evidence: a.log_evidence,
+            })
+        })
+        .collect();
+    let allowed = allowed_indices(&session.settings, bank);
+    Ok(Elicitation::resume(
+        &bank.bank,
+        prior_of(model)?,
+        session_posterior(model, session, answers)?,
+        history,
+        run_config(model, &session.settings),
+        allowed.as_deref(),
+    )?)
+}
+
+/// A question-selection stream that depends only on the session and how far it got, so every
+/// replica picks the same next question for the same state.
+fn question_rng(session_id: &str, answers: i64) -> StdRng {
+    let digest = Sha256::digest(format!("{session_id}/{answers}").as_bytes());
+    StdRng::seed_from_u64(u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")))
+}
+
+/// Chooses the next question (or stops) and records it on the session.
+fn set_next_question(session: &mut SessionRecord, run: &Elicitation<'_>, bank: &LoadedBank) {
+    match run.next(&mut question_rng(&session.id, session.answers)) {
+        Next::Ask(q) => {
+            session.question = Some(QuestionRecord {
+                id: (session.answers + 1).to_string(),
+                item_a: bank.ids[q.pair.a].clone(),
+                item_b: bank.ids[q.pair.b].clone(),
+                information_bits: q.score_bits,
+            });
+        }
+        Next::Stop(reason) => {
+            session.question = None;
+            session.status = SessionStatus::Completed;
+            session.stop_reason = Some(reason);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_answer(
+    model: &ModelRecord,
+    bank: &LoadedBank,
+    current: &SessionRecord,
+    answers: &[AnswerRow],
+    req: &AnswerIn,
+    idempotency_key: Option<&str>,
+    request_hash: &str,
+    if_match: Option<i64>,
+) -> Result<SessionCommit, ServiceError> {
+    if let Some(expected) = if_match {
+        if expected != current.version {
+            return Err(ServiceError::VersionMismatch {
+                expected,
+                current: current.version,
+            });
+        }
+    }
+    if current.status != SessionStatus::Active {
+        return Err(ServiceError::SessionClosed(format!(
+            "the session is {}; it asks no more questions",
+            current.status.as_str()
+        )));
+    }
+    let question = current
+        .question
+        .as_ref()
+        .ok_or_else(|| ServiceError::SessionClosed("the session has no open question".into()))?;
+    if req.question_id != question.id {
+        return Err(ServiceError::StaleQuestion(format!(
+            "question '{}' is not the current question ('{}')",
+            req.question_id, question.id
+        )));
+    }
+    let pair = match (
+        bank.item_index(&question.item_a),
+        bank.item_index(&question.item_b),
+    ) {
+        (Some(a), Some(b)) => Pair { a, b },
+        _ => {
+            return Err(ServiceError::StaleQuestion(
+                "an item of the current question was deleted from the bank".into(),
+            ));
+        }
+    };
+    let mut run = resume(model, bank, current, answers)?;
+    let update = run.answer(pair, req.choice)?;
+    let now = now_ms();
+    let mut next = current.clone();
+    next.version += 1;
+    next.answers += 1;
+    next.mean = run.posterior().mean().clone();
+    next.cov = run.posterior().cov().clone();
+    next.updated_ms = now;
+    set_next_question(&mut next, &run, bank);
+    let answer = AnswerRow {
+        seq: next.answers,
+        item_a: question.item_a.clone(),
+        item_b: question.item_b.clone(),
+        choice: req.choice,
+        log_evidence: update.map(|u| u.log_evidence),
+        direction: bank.bank.direction(pair, model.spec.noise.beta),
+        idempotency_key: idempotency_key.map(str::to_string),
+        request_hash: request_hash.to_string(),
+        response: serde_json::Value::Null,
+        created_ms: now,
+    };
+    let mut log = answers.to_vec();
+    log.push(answer.clone());
+    let response = serde_json::to_value(session_view(model, bank, &next, &log)?)
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    Ok(SessionCommit {
+        profile: Some(profile_of(&next)),
+        session: next,
+        answer: Some(answer),
+        response,
+    })
+}
+
+fn finish_session(
+    model: &ModelRecord,
+    bank: &LoadedBank,
+    current: &SessionRecord,
+    answers: &[AnswerRow],
+) -> Result<SessionCommit, ServiceError> {
+    let mut next = current.clone();
+    if current.status != SessionStatus::Finished {
+        let prior = prior_of(model)?;
+        let (refined, _) = ep::refine(&prior, &observations(model, answers), EpOptions::default());
+        next.version += 1;
+        next.status = SessionStatus::Finished;
+        next.stop_reason = Some(current.stop_reason.unwrap_or(StopReason::Finished));
+        next.question = None;
+        next.mean = refined.mean().clone();
+        next.cov = refined.cov().clone();
+        next.updated_ms = now_ms();
+    }
+    let response = serde_json::to_value(session_view(model, bank, &next, answers)?)
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    Ok(SessionCommit {
+        profile: (current.status != SessionStatus::Finished).then(|| profile_of(&next)),
+        session: next,
+        answer: None,
+        response,
+    })
+}
+
+fn profile_of(session: &SessionRecord) -> ProfileRecord {
+    ProfileRecord {
+        user_id: session.user_id.clone(),
+        model: session.model.clone(),
+        session_id: session.id.clone(),
+        status: session.status,
+        mean: session.mean.clone(),
+        cov: session.cov.clone(),
+        version: 1,
+        answers: session.answers,
+        updated_ms: session.updated_ms,
+    }
+}
+
+fn question_view(q: &QuestionRecord, bank: &LoadedBank) -> QuestionView {
+    let item = |id: &str| ItemRef {
+        id: id.to_string(),
+        payload: bank.item_index(id).and_then(|i| bank.payloads[i].clone()),
+    };
+    QuestionView {
+        id: q.id.clone(),
+        items: [item(&q.item_a), item(&q.item_b)],
+        information_bits: q.information_bits,
+    }
+}
+
+fn session_view(
+    model: &ModelRecord,
+    bank: &LoadedBank,
+    s: &SessionRecord,
+    answers: &[AnswerRow],
+) -> Result<SessionView, ServiceError> {
+    let prior = prior_of(model)?;
+    let posterior = session_posterior(model, s, answers)?;
+    let d = Diagnostics::compute(
+        &prior,
+        &posterior,
+        &model.spec.noise,
+        answers.iter().filter_map(|a| a.log_evidence),
+    );
+    Ok(SessionView {
+        id: s.id.clone(),
+        model: s.model.clone(),
+        user_id: s.user_id.clone(),
+        status: s.status,
+        version: s.version,
+        answers: s.answers,
+        max_questions: s.settings.max_questions,
+        strategy: s.settings.strategy,
+        stop_reason: s.stop_reason,
+        posterior: PosteriorView::new(&model.spec.dimensions, &s.mean, &s.cov),
+        diagnostics: DiagnosticsView {
+            bits: d.bits,
+            log2_bayes_factor: d.log2_bayes_factor,
+            surprise_bits: d.surprise_bits,
+        },
+        question: s.question.as_ref().map(|q| question_view(q, bank)),
+    })
+}

@@ -1,0 +1,263 @@
+//! Persistence behind one narrow async trait.
+//!
+//! [`SqlStore`] implements it for PostgreSQL (production; several replicas may share one
+//! database) and SQLite (the embedded zero-setup default) through sqlx's `Any` driver: one body
+//! of SQL, with the few dialect differences (how a session is locked, migrations) in [`Dialect`].
+//!
+//! The answer log is the truth; the posterior stored on the session row is a cache of it, updated
+//! in the same transaction as the log (session row locked with `SELECT … FOR UPDATE` on
+//! PostgreSQL, a `BEGIN IMMEDIATE` write transaction on SQLite).
+
+pub mod codec;
+mod sql;
+
+use async_trait::async_trait;
+use nalgebra::{DMatrix, DVector};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Choice, NoiseModel, StopReason, Strategy, UpdateMethod};
+
+pub use sql::{Dialect, SqlStore};
+
+/// A model: a named, versioned reward basis with its prior and answer-noise parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelRecord {
+    pub name: String,
+    pub spec: ModelSpec,
+    pub prior_mean: DVector<f64>,
+    pub prior_cov: DMatrix<f64>,
+    /// Bumped by every change to the model's items (cache key of the in-memory bank).
+    pub bank_version: i64,
+    pub created_ms: i64,
+}
+
+/// The JSON-stored part of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub dimensions: Vec<String>,
+    pub noise: NoiseModel,
+    pub update_method: UpdateMethod,
+    pub strategy: Strategy,
+}
+
+/// A bank item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemRecord {
+    pub id: String,
+    pub features: DVector<f64>,
+    pub group: Option<String>,
+    pub payload: Option<serde_json::Value>,
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Asking questions.
+    Active,
+    /// The stopping rule ended the questions; the session can still be finished.
+    Completed,
+    /// Finished: its refined posterior is the user's profile.
+    Finished,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Active => "active",
+            SessionStatus::Completed => "completed",
+            SessionStatus::Finished => "finished",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "completed" => Some(Self::Completed),
+            "finished" => Some(Self::Finished),
+            _ => None,
+        }
+    }
+}
+
+/// Per-session settings fixed at creation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSettings {
+    pub max_questions: usize,
+    pub strategy: Strategy,
+    /// Item ids the session may ask about (`None`: the whole bank).
+    pub items: Option<Vec<String>>,
+}
+
+/// The question currently put to the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuestionRecord {
+    /// The sequence number the answer will get, as a string (the natural idempotency key).
+    pub id: String,
+    pub item_a: String,
+    pub item_b: String,
+    /// Expected information gain of this question when chosen (bits).
+    pub information_bits: f64,
+}
+
+/// A session row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user_id: String,
+    pub model: String,
+    pub token_hash: String,
+    pub status: SessionStatus,
+    pub stop_reason: Option<StopReason>,
+    pub settings: SessionSettings,
+    pub mean: DVector<f64>,
+    pub cov: DMatrix<f64>,
+    pub version: i64,
+    pub answers: i64,
+    pub question: Option<QuestionRecord>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// One row of the answer log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerRow {
+    pub seq: i64,
+    pub item_a: String,
+    pub item_b: String,
+    pub choice: Choice,
+    pub log_evidence: Option<f64>,
+    /// x = β(φa − φb) at the time of the answer.
+    pub direction: DVector<f64>,
+    pub idempotency_key: Option<String>,
+    pub request_hash: String,
+    pub response: serde_json::Value,
+    pub created_ms: i64,
+}
+
+/// A user's current reward model for one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileRecord {
+    pub user_id: String,
+    pub model: String,
+    pub session_id: String,
+    pub status: SessionStatus,
+    pub mean: DVector<f64>,
+    pub cov: DMatrix<f64>,
+    pub version: i64,
+    pub answers: i64,
+    pub updated_ms: i64,
+}
+
+/// What a locked session mutation writes: the new session row, optionally one new answer and
+/// the user's profile, and the body to return (stored with the answer for replays).
+#[derive(Debug, Clone)]
+pub struct SessionCommit {
+    pub session: SessionRecord,
+    pub answer: Option<AnswerRow>,
+    pub profile: Option<ProfileRecord>,
+    pub response: serde_json::Value,
+}
+
+/// How a locked session mutation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    /// Committed; the body computed by the mutator.
+    Applied(serde_json::Value),
+    /// The idempotency key was seen before with the same request: the stored body.
+    Replayed(serde_json::Value),
+}
+
+/// The idempotency key and request fingerprint of an answer.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// The computation run while the session row is locked: reads the current row and its answer
+/// log, returns what to write or a rejection (passed back as [`StoreError::Rejected`]).
+pub type Mutator<'a> = &'a (
+        dyn Fn(
+    &SessionRecord,
+    &[AnswerRow],
+) -> Result<SessionCommit, Box<dyn std::error::Error + Send + Sync>>
+            + Send
+            + Sync
+    );
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The idempotency key was used before with a different request.
+    #[error("idempotency key reused with a different request")]
+    KeyReused,
+    /// The mutator refused the change.
+    #[error("rejected: {0}")]
+    Rejected(Box<dyn std::error::Error + Send + Sync>),
+    /// The database is busy or unreachable; retrying later may succeed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Corrupt(#[from] codec::CodecError),
+    #[error("corrupt row: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Everything the service persists.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A cheap round trip to the database (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts a model; [`StoreError::Conflict`] if the name is taken.
+    async fn create_model(&self, model: &ModelRecord) -> Result<(), StoreError>;
+    async fn get_model(&self, name: &str) -> Result<Option<ModelRecord>, StoreError>;
+    async fn list_models(&self) -> Result<Vec<ModelRecord>, StoreError>;
+
+    /// Inserts or replaces items in one transaction; returns the new bank version.
+    async fn upsert_items(&self, model: &str, items: &[ItemRecord]) -> Result<i64, StoreError>;
+    /// Deletes one item; false if it did not exist.
+    async fn delete_item(&self, model: &str, id: &str) -> Result<bool, StoreError>;
+    /// Items ordered by id, those after `after`, at most `limit`.
+    async fn list_items(
+        &self,
+        model: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ItemRecord>, StoreError>;
+    /// The whole bank and the version it was read at.
+    async fn load_bank(&self, model: &str) -> Result<(i64, Vec<ItemRecord>), StoreError>;
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    async fn session_answers(&self, id: &str) -> Result<Vec<AnswerRow>, StoreError>;
+    /// Locks the session, replays an earlier response for a known idempotency key (or fails with
+    /// [`StoreError::KeyReused`]), runs `mutate`, and commits what it returns atomically.
+    async fn mutate_session(
+        &self,
+        id: &str,
+        idempotency: Option<&Idempotency>,
+        mutate: Mutator<'_>,
+    ) -> Result<Mutation, StoreError>;
+
+    async fn get_profile(
+        &self,
+        user_id: &str,
+        model: &str,
+    ) -> Result<Option<ProfileRecord>, StoreError>;
+    /// Erases every session, answer and profile of a user; returns the number of rows removed.
+    async fn delete_user(&self, user_id: &str) -> Result<u64, StoreError>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

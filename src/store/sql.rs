@@ -1,0 +1,642 @@
+//! The SQL implementation of [`Store`] for PostgreSQL and SQLite.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, QueryBuilder, Row};
+
+use super::codec::{decode_symmetric, decode_vector, encode_symmetric, encode_vector};
+use super::*;
+
+/// The SQL dialect behind a database URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// The dialect of a `postgres://…` or `sqlite:…` URL.
+    pub fn from_url(url: &str) -> Option<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else {
+            None
+        }
+    }
+
+    /// Starts a write transaction. SQLite takes its (database-wide) write lock at once, so two
+    /// writers never both read then fail to upgrade; PostgreSQL locks rows with `FOR UPDATE`.
+    fn begin_write(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "BEGIN",
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+        }
+    }
+
+    fn lock_row(self) -> &'static str {
+        match self {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        }
+    }
+
+    /// Rows per multi-row INSERT, within each database's bound-parameter limit.
+    fn insert_batch(self) -> usize {
+        match self {
+            Dialect::Postgres => 5_000,
+            Dialect::Sqlite => 1_000,
+        }
+    }
+}
+
+/// Connection-pool settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A [`Store`] on PostgreSQL or SQLite.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+const MODEL_COLUMNS: &str = "name, spec, prior_mean, prior_cov, bank_version, created_ms";
+const SESSION_COLUMNS: &str = "id, user_id, model, token_hash, status, stop_reason, settings, mean, cov, version, answers, question, created_ms, updated_ms";
+const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, response, created_ms";
+const PROFILE_COLUMNS: &str =
+    "user_id, model, session_id, status, mean, cov, version, answers, updated_ms";
+
+impl SqlStore {
+    /// Connects to `url` (creating a SQLite file and its directory if needed). Connections are
+    /// opened lazily, so a database that is down at start makes readiness fail, not the process.
+    pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::from_url(url).ok_or_else(|| {
+            StoreError::Unavailable(format!(
+                "unsupported database URL scheme in '{}'",
+                redact(url)
+            ))
+        })?;
+        let url = match dialect {
+            Dialect::Sqlite => prepare_sqlite_url(url)?,
+            Dialect::Postgres => url.to_string(),
+        };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout);
+        if dialect == Dialect::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the writer; FULL sync: an acknowledged answer
+                    // survives a power cut; busy_timeout queues writers instead of failing them.
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect_lazy(&url)?;
+        Ok(Self { pool, dialect })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Applies the dialect's migrations (PostgreSQL serialises concurrent replicas with an
+    /// advisory lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.dialect {
+            Dialect::Postgres => sqlx::migrate!("./migrations/postgres"),
+            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+    }
+
+    /// (open connections, idle connections).
+    pub fn pool_usage(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Hides a password in a database URL.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let file = path.split('?').next().unwrap_or_default();
+    if file.is_empty() || file == ":memory:" {
+        return Err(StoreError::Unavailable(
+            "the embedded store needs a file path (sqlite://path/to/file.db)".into(),
+        ));
+    }
+    if let Some(dir) = Path::new(file)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
+    }
+    let separator = if path.contains('?') { '&' } else { '?' };
+    Ok(if path.contains("mode=") {
+        format!("sqlite://{path}")
+    } else {
+        format!("sqlite://{path}{separator}mode=rwc")
+    })
+}
+
+fn json_text<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serialises")
+}
+
+fn model_from_row(row: &AnyRow) -> Result<ModelRecord, StoreError> {
+    Ok(ModelRecord {
+        name: row.try_get("name")?,
+        spec: serde_json::from_str(&row.try_get::<String, _>("spec")?)?,
+        prior_mean: decode_vector(&row.try_get::<Vec<u8>, _>("prior_mean")?)?,
+        prior_cov: decode_symmetric(&row.try_get::<Vec<u8>, _>("prior_cov")?)?,
+        bank_version: row.try_get("bank_version")?,
+        created_ms: row.try_get("created_ms")?,
+    })
+}
+
+fn item_from_row(row: &AnyRow) -> Result<ItemRecord, StoreError> {
+    let payload: Option<String> = row.try_get("payload")?;
+    Ok(ItemRecord {
+        id: row.try_get("id")?,
+        features: decode_vector(&row.try_get::<Vec<u8>, _>("features")?)?,
+        group: row.try_get("item_group")?,
+        payload: payload.map(|p| serde_json::from_str(&p)).transpose()?,
+    })
+}
+
+fn status_from(text: String) -> Result<SessionStatus, StoreError> {
+    SessionStatus::parse(&text)
+        .ok_or_else(|| StoreError::Unavailable(format!("corrupt row: unknown status '{text}'")))
+}
+
+fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
+    let stop_reason: Option<String> = row.try_get("stop_reason")?;
+    let question: Option<String> = row.try_get("question")?;
+    Ok(SessionRecord {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        model: row.try_get("model")?,
+        token_hash: row.try_get("token_hash")?,
+        status: status_from(row.try_get("status")?)?,
+        stop_reason: stop_reason
+            .map(|s| serde_json::from_value(serde_json::Value::String(s)))
+            .transpose()?,
+        settings: serde_json::from_str(&row.try_get::<String, _>("settings")?)?,
+        mean: decode_vector(&row.try_get::<Vec<u8>, _>("mean")?)?,
+        cov: decode_symmetric(&row.try_get::<Vec<u8>, _>("cov")?)?,
+        version: row.try_get("version")?,
+        answers: row.try_get("answers")?,
+        question: question.map(|q| serde_json::from_str(&q)).transpose()?,
+        created_ms: row.try_get("created_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+    })
+}
+
+fn answer_from_row(row: &AnyRow) -> Result<AnswerRow, StoreError> {
+    Ok(AnswerRow {
+        seq: row.try_get("seq")?,
+        item_a: row.try_get("item_a")?,
+        item_b: row.try_get("item_b")?,
+        choice: serde_json::from_value(serde_json::Value::String(row.try_get("choice")?))?,
+        log_evidence: row.try_get("log_evidence")?,
+        direction: decode_vector(&row.try_get::<Vec<u8>, _>("direction")?)?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        request_hash: row.try_get("request_hash")?,
+        response: serde_json::from_str(&row.try_get::<String, _>("response")?)?,
+        created_ms: row.try_get("created_ms")?,
+    })
+}
+
+fn profile_from_row(row: &AnyRow) -> Result<ProfileRecord, StoreError> {
+    Ok(ProfileRecord {
+        user_id: row.try_get("user_id")?,
+        model: row.try_get("model")?,
+        session_id: row.try_get("session_id")?,
+        status: status_from(row.try_get("status")?)?,
+        mean: decode_vector(&row.try_get::<Vec<u8>, _>("mean")?)?,
+        cov: decode_symmetric(&row.try_get::<Vec<u8>, _>("cov")?)?,
+        version: row.try_get("version")?,
+        answers: row.try_get("answers")?,
+        updated_ms: row.try_get("updated_ms")?,
+    })
+}
+
+fn text_of<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value).expect("plain data serialises") {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// Unique-constraint violations are conflicts; pool exhaustion and lost connections are
+/// "unavailable" (a client may retry); everything else is a database error.
+fn classify(error: sqlx::Error, what: &str) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(what.to_string())
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(error.to_string())
+        }
+        sqlx::Error::Database(db)
+            if matches!(
+                db.code().as_deref(),
+                Some("40P01" | "55P03" | "40001" | "5" | "6")
+            ) =>
+        {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => StoreError::Database(error),
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| classify(e, "ping"))?;
+        Ok(())
+    }
+
+    async fn create_model(&self, model: &ModelRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO models (name, spec, prior_mean, prior_cov, bank_version, created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&model.name)
+        .bind(json_text(&model.spec))
+        .bind(encode_vector(&model.prior_mean))
+        .bind(encode_symmetric(&model.prior_cov))
+        .bind(model.bank_version)
+        .bind(model.created_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| classify(e, &format!("model '{}'", model.name)))?;
+        Ok(())
+    }
+
+    async fn get_model(&self, name: &str) -> Result<Option<ModelRecord>, StoreError> {
+        let sql = format!("SELECT {MODEL_COLUMNS} FROM models WHERE name = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| classify(e, "model"))?;
+        row.as_ref().map(model_from_row).transpose()
+    }
+
+    async fn list_models(&self) -> Result<Vec<ModelRecord>, StoreError> {
+        let sql = format!("SELECT {MODEL_COLUMNS} FROM models ORDER BY name");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| classify(e, "models"))?;
+        rows.iter().map(model_from_row).collect()
+    }
+
+    async fn upsert_items(&self, model: &str, items: &[ItemRecord]) -> Result<i64, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin_write())
+            .await
+            .map_err(|e| classify(e, "items"))?;
+        for chunk in items.chunks(self.dialect.insert_batch()) {
+            let mut insert =
+                QueryBuilder::new("INSERT INTO items (model, id, features, item_group, payload) ");
+            insert.push_values(chunk, |mut row, item| {
+                row.push_bind(model.to_string())
+                    .push_bind(item.id.clone())
+                    .push_bind(encode_vector(&item.features))
+                    .push_bind(item.group.clone())
+                    .push_bind(item.payload.as_ref().map(json_text));
+            });
+            insert.push(
+                " ON CONFLICT (model, id) DO UPDATE SET features = excluded.features, item_group = excluded.item_group, payload = excluded.payload",
+            );
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify(e, "items"))?;
+        }
+        let version: i64 = sqlx::query_scalar("UPDATE models SET bank_version = bank_version + 1 WHERE name = $1 RETURNING bank_version")
+            .bind(model)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "model"))?
+            .ok_or_else(|| StoreError::NotFound(format!("model '{model}'")))?;
+        tx.commit().await.map_err(|e| classify(e, "items"))?;
+        Ok(version)
+    }
+
+    async fn delete_item(&self, model: &str, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin_write())
+            .await
+            .map_err(|e| classify(e, "item"))?;
+        let deleted = sqlx::query("DELETE FROM items WHERE model = $1 AND id = $2")
+            .bind(model)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "item"))?
+            .rows_affected();
+        if deleted > 0 {
+            sqlx::query("UPDATE models SET bank_version = bank_version + 1 WHERE name = $1")
+                .bind(model)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify(e, "model"))?;
+        }
+        tx.commit().await.map_err(|e| classify(e, "item"))?;
+        Ok(deleted > 0)
+    }
+
+    async fn list_items(
+        &self,
+        model: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ItemRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, features, item_group, payload FROM items WHERE model = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(model)
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| classify(e, "items"))?;
+        rows.iter().map(item_from_row).collect()
+    }
+
+    async fn load_bank(&self, model: &str) -> Result<(i64, Vec<ItemRecord>), StoreError> {
+        // One transaction, so the version and the items are consistent with each other.
+        let mut tx = self.pool.begin().await.map_err(|e| classify(e, "bank"))?;
+        let version: i64 = sqlx::query_scalar("SELECT bank_version FROM models WHERE name = $1")
+            .bind(model)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "model"))?
+            .ok_or_else(|| StoreError::NotFound(format!("model '{model}'")))?;
+        let rows = sqlx::query(
+            "SELECT id, features, item_group, payload FROM items WHERE model = $1 ORDER BY id",
+        )
+        .bind(model)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| classify(e, "items"))?;
+        tx.commit().await.map_err(|e| classify(e, "bank"))?;
+        Ok((
+            version,
+            rows.iter().map(item_from_row).collect::<Result<_, _>>()?,
+        ))
+    }
+
+    async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&s.id)
+            .bind(&s.user_id)
+            .bind(&s.model)
+            .bind(&s.token_hash)
+            .bind(s.status.as_str())
+            .bind(s.stop_reason.map(|r| r.as_str()))
+            .bind(json_text(&s.settings))
+            .bind(encode_vector(&s.mean))
+            .bind(encode_symmetric(&s.cov))
+            .bind(s.version)
+            .bind(s.answers)
+            .bind(s.question.as_ref().map(json_text))
+            .bind(s.created_ms)
+            .bind(s.updated_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| classify(e, "session"))?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| classify(e, "session"))?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn session_answers(&self, id: &str) -> Result<Vec<AnswerRow>, StoreError> {
+        let sql =
+            format!("SELECT {ANSWER_COLUMNS} FROM answers WHERE session_id = $1 ORDER BY seq");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| classify(e, "answers"))?;
+        rows.iter().map(answer_from_row).collect()
+    }
+
+    async fn mutate_session(
+        &self,
+        id: &str,
+        idempotency: Option<&Idempotency>,
+        mutate: Mutator<'_>,
+    ) -> Result<Mutation, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin_write())
+            .await
+            .map_err(|e| classify(e, "session"))?;
+        if self.dialect == Dialect::Postgres {
+            // Fail fast rather than queue behind a stuck writer of the same session.
+            tx.execute("SET LOCAL lock_timeout = '5s'")
+                .await
+                .map_err(|e| classify(e, "session"))?;
+        }
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1{}",
+            self.dialect.lock_row()
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "session"))?
+            .ok_or_else(|| StoreError::NotFound(format!("session '{id}'")))?;
+        let session = session_from_row(&row)?;
+
+        let sql =
+            format!("SELECT {ANSWER_COLUMNS} FROM answers WHERE session_id = $1 ORDER BY seq");
+        let answers: Vec<AnswerRow> = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "answers"))?
+            .iter()
+            .map(answer_from_row)
+            .collect::<Result<_, _>>()?;
+        if let Some(key) = idempotency {
+            if let Some(seen) = answers
+                .iter()
+                .find(|a| a.idempotency_key.as_deref() == Some(key.key.as_str()))
+            {
+                return if seen.request_hash == key.request_hash {
+                    Ok(Mutation::Replayed(seen.response.clone()))
+                } else {
+                    Err(StoreError::KeyReused)
+                };
+            }
+        }
+
+        let commit = mutate(&session, &answers).map_err(StoreError::Rejected)?;
+        if let Some(answer) = &commit.answer {
+            let sql = format!(
+                "INSERT INTO answers (session_id, user_id, {ANSWER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(&session.user_id)
+                .bind(answer.seq)
+                .bind(&answer.item_a)
+                .bind(&answer.item_b)
+                .bind(text_of(&answer.choice))
+                .bind(answer.log_evidence)
+                .bind(encode_vector(&answer.direction))
+                .bind(answer.idempotency_key.clone())
+                .bind(&answer.request_hash)
+                .bind(commit.response.to_string())
+                .bind(answer.created_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify(e, "answer"))?;
+        }
+        let s = &commit.session;
+        let updated = sqlx::query(
+            "UPDATE sessions SET status = $2, stop_reason = $3, mean = $4, cov = $5, version = $6, answers = $7, question = $8, updated_ms = $9 WHERE id = $1 AND version = $10",
+        )
+        .bind(id)
+        .bind(s.status.as_str())
+        .bind(s.stop_reason.map(|r| r.as_str()))
+        .bind(encode_vector(&s.mean))
+        .bind(encode_symmetric(&s.cov))
+        .bind(s.version)
+        .bind(s.answers)
+        .bind(s.question.as_ref().map(json_text))
+        .bind(s.updated_ms)
+        .bind(session.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(e, "session"))?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Unavailable(
+                "the session changed during the update".into(),
+            ));
+        }
+        if let Some(p) = &commit.profile {
+            let sql = format!(
+                "INSERT INTO profiles ({PROFILE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (user_id, model) DO UPDATE SET session_id = excluded.session_id, status = excluded.status, \
+                 mean = excluded.mean, cov = excluded.cov, version = profiles.version + 1, answers = excluded.answers, updated_ms = excluded.updated_ms"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&p.user_id)
+                .bind(&p.model)
+                .bind(&p.session_id)
+                .bind(p.status.as_str())
+                .bind(encode_vector(&p.mean))
+                .bind(encode_symmetric(&p.cov))
+                .bind(p.version)
+                .bind(p.answers)
+                .bind(p.updated_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify(e, "profile"))?;
+        }
+        tx.commit().await.map_err(|e| classify(e, "session"))?;
+        Ok(Mutation::Applied(commit.response))
+    }
+
+    async fn get_profile(
+        &self,
+        user_id: &str,
+        model: &str,
+    ) -> Result<Option<ProfileRecord>, StoreError> {
+        let sql =
+            format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE user_id = $1 AND model = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .bind(model)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| classify(e, "profile"))?;
+        row.as_ref().map(profile_from_row).transpose()
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<u64, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin_write())
+            .await
+            .map_err(|e| classify(e, "user"))?;
+        let mut removed = 0;
+        for sql in [
+            "DELETE FROM answers WHERE user_id = $1",
+            "DELETE FROM sessions WHERE user_id = $1",
+            "DELETE FROM profiles WHERE user_id = $1",
+        ] {
+            removed += sqlx::query(sql)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify(e, "user"))?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(|e| classify(e, "user"))?;
+        Ok(removed)
+    }
+}

@@ -1,0 +1,503 @@
+//! The inference engine checked against exact posteriors and its own invariants.
+//!
+//! Tolerances follow `streaming-vi.md` §9 (means over 20 simulated users, 30 answers): noisy
+//! regime (prior sd of f ≈ 2) ADF KL(N_exact‖q) ≤ 0.08 nats, trace ratio in [0.85, 1.15], EP ≤ 0.005;
+//! sharp regime (sd ≈ 5) ADF ≤ 0.6. JJ must fail the noisy ADF bound (a negative control).
+
+use elicit::model::ep::{self, EpOptions};
+use elicit::model::likelihood::{GaussianObservation, Likelihood, PairLikelihood};
+use elicit::model::numeric::{gauss_hermite_96, sigmoid};
+use elicit::model::select::{
+    BankStats, CLOSED_FORM_MAX_ERROR_BITS, information_closed_form, information_quadrature,
+    information_upper_bound,
+};
+use elicit::model::update::rank_one;
+use elicit::model::{Bank, NoiseModel, Outcome, Posterior, UpdateMethod};
+use nalgebra::{DMatrix, DVector};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+
+fn gauss(rng: &mut StdRng) -> f64 {
+    StandardNormal.sample(rng)
+}
+
+fn normal_vector(rng: &mut StdRng, j: usize, sd: f64) -> DVector<f64> {
+    DVector::from_fn(j, |_, _| sd * gauss(rng))
+}
+
+/// Mean and covariance of a weighted sample.
+fn weighted_moments(
+    points: &[DVector<f64>],
+    log_weights: &[f64],
+) -> (DVector<f64>, DMatrix<f64>, f64) {
+    let max = log_weights
+        .iter()
+        .cloned()
+        .fold(f64::NEG_INFINITY, f64::max);
+    let w: Vec<f64> = log_weights.iter().map(|l| (l - max).exp()).collect();
+    let total: f64 = w.iter().sum();
+    let j = points[0].len();
+    let mut mean = DVector::zeros(j);
+    for (p, wi) in points.iter().zip(&w) {
+        mean.axpy(*wi / total, p, 1.0);
+    }
+    let mut cov = DMatrix::zeros(j, j);
+    for (p, wi) in points.iter().zip(&w) {
+        let d = p - &mean;
+        cov.ger(*wi / total, &d, &d, 1.0);
+    }
+    let ess = total * total / w.iter().map(|x| x * x).sum::<f64>();
+    (mean, cov, ess)
+}
+
+/// KL(N(μp, Σp) ‖ N(μq, Σq)) in nats.
+fn gaussian_kl(mp: &DVector<f64>, sp: &DMatrix<f64>, mq: &DVector<f64>, sq: &DMatrix<f64>) -> f64 {
+    let j = mp.len() as f64;
+    let chol_q = sq.clone().cholesky().unwrap();
+    let chol_p = sp.clone().cholesky().unwrap();
+    let inv_q = chol_q.inverse();
+    let d = mq - mp;
+    let logdet = |c: &nalgebra::Cholesky<f64, nalgebra::Dyn>| {
+        2.0 * c.l().diagonal().iter().map(|x| x.ln()).sum::<f64>()
+    };
+    0.5 * ((&inv_q * sp).trace() + d.dot(&(&inv_q * &d)) - j + logdet(&chol_q) - logdet(&chol_p))
+}
+
+struct Scenario {
+    prior: Posterior,
+    observations: Vec<(DVector<f64>, PairLikelihood)>,
+}
+
+/// A simulated user answering `n` random questions with |x|² ≈ sd_f² under a N(0, I) prior.
+fn scenario(rng: &mut StdRng, j: usize, n: usize, sd_f: f64, noise: NoiseModel) -> Scenario {
+    let prior = Posterior::isotropic(j, 1.0).unwrap();
+    let lambda = normal_vector(rng, j, 1.0);
+    let observations = (0..n)
+        .map(|_| {
+            let x = normal_vector(rng, j, sd_f / (j as f64).sqrt());
+            let f = lambda.dot(&x);
+            let outcome = if rng.random_bool(sigmoid(f)) {
+                Outcome::A
+            } else {
+                Outcome::B
+            };
+            (x, noise.likelihood(outcome).unwrap())
+        })
+        .collect();
+    Scenario {
+        prior,
+        observations,
+    }
+}
+
+fn log_target(s: &Scenario, lambda: &DVector<f64>) -> f64 {
+    let prior_term = -0.5 * (lambda - s.prior.mean()).norm_squared();
+    prior_term
+        + s.observations
+            .iter()
+            .map(|(x, l)| l.log_prob(x.dot(lambda)))
+            .sum::<f64>()
+}
+
+/// Exact posterior moments by a 2-D grid (J = 2).
+fn exact_by_grid(s: &Scenario) -> (DVector<f64>, DMatrix<f64>) {
+    let n = 601;
+    let (lo, hi) = (-4.5, 4.5);
+    let step = (hi - lo) / (n - 1) as f64;
+    let mut points = Vec::with_capacity(n * n);
+    let mut logs = Vec::with_capacity(n * n);
+    for a in 0..n {
+        for b in 0..n {
+            let p = DVector::from_vec(vec![lo + a as f64 * step, lo + b as f64 * step]);
+            logs.push(log_target(s, &p));
+            points.push(p);
+        }
+    }
+    let (m, c, _) = weighted_moments(&points, &logs);
+    (m, c)
+}
+
+/// Exact posterior moments by importance sampling from a multivariate t₄ centred on the EP
+/// approximation, its scale widened by 1.3.
+fn exact_by_importance_sampling(
+    s: &Scenario,
+    rng: &mut StdRng,
+    draws: usize,
+) -> (DVector<f64>, DMatrix<f64>) {
+    let (center, _) = ep::refine(&s.prior, &s.observations, EpOptions::default());
+    let j = center.dim();
+    let scale = center.cov() * (1.3f64 * 1.3);
+    let chol = scale.clone().cholesky().unwrap();
+    let inv = chol.inverse();
+    let nu = 4.0;
+    let mut points = Vec::with_capacity(draws);
+    let mut logs = Vec::with_capacity(draws);
+    for _ in 0..draws {
+        let z = normal_vector(rng, j, 1.0);
+        let chi2: f64 = (0..4)
+            .map(|_| {
+                let g = gauss(rng);
+                g * g
+            })
+            .sum();
+        let p = center.mean() + chol.l() * z * (nu / chi2).sqrt();
+        let d = &p - center.mean();
+        let log_proposal = -0.5 * (nu + j as f64) * (1.0 + d.dot(&(&inv * &d)) / nu).ln();
+        logs.push(log_target(s, &p) - log_proposal);
+        points.push(p);
+    }
+    let (m, c, ess) = weighted_moments(&points, &logs);
+    assert!(
+        ess > 0.2 * draws as f64,
+        "importance sampling ESS too low: {ess}"
+    );
+    (m, c)
+}
+
+fn streaming(s: &Scenario, method: UpdateMethod) -> Posterior {
+    let mut q = s.prior.clone();
+    for (x, l) in &s.observations {
+        q.update(x, l, method);
+    }
+    q
+}
+
+struct Accuracy {
+    kl: f64,
+    trace_ratio: f64,
+}
+
+fn mean_accuracy(
+    j: usize,
+    sd_f: f64,
+    users: u64,
+    exact: impl Fn(&Scenario, &mut StdRng) -> (DVector<f64>, DMatrix<f64>),
+) -> Vec<(String, Accuracy)> {
+    let noise = NoiseModel::default();
+    let mut sums: Vec<(String, f64, f64)> = ["adf", "rvga", "jj", "ep"]
+        .iter()
+        .map(|n| (n.to_string(), 0.0, 0.0))
+        .collect();
+    for user in 0..users {
+        let mut rng = StdRng::seed_from_u64(1000 * j as u64 + user);
+        let s = scenario(&mut rng, j, 30, sd_f, noise);
+        let (mp, sp) = exact(&s, &mut rng);
+        let approximations = [
+            streaming(&s, UpdateMethod::Adf),
+            streaming(&s, UpdateMethod::Rvga),
+            streaming(&s, UpdateMethod::Jj),
+            ep::refine(&s.prior, &s.observations, EpOptions::default()).0,
+        ];
+        for (slot, q) in sums.iter_mut().zip(&approximations) {
+            slot.1 += gaussian_kl(&mp, &sp, q.mean(), q.cov());
+            slot.2 += q.cov().trace() / sp.trace();
+        }
+    }
+    sums.into_iter()
+        .map(|(n, kl, tr)| {
+            (
+                n,
+                Accuracy {
+                    kl: kl / users as f64,
+                    trace_ratio: tr / users as f64,
+                },
+            )
+        })
+        .collect()
+}
+
+fn lookup<'a>(results: &'a [(String, Accuracy)], name: &str) -> &'a Accuracy {
+    &results.iter().find(|(n, _)| n == name).unwrap().1
+}
+
+#[test]
+fn adf_after_one_answer_is_the_exact_posterior() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for (lapse, tie) in [(0.0, 0.0), (0.1, 0.0), (0.05, 0.6)] {
+        let noise = NoiseModel {
+            beta: 1.5,
+            lapse,
+            tie_threshold: tie,
+        };
+        for &outcome in noise.outcomes() {
+            for _ in 0..10 {
+                let j = 4;
+                let a = DMatrix::from_fn(j, j, |_, _| gauss(&mut rng));
+                let cov = &a * a.transpose() * 0.25 + DMatrix::identity(j, j) * 0.1;
+                let prior = Posterior::new(normal_vector(&mut rng, j, 0.5), cov).unwrap();
+                let x = normal_vector(&mut rng, j, 0.7);
+                let lik = noise.likelihood(outcome).unwrap();
+                let mut q = prior.clone();
+                q.update(&x, &lik, UpdateMethod::Adf);
+                // Exact: the posterior changes only along u = Σx, by the exact tilted moments of
+                // f = λᵀx, integrated here by a dense Simpson rule.
+                let p = prior.predictive(&x);
+                let sd = p.variance.sqrt();
+                let n = 40_001;
+                let (lo, hi) = (p.mean - 14.0 * sd, p.mean + 14.0 * sd);
+                let h = (hi - lo) / (n - 1) as f64;
+                let (mut z, mut m1, mut m2) = (0.0, 0.0, 0.0);
+                for i in 0..n {
+                    let f = lo + i as f64 * h;
+                    let w = if i == 0 || i == n - 1 {
+                        1.0
+                    } else if i % 2 == 1 {
+                        4.0
+                    } else {
+                        2.0
+                    };
+                    let dens = w
+                        * (-(f - p.mean).powi(2) / (2.0 * p.variance)).exp()
+                        * lik.log_prob(f).exp();
+                    z += dens;
+                    m1 += dens * f;
+                    m2 += dens * f * f;
+                }
+                let (mt, vt) = (m1 / z, m2 / z - (m1 / z).powi(2));
+                let mean = prior.mean() + &p.u * ((mt - p.mean) / p.variance);
+                let exact_cov =
+                    prior.cov() - &p.u * p.u.transpose() * ((p.variance - vt) / p.variance.powi(2));
+                let (mean_err, cov_err) = ((q.mean() - mean).amax(), (q.cov() - exact_cov).amax());
+                assert!(
+                    mean_err < 1e-8,
+                    "{outcome:?} lapse={lapse}: mean off by {mean_err}"
+                );
+                assert!(
+                    cov_err < 1e-8,
+                    "{outcome:?} lapse={lapse}: cov off by {cov_err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn streaming_methods_against_the_exact_posterior_on_a_grid_j2() {
+    let results = mean_accuracy(2, 2.0, 20, |s, _| exact_by_grid(s));
+    let adf = lookup(&results, "adf");
+    let jj = lookup(&results, "jj");
+    assert!(adf.kl <= 0.08, "ADF KL {}", adf.kl);
+    assert!(
+        (0.85..=1.15).contains(&adf.trace_ratio),
+        "ADF trace ratio {}",
+        adf.trace_ratio
+    );
+    assert!(lookup(&results, "rvga").kl <= 0.08);
+    assert!(
+        lookup(&results, "ep").kl <= 0.005,
+        "EP KL {}",
+        lookup(&results, "ep").kl
+    );
+    // Negative control: JJ is overconfident and measurably worse.
+    assert!(
+        jj.kl > 0.15 && jj.kl > 3.0 * adf.kl,
+        "JJ KL {} vs ADF {}",
+        jj.kl,
+        adf.kl
+    );
+    assert!(jj.trace_ratio < 0.9);
+}
+
+#[test]
+fn streaming_methods_against_importance_sampling_j4() {
+    let results = mean_accuracy(4, 2.0, 20, |s, rng| {
+        exact_by_importance_sampling(s, rng, 100_000)
+    });
+    let adf = lookup(&results, "adf");
+    assert!(adf.kl <= 0.08, "ADF KL {}", adf.kl);
+    assert!((0.85..=1.15).contains(&adf.trace_ratio));
+    assert!(
+        lookup(&results, "ep").kl <= 0.005,
+        "EP KL {}",
+        lookup(&results, "ep").kl
+    );
+    let jj = lookup(&results, "jj");
+    assert!(
+        jj.kl > 0.15 && jj.kl > 3.0 * adf.kl,
+        "JJ KL {} vs ADF {}",
+        jj.kl,
+        adf.kl
+    );
+}
+
+#[test]
+fn sharp_regime_stays_within_tolerance_j4() {
+    let results = mean_accuracy(4, 5.0, 20, |s, rng| {
+        exact_by_importance_sampling(s, rng, 100_000)
+    });
+    let adf = lookup(&results, "adf");
+    assert!(adf.kl <= 0.6, "ADF KL {}", adf.kl);
+    assert!(adf.trace_ratio >= 0.75);
+    assert!(
+        lookup(&results, "ep").kl <= 0.03,
+        "EP KL {}",
+        lookup(&results, "ep").kl
+    );
+}
+
+#[test]
+fn every_method_is_the_kalman_filter_for_a_linear_gaussian_observation() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for method in UpdateMethod::ALL {
+        let mut q = Posterior::isotropic(5, 2.0).unwrap();
+        let mut kalman = q.clone();
+        for _ in 0..20 {
+            let x = normal_vector(&mut rng, 5, 0.6);
+            let obs = GaussianObservation {
+                value: gauss(&mut rng),
+                noise_variance: 0.8,
+            };
+            q.update(&x, &obs, method);
+            // Kalman gain k = Σx/(xᵀΣx + σ²).
+            let p = kalman.predictive(&x);
+            let s = p.variance + obs.noise_variance;
+            let step = elicit::model::RankOne {
+                c1: (obs.value - p.mean) / s,
+                c2: 1.0 / s,
+            };
+            kalman.apply(&p, step);
+        }
+        assert!((q.mean() - kalman.mean()).amax() < 1e-10, "{method:?} mean");
+        assert!((q.cov() - kalman.cov()).amax() < 1e-10, "{method:?} cov");
+    }
+}
+
+#[test]
+fn ep_is_independent_of_answer_order() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let noise = NoiseModel {
+        beta: 1.0,
+        lapse: 0.05,
+        tie_threshold: 0.0,
+    };
+    let s = scenario(&mut rng, 4, 25, 2.0, noise);
+    let (forward, _) = ep::refine(
+        &s.prior,
+        &s.observations,
+        EpOptions {
+            sweeps: 50,
+            ..Default::default()
+        },
+    );
+    let mut reversed = s.observations.clone();
+    reversed.reverse();
+    let (backward, _) = ep::refine(
+        &s.prior,
+        &reversed,
+        EpOptions {
+            sweeps: 50,
+            ..Default::default()
+        },
+    );
+    assert!((forward.mean() - backward.mean()).amax() < 1e-6);
+    assert!((forward.cov() - backward.cov()).amax() < 1e-6);
+}
+
+#[test]
+fn incremental_bank_statistics_equal_recomputation() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let (j, n) = (16, 300);
+    let bank = Bank::ungrouped(DMatrix::from_fn(j, n, |_, _| gauss(&mut rng))).unwrap();
+    let noise = NoiseModel {
+        beta: 1.0,
+        lapse: 0.1,
+        tie_threshold: 0.0,
+    };
+    let mut q = Posterior::isotropic(j, 0.5).unwrap();
+    let mut stats = BankStats::new(&bank, &q);
+    for _ in 0..50 {
+        let a = rng.random_range(0..n);
+        let b = (a + rng.random_range(1..n)) % n;
+        let x = bank.direction(elicit::model::select::Pair { a, b }, noise.beta);
+        let predictive = q.predictive(&x);
+        let outcome = if rng.random_bool(0.5) {
+            Outcome::A
+        } else {
+            Outcome::B
+        };
+        let update = q.update_along(
+            &predictive,
+            &noise.likelihood(outcome).unwrap(),
+            UpdateMethod::Adf,
+        );
+        stats.update(&bank, &predictive.u, update.step);
+    }
+    let fresh = BankStats::new(&bank, &q);
+    assert!(
+        stats.max_abs_difference(&fresh) < 1e-12,
+        "{}",
+        stats.max_abs_difference(&fresh)
+    );
+}
+
+#[test]
+fn information_closed_form_and_bound_against_quadrature() {
+    let noise = NoiseModel::default();
+    let reference = |m: f64, s2: f64| {
+        // 96-node reference of I = h(E σ) − E h(σ).
+        let rule = gauss_hermite_96();
+        let p = rule.expect(m, s2, sigmoid);
+        let h = |p: f64| elicit::model::numeric::binary_entropy_bits(p);
+        h(p) - rule.expect(m, s2, |f| h(sigmoid(f)))
+    };
+    let mut worst_closed: f64 = 0.0;
+    let mut worst_16: f64 = 0.0;
+    for mi in 0..=60 {
+        for si in 0..=50 {
+            let m = -8.0 + mi as f64 * (16.0 / 60.0);
+            let s2 = si as f64 * 0.5;
+            let exact = reference(m, s2);
+            worst_closed = worst_closed.max((information_closed_form(m, s2) - exact).abs());
+            worst_16 = worst_16.max((information_quadrature(&noise, m, s2) - exact).abs());
+            assert!(
+                exact <= information_upper_bound(s2) + 1e-12,
+                "bound violated at m={m} s2={s2}"
+            );
+        }
+    }
+    assert!(
+        worst_closed <= CLOSED_FORM_MAX_ERROR_BITS,
+        "closed form off by {worst_closed}"
+    );
+    assert!(worst_16 <= 0.03, "16-node rule off by {worst_16}");
+}
+
+/// The property of streaming-vi §9.4: 10⁴ extreme updates (|m| up to 50, v from 1e-10 to 1e4,
+/// lapses, ties, every method) never break symmetry, finiteness or positive definiteness.
+mod spd_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20, ..ProptestConfig::default() })]
+        #[test]
+        fn covariance_stays_spd_under_extreme_updates(seed in any::<u64>()) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let j = 6;
+            let mut q = Posterior::isotropic(j, 1.0).unwrap();
+            for step in 0..500 {
+                let method = UpdateMethod::ALL[step % 3];
+                let noise = NoiseModel {
+                    beta: 1.0,
+                    lapse: [0.0, 0.05, 0.3][rng.random_range(0..3)],
+                    tie_threshold: [0.0, 0.5][rng.random_range(0..2)],
+                };
+                let outcome = noise.outcomes()[rng.random_range(0..noise.outcomes().len())];
+                let scale = 10f64.powf(rng.random_range(-5.0..2.0));
+                let x = normal_vector(&mut rng, j, scale);
+                let p = q.predictive(&x);
+                // Push the mean far out sometimes, so that answers are extremely surprising.
+                let shift = rng.random_range(-50.0..50.0);
+                let lik = noise.likelihood(outcome).unwrap();
+                let s = rank_one(method, p.mean + shift, p.variance, &lik);
+                prop_assert!(s.c2 * p.variance < 1.0);
+                q.apply(&p, s);
+                prop_assert!(q.cov().iter().all(|v| v.is_finite()));
+                prop_assert!(q.mean().iter().all(|v| v.is_finite()));
+                prop_assert!((q.cov() - q.cov().transpose()).amax() == 0.0);
+                prop_assert!(q.cov().clone().cholesky().is_some(), "lost SPD at step {}", step);
+            }
+        }
+    }
+}
