@@ -2,8 +2,13 @@
 //!
 //! * [`model`]: the inference engine (pure maths: posterior, likelihoods, updates, selection, scoring).
 //! * [`store`]: persistence behind one trait, on PostgreSQL or embedded SQLite.
+//! * [`service`]: what each API operation does, in terms of the engine and the store.
+//! * [`http`]: the REST API (axum), problem+json errors.
+//! * [`app`]: configuration, telemetry, start-up and shutdown.
 //! * [`sim`]: simulated users for `elicit simulate`.
 
+pub mod app;
+pub mod http;
 pub mod model;
 pub mod service;
 pub mod sim;

@@ -2,8 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
+use elicit::app::{self, Application, Config};
 use elicit::model::{Strategy, UpdateMethod};
 use elicit::sim::{self, SimulationTask};
+use elicit::store::SqlStore;
+use elicit::store::sql::redact;
 
 #[derive(Parser)]
 #[command(
@@ -12,14 +15,29 @@ use elicit::sim::{self, SimulationTask};
     about = "Live adaptive preference elicitation"
 )]
 struct Cli {
+    /// What to do; without a command, `serve`.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the HTTP service (embedded SQLite store unless ELICIT_DATABASE_URL says otherwise).
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate,
     /// Run simulated users with known coefficients through the engine and print learning curves.
     Simulate(SimulateArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// Port to listen on (0 picks a free port); overrides ELICIT_PORT and the config files.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Address to bind; overrides ELICIT_HOST.
+    #[arg(long)]
+    host: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -55,9 +73,45 @@ struct SimulateArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => runtime()?.block_on(serve(args)),
+        Command::Migrate => runtime()?.block_on(migrate()),
         Command::Simulate(args) => simulate(args),
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::load()?;
+    if let Some(port) = args.port {
+        config.port = port;
+    }
+    if let Some(host) = args.host {
+        config.host = host;
+    }
+    app::init_tracing(config.log_json);
+    tracing::info!(database = %redact(&config.database_url), "starting");
+    let application = Application::build(&config).await?;
+    let addr = application.local_addr();
+    // One line on stdout that scripts and tests wait for.
+    println!("listening on http://{addr}");
+    application.serve(app::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn migrate() -> anyhow::Result<()> {
+    let config = Config::load()?;
+    app::init_tracing(config.log_json);
+    let store = SqlStore::connect(&config.database_url, Default::default()).await?;
+    store.migrate().await?;
+    println!("migrations applied to {}", redact(&config.database_url));
+    Ok(())
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {

@@ -165,13 +165,13 @@ impl<'a> Elicitation<'a> {
                 ),
             ));
         }
-        if let Some(items) = allowed {
-            if let Some(&bad) = items.iter().find(|&&i| i >= bank.len()) {
-                return Err(ModelError::invalid(
-                    "items",
-                    format!("item index {bad} is not in the bank"),
-                ));
-            }
+        if let Some(items) = allowed
+            && let Some(&bad) = items.iter().find(|&&i| i >= bank.len())
+        {
+            return Err(ModelError::invalid(
+                "items",
+                format!("item index {bad} is not in the bank"),
+            ));
         }
         let mut space = CandidateSpace::new(bank, allowed);
         for record in &history {
@@ -231,10 +231,10 @@ impl<'a> Elicitation<'a> {
         if self.history.len() >= rule.max_questions {
             return Next::Stop(StopReason::Budget);
         }
-        if let Some(target) = rule.target_sd {
-            if self.posterior.sd().amax() <= target {
-                return Next::Stop(StopReason::Uncertainty);
-            }
+        if let Some(target) = rule.target_sd
+            && self.posterior.sd().amax() <= target
+        {
+            return Next::Stop(StopReason::Uncertainty);
         }
         let chosen = select::select(
             self.bank,

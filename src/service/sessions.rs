@@ -390,13 +390,13 @@ fn apply_answer(
     request_hash: &str,
     if_match: Option<i64>,
 ) -> Result<SessionCommit, ServiceError> {
-    if let Some(expected) = if_match {
-        if expected != current.version {
-            return Err(ServiceError::VersionMismatch {
-                expected,
-                current: current.version,
-            });
-        }
+    if let Some(expected) = if_match
+        && expected != current.version
+    {
+        return Err(ServiceError::VersionMismatch {
+            expected,
+            current: current.version,
+        });
     }
     if current.status != SessionStatus::Active {
         return Err(ServiceError::SessionClosed(format!(

@@ -9,7 +9,7 @@
 //! PostgreSQL, a `BEGIN IMMEDIATE` write transaction on SQLite).
 
 pub mod codec;
-mod sql;
+pub mod sql;
 
 use async_trait::async_trait;
 use nalgebra::{DMatrix, DVector};

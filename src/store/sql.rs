@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, QueryBuilder, Row};
+use sqlx::{AnyPool, Executor, Row};
 
 use super::codec::{decode_symmetric, decode_vector, encode_symmetric, encode_vector};
 use super::*;
@@ -342,20 +342,36 @@ impl Store for SqlStore {
             .await
             .map_err(|e| classify(e, "items"))?;
         for chunk in items.chunks(self.dialect.insert_batch()) {
-            let mut insert =
-                QueryBuilder::new("INSERT INTO items (model, id, features, item_group, payload) ");
-            insert.push_values(chunk, |mut row, item| {
-                row.push_bind(model.to_string())
-                    .push_bind(item.id.clone())
-                    .push_bind(encode_vector(&item.features))
-                    .push_bind(item.group.clone())
-                    .push_bind(item.payload.as_ref().map(json_text));
-            });
-            insert.push(
-                " ON CONFLICT (model, id) DO UPDATE SET features = excluded.features, item_group = excluded.item_group, payload = excluded.payload",
+            // Numbered placeholders: both dialects read `$n` (sqlx's QueryBuilder would emit the
+            // Any driver's `?`, which PostgreSQL rejects).
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|r| {
+                    let p = 5 * r;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO items (model, id, features, item_group, payload) VALUES {} \
+                 ON CONFLICT (model, id) DO UPDATE SET features = excluded.features, item_group = excluded.item_group, payload = excluded.payload",
+                rows.join(", ")
             );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for item in chunk {
+                insert = insert
+                    .bind(model)
+                    .bind(&item.id)
+                    .bind(encode_vector(&item.features))
+                    .bind(item.group.clone())
+                    .bind(item.payload.as_ref().map(json_text));
+            }
             insert
-                .build()
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| classify(e, "items"))?;
@@ -520,17 +536,16 @@ impl Store for SqlStore {
             .iter()
             .map(answer_from_row)
             .collect::<Result<_, _>>()?;
-        if let Some(key) = idempotency {
-            if let Some(seen) = answers
+        if let Some(key) = idempotency
+            && let Some(seen) = answers
                 .iter()
                 .find(|a| a.idempotency_key.as_deref() == Some(key.key.as_str()))
-            {
-                return if seen.request_hash == key.request_hash {
-                    Ok(Mutation::Replayed(seen.response.clone()))
-                } else {
-                    Err(StoreError::KeyReused)
-                };
-            }
+        {
+            return if seen.request_hash == key.request_hash {
+                Ok(Mutation::Replayed(seen.response.clone()))
+            } else {
+                Err(StoreError::KeyReused)
+            };
         }
 
         let commit = mutate(&session, &answers).map_err(StoreError::Rejected)?;

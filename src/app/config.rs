@@ -1,0 +1,68 @@
+//! Configuration: `config/default.toml`, then `config/$ELICIT_ENV.toml` if present, then
+//! `ELICIT_*` environment variables (e.g. `ELICIT_DATABASE_URL`, `ELICIT_PORT`).
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// `sqlite://path/to/file.db` (embedded) or `postgres://user@host/db`.
+    pub database_url: String,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection before failing with 503.
+    pub acquire_timeout_ms: u64,
+    /// Whole-request timeout (503 when exceeded).
+    pub request_timeout_ms: u64,
+    /// Body limit of every route but the two below.
+    pub body_limit_bytes: usize,
+    /// Body limit of `PUT /v1/models/{model}/items`.
+    pub items_body_limit_bytes: usize,
+    /// Body limit of `POST /v1/score`.
+    pub score_body_limit_bytes: usize,
+    /// JSON logs (production) instead of readable ones.
+    pub log_json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            database_url: "sqlite://data/elicit.db".into(),
+            max_connections: 10,
+            acquire_timeout_ms: 3_000,
+            request_timeout_ms: 30_000,
+            body_limit_bytes: 1 << 20,
+            items_body_limit_bytes: 256 << 20,
+            score_body_limit_bytes: 32 << 20,
+            log_json: false,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the files under `dir`, then the environment.
+    pub fn load_from(dir: &std::path::Path) -> Result<Self, Box<figment::Error>> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(dir.join("default.toml")));
+        if let Ok(env) = std::env::var("ELICIT_ENV") {
+            figment = figment.merge(Toml::file(dir.join(format!("{env}.toml"))));
+        }
+        figment
+            .merge(Env::prefixed("ELICIT_").ignore(&["ENV"]))
+            .extract()
+            .map_err(Box::new)
+    }
+
+    /// [`Config::load_from`] the `config/` directory of the working directory.
+    pub fn load() -> Result<Self, Box<figment::Error>> {
+        Self::load_from(std::path::Path::new("config"))
+    }
+}

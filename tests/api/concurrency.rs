@@ -1,0 +1,98 @@
+//! Idempotency keys, optimistic concurrency and concurrent answers.
+
+use serde_json::json;
+
+use crate::harness::{Backend, TestDatabase, TestServer, assert_problem};
+
+async fn session(server: &TestServer) -> (String, String) {
+    server.create_model_with_items("m", 2, 20, 4).await;
+    let (_, created) = server
+        .post("/v1/sessions", &json!({"model": "m", "user_id": "u"}))
+        .await;
+    (
+        created["id"].as_str().unwrap().to_string(),
+        created["question"]["id"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn replayed_keys_return_the_first_response(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let (id, q) = session(&server).await;
+    let (status, headers, first) = server.answer(&id, &q, "a", "key-1").await;
+    assert_eq!(status, 200);
+    assert!(headers.get("idempotent-replayed").is_none());
+    assert_eq!(headers.get("etag").unwrap(), "\"2\"");
+    let (status, headers, second) = server.answer(&id, &q, "a", "key-1").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(first, second);
+    // Same key, different body: a conflict, and nothing changes.
+    let (status, _, body) = server.answer(&id, &q, "b", "key-1").await;
+    assert_problem(status, &body, 409, "idempotency-key-reused");
+    // Another key for the already answered question: stale.
+    let (status, _, body) = server.answer(&id, &q, "a", "key-2").await;
+    assert_problem(status, &body, 409, "stale-question");
+    let (_, s) = server.get(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(s["answers"], 1);
+    assert_eq!(s["version"], 2);
+    server.stop().await;
+}
+
+async fn if_match_guards_the_version(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let (id, q) = session(&server).await;
+    let post = |version: &str| {
+        server
+            .client
+            .post(server.url(&format!("/v1/sessions/{id}/answers")))
+            .header("If-Match", version)
+            .json(&json!({"question_id": q, "choice": "b"}))
+            .send()
+    };
+    let response = post("\"7\"").await.unwrap();
+    assert_eq!(response.status(), 412);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_problem(412, &body, 412, "version-mismatch");
+    let response = post("\"1\"").await.unwrap();
+    assert_eq!(response.status(), 200);
+    server.stop().await;
+}
+
+async fn concurrent_answers_apply_exactly_once(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let (id, q) = session(&server).await;
+    // Different keys: one is applied, the other is told its question is stale.
+    let (a, b) = tokio::join!(
+        server.answer(&id, &q, "a", "x-1"),
+        server.answer(&id, &q, "b", "x-2")
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{} / {}", a.2, b.2);
+    // The same key twice at once: one applied, one replayed.
+    let (_, s) = server.get(&format!("/v1/sessions/{id}")).await;
+    let q2 = s["question"]["id"].as_str().unwrap().to_string();
+    let (a, b) = tokio::join!(
+        server.answer(&id, &q2, "a", "y"),
+        server.answer(&id, &q2, "a", "y")
+    );
+    assert_eq!((a.0, b.0), (200, 200));
+    assert_eq!(a.2, b.2);
+    let replays = [&a.1, &b.1]
+        .iter()
+        .filter(|h| h.get("idempotent-replayed").is_some())
+        .count();
+    assert_eq!(replays, 1);
+    let (_, s) = server.get(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(s["answers"], 2);
+    server.stop().await;
+}
+
+crate::on_both_stores!(
+    replayed_keys_return_the_first_response,
+    if_match_guards_the_version,
+    concurrent_answers_apply_exactly_once
+);
