@@ -28,6 +28,12 @@ pub struct Config {
     pub score_body_limit_bytes: usize,
     /// JSON logs (production) instead of readable ones.
     pub log_json: bool,
+    /// The bootstrap admin key (prefer the environment: ELICIT_ADMIN_KEY).
+    pub admin_key: Option<String>,
+    /// Requests in flight at once; more get 503 with Retry-After at once.
+    pub max_concurrent_requests: usize,
+    /// After SIGTERM: how long readiness reports 503 before the listener stops accepting.
+    pub drain_delay_ms: u64,
 }
 
 impl Default for Config {
@@ -43,6 +49,9 @@ impl Default for Config {
             items_body_limit_bytes: 256 << 20,
             score_body_limit_bytes: 32 << 20,
             log_json: false,
+            admin_key: None,
+            max_concurrent_requests: 512,
+            drain_delay_ms: 0,
         }
     }
 }

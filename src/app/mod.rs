@@ -19,7 +19,9 @@ use crate::store::sql::PoolSettings;
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    service: Service,
     store: SqlStore,
+    drain_delay: Duration,
 }
 
 impl Application {
@@ -34,18 +36,27 @@ impl Application {
         )
         .await?;
         store.migrate().await?;
-        let service = Service::new(Arc::new(store.clone()));
+        let service = Service::new(Arc::new(store.clone()), config.admin_key.as_deref());
+        if config.admin_key.as_deref().is_none_or(str::is_empty) {
+            tracing::warn!(
+                "no admin key configured (ELICIT_ADMIN_KEY): only keys already stored can call the API"
+            );
+        }
         let limits = Limits {
             body_bytes: config.body_limit_bytes,
             items_body_bytes: config.items_body_limit_bytes,
             score_body_bytes: config.score_body_limit_bytes,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
+            max_concurrent_requests: config.max_concurrent_requests,
         };
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
+        http::metrics::handle();
         Ok(Self {
             listener,
-            router: http::router(service, limits),
+            router: http::router(service.clone(), limits),
+            service,
             store,
+            drain_delay: Duration::from_millis(config.drain_delay_ms),
         })
     }
 
@@ -55,13 +66,22 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves, lets in-flight requests finish, then closes the pool.
+    /// Serves until `shutdown` resolves; then readiness fails at once, new connections are still
+    /// accepted for `drain_delay` (so a load balancer can notice), in-flight requests finish, and
+    /// the pool closes. An answer is one transaction, so none is ever half-applied.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let service = self.service.clone();
+        let drain_delay = self.drain_delay;
+        let drained = async move {
+            shutdown.await;
+            service.start_draining();
+            tokio::time::sleep(drain_delay).await;
+        };
         axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(drained)
             .await?;
         self.store.close().await;
         Ok(())

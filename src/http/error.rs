@@ -8,10 +8,11 @@ use serde::Serialize;
 use crate::service::ServiceError;
 
 /// A problem to report to the client.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
+    #[schema(value_type = String)]
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
@@ -61,6 +62,17 @@ impl IntoResponse for Problem {
 impl From<ServiceError> for Problem {
     fn from(e: ServiceError) -> Self {
         let detail = e.to_string();
+        let conflict = match &e {
+            ServiceError::AlreadyExists(_) => Some("already-exists"),
+            ServiceError::StaleQuestion(_) => Some("stale-question"),
+            ServiceError::SessionClosed(_) => Some("session-closed"),
+            ServiceError::IdempotencyKeyReused => Some("idempotency-key-reused"),
+            ServiceError::VersionMismatch { .. } => Some("version-mismatch"),
+            _ => None,
+        };
+        if let Some(kind) = conflict {
+            metrics::counter!("elicit_conflicts_total", "kind" => kind).increment(1);
+        }
         match e {
             ServiceError::Invalid { field, .. } => Problem {
                 field: Some(field),

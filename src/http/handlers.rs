@@ -9,7 +9,14 @@ use serde::Deserialize;
 
 use super::error::Problem;
 use super::extract::{Json, Path, Query};
-use crate::service::dto::{AnswerIn, CreateModel, CreateSession, ScoreRequest, UpsertItems};
+#[allow(unused_imports)] // the response types are named only in the OpenAPI annotations
+use crate::service::dto::{
+    AnswerIn, CreateModel, CreateSession, CurrentQuestion, Erased, ItemsPage, ModelList, ModelView,
+    ProfileView, ScoreRequest, ScoreResponse, SessionCreated, SessionView, UpsertItems,
+    UpsertResult,
+};
+#[allow(unused_imports)]
+use crate::service::keys::{CreateKey, KeyCreated, KeyList};
 use crate::service::{Service, ServiceError};
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -18,6 +25,8 @@ fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
 }
 
+#[utoipa::path(post, path = "/v1/models", tag = "models", request_body = CreateModel, security(("bearer" = [])),
+    responses((status = 201, body = ModelView), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_model(
     State(service): State<Service>,
     Json(req): Json<CreateModel>,
@@ -28,10 +37,13 @@ pub async fn create_model(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/models", tag = "models", security(("bearer" = [])), responses((status = 200, body = ModelList)))]
 pub async fn list_models(State(service): State<Service>) -> Result<impl IntoResponse> {
     Ok(axum::Json(service.list_models().await?))
 }
 
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "models", params(("model" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = ModelView), (status = 404, body = Problem)))]
 pub async fn get_model(
     State(service): State<Service>,
     Path(model): Path<String>,
@@ -39,6 +51,8 @@ pub async fn get_model(
     Ok(axum::Json(service.get_model(&model).await?))
 }
 
+#[utoipa::path(put, path = "/v1/models/{model}/items", tag = "models", params(("model" = String, Path)), request_body = UpsertItems, security(("bearer" = [])),
+    responses((status = 200, body = UpsertResult), (status = 404, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
 pub async fn upsert_items(
     State(service): State<Service>,
     Path(model): Path<String>,
@@ -54,6 +68,8 @@ pub struct Page {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/v1/models/{model}/items", tag = "models", params(("model" = String, Path), ("after" = Option<String>, Query), ("limit" = Option<usize>, Query)), security(("bearer" = [])),
+    responses((status = 200, body = ItemsPage), (status = 404, body = Problem)))]
 pub async fn list_items(
     State(service): State<Service>,
     Path(model): Path<String>,
@@ -66,6 +82,8 @@ pub async fn list_items(
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/models/{model}/items/{item}", tag = "models", params(("model" = String, Path), ("item" = String, Path)), security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = Problem)))]
 pub async fn delete_item(
     State(service): State<Service>,
     Path((model, item)): Path<(String, String)>,
@@ -74,6 +92,8 @@ pub async fn delete_item(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = CreateSession, security(("bearer" = [])),
+    responses((status = 201, body = SessionCreated), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_session(
     State(service): State<Service>,
     Json(req): Json<CreateSession>,
@@ -85,6 +105,8 @@ pub async fn create_session(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = SessionView), (status = 404, body = Problem)))]
 pub async fn get_session(
     State(service): State<Service>,
     Path(id): Path<String>,
@@ -96,6 +118,8 @@ pub async fn get_session(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/v1/sessions/{id}/question", tag = "sessions", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = CurrentQuestion), (status = 404, body = Problem)))]
 pub async fn get_question(
     State(service): State<Service>,
     Path(id): Path<String>,
@@ -130,6 +154,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
         .transpose()
 }
 
+#[utoipa::path(post, path = "/v1/sessions/{id}/answers", tag = "sessions", request_body = AnswerIn, security(("bearer" = [])),
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "replays the first response for a retried answer"),
+        ("If-Match" = Option<String>, Header, description = "the session version (ETag) the answer is for")),
+    responses((status = 200, body = SessionView), (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)))]
 pub async fn post_answer(
     State(service): State<Service>,
     Path(id): Path<String>,
@@ -154,6 +182,8 @@ pub async fn post_answer(
     Ok(response)
 }
 
+#[utoipa::path(post, path = "/v1/sessions/{id}/finish", tag = "sessions", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = SessionView), (status = 404, body = Problem)))]
 pub async fn finish_session(
     State(service): State<Service>,
     Path(id): Path<String>,
@@ -167,6 +197,8 @@ pub struct ProfileQuery {
     model: String,
 }
 
+#[utoipa::path(get, path = "/v1/users/{user_id}/profile", tag = "scoring", params(("user_id" = String, Path), ("model" = String, Query)), security(("bearer" = [])),
+    responses((status = 200, body = ProfileView), (status = 404, body = Problem)))]
 pub async fn get_profile(
     State(service): State<Service>,
     Path(user_id): Path<String>,
@@ -175,6 +207,8 @@ pub async fn get_profile(
     Ok(axum::Json(service.profile(&user_id, &q.model).await?))
 }
 
+#[utoipa::path(post, path = "/v1/score", tag = "scoring", request_body = ScoreRequest, security(("bearer" = [])),
+    responses((status = 200, body = ScoreResponse), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn score(
     State(service): State<Service>,
     Json(req): Json<ScoreRequest>,
@@ -182,6 +216,8 @@ pub async fn score(
     Ok(axum::Json(service.score(req).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "users", params(("user_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Erased)))]
 pub async fn delete_user(
     State(service): State<Service>,
     Path(user_id): Path<String>,
@@ -189,8 +225,18 @@ pub async fn delete_user(
     Ok(axum::Json(service.delete_user(&user_id).await?))
 }
 
-/// Ready when the database answers within a second.
+/// Ready when not draining and the database answers within a second.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "ready"), (status = 503, body = Problem)))]
 pub async fn readyz(State(service): State<Service>) -> Response {
+    if service.is_draining() {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "Draining",
+            "the server is shutting down",
+        )
+        .into_response();
+    }
     match tokio::time::timeout(std::time::Duration::from_secs(1), service.store().ping()).await {
         Ok(Ok(())) => "ready".into_response(),
         _ => Problem::new(
@@ -201,6 +247,33 @@ pub async fn readyz(State(service): State<Service>) -> Response {
         )
         .into_response(),
     }
+}
+
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey, security(("bearer" = [])),
+    responses((status = 201, body = KeyCreated), (status = 422, body = Problem)))]
+pub async fn create_key(
+    State(service): State<Service>,
+    Json(req): Json<CreateKey>,
+) -> Result<impl IntoResponse> {
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(service.create_key(req).await?),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = [])), responses((status = 200, body = KeyList)))]
+pub async fn list_keys(State(service): State<Service>) -> Result<impl IntoResponse> {
+    Ok(axum::Json(service.list_keys().await?))
+}
+
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn revoke_key(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse> {
+    service.revoke_key(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn not_found() -> Problem {
@@ -221,4 +294,14 @@ pub fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
         "an internal error occurred; it has been logged",
     )
     .into_response()
+}
+
+/// The OpenAPI 3.1 document of this API.
+pub async fn openapi() -> impl IntoResponse {
+    axum::Json(super::openapi::document())
+}
+
+/// Swagger UI at `/docs`, its assets compiled into the binary (works offline).
+pub fn swagger_ui() -> utoipa_swagger_ui::SwaggerUi {
+    utoipa_swagger_ui::SwaggerUi::new("/docs").url("/docs/openapi.json", super::openapi::document())
 }

@@ -1,33 +1,43 @@
 //! The HTTP API: routes, thin handlers translating between the wire and [`crate::service`], and
 //! the middleware stack.
 
+mod auth;
 pub mod error;
 mod extract;
 mod handlers;
+pub mod metrics;
+pub mod openapi;
 
 use std::time::Duration;
 
-use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::{delete, get, post, put};
+use axum::{Router, middleware};
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use self::auth::Access;
+use self::error::Problem;
 use crate::service::Service;
 
-/// Body-size limits per route class.
+/// Size, time and concurrency limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Default for every route.
+    /// Default body limit for every route.
     pub body_bytes: usize,
     /// Bulk item uploads (10⁵ items in one call).
     pub items_body_bytes: usize,
     /// Scoring (up to 10⁴ candidates).
     pub score_body_bytes: usize,
     pub request_timeout: Duration,
+    /// Requests in flight at once; more are refused at once with 503 and `Retry-After`.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for Limits {
@@ -37,22 +47,22 @@ impl Default for Limits {
             items_body_bytes: 256 << 20,
             score_body_bytes: 32 << 20,
             request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 512,
         }
     }
 }
 
+/// Routes of one access class, guarded by [`auth::require`].
+fn guarded(service: &Service, access: Access, routes: Router<Service>) -> Router<Service> {
+    let service = service.clone();
+    routes.route_layer(middleware::from_fn(move |request, next| {
+        auth::require(service.clone(), access, request, next)
+    }))
+}
+
 /// The application router.
 pub fn router(service: Service, limits: Limits) -> Router {
-    let items = Router::new()
-        .route(
-            "/v1/models/{model}/items",
-            put(handlers::upsert_items).get(handlers::list_items),
-        )
-        .layer(DefaultBodyLimit::max(limits.items_body_bytes));
-    let score = Router::new()
-        .route("/v1/score", post(handlers::score))
-        .layer(DefaultBodyLimit::max(limits.score_body_bytes));
-    let api = Router::new()
+    let admin = Router::new()
         .route(
             "/v1/models",
             post(handlers::create_model).get(handlers::list_models),
@@ -62,33 +72,83 @@ pub fn router(service: Service, limits: Limits) -> Router {
             "/v1/models/{model}/items/{item}",
             delete(handlers::delete_item),
         )
-        .route("/v1/sessions", post(handlers::create_session))
+        .route(
+            "/v1/keys",
+            post(handlers::create_key).get(handlers::list_keys),
+        )
+        .route("/v1/keys/{id}", delete(handlers::revoke_key))
+        .route("/v1/users/{user_id}", delete(handlers::delete_user))
+        .merge(
+            Router::new()
+                .route(
+                    "/v1/models/{model}/items",
+                    put(handlers::upsert_items).get(handlers::list_items),
+                )
+                .layer(DefaultBodyLimit::max(limits.items_body_bytes)),
+        );
+    let frontend = Router::new().route("/v1/sessions", post(handlers::create_session));
+    let session = Router::new()
         .route("/v1/sessions/{id}", get(handlers::get_session))
         .route("/v1/sessions/{id}/question", get(handlers::get_question))
         .route("/v1/sessions/{id}/answers", post(handlers::post_answer))
-        .route("/v1/sessions/{id}/finish", post(handlers::finish_session))
+        .route("/v1/sessions/{id}/finish", post(handlers::finish_session));
+    let scorer = Router::new()
         .route("/v1/users/{user_id}/profile", get(handlers::get_profile))
-        .route("/v1/users/{user_id}", delete(handlers::delete_user))
+        .merge(
+            Router::new()
+                .route("/v1/score", post(handlers::score))
+                .layer(DefaultBodyLimit::max(limits.score_body_bytes)),
+        );
+    let api = Router::new()
+        .merge(guarded(&service, Access::Admin, admin))
+        .merge(guarded(&service, Access::Frontend, frontend))
+        .merge(guarded(&service, Access::Session, session))
+        .merge(guarded(&service, Access::Scorer, scorer))
         .layer(DefaultBodyLimit::max(limits.body_bytes))
-        .merge(items)
-        .merge(score)
+        .route_layer(middleware::from_fn(metrics::track))
+        .fallback(handlers::not_found)
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    ::metrics::counter!("elicit_overload_rejections_total").increment(1);
+                    Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        "Overloaded",
+                        "too many requests in flight; retry shortly",
+                    )
+                }))
+                .load_shed()
+                .concurrency_limit(limits.max_concurrent_requests),
+        );
+    // Probes and metrics stay outside the concurrency limit, so they answer under overload.
+    let ops = Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(handlers::readyz))
-        .fallback(handlers::not_found)
-        .with_state(service);
-    api.layer(
-        tower::ServiceBuilder::new()
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                let id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-            }))
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(CatchPanicLayer::custom(handlers::panic_response))
-            .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout)),
-    )
+        .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(handlers::openapi))
+        .route_layer(middleware::from_fn(metrics::track));
+
+    Router::new()
+        .merge(api)
+        .merge(ops)
+        .merge(handlers::swagger_ui())
+        .with_state(service)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|req: &axum::http::Request<_>| {
+                            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                        })
+                        // 5xx causes are logged once, where they are turned into problems.
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(CatchPanicLayer::custom(handlers::panic_response))
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout)),
+        )
 }

@@ -10,7 +10,7 @@ use super::ModelError;
 use super::numeric::{log_add_exp, log_sigmoid, sigmoid, sigmoid_slope};
 
 /// What the user said about a question "a or b?".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Choice {
     /// a is preferred.
@@ -44,7 +44,7 @@ pub enum Outcome {
 }
 
 /// Answer-noise parameters of a model.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NoiseModel {
     /// Scale β: x = β(φa − φb). Larger means more deterministic answers.

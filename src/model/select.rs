@@ -18,11 +18,16 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelError;
 use super::likelihood::NoiseModel;
-use super::numeric::{binary_entropy_bits, entropy_bits, gauss_hermite_16, sigmoid, sigmoid_slope};
+use super::numeric::{
+    binary_entropy_bits, entropy_bits, fast_exp2, fast_log2, gauss_hermite_16, sigmoid,
+    sigmoid_slope,
+};
 use super::posterior::{Posterior, RankOne};
 
 /// How the next question is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// Expected information gain (BALD).
@@ -167,7 +172,10 @@ impl BankStats {
     /// The belief N(m, s²) about f for the pair, with x = β(φa − φb).
     #[inline]
     pub fn pair_predictive(&self, bank: &Bank, pair: Pair, beta: f64) -> (f64, f64) {
-        let cross = self.g.column(pair.a).dot(&bank.features.column(pair.b));
+        let j = bank.dim();
+        let g = &self.g.as_slice()[pair.a * j..(pair.a + 1) * j];
+        let phi = &bank.features.as_slice()[pair.b * j..(pair.b + 1) * j];
+        let cross = dot(g, phi);
         let s2 = beta * beta * (self.q[pair.a] + self.q[pair.b] - 2.0 * cross);
         (beta * (self.m[pair.a] - self.m[pair.b]), s2.max(0.0))
     }
@@ -181,6 +189,22 @@ impl BankStats {
     }
 }
 
+/// Dot product with four accumulators (vectorises; the bank statistics are column-major, so an
+/// item's column is contiguous).
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
 /// Tuning of the selection.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SelectionOptions {
@@ -192,6 +216,9 @@ pub struct SelectionOptions {
     pub top_items: usize,
     /// Candidates re-scored by quadrature after the closed-form screen.
     pub rescore: usize,
+    /// Skip pairs whose information upper bound cannot reach the shortlist (exact: never
+    /// changes the choice; off only to measure what it saves).
+    pub prune: bool,
 }
 
 impl Default for SelectionOptions {
@@ -201,6 +228,7 @@ impl Default for SelectionOptions {
             sampled_pairs: 8_192,
             top_items: 96,
             rescore: 50,
+            prune: true,
         }
     }
 }
@@ -223,8 +251,79 @@ pub fn information_closed_form(m: f64, s2: f64) -> f64 {
     (binary_entropy_bits(predictive) - expected_conditional).max(0.0)
 }
 
+/// [`information_closed_form`] with fast transcendental functions, for the screen over many
+/// pairs (within 10⁻⁵ bits of it; the shortlist is re-scored exactly).
+#[inline]
+pub fn information_screen(m: f64, s2: f64) -> f64 {
+    const C2: f64 = 4.0 * std::f64::consts::LN_2;
+    const LOG2_E: f64 = std::f64::consts::LOG2_E;
+    let ax = m.abs() / (1.0 + std::f64::consts::PI * s2 / 8.0).sqrt();
+    // h(σ(x)) in bits = log₂(1 + e) + |x|·log₂e·e/(1 + e), with e = e^{−|x|} ≤ 1 (no overflow).
+    let e = fast_exp2(-ax * LOG2_E);
+    let entropy = fast_log2(1.0 + e) + ax * LOG2_E * e / (1.0 + e);
+    let expected_conditional =
+        (C2 / (s2 + C2)).sqrt() * fast_exp2(-m * m / (2.0 * (s2 + C2)) * LOG2_E);
+    (entropy - expected_conditional).max(0.0)
+}
+
 /// Largest error of [`information_closed_form`] against the exact logistic value, in bits.
 pub const CLOSED_FORM_MAX_ERROR_BITS: f64 = 0.09;
+
+/// What a candidate needs to possibly enter the shortlist.
+#[derive(Debug, Clone, Copy)]
+struct Cutoff {
+    /// β(sdₐ + sd_b) below this: the information bound is below the threshold.
+    min_pair_sd: f64,
+    /// x² = m²/(1 + πs²/8) above this: h(σ(x)), an upper bound of the screen, is below it.
+    max_x2: f64,
+}
+
+impl Cutoff {
+    const NONE: Cutoff = Cutoff {
+        min_pair_sd: 0.0,
+        max_x2: f64::INFINITY,
+    };
+}
+
+/// x² such that h(σ(x)) = `bits`, rounded so that the cutoff is never too tight: a table over
+/// bits in steps of 1/256, read at the step below.
+fn largest_useful_x2(bits: f64) -> f64 {
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..=256)
+            .map(|k| {
+                let target = k as f64 / 256.0;
+                // h(σ(x)) decreases in x ≥ 0: bisection.
+                let (mut lo, mut hi) = (0.0f64, 60.0f64);
+                for _ in 0..100 {
+                    let mid = 0.5 * (lo + hi);
+                    if binary_entropy_bits(sigmoid(mid)) > target {
+                        lo = mid
+                    } else {
+                        hi = mid
+                    }
+                }
+                hi * hi
+            })
+            .collect()
+    });
+    if bits.is_nan() || bits <= 0.0 {
+        return f64::INFINITY;
+    }
+    table[((bits * 256.0).floor() as usize).min(256)]
+}
+
+/// The smallest sd of f whose information bound reaches `bits` (the inverse of
+/// [`information_upper_bound`]): s² = (π²/3)(2^{2(bits − 0.0206)} − 1).
+fn smallest_useful_sd(bits: f64) -> f64 {
+    if bits <= 0.0206 {
+        return 0.0;
+    }
+    if bits >= 1.0 {
+        return f64::INFINITY;
+    }
+    (std::f64::consts::PI.powi(2) / 3.0 * ((2.0 * (bits - 0.0206)).exp2() - 1.0)).sqrt()
+}
 
 /// An upper bound on the information (bits) of any binary answer whose latent f has variance s²:
 /// I ≤ min(1, ½log₂(1 + 3s²/π²) + 0.0206). It also holds with a lapse rate (a noisier channel).
@@ -239,9 +338,16 @@ pub fn information_quadrature(noise: &NoiseModel, m: f64, s2: f64) -> f64 {
     let mut marginal = [0.0f64; 3];
     let mut conditional_entropy = 0.0;
     let mut p = [0.0f64; 3];
-    let mut k = 0;
+    let binary = !noise.ties_enabled();
+    let k = noise.outcomes().len();
     for (f, w) in gauss_hermite_16().points(m, s2) {
-        k = noise.outcome_probabilities(f, &mut p);
+        if binary {
+            // P(a) = ε/2 + (1 − ε)σ(f), the common case, without building likelihoods.
+            p[0] = noise.lapse / 2.0 + (1.0 - noise.lapse) * sigmoid(f);
+            p[1] = 1.0 - p[0];
+        } else {
+            noise.outcome_probabilities(f, &mut p);
+        }
         for (acc, pi) in marginal.iter_mut().zip(&p[..k]) {
             *acc += w * pi;
         }
@@ -475,54 +581,74 @@ fn best_pair<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Option<Selected> {
     let beta = noise.beta;
-    let screen = |pair: Pair| {
+    let bald = strategy == Strategy::Bald;
+    // The s²-only bound prunes pairs that cannot reach the current top list. It bounds the true
+    // information, so it is compared with the screen threshold less the screen's own error. With
+    // ties (three outcomes) the binary bound does not hold, and D-optimal scores are not bits.
+    let prune = options.prune && bald && !noise.ties_enabled();
+    let mut top = TopK::new(if bald { options.rescore } else { 1 });
+    // Posterior sd of each item's reward; a pair's sd is at most β(sdₐ + sd_b).
+    let sd: Vec<f64> = stats.q.iter().map(|q| q.max(0.0).sqrt()).collect();
+    let mut cutoff = Cutoff::NONE;
+    // Screens a candidate and offers it to the shortlist; the asked-set lookup happens only for
+    // candidates good enough to enter. Returns true when the threshold (hence the cutoff) moved.
+    let consider = |top: &mut TopK, cutoff: &Cutoff, pair: Pair| {
         let (m, s2) = stats.pair_predictive(bank, pair, beta);
-        match strategy {
-            Strategy::Dopt => dopt_score(noise, m, s2),
-            _ => information_closed_form(m, s2),
+        let score = if bald {
+            // The screen never exceeds h(σ(x)), x² = m²/(1 + πs²/8): a few multiplications
+            // reject every pair whose outcome is too predictable to enter the shortlist.
+            if m * m >= cutoff.max_x2 * (1.0 + std::f64::consts::PI * s2 / 8.0) {
+                return false;
+            }
+            information_screen(m, s2)
+        } else {
+            dopt_score(noise, m, s2)
+        };
+        if score > top.threshold() && !space.was_asked(pair) {
+            top.offer(score, pair);
+            return true;
+        }
+        false
+    };
+    let refresh = |top: &TopK| {
+        let threshold = top.threshold();
+        Cutoff {
+            min_pair_sd: if prune {
+                smallest_useful_sd(threshold - CLOSED_FORM_MAX_ERROR_BITS) / beta
+            } else {
+                0.0
+            },
+            max_x2: if bald && options.prune {
+                largest_useful_x2(threshold)
+            } else {
+                f64::INFINITY
+            },
         }
     };
-    // The s²-only bound prunes pairs that cannot reach the current top list. It bounds the true
-    // information, so compare it with the screen threshold less the screen's own error. With ties
-    // (three outcomes) the binary bound does not hold, and D-optimal scores are not informations.
-    let prune = strategy == Strategy::Bald && !noise.ties_enabled();
-    let slack = CLOSED_FORM_MAX_ERROR_BITS;
-    let mut top = TopK::new(if strategy == Strategy::Bald {
-        options.rescore
-    } else {
-        1
-    });
-    let sd = |i: usize| stats.q[i].max(0.0).sqrt();
-    let bound = |a: usize, b: usize| information_upper_bound(beta * beta * (sd(a) + sd(b)).powi(2));
 
     if space.pair_count <= options.exhaustive_limit {
         for members in &space.groups {
-            // Visit items by decreasing qᵢ so that the bound decreases along both loops.
+            // Visit items by decreasing sd so that the bound decreases along both loops.
             let mut order = members.clone();
-            order.sort_by(|&x, &y| stats.q[y].total_cmp(&stats.q[x]));
+            order.sort_by(|&x, &y| sd[y].total_cmp(&sd[x]));
             for (i, &a) in order.iter().enumerate() {
-                if prune && i + 1 < order.len() && bound(a, order[i + 1]) < top.threshold() - slack
-                {
+                if i + 1 < order.len() && sd[a] + sd[order[i + 1]] < cutoff.min_pair_sd {
                     break;
                 }
                 for &b in &order[i + 1..] {
-                    if prune && bound(a, b) < top.threshold() - slack {
+                    if sd[a] + sd[b] < cutoff.min_pair_sd {
                         break;
                     }
-                    let pair = Pair { a, b };
-                    if !space.was_asked(pair) {
-                        top.offer(screen(pair), pair);
+                    if consider(&mut top, &cutoff, Pair { a, b }) {
+                        cutoff = refresh(&top);
                     }
                 }
             }
         }
     } else {
         for pair in generate_candidates(stats, space, options, rng) {
-            if prune && bound(pair.a, pair.b) < top.threshold() - slack {
-                continue;
-            }
-            if !space.was_asked(pair) {
-                top.offer(screen(pair), pair);
+            if sd[pair.a] + sd[pair.b] >= cutoff.min_pair_sd && consider(&mut top, &cutoff, pair) {
+                cutoff = refresh(&top);
             }
         }
     }

@@ -17,7 +17,9 @@ const MIN_VARIANCE: f64 = 1e-12;
 const MAX_SHRINK: f64 = 1.0 - 1e-9;
 
 /// How the rank-one scalars are computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum UpdateMethod {
     /// Assumed density filtering: exact moment matching of the tilted density (forward KL).

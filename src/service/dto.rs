@@ -6,14 +6,14 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Choice, NoiseModel, StopReason, Strategy, UpdateMethod};
 use crate::store::SessionStatus;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriorSpec {
     pub mean: Vec<f64>,
     pub cov: Vec<Vec<f64>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateModel {
     pub name: String,
@@ -24,7 +24,7 @@ pub struct CreateModel {
     pub strategy: Option<Strategy>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelView {
     pub name: String,
     pub dimensions: Vec<String>,
@@ -36,12 +36,12 @@ pub struct ModelView {
     pub created_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelList {
     pub models: Vec<ModelView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemIn {
     pub id: String,
@@ -50,26 +50,26 @@ pub struct ItemIn {
     pub payload: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpsertItems {
     pub items: Vec<ItemIn>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UpsertResult {
     pub upserted: usize,
     pub bank_version: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemsPage {
     pub items: Vec<ItemIn>,
     /// Pass as `after` to get the next page; absent on the last page.
     pub next_after: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     pub model: String,
@@ -79,14 +79,14 @@ pub struct CreateSession {
     pub items: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DimensionView {
     pub name: String,
     pub mean: f64,
     pub sd: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PosteriorView {
     pub dimensions: Vec<DimensionView>,
     pub mean: Vec<f64>,
@@ -117,7 +117,7 @@ impl PosteriorView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DiagnosticsView {
     /// Information acquired, ½log₂det(Σ₀Σ⁻¹).
     pub bits: f64,
@@ -127,20 +127,21 @@ pub struct DiagnosticsView {
     pub surprise_bits: Vec<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemRef {
     pub id: String,
     pub payload: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuestionView {
     pub id: String,
-    pub items: [ItemRef; 2],
+    /// The two items to compare: "a" first, "b" second.
+    pub items: Vec<ItemRef>,
     pub information_bits: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionView {
     pub id: String,
     pub model: String,
@@ -156,7 +157,7 @@ pub struct SessionView {
     pub question: Option<QuestionView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionCreated {
     /// Lets a browser drive this one session.
     pub token: String,
@@ -164,21 +165,21 @@ pub struct SessionCreated {
     pub session: SessionView,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CurrentQuestion {
     pub session_id: String,
     pub status: SessionStatus,
     pub question: Option<QuestionView>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnswerIn {
     pub question_id: String,
     pub choice: Choice,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProfileView {
     pub user_id: String,
     pub model: String,
@@ -190,7 +191,7 @@ pub struct ProfileView {
     pub posterior: PosteriorView,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Candidate {
     pub id: Option<String>,
@@ -198,7 +199,7 @@ pub struct Candidate {
     pub item_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreRequest {
     pub model: String,
@@ -206,7 +207,7 @@ pub struct ScoreRequest {
     pub candidates: Vec<Candidate>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScoreView {
     pub id: String,
     pub mean: f64,
@@ -214,7 +215,7 @@ pub struct ScoreView {
     pub rank: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProfileSource {
     /// The user's own posterior.
@@ -223,7 +224,7 @@ pub enum ProfileSource {
     Population,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProfileRef {
     pub source: ProfileSource,
     pub version: i64,
@@ -231,7 +232,7 @@ pub struct ProfileRef {
     pub status: Option<SessionStatus>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScoreResponse {
     pub model: String,
     pub user_id: String,
@@ -239,7 +240,7 @@ pub struct ScoreResponse {
     pub profile: ProfileRef,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Erased {
     pub user_id: String,
     pub rows_removed: u64,

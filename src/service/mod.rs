@@ -4,11 +4,13 @@
 mod bank;
 pub mod dto;
 mod error;
+pub mod keys;
 mod models;
 mod scoring;
 mod sessions;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use bank::{BankCache, LoadedBank};
 pub use error::ServiceError;
@@ -25,23 +27,40 @@ pub mod limits {
     pub const MAX_PAGE: usize = 1_000;
 }
 
-/// The service: a store and the per-model banks cached in memory.
+/// The service: a store, the per-model banks and resolved credentials cached in memory, and
+/// whether the process is draining.
 #[derive(Clone)]
 pub struct Service {
     store: Arc<dyn Store>,
     banks: Arc<BankCache>,
+    principals: Arc<keys::PrincipalCache>,
+    /// SHA-256 of the bootstrap admin key, if one is configured.
+    admin_key_hash: Option<String>,
+    draining: Arc<AtomicBool>,
 }
 
 impl Service {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, admin_key: Option<&str>) -> Self {
         Self {
             store,
             banks: Arc::new(BankCache::default()),
+            principals: Arc::new(keys::PrincipalCache::default()),
+            admin_key_hash: admin_key.filter(|k| !k.is_empty()).map(keys::sha256_hex),
+            draining: Arc::new(AtomicBool::new(false)),
         }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// From now on readiness fails, so load balancers stop sending new requests.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 }
 

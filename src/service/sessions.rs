@@ -163,14 +163,20 @@ impl Service {
             .mutate_session(id, idempotency.as_ref(), &mutate)
             .await?
         {
-            Mutation::Applied(body) => Ok(AnswerOutcome {
-                body,
-                replayed: false,
-            }),
-            Mutation::Replayed(body) => Ok(AnswerOutcome {
-                body,
-                replayed: true,
-            }),
+            Mutation::Applied(body) => {
+                metrics::counter!("elicit_answers_applied_total").increment(1);
+                Ok(AnswerOutcome {
+                    body,
+                    replayed: false,
+                })
+            }
+            Mutation::Replayed(body) => {
+                metrics::counter!("elicit_idempotent_replays_total").increment(1);
+                Ok(AnswerOutcome {
+                    body,
+                    replayed: true,
+                })
+            }
         }
     }
 
@@ -362,8 +368,13 @@ fn question_rng(session_id: &str, answers: i64) -> StdRng {
 
 /// Chooses the next question (or stops) and records it on the session.
 fn set_next_question(session: &mut SessionRecord, run: &Elicitation<'_>, bank: &LoadedBank) {
-    match run.next(&mut question_rng(&session.id, session.answers)) {
+    let started = std::time::Instant::now();
+    let next = run.next(&mut question_rng(&session.id, session.answers));
+    metrics::histogram!("elicit_selection_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    match next {
         Next::Ask(q) => {
+            metrics::counter!("elicit_questions_served_total").increment(1);
             session.question = Some(QuestionRecord {
                 id: (session.answers + 1).to_string(),
                 item_a: bank.ids[q.pair.a].clone(),
@@ -426,7 +437,9 @@ fn apply_answer(
         }
     };
     let mut run = resume(model, bank, current, answers)?;
+    let started = std::time::Instant::now();
     let update = run.answer(pair, req.choice)?;
+    metrics::histogram!("elicit_update_duration_seconds").record(started.elapsed().as_secs_f64());
     let now = now_ms();
     let mut next = current.clone();
     next.version += 1;
@@ -508,7 +521,7 @@ fn question_view(q: &QuestionRecord, bank: &LoadedBank) -> QuestionView {
     };
     QuestionView {
         id: q.id.clone(),
-        items: [item(&q.item_a), item(&q.item_b)],
+        items: vec![item(&q.item_a), item(&q.item_b)],
         information_bits: q.information_bits,
     }
 }

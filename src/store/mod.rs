@@ -50,7 +50,7 @@ pub struct ItemRecord {
 }
 
 /// Where a session is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     /// Asking questions.
@@ -147,6 +147,18 @@ pub struct ProfileRecord {
     pub version: i64,
     pub answers: i64,
     pub updated_ms: i64,
+}
+
+/// An API key as stored (the secret itself is never stored, only its SHA-256).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    /// `admin`, `frontend` or `scorer`.
+    pub role: String,
+    pub key_hash: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
 }
 
 /// What a locked session mutation writes: the new session row, optionally one new answer and
@@ -253,6 +265,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<ProfileRecord>, StoreError>;
     /// Erases every session, answer and profile of a user; returns the number of rows removed.
     async fn delete_user(&self, user_id: &str) -> Result<u64, StoreError>;
+
+    /// Sessions per status (for the `elicit_sessions` gauge).
+    async fn sessions_by_status(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// (open, idle) pooled connections.
+    fn pool_usage(&self) -> (u32, usize);
+
+    /// The id of the session whose token has this hash.
+    async fn session_by_token(&self, token_hash: &str) -> Result<Option<String>, StoreError>;
+
+    async fn create_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    /// Keys, newest first, revoked ones included.
+    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Marks a key revoked; false if there is no such live key.
+    async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// The live (not revoked) key with this hash.
+    async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
 }
 
 /// Milliseconds since the Unix epoch.

@@ -80,6 +80,7 @@ pub struct SqlStore {
 const MODEL_COLUMNS: &str = "name, spec, prior_mean, prior_cov, bank_version, created_ms";
 const SESSION_COLUMNS: &str = "id, user_id, model, token_hash, status, stop_reason, settings, mean, cov, version, answers, question, created_ms, updated_ms";
 const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, response, created_ms";
+const KEY_COLUMNS: &str = "id, name, role, key_hash, created_ms, revoked_ms";
 const PROFILE_COLUMNS: &str =
     "user_id, model, session_id, status, mean, cov, version, answers, updated_ms";
 
@@ -133,13 +134,130 @@ impl SqlStore {
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
     }
 
-    /// (open connections, idle connections).
-    pub fn pool_usage(&self) -> (u32, usize) {
-        (self.pool.size(), self.pool.num_idle())
-    }
-
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+impl SqlStore {
+    /// The body of [`Store::mutate_session`]: one write transaction with the session row locked.
+    async fn locked_mutation(
+        &self,
+        id: &str,
+        idempotency: Option<&Idempotency>,
+        mutate: Mutator<'_>,
+    ) -> Result<Mutation, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin_write())
+            .await
+            .map_err(|e| classify(e, "session"))?;
+        if self.dialect == Dialect::Postgres {
+            // Fail fast rather than queue behind a stuck writer of the same session.
+            tx.execute("SET LOCAL lock_timeout = '5s'")
+                .await
+                .map_err(|e| classify(e, "session"))?;
+        }
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1{}",
+            self.dialect.lock_row()
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "session"))?
+            .ok_or_else(|| StoreError::NotFound(format!("session '{id}'")))?;
+        let session = session_from_row(&row)?;
+
+        let sql =
+            format!("SELECT {ANSWER_COLUMNS} FROM answers WHERE session_id = $1 ORDER BY seq");
+        let answers: Vec<AnswerRow> = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "answers"))?
+            .iter()
+            .map(answer_from_row)
+            .collect::<Result<_, _>>()?;
+        if let Some(key) = idempotency
+            && let Some(seen) = answers
+                .iter()
+                .find(|a| a.idempotency_key.as_deref() == Some(key.key.as_str()))
+        {
+            return if seen.request_hash == key.request_hash {
+                Ok(Mutation::Replayed(seen.response.clone()))
+            } else {
+                Err(StoreError::KeyReused)
+            };
+        }
+
+        let commit = mutate(&session, &answers).map_err(StoreError::Rejected)?;
+        if let Some(answer) = &commit.answer {
+            let sql = format!(
+                "INSERT INTO answers (session_id, user_id, {ANSWER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(&session.user_id)
+                .bind(answer.seq)
+                .bind(&answer.item_a)
+                .bind(&answer.item_b)
+                .bind(text_of(&answer.choice))
+                .bind(answer.log_evidence)
+                .bind(encode_vector(&answer.direction))
+                .bind(answer.idempotency_key.clone())
+                .bind(&answer.request_hash)
+                .bind(commit.response.to_string())
+                .bind(answer.created_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify(e, "answer"))?;
+        }
+        let s = &commit.session;
+        let updated = sqlx::query(
+            "UPDATE sessions SET status = $2, stop_reason = $3, mean = $4, cov = $5, version = $6, answers = $7, question = $8, updated_ms = $9 WHERE id = $1 AND version = $10",
+        )
+        .bind(id)
+        .bind(s.status.as_str())
+        .bind(s.stop_reason.map(|r| r.as_str()))
+        .bind(encode_vector(&s.mean))
+        .bind(encode_symmetric(&s.cov))
+        .bind(s.version)
+        .bind(s.answers)
+        .bind(s.question.as_ref().map(json_text))
+        .bind(s.updated_ms)
+        .bind(session.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(e, "session"))?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Unavailable(
+                "the session changed during the update".into(),
+            ));
+        }
+        if let Some(p) = &commit.profile {
+            let sql = format!(
+                "INSERT INTO profiles ({PROFILE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (user_id, model) DO UPDATE SET session_id = excluded.session_id, status = excluded.status, \
+                 mean = excluded.mean, cov = excluded.cov, version = profiles.version + 1, answers = excluded.answers, updated_ms = excluded.updated_ms"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&p.user_id)
+                .bind(&p.model)
+                .bind(&p.session_id)
+                .bind(p.status.as_str())
+                .bind(encode_vector(&p.mean))
+                .bind(encode_symmetric(&p.cov))
+                .bind(p.version)
+                .bind(p.answers)
+                .bind(p.updated_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify(e, "profile"))?;
+        }
+        tx.commit().await.map_err(|e| classify(e, "session"))?;
+        Ok(Mutation::Applied(commit.response))
     }
 }
 
@@ -258,6 +376,17 @@ fn profile_from_row(row: &AnyRow) -> Result<ProfileRecord, StoreError> {
         version: row.try_get("version")?,
         answers: row.try_get("answers")?,
         updated_ms: row.try_get("updated_ms")?,
+    })
+}
+
+fn key_from_row(row: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: row.try_get("role")?,
+        key_hash: row.try_get("key_hash")?,
+        created_ms: row.try_get("created_ms")?,
+        revoked_ms: row.try_get("revoked_ms")?,
     })
 }
 
@@ -503,117 +632,11 @@ impl Store for SqlStore {
         idempotency: Option<&Idempotency>,
         mutate: Mutator<'_>,
     ) -> Result<Mutation, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin_write())
-            .await
-            .map_err(|e| classify(e, "session"))?;
-        if self.dialect == Dialect::Postgres {
-            // Fail fast rather than queue behind a stuck writer of the same session.
-            tx.execute("SET LOCAL lock_timeout = '5s'")
-                .await
-                .map_err(|e| classify(e, "session"))?;
-        }
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1{}",
-            self.dialect.lock_row()
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| classify(e, "session"))?
-            .ok_or_else(|| StoreError::NotFound(format!("session '{id}'")))?;
-        let session = session_from_row(&row)?;
-
-        let sql =
-            format!("SELECT {ANSWER_COLUMNS} FROM answers WHERE session_id = $1 ORDER BY seq");
-        let answers: Vec<AnswerRow> = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| classify(e, "answers"))?
-            .iter()
-            .map(answer_from_row)
-            .collect::<Result<_, _>>()?;
-        if let Some(key) = idempotency
-            && let Some(seen) = answers
-                .iter()
-                .find(|a| a.idempotency_key.as_deref() == Some(key.key.as_str()))
-        {
-            return if seen.request_hash == key.request_hash {
-                Ok(Mutation::Replayed(seen.response.clone()))
-            } else {
-                Err(StoreError::KeyReused)
-            };
-        }
-
-        let commit = mutate(&session, &answers).map_err(StoreError::Rejected)?;
-        if let Some(answer) = &commit.answer {
-            let sql = format!(
-                "INSERT INTO answers (session_id, user_id, {ANSWER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .bind(&session.user_id)
-                .bind(answer.seq)
-                .bind(&answer.item_a)
-                .bind(&answer.item_b)
-                .bind(text_of(&answer.choice))
-                .bind(answer.log_evidence)
-                .bind(encode_vector(&answer.direction))
-                .bind(answer.idempotency_key.clone())
-                .bind(&answer.request_hash)
-                .bind(commit.response.to_string())
-                .bind(answer.created_ms)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| classify(e, "answer"))?;
-        }
-        let s = &commit.session;
-        let updated = sqlx::query(
-            "UPDATE sessions SET status = $2, stop_reason = $3, mean = $4, cov = $5, version = $6, answers = $7, question = $8, updated_ms = $9 WHERE id = $1 AND version = $10",
-        )
-        .bind(id)
-        .bind(s.status.as_str())
-        .bind(s.stop_reason.map(|r| r.as_str()))
-        .bind(encode_vector(&s.mean))
-        .bind(encode_symmetric(&s.cov))
-        .bind(s.version)
-        .bind(s.answers)
-        .bind(s.question.as_ref().map(json_text))
-        .bind(s.updated_ms)
-        .bind(session.version)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| classify(e, "session"))?;
-        if updated.rows_affected() != 1 {
-            return Err(StoreError::Unavailable(
-                "the session changed during the update".into(),
-            ));
-        }
-        if let Some(p) = &commit.profile {
-            let sql = format!(
-                "INSERT INTO profiles ({PROFILE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (user_id, model) DO UPDATE SET session_id = excluded.session_id, status = excluded.status, \
-                 mean = excluded.mean, cov = excluded.cov, version = profiles.version + 1, answers = excluded.answers, updated_ms = excluded.updated_ms"
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&p.user_id)
-                .bind(&p.model)
-                .bind(&p.session_id)
-                .bind(p.status.as_str())
-                .bind(encode_vector(&p.mean))
-                .bind(encode_symmetric(&p.cov))
-                .bind(p.version)
-                .bind(p.answers)
-                .bind(p.updated_ms)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| classify(e, "profile"))?;
-        }
-        tx.commit().await.map_err(|e| classify(e, "session"))?;
-        Ok(Mutation::Applied(commit.response))
+        let started = std::time::Instant::now();
+        let result = self.locked_mutation(id, idempotency, mutate).await;
+        metrics::histogram!("elicit_store_transaction_duration_seconds", "op" => "mutate_session")
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     async fn get_profile(
@@ -653,5 +676,74 @@ impl Store for SqlStore {
         }
         tx.commit().await.map_err(|e| classify(e, "user"))?;
         Ok(removed)
+    }
+
+    async fn session_by_token(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT id FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| classify(e, "session"))
+    }
+
+    async fn create_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let sql = format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&key.id)
+            .bind(&key.name)
+            .bind(&key.role)
+            .bind(&key.key_hash)
+            .bind(key.created_ms)
+            .bind(key.revoked_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| classify(e, "key"))?;
+        Ok(())
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_ms DESC, id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| classify(e, "keys"))?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL")
+                .bind(id)
+                .bind(at_ms)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| classify(e, "key"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_ms IS NULL"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| classify(e, "key"))?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn sessions_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM sessions GROUP BY status")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| classify(e, "sessions"))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>("status")?, r.try_get::<i64, _>("n")?)))
+            .collect()
+    }
+
+    fn pool_usage(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
     }
 }

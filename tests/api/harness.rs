@@ -81,6 +81,32 @@ impl TestDatabase {
     }
 }
 
+/// The bootstrap admin key of test servers.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+/// The configuration of a test server on `database_url`: any free port, a known admin key.
+pub fn test_config(database_url: &str) -> Config {
+    Config {
+        port: 0,
+        database_url: database_url.to_string(),
+        admin_key: Some(ADMIN_KEY.to_string()),
+        ..Config::default()
+    }
+}
+
+/// An HTTP client that sends `Authorization: Bearer <key>` on every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// A running server.
 pub struct TestServer {
     pub base: String,
@@ -91,12 +117,7 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(db: &TestDatabase) -> Self {
-        let config = Config {
-            port: 0,
-            database_url: db.url.clone(),
-            ..Config::default()
-        };
-        Self::start_with(config).await
+        Self::start_with(test_config(&db.url)).await
     }
 
     pub async fn start_with(config: Config) -> Self {
@@ -114,7 +135,7 @@ impl TestServer {
         });
         Self {
             base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
+            client: client_with_key(ADMIN_KEY),
             stop: Some(stop),
             task: Some(task),
         }

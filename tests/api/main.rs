@@ -9,4 +9,5 @@ mod bad_input;
 mod concurrency;
 mod harness;
 mod onboarding;
+mod ops;
 mod restart;

@@ -1,0 +1,204 @@
+//! Micro-benchmarks of the inference engine (`cargo bench --bench engine`).
+//!
+//! Baselines measured in the same run: recomputing the bank statistics (O(NJ²)) against the
+//! incremental update (O(NJ)); exhaustive selection without the exact bound pruning.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use elicit::model::select::{self, BankStats, CandidateSpace, Pair, SelectionOptions};
+use elicit::model::{Bank, NoiseModel, Outcome, Posterior, Strategy, UpdateMethod, score};
+use nalgebra::{DMatrix, DVector};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, StandardNormal};
+
+fn gaussian(rng: &mut StdRng, rows: usize, cols: usize, sd: f64) -> DMatrix<f64> {
+    DMatrix::from_fn(rows, cols, |_, _| {
+        let z: f64 = StandardNormal.sample(rng);
+        sd * z
+    })
+}
+
+/// A posterior after 10 answers, so that Σ is not diagonal.
+fn warm_posterior(rng: &mut StdRng, j: usize) -> Posterior {
+    let mut q = Posterior::isotropic(j, 1.0).unwrap();
+    let lik = NoiseModel::default().likelihood(Outcome::A).unwrap();
+    for _ in 0..10 {
+        let x = gaussian(rng, j, 1, 1.0).column(0).into_owned();
+        q.update(&x, &lik, UpdateMethod::Adf);
+    }
+    q
+}
+
+fn update(c: &mut Criterion) {
+    let mut group = c.benchmark_group("update");
+    let lik = NoiseModel {
+        lapse: 0.05,
+        ..NoiseModel::default()
+    }
+    .likelihood(Outcome::A)
+    .unwrap();
+    for j in [8, 16, 32, 64] {
+        let mut rng = StdRng::seed_from_u64(1);
+        let posterior = warm_posterior(&mut rng, j);
+        let x: DVector<f64> = gaussian(&mut rng, j, 1, 0.5).column(0).into_owned();
+        for method in UpdateMethod::ALL {
+            if method != UpdateMethod::Adf && j != 16 {
+                continue;
+            }
+            group.bench_with_input(BenchmarkId::new(method.as_str(), j), &j, |b, _| {
+                b.iter_batched_ref(
+                    || posterior.clone(),
+                    |q| q.update(black_box(&x), &lik, method),
+                    criterion::BatchSize::SmallInput,
+                )
+            });
+        }
+    }
+    group.finish();
+}
+
+fn bank_statistics(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bank_stats_N5000_J32");
+    let mut rng = StdRng::seed_from_u64(2);
+    let bank = Bank::ungrouped(gaussian(&mut rng, 32, 5000, 1.0)).unwrap();
+    let posterior = warm_posterior(&mut rng, 32);
+    let stats = BankStats::new(&bank, &posterior);
+    let x = bank.direction(Pair { a: 0, b: 1 }, 1.0);
+    let predictive = posterior.predictive(&x);
+    let step = elicit::model::RankOne { c1: 0.1, c2: 0.05 };
+    group.bench_function("recompute (baseline)", |b| {
+        b.iter(|| BankStats::new(black_box(&bank), &posterior))
+    });
+    group.bench_function("incremental", |b| {
+        b.iter_batched_ref(
+            || stats.clone(),
+            |s| s.update(&bank, &predictive.u, step),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn selection(c: &mut Criterion) {
+    let mut group = c.benchmark_group("select_J16");
+    let noise = NoiseModel::default();
+    // Item counts whose all-pairs counts are ~1k, ~20k and ~100k.
+    for (items, label) in [(46usize, "1k"), (200, "20k"), (448, "100k")] {
+        let mut rng = StdRng::seed_from_u64(3);
+        let bank = Bank::ungrouped(gaussian(&mut rng, 16, items, 0.5)).unwrap();
+        let posterior = warm_posterior(&mut rng, 16);
+        let stats = BankStats::new(&bank, &posterior);
+        let space = CandidateSpace::new(&bank, None);
+        for (name, options) in [
+            ("bald", SelectionOptions::default()),
+            (
+                "bald-no-pruning (baseline)",
+                SelectionOptions {
+                    prune: false,
+                    ..SelectionOptions::default()
+                },
+            ),
+        ] {
+            group.bench_function(BenchmarkId::new(name, label), |b| {
+                b.iter(|| {
+                    select::select(
+                        &bank,
+                        &stats,
+                        &space,
+                        &noise,
+                        Strategy::Bald,
+                        &options,
+                        &mut rng,
+                    )
+                })
+            });
+        }
+        group.bench_function(BenchmarkId::new("dopt", label), |b| {
+            b.iter(|| {
+                select::select(
+                    &bank,
+                    &stats,
+                    &space,
+                    &noise,
+                    Strategy::Dopt,
+                    &SelectionOptions::default(),
+                    &mut rng,
+                )
+            })
+        });
+    }
+    // A bank of 5,000 items (12.5M pairs): generated candidates.
+    let mut rng = StdRng::seed_from_u64(4);
+    let bank = Bank::ungrouped(gaussian(&mut rng, 16, 5000, 0.5)).unwrap();
+    let posterior = warm_posterior(&mut rng, 16);
+    let stats = BankStats::new(&bank, &posterior);
+    let space = CandidateSpace::new(&bank, None);
+    group.bench_function(BenchmarkId::new("bald-generated", "12.5M"), |b| {
+        b.iter(|| {
+            select::select(
+                &bank,
+                &stats,
+                &space,
+                &noise,
+                Strategy::Bald,
+                &SelectionOptions::default(),
+                &mut rng,
+            )
+        })
+    });
+    group.finish();
+}
+
+/// One answer as the service handles it: update the posterior and the bank statistics, then
+/// choose the next question among ~20k pairs (J = 16). Target: under 1 ms.
+fn answer_then_select(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(5);
+    let noise = NoiseModel {
+        lapse: 0.05,
+        ..NoiseModel::default()
+    };
+    let bank = Bank::ungrouped(gaussian(&mut rng, 16, 200, 0.5)).unwrap();
+    let posterior = warm_posterior(&mut rng, 16);
+    let stats = BankStats::new(&bank, &posterior);
+    let space = CandidateSpace::new(&bank, None);
+    let lik = noise.likelihood(Outcome::B).unwrap();
+    let x = bank.direction(Pair { a: 3, b: 7 }, noise.beta);
+    c.bench_function("answer_then_select_20k_J16", |b| {
+        b.iter_batched_ref(
+            || (posterior.clone(), stats.clone()),
+            |(q, s)| {
+                let predictive = q.predictive(&x);
+                let update = q.update_along(&predictive, &lik, UpdateMethod::Adf);
+                s.update(&bank, &predictive.u, update.step);
+                select::select(
+                    &bank,
+                    s,
+                    &space,
+                    &noise,
+                    Strategy::Bald,
+                    &SelectionOptions::default(),
+                    &mut rng,
+                )
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+fn scoring(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(6);
+    let posterior = warm_posterior(&mut rng, 32);
+    let candidates = gaussian(&mut rng, 32, 1000, 1.0);
+    c.bench_function("score_1000_J32", |b| {
+        b.iter(|| score::score(black_box(&posterior), &candidates))
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
+    targets = update, bank_statistics, selection, answer_then_select, scoring
+}
+criterion_main!(benches);

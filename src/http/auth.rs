@@ -1,0 +1,90 @@
+//! Bearer-key authentication and role checks, as a layer per group of routes.
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::Problem;
+use crate::service::Service;
+use crate::service::keys::{Principal, Role};
+
+/// What a group of routes requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Admin,
+    Frontend,
+    Scorer,
+    /// A frontend key, or the token of the session named in the path.
+    Session,
+}
+
+fn allows(principal: &Principal, access: Access, path: &str) -> bool {
+    match principal {
+        Principal::Key {
+            role: Role::Admin, ..
+        } => true,
+        Principal::Key {
+            role: Role::Frontend,
+            ..
+        } => matches!(access, Access::Frontend | Access::Session),
+        Principal::Key {
+            role: Role::Scorer, ..
+        } => access == Access::Scorer,
+        Principal::Session(id) => {
+            access == Access::Session && session_in_path(path) == Some(id.as_str())
+        }
+    }
+}
+
+/// The `{id}` of `/v1/sessions/{id}[/…]`.
+fn session_in_path(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/sessions/")?.split('/').next()
+}
+
+fn unauthorized(detail: &str) -> Response {
+    let mut response = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Unauthorized",
+        detail,
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Lets the request through if its bearer token grants `access`: 401 without a valid token,
+/// 403 with one that does not grant it.
+pub async fn require(service: Service, access: Access, request: Request, next: Next) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return unauthorized("send an API key or session token as 'Authorization: Bearer …'");
+    };
+    let principal = match service.authenticate(token).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return unauthorized("the key or token is not valid"),
+        Err(e) => return Problem::from(e).into_response(),
+    };
+    if !allows(&principal, access, request.uri().path()) {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            "this key or token may not use this route",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}

@@ -1,0 +1,190 @@
+//! API keys and who a bearer token is.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::limits::MAX_ID_LEN;
+use super::{Service, ServiceError, check_id};
+use crate::store::{ApiKeyRecord, now_ms};
+
+/// What a key may do. `admin` may do everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Models, items, keys, erasure, and everything below.
+    Admin,
+    /// Creates and drives onboarding sessions.
+    Frontend,
+    /// Reads profiles and scores candidates.
+    Scorer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Frontend => "frontend",
+            Role::Scorer => "scorer",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "frontend" => Some(Self::Frontend),
+            "scorer" => Some(Self::Scorer),
+            _ => None,
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// An API key with a role (`id` is "bootstrap" for the configured admin key).
+    Key { id: String, role: Role },
+    /// A session token: may drive that one session.
+    Session(String),
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeyCreated {
+    /// The secret; shown once, stored only hashed.
+    pub key: String,
+    #[serde(flatten)]
+    pub info: KeyView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
+}
+
+/// How long a resolved bearer token is trusted without asking the database again (a revoked key
+/// stops working on every replica within this time).
+const PRINCIPAL_TTL: Duration = Duration::from_secs(5);
+
+/// Resolved bearer tokens by hash.
+#[derive(Default)]
+pub struct PrincipalCache {
+    entries: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+pub fn sha256_hex(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn view(k: &ApiKeyRecord) -> Result<KeyView, ServiceError> {
+    Ok(KeyView {
+        id: k.id.clone(),
+        name: k.name.clone(),
+        role: Role::parse(&k.role).ok_or_else(|| {
+            ServiceError::Internal(format!("key {} has unknown role {}", k.id, k.role))
+        })?,
+        created_ms: k.created_ms,
+        revoked_ms: k.revoked_ms,
+    })
+}
+
+impl Service {
+    pub async fn create_key(&self, req: CreateKey) -> Result<KeyCreated, ServiceError> {
+        check_id("name", &req.name, MAX_ID_LEN)?;
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let key = format!("ek_{}", hex::encode(rand::rng().random::<[u8; 24]>()));
+        let record = ApiKeyRecord {
+            id,
+            name: req.name,
+            role: req.role.as_str().to_string(),
+            key_hash: sha256_hex(&key),
+            created_ms: now_ms(),
+            revoked_ms: None,
+        };
+        self.store.create_key(&record).await?;
+        Ok(KeyCreated {
+            key,
+            info: view(&record)?,
+        })
+    }
+
+    pub async fn list_keys(&self) -> Result<KeyList, ServiceError> {
+        let keys = self.store.list_keys().await?;
+        Ok(KeyList {
+            keys: keys.iter().map(view).collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub async fn revoke_key(&self, id: &str) -> Result<(), ServiceError> {
+        if self.store.revoke_key(id, now_ms()).await? {
+            self.principals
+                .entries
+                .lock()
+                .expect("principal cache")
+                .retain(|_, (p, _)| !matches!(p, Principal::Key { id: k, .. } if k == id));
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!("live key '{id}'")))
+        }
+    }
+
+    /// Who holds this bearer token: the bootstrap admin key, a stored key, or a session token.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, ServiceError> {
+        let hash = sha256_hex(token);
+        if self.admin_key_hash.as_deref() == Some(hash.as_str()) {
+            return Ok(Some(Principal::Key {
+                id: "bootstrap".into(),
+                role: Role::Admin,
+            }));
+        }
+        if let Some((principal, at)) = self
+            .principals
+            .entries
+            .lock()
+            .expect("principal cache")
+            .get(&hash)
+            && at.elapsed() < PRINCIPAL_TTL
+        {
+            return Ok(Some(principal.clone()));
+        }
+        let principal = match self.store.key_by_hash(&hash).await? {
+            Some(key) => Some(Principal::Key {
+                role: Role::parse(&key.role)
+                    .ok_or_else(|| ServiceError::Internal(format!("unknown role {}", key.role)))?,
+                id: key.id,
+            }),
+            None => self
+                .store
+                .session_by_token(&hash)
+                .await?
+                .map(Principal::Session),
+        };
+        if let Some(p) = &principal {
+            self.principals
+                .entries
+                .lock()
+                .expect("principal cache")
+                .insert(hash, (p.clone(), Instant::now()));
+        }
+        Ok(principal)
+    }
+}

@@ -1,0 +1,423 @@
+//! What operators rely on: roles, probes, metrics, the OpenAPI document, graceful shutdown.
+
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::harness::{
+    Backend, TestDatabase, TestServer, assert_problem, client_with_key, test_config,
+};
+
+async fn status_with(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client.request(method, url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn create_key(server: &TestServer, role: &str) -> (String, String) {
+    let (status, key) = server
+        .post(
+            "/v1/keys",
+            &json!({"name": format!("{role} key"), "role": role}),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    (
+        key["id"].as_str().unwrap().to_string(),
+        key["key"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn roles_are_enforced(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    server.create_model_with_items("m", 2, 10, 7).await;
+    let (_, frontend) = create_key(&server, "frontend").await;
+    let (scorer_id, scorer) = create_key(&server, "scorer").await;
+    let (frontend, scorer) = (client_with_key(&frontend), client_with_key(&scorer));
+    let anonymous = reqwest::Client::new();
+    let stranger = client_with_key("not-a-key");
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+    let score_body = json!({"model": "m", "user_id": "u", "candidates": [{"item_id": "item-1"}]});
+
+    // No key or a wrong key: 401 with a challenge.
+    let response = anonymous
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers().get("www-authenticate").unwrap(),
+        "Bearer"
+    );
+    let (status, body) = status_with(&stranger, get.clone(), server.url("/v1/models"), None).await;
+    assert_problem(status, &body, 401, "unauthorized");
+
+    // A frontend key drives sessions but cannot create models or score.
+    let (status, body) = status_with(
+        &frontend,
+        post.clone(),
+        server.url("/v1/models"),
+        Some(json!({"name": "x", "dimensions": ["a"]})),
+    )
+    .await;
+    assert_problem(status, &body, 403, "forbidden");
+    let (status, body) = status_with(
+        &frontend,
+        post.clone(),
+        server.url("/v1/score"),
+        Some(score_body.clone()),
+    )
+    .await;
+    assert_problem(status, &body, 403, "forbidden");
+    let (status, session) = status_with(
+        &frontend,
+        post.clone(),
+        server.url("/v1/sessions"),
+        Some(json!({"model": "m", "user_id": "u"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+
+    // A scorer scores but cannot open sessions or manage keys.
+    let (status, _) = status_with(
+        &scorer,
+        post.clone(),
+        server.url("/v1/score"),
+        Some(score_body.clone()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = status_with(
+        &scorer,
+        post.clone(),
+        server.url("/v1/sessions"),
+        Some(json!({"model": "m", "user_id": "u"})),
+    )
+    .await;
+    assert_problem(status, &body, 403, "forbidden");
+    let (status, body) = status_with(&scorer, get.clone(), server.url("/v1/keys"), None).await;
+    assert_problem(status, &body, 403, "forbidden");
+
+    // A session token drives its own session and nothing else.
+    let token = client_with_key(session["token"].as_str().unwrap());
+    let id = session["id"].as_str().unwrap();
+    let (status, _) = status_with(
+        &token,
+        get.clone(),
+        server.url(&format!("/v1/sessions/{id}")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let q = session["question"]["id"].as_str().unwrap();
+    let (status, _) = status_with(
+        &token,
+        post.clone(),
+        server.url(&format!("/v1/sessions/{id}/answers")),
+        Some(json!({"question_id": q, "choice": "a"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, other) = status_with(
+        &frontend,
+        post.clone(),
+        server.url("/v1/sessions"),
+        Some(json!({"model": "m", "user_id": "v"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let other_id = other["id"].as_str().unwrap();
+    let (status, body) = status_with(
+        &token,
+        get.clone(),
+        server.url(&format!("/v1/sessions/{other_id}")),
+        None,
+    )
+    .await;
+    assert_problem(status, &body, 403, "forbidden");
+    let (status, body) = status_with(
+        &token,
+        post.clone(),
+        server.url("/v1/score"),
+        Some(score_body.clone()),
+    )
+    .await;
+    assert_problem(status, &body, 403, "forbidden");
+    let (status, body) = status_with(
+        &token,
+        post.clone(),
+        server.url("/v1/sessions"),
+        Some(json!({"model": "m", "user_id": "w"})),
+    )
+    .await;
+    assert_problem(status, &body, 403, "forbidden");
+
+    // Keys are listed without secrets, and a revoked key stops working.
+    let (status, keys) = server.get("/v1/keys").await;
+    assert_eq!(status, 200);
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 2);
+    assert!(!keys.to_string().contains("ek_"), "a secret leaked: {keys}");
+    let (status, _) = server.delete(&format!("/v1/keys/{scorer_id}")).await;
+    assert_eq!(status, 204);
+    let server_fresh = TestServer::start(&db).await; // another replica: no cached credentials
+    let (status, body) = status_with(
+        &scorer,
+        post,
+        server_fresh.url("/v1/score"),
+        Some(score_body),
+    )
+    .await;
+    assert_problem(status, &body, 401, "unauthorized");
+    server_fresh.stop().await;
+    server.stop().await;
+}
+
+async fn metrics_and_probes_are_served(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    server.create_model_with_items("m", 2, 10, 8).await;
+    let (_, session) = server
+        .post("/v1/sessions", &json!({"model": "m", "user_id": "u"}))
+        .await;
+    let id = session["id"].as_str().unwrap();
+    let q = session["question"]["id"].as_str().unwrap();
+    server.answer(id, q, "a", "m1").await;
+    server.answer(id, q, "a", "m1").await;
+    server.answer(id, q, "b", "m2").await;
+    let plain = reqwest::Client::new();
+    assert_eq!(
+        plain
+            .get(server.url("/livez"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        plain
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let text = plain
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "elicit_answers_applied_total",
+        "elicit_questions_served_total",
+        "elicit_idempotent_replays_total",
+        "elicit_conflicts_total",
+        "elicit_update_duration_seconds_bucket",
+        "elicit_selection_duration_seconds_bucket",
+        "elicit_store_transaction_duration_seconds_bucket",
+        "elicit_db_pool_connections",
+        "elicit_sessions{status=\"active\"}",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    assert!(
+        text.contains("route=\"/v1/sessions/{id}/answers\""),
+        "routes are labelled by template"
+    );
+    server.stop().await;
+}
+
+/// A TCP relay to PostgreSQL that can be cut and restored, to take "the database" away from one
+/// server without disturbing the other tests.
+struct Relay {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(target: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if *watch.borrow() {
+                    continue; // refused: dropped at once
+                }
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self { port, cut }
+    }
+}
+
+async fn readiness_follows_the_database(backend: Backend) {
+    if let Backend::Sqlite = backend {
+        return; // an embedded file cannot go away; the PostgreSQL variant exercises this
+    }
+    let db = TestDatabase::new(backend).await;
+    let relay = Relay::start("127.0.0.1:5432").await;
+    let url = db
+        .url
+        .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port), 1);
+    let mut config = test_config(&url);
+    config.acquire_timeout_ms = 500;
+    let server = TestServer::start_with(config).await;
+    let plain = reqwest::Client::new();
+    let ready = || async {
+        plain
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 200);
+    relay.cut.send(true).unwrap();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = ready().await;
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, 503,
+        "readiness did not notice the database going away"
+    );
+    // Requests that need the database fail fast with 503, not 500.
+    let (status, body) = server.get("/v1/models").await;
+    assert_problem(status, &body, 503, "unavailable");
+    relay.cut.send(false).unwrap();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = ready().await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "readiness did not recover");
+    server.stop().await;
+}
+
+async fn shutdown_drains_in_flight_requests(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let mut config = test_config(&db.url);
+    config.drain_delay_ms = 300;
+    let server = TestServer::start_with(config).await;
+    let features = server.create_model_with_items("m", 2, 10, 9).await;
+    assert_eq!(features.len(), 10);
+    let (_, session) = server
+        .post("/v1/sessions", &json!({"model": "m", "user_id": "u"}))
+        .await;
+    let id = session["id"].as_str().unwrap().to_string();
+    let q = session["question"]["id"].as_str().unwrap().to_string();
+    let url = server.url("/readyz");
+    let client = server.client.clone();
+    let answer_url = server.url(&format!("/v1/sessions/{id}/answers"));
+    let stopping = tokio::spawn(server.stop());
+    // While draining: readiness is 503, requests still complete.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let status = client.get(&url).send().await.unwrap().status();
+    assert_eq!(status, 503);
+    let response = client
+        .post(&answer_url)
+        .json(&json!({"question_id": q, "choice": "a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    stopping.await.unwrap();
+    // The answer was committed whole.
+    let server = TestServer::start(&db).await;
+    let (_, s) = server.get(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(s["answers"], 1);
+    server.stop().await;
+}
+
+crate::on_both_stores!(
+    roles_are_enforced,
+    metrics_and_probes_are_served,
+    readiness_follows_the_database,
+    shutdown_drains_in_flight_requests
+);
+
+#[test]
+fn the_checked_in_openapi_document_is_current() {
+    let generated =
+        serde_json::to_string_pretty(&elicit::http::openapi::document()).unwrap() + "\n";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+    if std::env::var("UPDATE_OPENAPI").is_ok() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "docs/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test --test api openapi` and commit it"
+    );
+    let doc: Value = serde_json::from_str(&generated).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/v1/models",
+        "/v1/sessions/{id}/answers",
+        "/v1/score",
+        "/v1/keys",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the spec"
+        );
+    }
+}
+
+#[tokio::test]
+async fn swagger_ui_and_spec_are_served() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let server = TestServer::start(&db).await;
+    let plain = reqwest::Client::new();
+    let spec: Value = plain
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(spec["paths"].get("/v1/score").is_some());
+    let page = plain.get(server.url("/docs/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("swagger"));
+    server.stop().await;
+}
