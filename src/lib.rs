@@ -8,6 +8,7 @@
 //! * [`sim`]: simulated users for `elicit simulate`.
 
 pub mod app;
+pub mod eval;
 pub mod http;
 pub mod model;
 pub mod service;

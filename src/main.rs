@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 use elicit::app::{self, Application, Config};
-use elicit::model::{Strategy, UpdateMethod};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use elicit::eval::{self, EqualPairs, EvalOptions, PriorKind, data::Dataset};
+use elicit::model::{NoiseModel, Strategy, UpdateMethod};
 use elicit::sim::{self, SimulationTask};
 use elicit::store::SqlStore;
 use elicit::store::sql::redact;
@@ -28,6 +32,62 @@ enum Command {
     Migrate,
     /// Run simulated users with known coefficients through the engine and print learning curves.
     Simulate(SimulateArgs),
+    /// Evaluate question selection on real users' ratings: learning curves, ceiling, baseline.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// `item_id,f1..fJ` with a header.
+    #[arg(long)]
+    items: PathBuf,
+    /// `user_id,item_id,rating[,split]` with a header; higher ratings win.
+    #[arg(long)]
+    ratings: PathBuf,
+    /// Evaluate the users of this split (ignored if the file has no split column).
+    #[arg(long, default_value = "test")]
+    split: String,
+    #[arg(long, default_value_t = 30)]
+    questions: usize,
+    /// Comma-separated: bald,dopt,random.
+    #[arg(long, default_value = "bald,dopt,random", value_delimiter = ',')]
+    strategy: Vec<Strategy>,
+    /// adf | rvga | jj
+    #[arg(long, default_value = "adf")]
+    method: UpdateMethod,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// isotropic: N(0, I); train: estimated from the train split's users.
+    #[arg(long, value_enum, default_value = "isotropic")]
+    prior: PriorKind,
+    /// The model's answer scale β.
+    #[arg(long, default_value_t = 1.0)]
+    beta: f64,
+    /// The model's lapse rate ε.
+    #[arg(long, default_value_t = 0.0)]
+    lapse: f64,
+    /// The model's Rao–Kupper tie threshold η (> 0: equal ratings are answered `tie`, else `skip`).
+    #[arg(long, default_value_t = 0.0)]
+    tie_threshold: f64,
+    /// Users with more rated items are evaluated on a seeded sample of this many.
+    #[arg(long, default_value_t = 200)]
+    max_items: usize,
+    /// exclude: only pairs the user rated differently are asked (reference protocol);
+    /// ask: any pair of rated items, equal ratings answered tie or skip.
+    #[arg(long, value_enum, default_value = "exclude")]
+    equal_pairs: EqualPairs,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Write the learning curves as an SVG plot.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Run the users through this server's HTTP API instead of in-process.
+    #[arg(long)]
+    target: Option<String>,
+    /// API key for --target (admin: the evaluator creates a model).
+    #[arg(long, env = "ELICIT_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 #[derive(clap::Args, Default)]
@@ -77,7 +137,74 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime()?.block_on(serve(args)),
         Command::Migrate => runtime()?.block_on(migrate()),
         Command::Simulate(args) => simulate(args),
+        Command::Eval(args) => evaluate(args),
     }
+}
+
+fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
+    let noise = NoiseModel {
+        beta: args.beta,
+        lapse: args.lapse,
+        tie_threshold: args.tie_threshold,
+    };
+    noise.validate()?;
+    anyhow::ensure!(
+        !args.strategy.is_empty(),
+        "--strategy needs at least one strategy"
+    );
+    anyhow::ensure!(args.questions >= 1, "--questions must be at least 1");
+    let options = EvalOptions {
+        split: Some(args.split),
+        questions: args.questions,
+        strategies: args.strategy,
+        method: args.method,
+        seed: args.seed,
+        prior: args.prior,
+        noise,
+        max_items_per_user: args.max_items.max(2),
+        max_scored_pairs: 2000,
+        equal_pairs: args.equal_pairs,
+    };
+    let dataset = Dataset::load(&args.items, &args.ratings)?;
+    let prior = eval::train_prior(&dataset, &options)?;
+    let tasks = eval::tasks(&dataset, &options);
+    let started = std::time::Instant::now();
+    let report = match &args.target {
+        None => eval::evaluate(&dataset, &tasks, &prior, &options, |task, strategy| {
+            eval::run_in_process(&dataset, task, &prior, strategy, &options)
+        })?,
+        Some(target) => {
+            let key = args
+                .api_key
+                .as_deref()
+                .context("--target needs --api-key or ELICIT_API_KEY")?;
+            let remote = eval::remote::Remote::connect(target, key, &dataset, &prior, &options)?;
+            eval::evaluate(&dataset, &tasks, &prior, &options, |task, strategy| {
+                remote.run_user(&dataset, task, strategy, &options)
+            })?
+        }
+    };
+    eprintln!(
+        "evaluated {} users in {:.1} s",
+        report.users,
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} users, {} updates, {:?} prior, equal pairs {:?}",
+            report.users,
+            options.method.as_str(),
+            options.prior,
+            options.equal_pairs
+        );
+        eval::plot::write_svg(&report, &title, path)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", eval::table(&report));
+    }
+    Ok(())
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

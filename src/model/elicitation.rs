@@ -220,6 +220,12 @@ impl<'a> Elicitation<'a> {
         &self.history
     }
 
+    /// Never asks `pair` (without recording an answer): pairs held out for evaluation, or known
+    /// already from elsewhere.
+    pub fn exclude(&mut self, pair: Pair) {
+        self.space.mark_asked(pair);
+    }
+
     /// Candidate pairs not asked yet.
     pub fn remaining_pairs(&self) -> usize {
         self.space.remaining()

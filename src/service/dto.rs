@@ -76,7 +76,10 @@ pub struct CreateSession {
     pub user_id: String,
     pub max_questions: Option<usize>,
     pub strategy: Option<Strategy>,
+    /// The only items the session may ask about.
     pub items: Option<Vec<String>>,
+    /// Pairs of item ids the session must never ask (e.g. pairs held out for evaluation).
+    pub exclude_pairs: Option<Vec<[String; 2]>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -50,19 +50,23 @@ impl Service {
         if let Some(items) = &req.items {
             check_allowed_items(items, &bank)?;
         }
+        let exclude_pairs = req.exclude_pairs.unwrap_or_default();
+        check_excluded_pairs(&exclude_pairs, &bank)?;
         let settings = SessionSettings {
             max_questions,
             strategy: req.strategy.unwrap_or(model.spec.strategy),
             items: req.items,
+            exclude_pairs,
         };
         let prior = prior_of(&model)?;
         let allowed = allowed_indices(&settings, &bank);
-        let run = Elicitation::new(
+        let mut run = Elicitation::new(
             &bank.bank,
             prior.clone(),
             run_config(&model, &settings),
             allowed.as_deref(),
         )?;
+        apply_exclusions(&mut run, &settings, &bank);
         if run.remaining_pairs() == 0 {
             return Err(ServiceError::invalid(
                 if settings.items.is_some() {
@@ -270,6 +274,43 @@ fn check_allowed_items(items: &[String], bank: &LoadedBank) -> Result<(), Servic
     Ok(())
 }
 
+/// Excluded pairs must name two different known items; at most one per possible pair.
+fn check_excluded_pairs(pairs: &[[String; 2]], bank: &LoadedBank) -> Result<(), ServiceError> {
+    const MAX_EXCLUDED: usize = 50_000;
+    if pairs.len() > MAX_EXCLUDED {
+        return Err(ServiceError::invalid(
+            "exclude_pairs",
+            format!("at most {MAX_EXCLUDED} pairs"),
+        ));
+    }
+    for (i, [a, b]) in pairs.iter().enumerate() {
+        if a == b {
+            return Err(ServiceError::invalid(
+                format!("exclude_pairs[{i}]"),
+                "names the same item twice",
+            ));
+        }
+        for id in [a, b] {
+            if bank.item_index(id).is_none() {
+                return Err(ServiceError::invalid(
+                    format!("exclude_pairs[{i}]"),
+                    format!("unknown item '{id}'"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Marks the session's excluded pairs as never to be asked.
+fn apply_exclusions(run: &mut Elicitation<'_>, settings: &SessionSettings, bank: &LoadedBank) {
+    for [a, b] in &settings.exclude_pairs {
+        if let (Some(a), Some(b)) = (bank.item_index(a), bank.item_index(b)) {
+            run.exclude(Pair { a, b });
+        }
+    }
+}
+
 fn prior_of(model: &ModelRecord) -> Result<Posterior, ServiceError> {
     Posterior::new(model.prior_mean.clone(), model.prior_cov.clone())
         .map_err(|e| ServiceError::Internal(e.to_string()))
@@ -349,14 +390,16 @@ fn resume<'b>(
         })
         .collect();
     let allowed = allowed_indices(&session.settings, bank);
-    Ok(Elicitation::resume(
+    let mut run = Elicitation::resume(
         &bank.bank,
         prior_of(model)?,
         session_posterior(model, session, answers)?,
         history,
         run_config(model, &session.settings),
         allowed.as_deref(),
-    )?)
+    )?;
+    apply_exclusions(&mut run, &session.settings, bank);
+    Ok(run)
 }
 
 /// A question-selection stream that depends only on the session and how far it got, so every

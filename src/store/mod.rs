@@ -87,6 +87,9 @@ pub struct SessionSettings {
     pub strategy: Strategy,
     /// Item ids the session may ask about (`None`: the whole bank).
     pub items: Option<Vec<String>>,
+    /// Pairs of item ids never to ask.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_pairs: Vec<[String; 2]>,
 }
 
 /// The question currently put to the user.

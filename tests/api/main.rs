@@ -7,6 +7,7 @@
 
 mod bad_input;
 mod concurrency;
+mod eval;
 mod harness;
 mod onboarding;
 mod ops;
