@@ -219,13 +219,10 @@ pub fn rvga(mean: f64, variance: f64, lik: &impl Likelihood) -> RankOne {
         let (a, b) = expectations(m_new, v_new);
         // Newton on g(m') = m' − m − v·a(m'), g′ = 1 + v·b (a plain fixed-point step if b < 0).
         let step = (m_new - mean - variance * a) / (1.0 + variance * b).max(1.0);
-        let m_next = m_new - step;
-        let v_next = variance / (1.0 + b * variance);
-        let converged = (m_next - m_new).abs() <= 1e-12 * (1.0 + m_new.abs())
-            && (v_next - v_new).abs() <= 1e-12 * v_new;
-        m_new = m_next;
-        v_new = v_next;
-        if converged {
+        let (m_next, v_next) = (m_new - step, variance / (1.0 + b * variance));
+        let done = converged((m_new, v_new), (m_next, v_next));
+        (m_new, v_new) = (m_next, v_next);
+        if done {
             break;
         }
     }
@@ -247,11 +244,9 @@ pub fn jaakkola_jordan(mean: f64, variance: f64, lik: &impl Likelihood) -> RankO
         tau = t;
         let v_next = variance / (1.0 + tau * variance);
         let m_next = v_next * (mean / variance + nu);
-        let converged = (m_next - m_new).abs() <= 1e-12 * (1.0 + m_new.abs())
-            && (v_next - v_new).abs() <= 1e-12 * v_new;
-        m_new = m_next;
-        v_new = v_next;
-        if converged {
+        let done = converged((m_new, v_new), (m_next, v_next));
+        (m_new, v_new) = (m_next, v_next);
+        if done {
             break;
         }
     }
@@ -259,6 +254,11 @@ pub fn jaakkola_jordan(mean: f64, variance: f64, lik: &impl Likelihood) -> RankO
         c1: (m_new - mean) / variance,
         c2: tau / (1.0 + tau * variance),
     }
+}
+
+/// Whether a fixed-point iteration on the new belief (m', v') about f has settled.
+fn converged((m_old, v_old): (f64, f64), (m_new, v_new): (f64, f64)) -> bool {
+    (m_new - m_old).abs() <= 1e-12 * (1.0 + m_old.abs()) && (v_new - v_old).abs() <= 1e-12 * v_old
 }
 
 /// The rank-one scalars of `method` for the belief N(m, v) and an observation, with c₂v clamped

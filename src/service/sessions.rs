@@ -114,9 +114,22 @@ impl Service {
 
     /// The question waiting for an answer (the same one until it is answered).
     pub async fn current_question(&self, id: &str) -> Result<CurrentQuestion, ServiceError> {
-        let session = self.session(id).await?;
+        let mut session = self.session(id).await?;
         let model = self.model(&session.model).await?;
         let bank = self.banks.get(self.store.as_ref(), &model).await?;
+        if session
+            .question
+            .as_ref()
+            .is_some_and(|q| asks_about_deleted_item(q, &bank))
+        {
+            // An item of the question was deleted from the bank: choose another question.
+            let mutate = |session: &SessionRecord, answers: &[AnswerRow]| {
+                refresh_question(&model, &bank, session, answers)
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            };
+            self.store.mutate_session(id, None, &mutate).await?;
+            session = self.session(id).await?;
+        }
         Ok(CurrentQuestion {
             session_id: session.id.clone(),
             status: session.status,
@@ -475,7 +488,7 @@ fn apply_answer(
         (Some(a), Some(b)) => Pair { a, b },
         _ => {
             return Err(ServiceError::StaleQuestion(
-                "an item of the current question was deleted from the bank".into(),
+                "an item of the current question was deleted from the bank; GET the question again for a new one".into(),
             ));
         }
     };
@@ -511,6 +524,38 @@ fn apply_answer(
         profile: Some(profile_of(&next)),
         session: next,
         answer: Some(answer),
+        response,
+    })
+}
+
+fn asks_about_deleted_item(question: &QuestionRecord, bank: &LoadedBank) -> bool {
+    bank.item_index(&question.item_a).is_none() || bank.item_index(&question.item_b).is_none()
+}
+
+/// Replaces a question that names a deleted item (no-op if another request already did).
+fn refresh_question(
+    model: &ModelRecord,
+    bank: &LoadedBank,
+    current: &SessionRecord,
+    answers: &[AnswerRow],
+) -> Result<SessionCommit, ServiceError> {
+    let mut next = current.clone();
+    if current.status == SessionStatus::Active
+        && current
+            .question
+            .as_ref()
+            .is_some_and(|q| asks_about_deleted_item(q, bank))
+    {
+        next.version += 1;
+        next.updated_ms = now_ms();
+        set_next_question(&mut next, &resume(model, bank, current, answers)?, bank);
+    }
+    let response = serde_json::to_value(session_view(model, bank, &next, answers)?)
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    Ok(SessionCommit {
+        session: next,
+        answer: None,
+        profile: None,
         response,
     })
 }

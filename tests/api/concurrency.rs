@@ -91,8 +91,38 @@ async fn concurrent_answers_apply_exactly_once(backend: Backend) {
     server.stop().await;
 }
 
+async fn a_question_about_a_deleted_item_is_replaced(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let (id, q) = session(&server).await;
+    let (_, s) = server.get(&format!("/v1/sessions/{id}")).await;
+    let gone = s["question"]["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = server.delete(&format!("/v1/models/m/items/{gone}")).await;
+    assert_eq!(status, 204);
+    let (status, _, body) = server.answer(&id, &q, "a", "d1").await;
+    assert_problem(status, &body, 409, "stale-question");
+    let (status, current) = server.get(&format!("/v1/sessions/{id}/question")).await;
+    assert_eq!(status, 200);
+    let items: Vec<&str> = current["question"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert!(!items.contains(&gone.as_str()), "{current}");
+    let q2 = current["question"]["id"].as_str().unwrap();
+    let (status, _, body) = server.answer(&id, q2, "a", "d2").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["answers"], 1);
+    server.stop().await;
+}
+
 crate::on_both_stores!(
     replayed_keys_return_the_first_response,
     if_match_guards_the_version,
-    concurrent_answers_apply_exactly_once
+    concurrent_answers_apply_exactly_once,
+    a_question_about_a_deleted_item_is_replaced
 );

@@ -42,16 +42,18 @@ async fn the_http_path_matches_in_process(backend: Backend) {
     })
     .await
     .unwrap();
-    for (strategy, points) in &local.curves {
-        for (a, b) in points.iter().zip(&remote.curves[strategy]) {
-            let tolerance = 2.0 * a.se.max(b.se);
-            assert!(
-                (a.accuracy - b.accuracy).abs() <= tolerance,
-                "{strategy} k={}: in-process {a:?}, http {b:?}",
-                a.k
-            );
-        }
-    }
+    // Random questions come from another stream on the server (seeded by the session id), so the
+    // two random curves are independent estimates: compare the last point with 4 standard errors
+    // of the difference (a false alarm once in ~15,000 runs).
+    let (a, b) = (
+        local.curves["random"].last().unwrap(),
+        remote.curves["random"].last().unwrap(),
+    );
+    let tolerance = 4.0 * (a.se * a.se + b.se * b.se).sqrt();
+    assert!(
+        (a.accuracy - b.accuracy).abs() <= tolerance,
+        "random: in-process {a:?}, http {b:?}"
+    );
     // BALD is deterministic given the posterior: the two paths agree exactly.
     assert_eq!(local.curves["bald"], remote.curves["bald"]);
     server.stop().await;

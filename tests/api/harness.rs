@@ -208,6 +208,24 @@ impl TestServer {
         (status, headers, body)
     }
 
+    /// Answers the current question as a noiseless user with coefficients `lambda` would, with
+    /// idempotency key `key`; returns the choice and the response body.
+    pub async fn answer_truthfully(
+        &self,
+        session: &str,
+        question: &Value,
+        features: &[Vec<f64>],
+        lambda: &[f64],
+        key: &str,
+    ) -> (&'static str, Value) {
+        let choice = truthful_choice(question, features, lambda);
+        let (status, _, body) = self
+            .answer(session, question["id"].as_str().unwrap(), choice, key)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        (choice, body)
+    }
+
     /// Creates a model with `dims` dimensions and uploads `items` random items with a fixed seed.
     pub async fn create_model_with_items(
         &self,

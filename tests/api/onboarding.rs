@@ -54,16 +54,9 @@ async fn full_onboarding_recovers_the_user(backend: Backend) {
                 .next(),
             Some("option")
         );
-        let choice = truthful_choice(&question, &features, &lambda);
-        let (status, _, body) = server
-            .answer(
-                &id,
-                question["id"].as_str().unwrap(),
-                choice,
-                &format!("k{n}"),
-            )
+        let (_, body) = server
+            .answer_truthfully(&id, &question, &features, &lambda, &format!("k{n}"))
             .await;
-        assert_eq!(status, 200, "{body}");
         assert_eq!(body["answers"], n);
         question = body["question"].clone();
     }

@@ -335,7 +335,7 @@ async fn readiness_follows_the_database(backend: Backend) {
 async fn shutdown_drains_in_flight_requests(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let mut config = test_config(&db.url);
-    config.drain_delay_ms = 300;
+    config.drain_delay_ms = 2_000;
     let server = TestServer::start_with(config).await;
     let features = server.create_model_with_items("m", 2, 10, 9).await;
     assert_eq!(features.len(), 10);
@@ -345,7 +345,21 @@ async fn shutdown_drains_in_flight_requests(backend: Backend) {
     let id = session["id"].as_str().unwrap().to_string();
     let q = session["question"]["id"].as_str().unwrap().to_string();
     let url = server.url("/readyz");
-    let client = server.client.clone();
+    // No pooled connections: those are closed when the shutdown begins.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .default_headers(
+            [(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", crate::harness::ADMIN_KEY)
+                    .parse()
+                    .unwrap(),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .unwrap();
     let answer_url = server.url(&format!("/v1/sessions/{id}/answers"));
     let stopping = tokio::spawn(server.stop());
     // While draining: readiness is 503, requests still complete.

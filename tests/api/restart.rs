@@ -20,16 +20,10 @@ async fn a_restart_mid_session_loses_nothing(backend: Backend) {
     let mut last = created.clone();
     let mut choice = "a";
     for n in 1..=5 {
-        choice = truthful_choice(&question, &features, &lambda);
-        let (status, _, body) = server
-            .answer(
-                &id,
-                question["id"].as_str().unwrap(),
-                choice,
-                &format!("k{n}"),
-            )
+        let (given, body) = server
+            .answer_truthfully(&id, &question, &features, &lambda, &format!("k{n}"))
             .await;
-        assert_eq!(status, 200);
+        choice = given;
         question = body["question"].clone();
         last = body;
     }
@@ -52,16 +46,9 @@ async fn a_restart_mid_session_loses_nothing(backend: Backend) {
     assert_eq!(replay["answers"], 5);
 
     for n in 6..=10 {
-        let choice = truthful_choice(&question, &features, &lambda);
-        let (status, _, body) = server
-            .answer(
-                &id,
-                question["id"].as_str().unwrap(),
-                choice,
-                &format!("k{n}"),
-            )
+        let (_, body) = server
+            .answer_truthfully(&id, &question, &features, &lambda, &format!("k{n}"))
             .await;
-        assert_eq!(status, 200, "{body}");
         question = body["question"].clone();
     }
     let (_, session) = server.get(&format!("/v1/sessions/{id}")).await;
