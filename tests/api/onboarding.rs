@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, TestDatabase, TestServer, assert_problem, truthful_choice};
+use crate::harness::{Backend, TestDatabase, TestServer, assert_problem};
 
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();

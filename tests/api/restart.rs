@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::harness::{Backend, TestDatabase, TestServer, truthful_choice};
+use crate::harness::{Backend, TestDatabase, TestServer};
 
 async fn a_restart_mid_session_loses_nothing(backend: Backend) {
     let db = TestDatabase::new(backend).await;
