@@ -638,7 +638,7 @@ fn session_view(
         max_questions: s.settings.max_questions,
         strategy: s.settings.strategy,
         stop_reason: s.stop_reason,
-        posterior: PosteriorView::new(&model.spec.dimensions, &s.mean, &s.cov),
+        posterior: PosteriorView::new(&model.spec.dimensions, posterior.mean(), posterior.cov()),
         diagnostics: DiagnosticsView {
             bits: d.bits,
             log2_bayes_factor: d.log2_bayes_factor,
