@@ -54,6 +54,32 @@ pub fn preference_probability(
     gauss_hermite_16().expect(p.mean, p.variance, |f| lik.log_prob(f).exp())
 }
 
+/// P(i ≻ j) for every ordered pair of candidates (columns of a J×n matrix): entry (i, j) is
+/// E[p(a | f)] with f = βλᵀ(φᵢ − φⱼ) ~ N(β(mᵢ − mⱼ), β²(qᵢ + qⱼ − 2φᵢᵀΣφⱼ)); the diagonal is ½.
+/// O(nJ² + n²J).
+pub fn preference_matrix(
+    posterior: &Posterior,
+    noise: &NoiseModel,
+    candidates: &DMatrix<f64>,
+) -> DMatrix<f64> {
+    let n = candidates.ncols();
+    let means = candidates.tr_mul(posterior.mean());
+    let projected = posterior.cov() * candidates;
+    let cross = candidates.tr_mul(&projected);
+    let lik = noise
+        .likelihood(Outcome::A)
+        .expect("a strict preference is valid under every noise model");
+    let beta = noise.beta;
+    DMatrix::from_fn(n, n, |i, j| {
+        if i == j {
+            return 0.5;
+        }
+        let m = beta * (means[i] - means[j]);
+        let s2 = (beta * beta * (cross[(i, i)] + cross[(j, j)] - 2.0 * cross[(i, j)])).max(0.0);
+        gauss_hermite_16().expect(m, s2, |f| lik.log_prob(f).exp())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +111,8 @@ mod tests {
             &candidates.column(0).into_owned(),
         );
         assert!((p + q - 1.0).abs() < 1e-12 && p > 0.7);
+        let matrix = preference_matrix(&posterior, &noise, &candidates);
+        assert!((matrix[(0, 1)] - p).abs() < 1e-12 && (matrix[(1, 0)] - q).abs() < 1e-12);
+        assert_eq!(matrix[(2, 2)], 0.5);
     }
 }

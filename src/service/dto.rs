@@ -208,6 +208,9 @@ pub struct ScoreRequest {
     pub model: String,
     pub user_id: String,
     pub candidates: Vec<Candidate>,
+    /// Also return P(i ≻ j) for every pair (at most 100 candidates).
+    #[serde(default)]
+    pub pairwise: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -241,6 +244,10 @@ pub struct ScoreResponse {
     pub user_id: String,
     pub scores: Vec<ScoreView>,
     pub profile: ProfileRef,
+    /// With `"pairwise": true`: row i, column j is P(candidate i ≻ candidate j) under the user's
+    /// answer model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pairwise: Option<Vec<Vec<f64>>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

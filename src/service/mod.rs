@@ -23,6 +23,7 @@ pub mod limits {
     pub const MAX_MODEL_NAME_LEN: usize = 64;
     pub const MAX_ITEMS_PER_UPSERT: usize = 100_000;
     pub const MAX_SCORE_CANDIDATES: usize = 10_000;
+    pub const MAX_PAIRWISE_CANDIDATES: usize = 100;
     pub const MAX_QUESTIONS: usize = 200;
     pub const MAX_PAGE: usize = 1_000;
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use nalgebra::DMatrix;
 
 use super::dto::{ProfileRef, ProfileSource, ScoreRequest, ScoreResponse, ScoreView};
-use super::limits::{MAX_ID_LEN, MAX_SCORE_CANDIDATES};
+use super::limits::{MAX_ID_LEN, MAX_PAIRWISE_CANDIDATES, MAX_SCORE_CANDIDATES};
 use super::{Service, ServiceError, check_features, check_id};
 use crate::model::{Posterior, score};
 
@@ -15,6 +15,14 @@ impl Service {
     /// prior, and the response says so.
     pub async fn score(&self, req: ScoreRequest) -> Result<ScoreResponse, ServiceError> {
         check_id("user_id", &req.user_id, MAX_ID_LEN)?;
+        if req.pairwise && req.candidates.len() > MAX_PAIRWISE_CANDIDATES {
+            return Err(ServiceError::invalid(
+                "pairwise",
+                format!(
+                    "pairwise probabilities are available for at most {MAX_PAIRWISE_CANDIDATES} candidates"
+                ),
+            ));
+        }
         if req.candidates.is_empty() || req.candidates.len() > MAX_SCORE_CANDIDATES {
             return Err(ServiceError::invalid(
                 "candidates",
@@ -93,6 +101,13 @@ impl Service {
                 },
             ),
         };
+        let pairwise = req.pairwise.then(|| {
+            let matrix = score::preference_matrix(&posterior, &model.spec.noise, &features);
+            matrix
+                .row_iter()
+                .map(|r| r.iter().copied().collect())
+                .collect()
+        });
         let scores = score::score(&posterior, &features)
             .into_iter()
             .zip(ids)
@@ -108,6 +123,7 @@ impl Service {
             user_id: req.user_id,
             scores,
             profile: profile_ref,
+            pairwise,
         })
     }
 }

@@ -108,6 +108,14 @@ async fn full_onboarding_recovers_the_user(backend: Backend) {
     assert_eq!(scored["scores"][4]["rank"], 1, "{scored}");
     assert_eq!(scored["scores"][5]["id"], "item-3");
     assert!(scored["scores"][0]["sd"].as_f64().unwrap() > 0.0);
+    assert!(scored.get("pairwise").is_none());
+    let (status, pairwise) = server
+        .post("/v1/score", &json!({"model": "tone", "user_id": "alice", "candidates": candidates, "pairwise": true}))
+        .await;
+    assert_eq!(status, 200, "{pairwise}");
+    let p = &pairwise["pairwise"];
+    let (p40, p04) = (p[4][0].as_f64().unwrap(), p[0][4].as_f64().unwrap());
+    assert!(p40 > 0.9 && (p40 + p04 - 1.0).abs() < 1e-9, "{p}");
 
     // Someone never onboarded is scored with the population prior, and told so.
     let (_, population) = server
