@@ -188,3 +188,15 @@ fn bald_beats_random_on_simulated_users() {
     );
     assert!(bald[29].bits > random[29].bits);
 }
+
+#[test]
+fn pairs_outside_the_candidate_space_do_not_count_against_it() {
+    let bank = bank(5, 2, 6);
+    let mut space = CandidateSpace::new(&bank, Some(&[0, 1, 2]));
+    assert_eq!(space.remaining(), 3);
+    // A pair with an item the session may not use, and the same pair twice.
+    space.mark_asked(select::Pair { a: 0, b: 5 });
+    space.mark_asked(select::Pair { a: 0, b: 1 });
+    space.mark_asked(select::Pair { a: 1, b: 0 });
+    assert_eq!(space.remaining(), 2);
+}

@@ -375,7 +375,11 @@ pub fn dopt_score(noise: &NoiseModel, m: f64, s2: f64) -> f64 {
 #[derive(Debug, Clone)]
 pub struct CandidateSpace {
     groups: Vec<Vec<usize>>,
+    /// The index in `groups` of every item that can be asked about.
+    group_of: HashMap<usize, usize>,
     asked: HashSet<(usize, usize)>,
+    /// How many of the asked pairs are candidates (asked or excluded pairs may lie outside).
+    asked_candidates: usize,
     pair_count: usize,
 }
 
@@ -391,34 +395,37 @@ impl CandidateSpace {
         let mut groups: Vec<Vec<usize>> = by_group.into_values().filter(|g| g.len() >= 2).collect();
         groups.sort();
         let pair_count = groups.iter().map(|g| g.len() * (g.len() - 1) / 2).sum();
+        let group_of = groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, members)| members.iter().map(move |&i| (i, g)))
+            .collect();
         Self {
             groups,
+            group_of,
             asked: HashSet::new(),
+            asked_candidates: 0,
             pair_count,
         }
     }
 
     /// Records a pair as asked, so it is never proposed again.
     pub fn mark_asked(&mut self, pair: Pair) {
-        self.asked.insert(pair.unordered());
+        let newly = self.asked.insert(pair.unordered());
+        let candidate = pair.a != pair.b
+            && matches!((self.group_of.get(&pair.a), self.group_of.get(&pair.b)), (Some(x), Some(y)) if x == y);
+        if newly && candidate {
+            self.asked_candidates += 1;
+        }
     }
 
     pub fn was_asked(&self, pair: Pair) -> bool {
         self.asked.contains(&pair.unordered())
     }
 
-    /// Pairs not asked yet.
+    /// Candidate pairs not asked yet.
     pub fn remaining(&self) -> usize {
-        self.pair_count - self.asked.len().min(self.pair_count)
-    }
-
-    /// Whether two items may be compared in this session.
-    pub fn allows(&self, pair: Pair) -> bool {
-        pair.a != pair.b
-            && self
-                .groups
-                .iter()
-                .any(|g| g.contains(&pair.a) && g.contains(&pair.b))
+        self.pair_count - self.asked_candidates
     }
 }
 
