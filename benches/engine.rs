@@ -187,6 +187,36 @@ fn answer_then_select(c: &mut Criterion) {
     });
 }
 
+/// The per-pair screen over 20,000 (m, s²) values: the table against the exp/log closed form.
+fn screens(c: &mut Criterion) {
+    let inputs: Vec<(f64, f64)> = (0..20_000)
+        .map(|i| {
+            (
+                ((i * 7919) % 4000) as f64 / 200.0 - 10.0,
+                ((i * 104_729) % 3000) as f64 / 100.0,
+            )
+        })
+        .collect();
+    let mut group = c.benchmark_group("screen_20k_pairs");
+    group.bench_function("closed form, fast exp/log (baseline)", |b| {
+        b.iter(|| {
+            inputs
+                .iter()
+                .map(|&(m, s2)| select::information_screen(m, s2))
+                .sum::<f64>()
+        })
+    });
+    group.bench_function("table", |b| {
+        b.iter(|| {
+            inputs
+                .iter()
+                .map(|&(m, s2)| select::information_table(m, s2))
+                .sum::<f64>()
+        })
+    });
+    group.finish();
+}
+
 fn scoring(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(6);
     let posterior = warm_posterior(&mut rng, 32);
@@ -199,6 +229,6 @@ fn scoring(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
-    targets = update, bank_statistics, selection, answer_then_select, scoring
+    targets = update, bank_statistics, selection, screens, answer_then_select, scoring
 }
 criterion_main!(benches);

@@ -8,8 +8,8 @@ use elicit::model::ep::{self, EpOptions};
 use elicit::model::likelihood::{GaussianObservation, Likelihood, PairLikelihood};
 use elicit::model::numeric::{gauss_hermite_96, sigmoid};
 use elicit::model::select::{
-    BankStats, CLOSED_FORM_MAX_ERROR_BITS, information_closed_form, information_quadrature,
-    information_screen, information_upper_bound,
+    BankStats, CLOSED_FORM_MAX_ERROR_BITS, SCREEN_TABLE_MAX_ERROR_BITS, information_closed_form,
+    information_quadrature, information_screen, information_table, information_upper_bound,
 };
 use elicit::model::update::rank_one;
 use elicit::model::{Bank, NoiseModel, Outcome, Posterior, UpdateMethod};
@@ -443,6 +443,7 @@ fn information_closed_form_and_bound_against_quadrature() {
     };
     let mut worst_closed: f64 = 0.0;
     let mut worst_16: f64 = 0.0;
+    let mut worst_table: f64 = 0.0;
     for mi in 0..=60 {
         for si in 0..=50 {
             let m = -8.0 + mi as f64 * (16.0 / 60.0);
@@ -466,6 +467,20 @@ fn information_closed_form_and_bound_against_quadrature() {
         "closed form off by {worst_closed}"
     );
     assert!(worst_16 <= 0.03, "16-node rule off by {worst_16}");
+    assert!(
+        worst_table <= SCREEN_TABLE_MAX_ERROR_BITS,
+        "table off by {worst_table}"
+    );
+    // And on a fine random grid, including large variances.
+    for i in 0..20_000 {
+        let m = ((i * 7919) % 2000) as f64 / 100.0 - 10.0;
+        let s2 = ((i * 104_729) % 5000) as f64 / 10.0;
+        let gap = (information_table(m, s2) - information_closed_form(m, s2)).abs();
+        assert!(
+            gap <= SCREEN_TABLE_MAX_ERROR_BITS,
+            "table off by {gap} at m={m} s2={s2}"
+        );
+    }
 }
 
 /// The property of streaming-vi §9.4: 10⁴ extreme updates (|m| up to 50, v from 1e-10 to 1e4,
