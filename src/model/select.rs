@@ -6,8 +6,8 @@
 //! A pair therefore costs O(J) to score.
 //!
 //! `bald` maximises the expected information gain I(y; λ) = I(y; f) = H[E p(y|f)] − E H[p(y|f)]:
-//! a closed-form screen over the candidates, exact-bound pruning, then a 16-node quadrature
-//! re-score (lapse- and tie-aware) of the best [`SelectionOptions::rescore`].
+//! a closed-form screen over the candidates ([`information_table`]), exact-bound pruning, then a
+//! 16-node quadrature re-score (lapse- and tie-aware) of the best [`SelectionOptions::rescore`].
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
