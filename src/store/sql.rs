@@ -470,6 +470,13 @@ impl Store for SqlStore {
             .begin_with(self.dialect.begin_write())
             .await
             .map_err(|e| classify(e, "items"))?;
+        // The version bump first: it also finds out whether the model exists.
+        let version: i64 = sqlx::query_scalar("UPDATE models SET bank_version = bank_version + 1 WHERE name = $1 RETURNING bank_version")
+            .bind(model)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "model"))?
+            .ok_or_else(|| StoreError::NotFound(format!("model '{model}'")))?;
         for chunk in items.chunks(self.dialect.insert_batch()) {
             // Numbered placeholders: both dialects read `$n` (sqlx's QueryBuilder would emit the
             // Any driver's `?`, which PostgreSQL rejects).
@@ -505,12 +512,6 @@ impl Store for SqlStore {
                 .await
                 .map_err(|e| classify(e, "items"))?;
         }
-        let version: i64 = sqlx::query_scalar("UPDATE models SET bank_version = bank_version + 1 WHERE name = $1 RETURNING bank_version")
-            .bind(model)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| classify(e, "model"))?
-            .ok_or_else(|| StoreError::NotFound(format!("model '{model}'")))?;
         tx.commit().await.map_err(|e| classify(e, "items"))?;
         Ok(version)
     }

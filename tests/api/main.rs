@@ -12,3 +12,4 @@ mod harness;
 mod onboarding;
 mod ops;
 mod restart;
+mod store_contract;

@@ -1,0 +1,237 @@
+//! The `Store` contract, checked directly against both implementations.
+
+use elicit::model::{Choice, NoiseModel, Strategy, UpdateMethod};
+use elicit::store::sql::PoolSettings;
+use elicit::store::{
+    AnswerRow, ApiKeyRecord, Idempotency, ItemRecord, ModelRecord, ModelSpec, Mutation,
+    ProfileRecord, SessionCommit, SessionRecord, SessionSettings, SessionStatus, SqlStore, Store,
+    StoreError,
+};
+use nalgebra::{DMatrix, DVector};
+use serde_json::json;
+
+use crate::harness::{Backend, TestDatabase};
+
+async fn store(db: &TestDatabase) -> SqlStore {
+    let store = SqlStore::connect(&db.url, PoolSettings::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+fn model(name: &str) -> ModelRecord {
+    ModelRecord {
+        name: name.into(),
+        spec: ModelSpec {
+            dimensions: vec!["a".into(), "b".into()],
+            noise: NoiseModel::default(),
+            update_method: UpdateMethod::Adf,
+            strategy: Strategy::Bald,
+        },
+        prior_mean: DVector::from_vec(vec![0.5, -0.5]),
+        prior_cov: DMatrix::from_row_slice(2, 2, &[1.0, 0.2, 0.2, 2.0]),
+        bank_version: 0,
+        created_ms: 1,
+    }
+}
+
+fn item(id: &str, x: f64) -> ItemRecord {
+    ItemRecord {
+        id: id.into(),
+        features: DVector::from_vec(vec![x, -x]),
+        group: None,
+        payload: Some(json!({"text": id})),
+    }
+}
+
+fn session(id: &str, user: &str) -> SessionRecord {
+    SessionRecord {
+        id: id.into(),
+        user_id: user.into(),
+        model: "m".into(),
+        token_hash: format!("hash-{id}"),
+        status: SessionStatus::Active,
+        stop_reason: None,
+        settings: SessionSettings {
+            max_questions: 5,
+            strategy: Strategy::Bald,
+            items: None,
+            exclude_pairs: vec![],
+        },
+        mean: DVector::zeros(2),
+        cov: DMatrix::identity(2, 2),
+        version: 1,
+        answers: 0,
+        question: None,
+        created_ms: 1,
+        updated_ms: 1,
+    }
+}
+
+/// A mutator that appends one answer and bumps the version.
+fn append(current: &SessionRecord, key: Option<&str>) -> SessionCommit {
+    let mut next = current.clone();
+    next.version += 1;
+    next.answers += 1;
+    next.mean[0] += 1.0;
+    let answer = AnswerRow {
+        seq: next.answers,
+        item_a: "x".into(),
+        item_b: "y".into(),
+        choice: Choice::A,
+        log_evidence: Some(-0.5),
+        direction: DVector::from_vec(vec![1.0, 2.0]),
+        idempotency_key: key.map(str::to_string),
+        request_hash: "h1".into(),
+        response: json!(null),
+        created_ms: 2,
+    };
+    SessionCommit {
+        profile: Some(ProfileRecord {
+            user_id: next.user_id.clone(),
+            model: next.model.clone(),
+            session_id: next.id.clone(),
+            status: next.status,
+            mean: next.mean.clone(),
+            cov: next.cov.clone(),
+            version: 1,
+            answers: next.answers,
+            updated_ms: 2,
+        }),
+        response: json!({"answers": next.answers}),
+        answer: Some(answer),
+        session: next,
+    }
+}
+
+async fn models_and_items(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = store(&db).await;
+    store.ping().await.unwrap();
+    store.create_model(&model("m")).await.unwrap();
+    assert!(matches!(
+        store.create_model(&model("m")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.get_model("m").await.unwrap().unwrap(), model("m"));
+    assert!(store.get_model("nope").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .upsert_items("m", &[item("x", 1.0), item("y", 2.0), item("z", 3.0)])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.upsert_items("m", &[item("y", 5.0)]).await.unwrap(), 2);
+    assert!(matches!(
+        store.upsert_items("nope", &[item("q", 1.0)]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let (version, bank) = store.load_bank("m").await.unwrap();
+    assert_eq!(version, 2);
+    assert_eq!(
+        bank.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["x", "y", "z"]
+    );
+    assert_eq!(bank[1], item("y", 5.0));
+    let page = store.list_items("m", Some("x"), 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, "y");
+    assert!(store.delete_item("m", "x").await.unwrap());
+    assert!(!store.delete_item("m", "x").await.unwrap());
+    assert_eq!(store.load_bank("m").await.unwrap().0, 3);
+    assert_eq!(store.list_models().await.unwrap().len(), 1);
+}
+
+async fn session_mutations(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = store(&db).await;
+    store.create_model(&model("m")).await.unwrap();
+    store.create_session(&session("s1", "u")).await.unwrap();
+    assert!(matches!(
+        store.create_session(&session("s1", "u")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.session_by_token("hash-s1").await.unwrap().as_deref(),
+        Some("s1")
+    );
+
+    let key = Idempotency {
+        key: "k".into(),
+        request_hash: "h1".into(),
+    };
+    let applied = store
+        .mutate_session("s1", Some(&key), &|s, _| Ok(append(s, Some("k"))))
+        .await
+        .unwrap();
+    assert_eq!(applied, Mutation::Applied(json!({"answers": 1})));
+    // The same key replays without running the mutator; another request hash is refused.
+    let replayed = store
+        .mutate_session("s1", Some(&key), &|_, _| panic!("must not run"))
+        .await
+        .unwrap();
+    assert_eq!(replayed, Mutation::Replayed(json!({"answers": 1})));
+    let other = Idempotency {
+        key: "k".into(),
+        request_hash: "h2".into(),
+    };
+    assert!(matches!(
+        store
+            .mutate_session("s1", Some(&other), &|_, _| panic!("must not run"))
+            .await,
+        Err(StoreError::KeyReused)
+    ));
+    // A rejection rolls everything back.
+    let rejected = store
+        .mutate_session("s1", None, &|_, _| Err("no".into()))
+        .await;
+    assert!(matches!(rejected, Err(StoreError::Rejected(_))));
+    let s = store.get_session("s1").await.unwrap().unwrap();
+    assert_eq!((s.version, s.answers, s.mean[0]), (2, 1, 1.0));
+    let log = store.session_answers("s1").await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].direction, DVector::from_vec(vec![1.0, 2.0]));
+    assert_eq!(log[0].response, json!({"answers": 1}));
+    // The mutator sees the log; the profile is upserted with a growing version.
+    store
+        .mutate_session("s1", None, &|s, answers| {
+            assert_eq!(answers.len(), 1);
+            let mut commit = append(s, None);
+            commit.answer.as_mut().unwrap().seq = 2;
+            Ok(commit)
+        })
+        .await
+        .unwrap();
+    let profile = store.get_profile("u", "m").await.unwrap().unwrap();
+    assert_eq!((profile.version, profile.answers), (2, 2));
+    assert_eq!(
+        store.sessions_by_status().await.unwrap(),
+        vec![("active".to_string(), 1)]
+    );
+    assert!(store.delete_user("u").await.unwrap() >= 4);
+    assert!(store.get_session("s1").await.unwrap().is_none());
+    assert!(store.get_profile("u", "m").await.unwrap().is_none());
+}
+
+async fn api_keys(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = store(&db).await;
+    let key = ApiKeyRecord {
+        id: "k1".into(),
+        name: "frontend".into(),
+        role: "frontend".into(),
+        key_hash: "abc".into(),
+        created_ms: 5,
+        revoked_ms: None,
+    };
+    store.create_key(&key).await.unwrap();
+    assert_eq!(store.key_by_hash("abc").await.unwrap(), Some(key.clone()));
+    assert!(store.revoke_key("k1", 9).await.unwrap());
+    assert!(!store.revoke_key("k1", 10).await.unwrap());
+    assert!(store.key_by_hash("abc").await.unwrap().is_none());
+    assert_eq!(store.list_keys().await.unwrap()[0].revoked_ms, Some(9));
+}
+
+crate::on_both_stores!(models_and_items, session_mutations, api_keys);
