@@ -124,8 +124,7 @@ impl Service {
         {
             // An item of the question was deleted from the bank: choose another question.
             let mutate = |session: &SessionRecord, answers: &[AnswerRow]| {
-                refresh_question(&model, &bank, session, answers)
-                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+                boxed(refresh_question(&model, &bank, session, answers))
             };
             self.store.mutate_session(id, None, &mutate).await?;
             session = self.session(id).await?;
@@ -163,7 +162,7 @@ impl Service {
         });
 
         let mutate = |session: &SessionRecord, answers: &[AnswerRow]| {
-            apply_answer(
+            boxed(apply_answer(
                 &model,
                 &bank,
                 session,
@@ -172,8 +171,7 @@ impl Service {
                 idempotency_key.as_deref(),
                 &request_hash,
                 if_match,
-            )
-            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            ))
         };
         match self
             .store
@@ -204,8 +202,7 @@ impl Service {
         let model = self.model(&session.model).await?;
         let bank = self.banks.get(self.store.as_ref(), &model).await?;
         let mutate = |session: &SessionRecord, answers: &[AnswerRow]| {
-            finish_session(&model, &bank, session, answers)
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            boxed(finish_session(&model, &bank, session, answers))
         };
         match self.store.mutate_session(id, None, &mutate).await? {
             Mutation::Applied(body) | Mutation::Replayed(body) => {
@@ -518,8 +515,7 @@ fn apply_answer(
     };
     let mut log = answers.to_vec();
     log.push(answer.clone());
-    let response = serde_json::to_value(session_view(model, bank, &next, &log)?)
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let response = view_json(model, bank, &next, &log)?;
     Ok(SessionCommit {
         profile: Some(profile_of(&next)),
         session: next,
@@ -550,8 +546,7 @@ fn refresh_question(
         next.updated_ms = now_ms();
         set_next_question(&mut next, &resume(model, bank, current, answers)?, bank);
     }
-    let response = serde_json::to_value(session_view(model, bank, &next, answers)?)
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let response = view_json(model, bank, &next, answers)?;
     Ok(SessionCommit {
         session: next,
         answer: None,
@@ -578,8 +573,7 @@ fn finish_session(
         next.cov = refined.cov().clone();
         next.updated_ms = now_ms();
     }
-    let response = serde_json::to_value(session_view(model, bank, &next, answers)?)
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let response = view_json(model, bank, &next, answers)?;
     Ok(SessionCommit {
         profile: (current.status != SessionStatus::Finished).then(|| profile_of(&next)),
         session: next,
@@ -600,6 +594,24 @@ fn profile_of(session: &SessionRecord) -> ProfileRecord {
         answers: session.answers,
         updated_ms: session.updated_ms,
     }
+}
+
+/// The session view as the JSON body a mutation returns (and stores for replays).
+fn view_json(
+    model: &ModelRecord,
+    bank: &LoadedBank,
+    session: &SessionRecord,
+    answers: &[AnswerRow],
+) -> Result<serde_json::Value, ServiceError> {
+    serde_json::to_value(session_view(model, bank, session, answers)?)
+        .map_err(|e| ServiceError::Internal(e.to_string()))
+}
+
+/// A service result in the error type a store mutator returns.
+fn boxed<T>(
+    result: Result<T, ServiceError>,
+) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {
+    result.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
 }
 
 fn question_view(q: &QuestionRecord, bank: &LoadedBank) -> QuestionView {
