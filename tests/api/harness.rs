@@ -31,10 +31,38 @@ macro_rules! on_both_stores {
     };
 }
 
-/// A database for one test; SQLite files live in a temporary directory removed on drop.
+/// A database for one test, removed on drop: SQLite files live in a temporary directory,
+/// PostgreSQL databases are dropped.
 pub struct TestDatabase {
     pub url: String,
     _dir: Option<tempfile_dir::TempDir>,
+    /// (maintenance URL, database name) of a PostgreSQL test database.
+    postgres: Option<(String, String)>,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: use a plain thread with its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 mod tempfile_dir {
@@ -57,6 +85,7 @@ impl TestDatabase {
                 Self {
                     url: format!("sqlite://{}/elicit.db", dir.display()),
                     _dir: Some(tempfile_dir::TempDir(dir)),
+                    postgres: None,
                 }
             }
             Backend::Postgres => {
@@ -75,6 +104,7 @@ impl TestDatabase {
                 Self {
                     url: format!("{base}/{name}"),
                     _dir: None,
+                    postgres: Some((admin.clone(), name)),
                 }
             }
         }
