@@ -104,10 +104,12 @@ fn features(seed: usize) -> Vec<f64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let url = args.database_url.unwrap_or_else(|| {
-        let dir = std::env::temp_dir().join(format!("elicit-load-{}", std::process::id()));
-        format!("sqlite://{}/elicit.db", dir.display())
-    });
+    // Without --database-url: a scratch SQLite file, removed at the end.
+    let scratch = std::env::temp_dir().join(format!("elicit-load-{}", std::process::id()));
+    let url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}/elicit.db", scratch.display()));
     let config = Config {
         port: 0,
         database_url: url.clone(),
