@@ -43,44 +43,6 @@ pub fn log_add_exp(a: f64, b: f64) -> f64 {
     hi + ((a - hi).exp() + (b - hi).exp()).ln()
 }
 
-/// 2ˣ to a relative error below 5·10⁻⁶ (degree-5 series on a fraction in [−½, ½]), for the
-/// question screen, which evaluates tens of thousands of pairs per question and is re-scored
-/// exactly afterwards. Saturates to 0 and to 2¹⁰²⁰ outside ±1020.
-#[inline]
-pub fn fast_exp2(x: f64) -> f64 {
-    let x = x.clamp(-1020.0, 1020.0);
-    // Round to nearest without a libm call (SSE2 has no rounding instruction).
-    let whole = (x + if x >= 0.0 { 0.5 } else { -0.5 }) as i64;
-    let f = x - whole as f64;
-    // Taylor series of e^{f ln 2}, |f| ≤ ½.
-    let p = 1.0
-        + f * (std::f64::consts::LN_2
-            + f * (0.240_226_506_959_100_7
-                + f * (0.055_504_108_664_821_6
-                    + f * (0.009_618_129_107_628_477 + f * 0.001_333_355_814_642_844_3))));
-    p * f64::from_bits(((whole + 1023) as u64) << 52)
-}
-
-/// log₂x for normal positive x to an absolute error below 10⁻⁸ (exponent plus an atanh series on
-/// a mantissa in [√½, √2)). For the question screen; not for zero, subnormals or non-finite x.
-#[inline]
-pub fn fast_log2(x: f64) -> f64 {
-    let bits = x.to_bits();
-    let mut exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
-    let mut mantissa = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
-    if mantissa > std::f64::consts::SQRT_2 {
-        mantissa *= 0.5;
-        exponent += 1;
-    }
-    let t = (mantissa - 1.0) / (mantissa + 1.0);
-    let t2 = t * t;
-    let series = t
-        * (2.0
-            + t2 * (2.0 / 3.0
-                + t2 * (2.0 / 5.0 + t2 * (2.0 / 7.0 + t2 * (2.0 / 9.0 + t2 * (2.0 / 11.0))))));
-    exponent as f64 + series * std::f64::consts::LOG2_E
-}
-
 /// Entropy in bits of a discrete distribution, −Σ pᵢ log₂ pᵢ (0 log 0 = 0).
 #[inline]
 pub fn entropy_bits(probabilities: &[f64]) -> f64 {
@@ -190,22 +152,6 @@ mod tests {
         }
         let shifted = rule.expect(1.5, 4.0, |f| f * f);
         assert!((shifted - (4.0 + 2.25)).abs() < 1e-12);
-    }
-
-    #[test]
-    fn fast_exp2_and_log2_are_accurate() {
-        for i in -4000..=4000 {
-            let x = i as f64 * 0.05;
-            let (fast, exact) = (fast_exp2(x), x.exp2());
-            assert!(
-                (fast - exact).abs() <= 5e-6 * exact,
-                "2^{x}: {fast} vs {exact}"
-            );
-        }
-        for i in 1..=5000 {
-            let x = (i as f64 * 0.013).exp2() * 1e-20;
-            assert!((fast_log2(x) - x.log2()).abs() < 1e-8, "log2({x})");
-        }
     }
 
     #[test]

@@ -18,10 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelError;
 use super::likelihood::NoiseModel;
-use super::numeric::{
-    binary_entropy_bits, entropy_bits, fast_exp2, fast_log2, gauss_hermite_16, sigmoid,
-    sigmoid_slope,
-};
+use super::numeric::{binary_entropy_bits, entropy_bits, gauss_hermite_16, sigmoid, sigmoid_slope};
 use super::posterior::{Posterior, RankOne};
 
 /// How the next question is chosen.
@@ -249,21 +246,6 @@ pub fn information_closed_form(m: f64, s2: f64) -> f64 {
     let predictive = sigmoid(m / (1.0 + std::f64::consts::PI * s2 / 8.0).sqrt());
     let expected_conditional = (C2 / (s2 + C2)).sqrt() * (-m * m / (2.0 * (s2 + C2))).exp();
     (binary_entropy_bits(predictive) - expected_conditional).max(0.0)
-}
-
-/// [`information_closed_form`] with fast transcendental functions, for the screen over many
-/// pairs (within 10⁻⁵ bits of it; the shortlist is re-scored exactly).
-#[inline]
-pub fn information_screen(m: f64, s2: f64) -> f64 {
-    const C2: f64 = 4.0 * std::f64::consts::LN_2;
-    const LOG2_E: f64 = std::f64::consts::LOG2_E;
-    let ax = m.abs() / (1.0 + std::f64::consts::PI * s2 / 8.0).sqrt();
-    // h(σ(x)) in bits = log₂(1 + e) + |x|·log₂e·e/(1 + e), with e = e^{−|x|} ≤ 1 (no overflow).
-    let e = fast_exp2(-ax * LOG2_E);
-    let entropy = fast_log2(1.0 + e) + ax * LOG2_E * e / (1.0 + e);
-    let expected_conditional =
-        (C2 / (s2 + C2)).sqrt() * fast_exp2(-m * m / (2.0 * (s2 + C2)) * LOG2_E);
-    (entropy - expected_conditional).max(0.0)
 }
 
 /// [`information_closed_form`] read from a precomputed table (bilinear interpolation in
