@@ -37,6 +37,29 @@ impl Problem {
         }
     }
 
+    /// 422 for a request value the service cannot use, naming the field when known.
+    pub fn validation(field: Option<String>, detail: impl Into<String>) -> Self {
+        Self {
+            field,
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Invalid field",
+                detail,
+            )
+        }
+    }
+
+    /// 500; the cause is logged by the caller, never sent.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "an internal error occurred; it has been logged",
+        )
+    }
+
     fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -74,15 +97,7 @@ impl From<ServiceError> for Problem {
             metrics::counter!("elicit_conflicts_total", "kind" => kind).increment(1);
         }
         match e {
-            ServiceError::Invalid { field, .. } => Problem {
-                field: Some(field),
-                ..Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "validation",
-                    "Invalid field",
-                    detail,
-                )
-            },
+            ServiceError::Invalid { field, .. } => Problem::validation(Some(field), detail),
             ServiceError::NotFound(_) => {
                 Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
             }
@@ -127,12 +142,7 @@ impl From<ServiceError> for Problem {
             }
             ServiceError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "Internal error",
-                    "an internal error occurred; it has been logged",
-                )
+                Problem::internal()
             }
         }
     }
@@ -147,26 +157,12 @@ impl IntoResponse for ServiceError {
 impl From<JsonRejection> for Problem {
     fn from(r: JsonRejection) -> Self {
         match r {
-            JsonRejection::JsonDataError(e) => Problem {
-                field: field_of(&e.body_text()),
-                ..Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "validation",
-                    "Invalid field",
-                    e.body_text(),
-                )
-            },
+            JsonRejection::JsonDataError(e) => {
+                Problem::validation(field_of(&e.body_text()), e.body_text())
+            }
             // serde_json reports numbers beyond f64 (1e999) while parsing; they are bad values.
             JsonRejection::JsonSyntaxError(e) if e.body_text().contains("number out of range") => {
-                Problem {
-                    field: field_of(&e.body_text()),
-                    ..Problem::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "validation",
-                        "Invalid field",
-                        e.body_text(),
-                    )
-                }
+                Problem::validation(field_of(&e.body_text()), e.body_text())
             }
             JsonRejection::JsonSyntaxError(e) => Problem::new(
                 StatusCode::BAD_REQUEST,

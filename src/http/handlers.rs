@@ -287,13 +287,7 @@ pub async fn not_found() -> Problem {
 
 pub fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
     tracing::error!("a handler panicked");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "Internal error",
-        "an internal error occurred; it has been logged",
-    )
-    .into_response()
+    Problem::internal().into_response()
 }
 
 /// The OpenAPI 3.1 document of this API.
