@@ -100,7 +100,7 @@ impl Service {
         self.store.create_session(&session).await?;
         Ok(SessionCreated {
             token,
-            session: session_view(&model, &bank, &session, &[])?,
+            session: session_view(&model, &bank, &session, &[], &prior, &prior)?,
         })
     }
 
@@ -109,7 +109,15 @@ impl Service {
         let model = self.model(&session.model).await?;
         let bank = self.banks.get(self.store.as_ref(), &model).await?;
         let answers = self.store.session_answers(id).await?;
-        session_view(&model, &bank, &session, &answers)
+        let posterior = session_posterior(&model, &session, &answers)?;
+        session_view(
+            &model,
+            &bank,
+            &session,
+            &answers,
+            &prior_of(&model)?,
+            &posterior,
+        )
     }
 
     /// The question waiting for an answer (the same one until it is answered).
@@ -515,7 +523,7 @@ fn apply_answer(
     };
     let mut log = answers.to_vec();
     log.push(answer.clone());
-    let response = view_json(model, bank, &next, &log)?;
+    let response = view_json(model, bank, &next, &log, run.prior(), run.posterior())?;
     Ok(SessionCommit {
         profile: Some(profile_of(&next)),
         session: next,
@@ -546,7 +554,8 @@ fn refresh_question(
         next.updated_ms = now_ms();
         set_next_question(&mut next, &resume(model, bank, current, answers)?, bank);
     }
-    let response = view_json(model, bank, &next, answers)?;
+    let posterior = session_posterior(model, &next, answers)?;
+    let response = view_json(model, bank, &next, answers, &prior_of(model)?, &posterior)?;
     Ok(SessionCommit {
         session: next,
         answer: None,
@@ -562,8 +571,10 @@ fn finish_session(
     answers: &[AnswerRow],
 ) -> Result<SessionCommit, ServiceError> {
     let mut next = current.clone();
-    if current.status != SessionStatus::Finished {
-        let prior = prior_of(model)?;
+    let prior = prior_of(model)?;
+    let posterior = if current.status == SessionStatus::Finished {
+        session_posterior(model, current, answers)?
+    } else {
         let (refined, _) = ep::refine(&prior, &observations(model, answers), EpOptions::default());
         next.version += 1;
         next.status = SessionStatus::Finished;
@@ -572,8 +583,9 @@ fn finish_session(
         next.mean = refined.mean().clone();
         next.cov = refined.cov().clone();
         next.updated_ms = now_ms();
-    }
-    let response = view_json(model, bank, &next, answers)?;
+        refined
+    };
+    let response = view_json(model, bank, &next, answers, &prior, &posterior)?;
     Ok(SessionCommit {
         profile: (current.status != SessionStatus::Finished).then(|| profile_of(&next)),
         session: next,
@@ -602,9 +614,13 @@ fn view_json(
     bank: &LoadedBank,
     session: &SessionRecord,
     answers: &[AnswerRow],
+    prior: &Posterior,
+    posterior: &Posterior,
 ) -> Result<serde_json::Value, ServiceError> {
-    serde_json::to_value(session_view(model, bank, session, answers)?)
-        .map_err(|e| ServiceError::Internal(e.to_string()))
+    serde_json::to_value(session_view(
+        model, bank, session, answers, prior, posterior,
+    )?)
+    .map_err(|e| ServiceError::Internal(e.to_string()))
 }
 
 /// A service result in the error type a store mutator returns.
@@ -626,17 +642,19 @@ fn question_view(q: &QuestionRecord, bank: &LoadedBank) -> QuestionView {
     }
 }
 
+/// The wire view of a session whose prior and (validated or rebuilt) posterior the caller has
+/// at hand, so that no path factorises them twice.
 fn session_view(
     model: &ModelRecord,
     bank: &LoadedBank,
     s: &SessionRecord,
     answers: &[AnswerRow],
+    prior: &Posterior,
+    posterior: &Posterior,
 ) -> Result<SessionView, ServiceError> {
-    let prior = prior_of(model)?;
-    let posterior = session_posterior(model, s, answers)?;
     let d = Diagnostics::compute(
-        &prior,
-        &posterior,
+        prior,
+        posterior,
         &model.spec.noise,
         answers.iter().filter_map(|a| a.log_evidence),
     );
