@@ -9,24 +9,12 @@ async fn a_restart_mid_session_loses_nothing(backend: Backend) {
     let server = TestServer::start(&db).await;
     let features = server.create_model_with_items("m", 3, 30, 3).await;
     let lambda = [1.0, 1.0, -1.0];
-    let (_, created) = server
-        .post(
-            "/v1/sessions",
-            &json!({"model": "m", "user_id": "u", "max_questions": 10}),
-        )
-        .await;
-    let id = created["id"].as_str().unwrap().to_string();
-    let mut question = created["question"].clone();
-    let mut last = created.clone();
-    let mut choice = "a";
-    for n in 1..=5 {
-        let (given, body) = server
-            .answer_truthfully(&id, &question, &features, &lambda, &format!("k{n}"))
-            .await;
-        choice = given;
-        question = body["question"].clone();
-        last = body;
-    }
+    let Onboarded {
+        id,
+        mut question,
+        last,
+        choice,
+    } = onboard(&server, &features, &lambda, 5).await;
     server.stop().await;
 
     let server = TestServer::start(&db).await;
@@ -57,12 +45,23 @@ async fn a_restart_mid_session_loses_nothing(backend: Backend) {
     server.stop().await;
 }
 
-/// The answer log is the truth: a damaged cached posterior is rebuilt from it.
-async fn a_damaged_posterior_is_rebuilt_from_the_log(backend: Backend) {
-    let db = TestDatabase::new(backend).await;
-    let server = TestServer::start(&db).await;
-    let features = server.create_model_with_items("m", 3, 30, 11).await;
-    let lambda = [0.5, -1.0, 1.0];
+/// A session of a 10-question budget after `n` truthful answers.
+struct Onboarded {
+    id: String,
+    /// The question now waiting.
+    question: serde_json::Value,
+    /// The last answer's response.
+    last: serde_json::Value,
+    /// The last choice given.
+    choice: &'static str,
+}
+
+async fn onboard(
+    server: &TestServer,
+    features: &[Vec<f64>],
+    lambda: &[f64],
+    n: usize,
+) -> Onboarded {
     let (_, created) = server
         .post(
             "/v1/sessions",
@@ -70,15 +69,32 @@ async fn a_damaged_posterior_is_rebuilt_from_the_log(backend: Backend) {
         )
         .await;
     let id = created["id"].as_str().unwrap().to_string();
-    let mut question = created["question"].clone();
-    let mut last = created.clone();
-    for n in 1..=4 {
-        let (_, body) = server
-            .answer_truthfully(&id, &question, &features, &lambda, &format!("k{n}"))
+    let (mut question, mut last, mut choice) = (created["question"].clone(), created, "a");
+    for k in 1..=n {
+        let (given, body) = server
+            .answer_truthfully(&id, &question, features, lambda, &format!("k{k}"))
             .await;
+        choice = given;
         question = body["question"].clone();
         last = body;
     }
+    Onboarded {
+        id,
+        question,
+        last,
+        choice,
+    }
+}
+
+/// The answer log is the truth: a damaged cached posterior is rebuilt from it.
+async fn a_damaged_posterior_is_rebuilt_from_the_log(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let features = server.create_model_with_items("m", 3, 30, 11).await;
+    let lambda = [0.5, -1.0, 1.0];
+    let Onboarded {
+        id, question, last, ..
+    } = onboard(&server, &features, &lambda, 4).await;
     // Overwrite the cached covariance with a matrix that is not positive definite.
     sqlx::any::install_default_drivers();
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
