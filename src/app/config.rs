@@ -34,6 +34,9 @@ pub struct Config {
     pub max_concurrent_requests: usize,
     /// After SIGTERM: how long readiness reports 503 before the listener stops accepting.
     pub drain_delay_ms: u64,
+    /// Memory budget of the per-replica cache of sessions' engine state (an answer on a cached
+    /// session costs O(NJ); a miss rebuilds the state from the answer log).
+    pub run_cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             admin_key: None,
             max_concurrent_requests: 512,
             drain_delay_ms: 0,
+            run_cache_bytes: crate::service::DEFAULT_RUN_CACHE_BYTES,
         }
     }
 }

@@ -36,7 +36,8 @@ impl Application {
         )
         .await?;
         store.migrate().await?;
-        let service = Service::new(Arc::new(store.clone()), config.admin_key.as_deref());
+        let service = Service::new(Arc::new(store.clone()), config.admin_key.as_deref())
+            .with_run_cache_bytes(config.run_cache_bytes);
         if config.admin_key.as_deref().is_none_or(str::is_empty) {
             tracing::warn!(
                 "no admin key configured (ELICIT_ADMIN_KEY): only keys already stored can call the API"

@@ -11,9 +11,9 @@ use super::error::Problem;
 use super::extract::{Json, Path, Query};
 #[allow(unused_imports)] // the response types are named only in the OpenAPI annotations
 use crate::service::dto::{
-    AnswerIn, CreateModel, CreateSession, CurrentQuestion, Erased, ItemsPage, ModelList, ModelView,
-    ProfileView, ScoreRequest, ScoreResponse, SessionCreated, SessionView, UpsertItems,
-    UpsertResult,
+    AnswerIn, AnswerView, CreateModel, CreateSession, CurrentQuestion, Erased, ItemsPage,
+    ModelList, ModelView, ProfileView, ScoreRequest, ScoreResponse, SessionCreated, SessionView,
+    UpsertItems, UpsertResult,
 };
 #[allow(unused_imports)]
 use crate::service::keys::{CreateKey, KeyCreated, KeyList};
@@ -154,27 +154,47 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
         .transpose()
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerQuery {
+    /// Include the full posterior covariance in the response.
+    #[serde(default)]
+    covariance: bool,
+}
+
 #[utoipa::path(post, path = "/v1/sessions/{id}/answers", tag = "sessions", request_body = AnswerIn, security(("bearer" = [])),
-    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "replays the first response for a retried answer"),
+    params(("id" = String, Path), ("covariance" = Option<bool>, Query, description = "include the posterior covariance"),
+        ("Idempotency-Key" = Option<String>, Header, description = "replays the first response, byte for byte, for a retried answer"),
         ("If-Match" = Option<String>, Header, description = "the session version (ETag) the answer is for")),
-    responses((status = 200, body = SessionView), (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = AnswerView), (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)))]
 pub async fn post_answer(
     State(service): State<Service>,
     Path(id): Path<String>,
+    Query(query): Query<AnswerQuery>,
     headers: HeaderMap,
     Json(req): Json<AnswerIn>,
 ) -> Result<Response> {
-    let outcome = service
-        .answer(&id, req, idempotency_key(&headers)?, if_match(&headers)?)
+    let ack = service
+        .answer(
+            &id,
+            req,
+            idempotency_key(&headers)?,
+            if_match(&headers)?,
+            query.covariance,
+        )
         .await?;
-    let version = outcome
-        .body
-        .get("version")
-        .and_then(|v| v.as_i64())
-        .unwrap_or_default();
-    let mut response = axum::Json(outcome.body).into_response();
-    response.headers_mut().insert(header::ETAG, etag(version));
-    if outcome.replayed {
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        ack.body,
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::ETAG, etag(ack.version));
+    if ack.replayed {
         response
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));

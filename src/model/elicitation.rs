@@ -122,16 +122,43 @@ impl Diagnostics {
     }
 }
 
+/// What a run learned from its answers so far, apart from the bank, prior and configuration: the
+/// posterior, the bank statistics that follow it, the pairs asked and the history. A service keeps
+/// it between requests ([`Elicitation::into_state`] / [`Elicitation::from_state`]) so that an
+/// answer costs O(NJ) instead of a rebuild.
+#[derive(Debug, Clone)]
+pub struct RunState {
+    posterior: Posterior,
+    stats: BankStats,
+    space: CandidateSpace,
+    history: Vec<AnswerRecord>,
+}
+
+impl RunState {
+    pub fn posterior(&self) -> &Posterior {
+        &self.posterior
+    }
+
+    pub fn history(&self) -> &[AnswerRecord] {
+        &self.history
+    }
+
+    /// Approximate heap size in bytes (the bank statistics dominate: N(J + 2) floats).
+    pub fn size_bytes(&self) -> usize {
+        let floats = self.stats.len_floats() + self.posterior.dim() * (self.posterior.dim() + 1);
+        floats * std::mem::size_of::<f64>()
+            + self.space.size_bytes()
+            + self.history.len() * std::mem::size_of::<AnswerRecord>()
+    }
+}
+
 /// A user's elicitation run over a bank.
 #[derive(Debug, Clone)]
 pub struct Elicitation<'a> {
     bank: &'a Bank,
     config: ElicitationConfig,
     prior: Posterior,
-    posterior: Posterior,
-    stats: BankStats,
-    space: CandidateSpace,
-    history: Vec<AnswerRecord>,
+    state: RunState,
 }
 
 impl<'a> Elicitation<'a> {
@@ -182,11 +209,41 @@ impl<'a> Elicitation<'a> {
             bank,
             config,
             prior,
-            posterior,
-            stats,
-            space,
-            history,
+            state: RunState {
+                posterior,
+                stats,
+                space,
+                history,
+            },
         })
+    }
+
+    /// A run continued from a state that an earlier run over the same bank and configuration
+    /// left ([`Elicitation::into_state`]): O(1).
+    pub fn from_state(
+        bank: &'a Bank,
+        prior: Posterior,
+        state: RunState,
+        config: ElicitationConfig,
+    ) -> Result<Self, ModelError> {
+        config.noise.validate()?;
+        if state.stats.items() != bank.len() || state.posterior.dim() != prior.dim() {
+            return Err(ModelError::invalid(
+                "state",
+                "the run state was made for another bank or prior",
+            ));
+        }
+        Ok(Self {
+            bank,
+            config,
+            prior,
+            state,
+        })
+    }
+
+    /// What the run has learned, to continue it later with [`Elicitation::from_state`].
+    pub fn into_state(self) -> RunState {
+        self.state
     }
 
     /// A run rebuilt from the prior by replaying an answer log in order (the log is the truth).
@@ -205,7 +262,7 @@ impl<'a> Elicitation<'a> {
     }
 
     pub fn posterior(&self) -> &Posterior {
-        &self.posterior
+        &self.state.posterior
     }
 
     pub fn prior(&self) -> &Posterior {
@@ -217,35 +274,35 @@ impl<'a> Elicitation<'a> {
     }
 
     pub fn history(&self) -> &[AnswerRecord] {
-        &self.history
+        &self.state.history
     }
 
     /// Never asks `pair` (without recording an answer): pairs held out for evaluation, or known
     /// already from elsewhere.
     pub fn exclude(&mut self, pair: Pair) {
-        self.space.mark_asked(pair);
+        self.state.space.mark_asked(pair);
     }
 
     /// Candidate pairs not asked yet.
     pub fn remaining_pairs(&self) -> usize {
-        self.space.remaining()
+        self.state.space.remaining()
     }
 
     /// The next question under the stopping rule and strategy.
     pub fn next<R: Rng + ?Sized>(&self, rng: &mut R) -> Next {
         let rule = &self.config.stopping;
-        if self.history.len() >= rule.max_questions {
+        if self.state.history.len() >= rule.max_questions {
             return Next::Stop(StopReason::Budget);
         }
         if let Some(target) = rule.target_sd
-            && self.posterior.sd().amax() <= target
+            && self.state.posterior.sd().amax() <= target
         {
             return Next::Stop(StopReason::Uncertainty);
         }
         let chosen = select::select(
             self.bank,
-            &self.stats,
-            &self.space,
+            &self.state.stats,
+            &self.state.space,
             &self.config.noise,
             self.config.strategy,
             &self.config.selection,
@@ -281,16 +338,17 @@ impl<'a> Elicitation<'a> {
             Some(outcome) => {
                 let lik = self.config.noise.likelihood(outcome)?;
                 let x = self.bank.direction(pair, self.config.noise.beta);
-                let predictive = self.posterior.predictive(&x);
-                let update = self
+                let state = &mut self.state;
+                let predictive = state.posterior.predictive(&x);
+                let update = state
                     .posterior
                     .update_along(&predictive, &lik, self.config.method);
-                self.stats.update(self.bank, &predictive.u, update.step);
+                state.stats.update(self.bank, &predictive.u, update.step);
                 Some(update)
             }
         };
-        self.space.mark_asked(pair);
-        self.history.push(AnswerRecord {
+        self.state.space.mark_asked(pair);
+        self.state.history.push(AnswerRecord {
             pair,
             choice,
             log_evidence: outcome.map(|o| o.log_evidence),
@@ -302,9 +360,9 @@ impl<'a> Elicitation<'a> {
     pub fn diagnostics(&self) -> Diagnostics {
         Diagnostics::compute(
             &self.prior,
-            &self.posterior,
+            &self.state.posterior,
             &self.config.noise,
-            self.history.iter().filter_map(|r| r.log_evidence),
+            self.state.history.iter().filter_map(|r| r.log_evidence),
         )
     }
 
@@ -312,6 +370,7 @@ impl<'a> Elicitation<'a> {
     /// the exact posterior than the streaming one).
     pub fn refined(&self, options: EpOptions) -> Posterior {
         let observations: Vec<(nalgebra::DVector<f64>, PairLikelihood)> = self
+            .state
             .history
             .iter()
             .filter_map(|r| {

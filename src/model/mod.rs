@@ -15,7 +15,7 @@ pub mod score;
 pub mod select;
 pub mod update;
 
-pub use elicitation::{Elicitation, ElicitationConfig, StopReason, StoppingRule};
+pub use elicitation::{Elicitation, ElicitationConfig, RunState, StopReason, StoppingRule};
 pub use likelihood::{Choice, NoiseModel, Outcome};
 pub use posterior::{MAX_DIMENSIONS, Posterior, RankOne};
 pub use select::{Bank, Strategy};

@@ -177,6 +177,16 @@ impl BankStats {
         (beta * (self.m[pair.a] - self.m[pair.b]), s2.max(0.0))
     }
 
+    /// The number of bank items these statistics describe.
+    pub fn items(&self) -> usize {
+        self.m.len()
+    }
+
+    /// How many floats the statistics hold: N(J + 2).
+    pub fn len_floats(&self) -> usize {
+        self.m.len() + self.g.len() + self.q.len()
+    }
+
     /// Largest difference between these statistics and a recomputation (for tests).
     pub fn max_abs_difference(&self, other: &BankStats) -> f64 {
         (&self.m - &other.m)
@@ -459,6 +469,14 @@ impl CandidateSpace {
     /// Candidate pairs not asked yet.
     pub fn remaining(&self) -> usize {
         self.pair_count - self.asked_candidates
+    }
+
+    /// Approximate heap size in bytes (hash tables counted at about twice their entries).
+    pub fn size_bytes(&self) -> usize {
+        let word = std::mem::size_of::<usize>();
+        self.groups.iter().map(|g| g.len() * word).sum::<usize>()
+            + self.group_of.len() * 4 * word
+            + self.asked.len() * 4 * word
     }
 }
 

@@ -10,9 +10,11 @@ use super::ServiceError;
 use crate::model::Bank;
 use crate::store::{ModelRecord, Store};
 
-/// A model's bank with the id ↔ index maps the service needs.
+/// A model's bank with the id ↔ index maps the service needs, and the model it belongs to (a
+/// model's dimensions, noise and prior never change, so a cached bank also caches its model).
 #[derive(Debug)]
 pub struct LoadedBank {
+    pub model: ModelRecord,
     pub version: i64,
     pub bank: Bank,
     pub ids: Vec<String>,
@@ -38,10 +40,7 @@ impl BankCache {
         store: &dyn Store,
         model: &ModelRecord,
     ) -> Result<Arc<LoadedBank>, ServiceError> {
-        if let Some(bank) = self
-            .cached(&model.name)
-            .filter(|b| b.version >= model.bank_version)
-        {
+        if let Some(bank) = self.cached(&model.name, model.bank_version) {
             return Ok(bank);
         }
         let (version, items) = store.load_bank(&model.name).await?;
@@ -64,6 +63,10 @@ impl BankCache {
         let bank =
             Bank::new(features, groups).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let loaded = Arc::new(LoadedBank {
+            model: ModelRecord {
+                bank_version: version,
+                ..model.clone()
+            },
             version,
             bank,
             index: items
@@ -81,11 +84,13 @@ impl BankCache {
         Ok(loaded)
     }
 
-    fn cached(&self, model: &str) -> Option<Arc<LoadedBank>> {
+    /// The cached bank of `model` if it is at least at `version`.
+    pub fn cached(&self, model: &str, version: i64) -> Option<Arc<LoadedBank>> {
         self.banks
             .lock()
             .expect("bank cache lock")
             .get(model)
+            .filter(|b| b.version >= version)
             .cloned()
     }
 }

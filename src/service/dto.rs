@@ -94,11 +94,29 @@ pub struct PosteriorView {
     pub dimensions: Vec<DimensionView>,
     pub mean: Vec<f64>,
     pub sd: Vec<f64>,
-    pub cov: Vec<Vec<f64>>,
+    /// The full covariance Σ (row by row); left out of answer responses unless asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cov: Option<Vec<Vec<f64>>>,
 }
 
 impl PosteriorView {
+    /// Means, standard deviations and the covariance.
     pub fn new(names: &[String], mean: &DVector<f64>, cov: &DMatrix<f64>) -> Self {
+        Self::summary(names, mean, cov).with_covariance(cov)
+    }
+
+    /// Adds the full covariance.
+    pub fn with_covariance(mut self, cov: &DMatrix<f64>) -> Self {
+        self.cov = Some(
+            cov.row_iter()
+                .map(|r| r.iter().copied().collect())
+                .collect(),
+        );
+        self
+    }
+
+    /// Means and standard deviations only.
+    pub fn summary(names: &[String], mean: &DVector<f64>, cov: &DMatrix<f64>) -> Self {
         let sd: Vec<f64> = cov.diagonal().iter().map(|v| v.max(0.0).sqrt()).collect();
         Self {
             dimensions: names
@@ -112,10 +130,7 @@ impl PosteriorView {
                 .collect(),
             mean: mean.iter().copied().collect(),
             sd,
-            cov: cov
-                .row_iter()
-                .map(|r| r.iter().copied().collect())
-                .collect(),
+            cov: None,
         }
     }
 }
@@ -157,6 +172,27 @@ pub struct SessionView {
     pub stop_reason: Option<StopReason>,
     pub posterior: PosteriorView,
     pub diagnostics: DiagnosticsView,
+    pub question: Option<QuestionView>,
+}
+
+/// The response to an answer: what the frontend needs for the next step. The full session
+/// (diagnostics, per-answer surprise) is `GET /v1/sessions/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AnswerView {
+    /// The session id.
+    pub id: String,
+    pub status: SessionStatus,
+    /// The session version after this answer (also the ETag).
+    pub version: i64,
+    /// Questions answered so far (skips included).
+    pub answers: i64,
+    pub max_questions: usize,
+    /// Information acquired so far, ½log₂det(Σ₀Σ⁻¹) bits.
+    pub bits: f64,
+    pub stop_reason: Option<StopReason>,
+    /// Per-dimension mean and sd (the covariance with `?covariance=true`).
+    pub posterior: PosteriorView,
+    /// The next question; absent once the session stops asking.
     pub question: Option<QuestionView>,
 }
 

@@ -51,18 +51,17 @@ impl From<ModelError> for ServiceError {
     }
 }
 
+/// Only an unreachable or busy database is worth a retry (503); a corrupt row, a misconfigured
+/// store or a failing query is the server's fault (500).
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => Self::AlreadyExists(what),
             StoreError::NotFound(what) => Self::NotFound(what),
-            StoreError::KeyReused => Self::IdempotencyKeyReused,
-            StoreError::Rejected(inner) => match inner.downcast::<ServiceError>() {
-                Ok(e) => *e,
-                Err(other) => Self::Internal(other.to_string()),
-            },
             StoreError::Unavailable(m) => Self::Unavailable(m),
-            other => Self::Internal(other.to_string()),
+            other @ (StoreError::Corrupt(_)
+            | StoreError::Misconfigured(_)
+            | StoreError::Database(_)) => Self::Internal(other.to_string()),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod dto;
 mod error;
 pub mod keys;
 mod models;
+mod runs;
 mod scoring;
 mod sessions;
 
@@ -14,6 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use bank::{BankCache, LoadedBank};
 pub use error::ServiceError;
+pub use runs::RunCache;
+pub use sessions::AnswerAck;
 
 use crate::store::Store;
 
@@ -28,12 +31,16 @@ pub mod limits {
     pub const MAX_PAGE: usize = 1_000;
 }
 
+/// Default memory budget of the run cache: about 2,000 sessions over a 1,000-item bank at J = 16.
+pub const DEFAULT_RUN_CACHE_BYTES: usize = 256 << 20;
+
 /// The service: a store, the per-model banks and resolved credentials cached in memory, and
 /// whether the process is draining.
 #[derive(Clone)]
 pub struct Service {
     store: Arc<dyn Store>,
     banks: Arc<BankCache>,
+    runs: Arc<RunCache>,
     principals: Arc<keys::PrincipalCache>,
     /// SHA-256 of the bootstrap admin key, if one is configured.
     admin_key_hash: Option<String>,
@@ -45,10 +52,17 @@ impl Service {
         Self {
             store,
             banks: Arc::new(BankCache::default()),
+            runs: Arc::new(RunCache::new(DEFAULT_RUN_CACHE_BYTES)),
             principals: Arc::new(keys::PrincipalCache::default()),
             admin_key_hash: admin_key.filter(|k| !k.is_empty()).map(keys::sha256_hex),
             draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Sets the memory budget of the per-session run cache ([`RunCache`]).
+    pub fn with_run_cache_bytes(mut self, bytes: usize) -> Self {
+        self.runs = Arc::new(RunCache::new(bytes));
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -7,10 +7,12 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use sha2::{Digest, Sha256};
 
+use std::sync::Arc;
+
 use super::bank::LoadedBank;
 use super::dto::{
-    AnswerIn, CreateSession, CurrentQuestion, DiagnosticsView, Erased, ItemRef, PosteriorView,
-    ProfileView, QuestionView, SessionCreated, SessionView,
+    AnswerIn, AnswerView, CreateSession, CurrentQuestion, DiagnosticsView, Erased, ItemRef,
+    PosteriorView, ProfileView, QuestionView, SessionCreated, SessionView,
 };
 use super::limits::{MAX_ID_LEN, MAX_QUESTIONS};
 use super::{Service, ServiceError, check_id};
@@ -19,20 +21,32 @@ use crate::model::ep::{self, EpOptions};
 use crate::model::select::Pair;
 use crate::model::{Elicitation, ElicitationConfig, Posterior, StopReason, StoppingRule};
 use crate::store::{
-    AnswerRow, Idempotency, ModelRecord, Mutation, ProfileRecord, QuestionRecord, SessionCommit,
-    SessionRecord, SessionSettings, SessionStatus, now_ms,
+    AnswerCommit, AnswerRow, ModelRecord, ProfileRecord, QuestionRecord, SessionCommit,
+    SessionLock, SessionRecord, SessionSettings, SessionStatus, now_ms,
 };
 
 /// Questions expected to yield less than this stop the session early.
 const MIN_INFORMATION_BITS: f64 = 0.01;
 const DEFAULT_MAX_QUESTIONS: usize = 15;
 
-/// The result of posting an answer.
+/// How many times an answer re-takes the session lock after refreshing a stale bank.
+const LOCK_ATTEMPTS: usize = 3;
+
+/// The result of posting an answer: the exact JSON of an [`AnswerView`], as first sent.
 #[derive(Debug, Clone)]
-pub struct AnswerOutcome {
-    pub body: serde_json::Value,
+pub struct AnswerAck {
+    /// The body, byte for byte the one sent the first time (replays return it unchanged).
+    pub body: String,
+    /// The session version after the answer (the ETag).
+    pub version: i64,
     /// True when an earlier response was replayed for the same Idempotency-Key.
     pub replayed: bool,
+}
+
+/// The part of an [`AnswerView`] a replay needs besides its bytes.
+#[derive(serde::Deserialize)]
+struct VersionOf {
+    version: i64,
 }
 
 impl Service {
@@ -98,10 +112,13 @@ impl Service {
         };
         set_next_question(&mut session, &run, &bank);
         self.store.create_session(&session).await?;
-        Ok(SessionCreated {
+        let created = SessionCreated {
             token,
             session: session_view(&model, &bank, &session, &[], &prior, &prior)?,
-        })
+        };
+        self.runs
+            .put(&session.id, session.version, bank.version, run.into_state());
+        Ok(created)
     }
 
     pub async fn get_session(&self, id: &str) -> Result<SessionView, ServiceError> {
@@ -124,18 +141,39 @@ impl Service {
     pub async fn current_question(&self, id: &str) -> Result<CurrentQuestion, ServiceError> {
         let mut session = self.session(id).await?;
         let model = self.model(&session.model).await?;
-        let bank = self.banks.get(self.store.as_ref(), &model).await?;
+        let mut bank = self.banks.get(self.store.as_ref(), &model).await?;
         if session
             .question
             .as_ref()
             .is_some_and(|q| asks_about_deleted_item(q, &bank))
         {
             // An item of the question was deleted from the bank: choose another question.
-            let mutate = |session: &SessionRecord, answers: &[AnswerRow]| {
-                boxed(refresh_question(&model, &bank, session, answers))
-            };
-            self.store.mutate_session(id, None, &mutate).await?;
-            session = self.session(id).await?;
+            let (mut lock, locked_bank) = self.lock(id).await?;
+            bank = locked_bank;
+            let current = lock.session().clone();
+            if current.status == SessionStatus::Active
+                && current
+                    .question
+                    .as_ref()
+                    .is_some_and(|q| asks_about_deleted_item(q, &bank))
+            {
+                let run = self.run(lock.as_mut(), &bank).await?;
+                let mut next = current.clone();
+                next.version += 1;
+                next.updated_ms = now_ms();
+                set_next_question(&mut next, &run, &bank);
+                lock.commit(&SessionCommit {
+                    session: next.clone(),
+                    answer: None,
+                    profile: None,
+                })
+                .await?;
+                self.runs
+                    .put(id, next.version, bank.version, run.into_state());
+                session = next;
+            } else {
+                session = current;
+            }
         }
         Ok(CurrentQuestion {
             session_id: session.id.clone(),
@@ -144,79 +182,165 @@ impl Service {
         })
     }
 
-    /// Applies an answer exactly once: the session row is locked, the Idempotency-Key checked,
-    /// the posterior updated, the answer logged and the next question chosen in one transaction.
+    /// Applies an answer exactly once: the session row is locked, the Idempotency-Key looked
+    /// up, the posterior updated, the answer logged and the next question chosen in one
+    /// transaction. The cost does not grow with the session: the key is found by an index, and
+    /// the engine state comes from the run cache (rebuilt from the log only on a miss).
     pub async fn answer(
         &self,
         id: &str,
         req: AnswerIn,
         idempotency_key: Option<String>,
         if_match: Option<i64>,
-    ) -> Result<AnswerOutcome, ServiceError> {
+        covariance: bool,
+    ) -> Result<AnswerAck, ServiceError> {
         if let Some(key) = &idempotency_key {
             check_id("Idempotency-Key", key, MAX_ID_LEN)?;
         }
         check_id("question_id", &req.question_id, MAX_ID_LEN)?;
-        let session = self.session(id).await?;
-        let model = self.model(&session.model).await?;
-        let bank = self.banks.get(self.store.as_ref(), &model).await?;
+        check_session_id(id)?;
         let request_hash = hex::encode(Sha256::digest(format!(
             "{}\u{1f}{:?}",
             req.question_id, req.choice
         )));
-        let idempotency = idempotency_key.clone().map(|key| Idempotency {
-            key,
-            request_hash: request_hash.clone(),
-        });
-
-        let mutate = |session: &SessionRecord, answers: &[AnswerRow]| {
-            boxed(apply_answer(
-                &model,
-                &bank,
-                session,
-                answers,
-                &req,
-                idempotency_key.as_deref(),
-                &request_hash,
-                if_match,
-            ))
-        };
-        match self
-            .store
-            .mutate_session(id, idempotency.as_ref(), &mutate)
-            .await?
+        let (mut lock, bank) = self.lock(id).await?;
+        if let Some(key) = &idempotency_key
+            && let Some(reply) = lock.stored_reply(key).await?
         {
-            Mutation::Applied(body) => {
-                metrics::counter!("elicit_answers_applied_total").increment(1);
-                Ok(AnswerOutcome {
-                    body,
-                    replayed: false,
-                })
+            if reply.request_hash != request_hash {
+                return Err(ServiceError::IdempotencyKeyReused);
             }
-            Mutation::Replayed(body) => {
-                metrics::counter!("elicit_idempotent_replays_total").increment(1);
-                Ok(AnswerOutcome {
-                    body,
-                    replayed: true,
-                })
-            }
+            metrics::counter!("elicit_idempotent_replays_total").increment(1);
+            let VersionOf { version } = serde_json::from_str(&reply.body)
+                .map_err(|e| ServiceError::Internal(format!("stored reply: {e}")))?;
+            return Ok(AnswerAck {
+                body: reply.body,
+                version,
+                replayed: true,
+            });
         }
+        let current = lock.session().clone();
+        let pair = answerable_pair(&current, &bank, &req, if_match)?;
+        let mut run = self.run(lock.as_mut(), &bank).await?;
+        let started = std::time::Instant::now();
+        let update = run.answer(pair, req.choice)?;
+        metrics::histogram!("elicit_update_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+
+        let model = &bank.model;
+        let now = now_ms();
+        let mut next = current.clone();
+        next.version += 1;
+        next.answers += 1;
+        next.mean = run.posterior().mean().clone();
+        next.cov = run.posterior().cov().clone();
+        next.updated_ms = now;
+        set_next_question(&mut next, &run, &bank);
+        let view = answer_view(&bank, &next, run.prior(), run.posterior(), covariance);
+        let body =
+            serde_json::to_string(&view).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let question = current.question.as_ref().expect("checked answerable");
+        let commit = SessionCommit {
+            profile: Some(profile_of(&next)),
+            answer: Some(AnswerCommit {
+                row: AnswerRow {
+                    seq: next.answers,
+                    item_a: question.item_a.clone(),
+                    item_b: question.item_b.clone(),
+                    choice: req.choice,
+                    log_evidence: update.map(|u| u.log_evidence),
+                    direction: bank.bank.direction(pair, model.spec.noise.beta),
+                    idempotency_key,
+                    request_hash,
+                    created_ms: now,
+                },
+                response: body.clone(),
+            }),
+            session: next,
+        };
+        lock.commit(&commit).await?;
+        self.runs
+            .put(id, commit.session.version, bank.version, run.into_state());
+        metrics::counter!("elicit_answers_applied_total").increment(1);
+        Ok(AnswerAck {
+            body,
+            version: commit.session.version,
+            replayed: false,
+        })
     }
 
     /// Finishes a session: EP over its whole answer log gives the final posterior, which becomes
     /// the user's profile. Finishing a finished session returns it unchanged.
     pub async fn finish(&self, id: &str) -> Result<SessionView, ServiceError> {
-        let session = self.session(id).await?;
-        let model = self.model(&session.model).await?;
-        let bank = self.banks.get(self.store.as_ref(), &model).await?;
-        let mutate = |session: &SessionRecord, answers: &[AnswerRow]| {
-            boxed(finish_session(&model, &bank, session, answers))
-        };
-        match self.store.mutate_session(id, None, &mutate).await? {
-            Mutation::Applied(body) | Mutation::Replayed(body) => {
-                serde_json::from_value(body).map_err(|e| ServiceError::Internal(e.to_string()))
-            }
+        check_session_id(id)?;
+        let (mut lock, bank) = self.lock(id).await?;
+        let model = &bank.model;
+        let answers = lock.answers().await?;
+        let current = lock.session().clone();
+        let prior = prior_of(model)?;
+        if current.status == SessionStatus::Finished {
+            let posterior = session_posterior(model, &current, &answers)?;
+            return session_view(model, &bank, &current, &answers, &prior, &posterior);
         }
+        let (refined, _) = ep::refine(&prior, &observations(model, &answers), EpOptions::default());
+        let mut next = current.clone();
+        next.version += 1;
+        next.status = SessionStatus::Finished;
+        next.stop_reason = Some(current.stop_reason.unwrap_or(StopReason::Finished));
+        next.question = None;
+        next.mean = refined.mean().clone();
+        next.cov = refined.cov().clone();
+        next.updated_ms = now_ms();
+        let view = session_view(model, &bank, &next, &answers, &prior, &refined)?;
+        lock.commit(&SessionCommit {
+            profile: Some(profile_of(&next)),
+            session: next,
+            answer: None,
+        })
+        .await?;
+        Ok(view)
+    }
+
+    /// Locks a session and returns it with its model's bank at the version read under the lock
+    /// (a stale bank is reloaded with the lock released, so that no request holds a connection
+    /// while waiting for another).
+    async fn lock(
+        &self,
+        id: &str,
+    ) -> Result<(Box<dyn SessionLock>, Arc<LoadedBank>), ServiceError> {
+        for _ in 0..LOCK_ATTEMPTS {
+            let lock = self.store.lock_session(id).await?;
+            let (model, version) = (lock.session().model.clone(), lock.bank_version());
+            if let Some(bank) = self.banks.cached(&model, version) {
+                return Ok((lock, bank));
+            }
+            drop(lock);
+            let record = self.model(&model).await?;
+            self.banks.get(self.store.as_ref(), &record).await?;
+        }
+        Err(ServiceError::Unavailable(
+            "the item bank kept changing; retry".into(),
+        ))
+    }
+
+    /// The engine run of a locked session: from the run cache, or rebuilt from the answer log.
+    async fn run<'b>(
+        &self,
+        lock: &mut dyn SessionLock,
+        bank: &'b LoadedBank,
+    ) -> Result<Elicitation<'b>, ServiceError> {
+        let session = lock.session();
+        let model = &bank.model;
+        if let Some(state) = self.runs.take(&session.id, session.version, bank.version) {
+            return Ok(Elicitation::from_state(
+                &bank.bank,
+                prior_of(model)?,
+                state,
+                run_config(model, &session.settings),
+            )?);
+        }
+        let answers = lock.answers().await?;
+        resume(model, bank, lock.session(), &answers)
     }
 
     pub async fn profile(&self, user_id: &str, model: &str) -> Result<ProfileView, ServiceError> {
@@ -252,13 +376,62 @@ impl Service {
 
     /// The session with this id, or NotFound; also used to check session tokens.
     pub async fn session(&self, id: &str) -> Result<SessionRecord, ServiceError> {
-        if uuid::Uuid::parse_str(id).is_err() {
-            return Err(ServiceError::NotFound(format!("session '{id}'")));
-        }
+        check_session_id(id)?;
         self.store
             .get_session(id)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("session '{id}'")))
+    }
+}
+
+/// Session ids are UUIDs: anything else names no session.
+fn check_session_id(id: &str) -> Result<(), ServiceError> {
+    match uuid::Uuid::parse_str(id) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ServiceError::NotFound(format!("session '{id}'"))),
+    }
+}
+
+/// The pair of the current question if `req` answers it: the session must be active, at the
+/// `If-Match` version if one was sent, and the question's items still in the bank.
+fn answerable_pair(
+    current: &SessionRecord,
+    bank: &LoadedBank,
+    req: &AnswerIn,
+    if_match: Option<i64>,
+) -> Result<Pair, ServiceError> {
+    if let Some(expected) = if_match
+        && expected != current.version
+    {
+        return Err(ServiceError::VersionMismatch {
+            expected,
+            current: current.version,
+        });
+    }
+    if current.status != SessionStatus::Active {
+        return Err(ServiceError::SessionClosed(format!(
+            "the session is {}; it asks no more questions",
+            current.status.as_str()
+        )));
+    }
+    let question = current
+        .question
+        .as_ref()
+        .ok_or_else(|| ServiceError::SessionClosed("the session has no open question".into()))?;
+    if req.question_id != question.id {
+        return Err(ServiceError::StaleQuestion(format!(
+            "question '{}' is not the current question ('{}')",
+            req.question_id, question.id
+        )));
+    }
+    match (
+        bank.item_index(&question.item_a),
+        bank.item_index(&question.item_b),
+    ) {
+        (Some(a), Some(b)) => Ok(Pair { a, b }),
+        _ => Err(ServiceError::StaleQuestion(
+            "an item of the current question was deleted from the bank; GET the question again for a new one".into(),
+        )),
     }
 }
 
@@ -451,147 +624,8 @@ fn set_next_question(session: &mut SessionRecord, run: &Elicitation<'_>, bank: &
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn apply_answer(
-    model: &ModelRecord,
-    bank: &LoadedBank,
-    current: &SessionRecord,
-    answers: &[AnswerRow],
-    req: &AnswerIn,
-    idempotency_key: Option<&str>,
-    request_hash: &str,
-    if_match: Option<i64>,
-) -> Result<SessionCommit, ServiceError> {
-    if let Some(expected) = if_match
-        && expected != current.version
-    {
-        return Err(ServiceError::VersionMismatch {
-            expected,
-            current: current.version,
-        });
-    }
-    if current.status != SessionStatus::Active {
-        return Err(ServiceError::SessionClosed(format!(
-            "the session is {}; it asks no more questions",
-            current.status.as_str()
-        )));
-    }
-    let question = current
-        .question
-        .as_ref()
-        .ok_or_else(|| ServiceError::SessionClosed("the session has no open question".into()))?;
-    if req.question_id != question.id {
-        return Err(ServiceError::StaleQuestion(format!(
-            "question '{}' is not the current question ('{}')",
-            req.question_id, question.id
-        )));
-    }
-    let pair = match (
-        bank.item_index(&question.item_a),
-        bank.item_index(&question.item_b),
-    ) {
-        (Some(a), Some(b)) => Pair { a, b },
-        _ => {
-            return Err(ServiceError::StaleQuestion(
-                "an item of the current question was deleted from the bank; GET the question again for a new one".into(),
-            ));
-        }
-    };
-    let mut run = resume(model, bank, current, answers)?;
-    let started = std::time::Instant::now();
-    let update = run.answer(pair, req.choice)?;
-    metrics::histogram!("elicit_update_duration_seconds").record(started.elapsed().as_secs_f64());
-    let now = now_ms();
-    let mut next = current.clone();
-    next.version += 1;
-    next.answers += 1;
-    next.mean = run.posterior().mean().clone();
-    next.cov = run.posterior().cov().clone();
-    next.updated_ms = now;
-    set_next_question(&mut next, &run, bank);
-    let answer = AnswerRow {
-        seq: next.answers,
-        item_a: question.item_a.clone(),
-        item_b: question.item_b.clone(),
-        choice: req.choice,
-        log_evidence: update.map(|u| u.log_evidence),
-        direction: bank.bank.direction(pair, model.spec.noise.beta),
-        idempotency_key: idempotency_key.map(str::to_string),
-        request_hash: request_hash.to_string(),
-        response: serde_json::Value::Null,
-        created_ms: now,
-    };
-    let mut log = answers.to_vec();
-    log.push(answer.clone());
-    let response = view_json(model, bank, &next, &log, run.prior(), run.posterior())?;
-    Ok(SessionCommit {
-        profile: Some(profile_of(&next)),
-        session: next,
-        answer: Some(answer),
-        response,
-    })
-}
-
 fn asks_about_deleted_item(question: &QuestionRecord, bank: &LoadedBank) -> bool {
     bank.item_index(&question.item_a).is_none() || bank.item_index(&question.item_b).is_none()
-}
-
-/// Replaces a question that names a deleted item (no-op if another request already did).
-fn refresh_question(
-    model: &ModelRecord,
-    bank: &LoadedBank,
-    current: &SessionRecord,
-    answers: &[AnswerRow],
-) -> Result<SessionCommit, ServiceError> {
-    let mut next = current.clone();
-    if current.status == SessionStatus::Active
-        && current
-            .question
-            .as_ref()
-            .is_some_and(|q| asks_about_deleted_item(q, bank))
-    {
-        next.version += 1;
-        next.updated_ms = now_ms();
-        set_next_question(&mut next, &resume(model, bank, current, answers)?, bank);
-    }
-    let posterior = session_posterior(model, &next, answers)?;
-    let response = view_json(model, bank, &next, answers, &prior_of(model)?, &posterior)?;
-    Ok(SessionCommit {
-        session: next,
-        answer: None,
-        profile: None,
-        response,
-    })
-}
-
-fn finish_session(
-    model: &ModelRecord,
-    bank: &LoadedBank,
-    current: &SessionRecord,
-    answers: &[AnswerRow],
-) -> Result<SessionCommit, ServiceError> {
-    let mut next = current.clone();
-    let prior = prior_of(model)?;
-    let posterior = if current.status == SessionStatus::Finished {
-        session_posterior(model, current, answers)?
-    } else {
-        let (refined, _) = ep::refine(&prior, &observations(model, answers), EpOptions::default());
-        next.version += 1;
-        next.status = SessionStatus::Finished;
-        next.stop_reason = Some(current.stop_reason.unwrap_or(StopReason::Finished));
-        next.question = None;
-        next.mean = refined.mean().clone();
-        next.cov = refined.cov().clone();
-        next.updated_ms = now_ms();
-        refined
-    };
-    let response = view_json(model, bank, &next, answers, &prior, &posterior)?;
-    Ok(SessionCommit {
-        profile: (current.status != SessionStatus::Finished).then(|| profile_of(&next)),
-        session: next,
-        answer: None,
-        response,
-    })
 }
 
 fn profile_of(session: &SessionRecord) -> ProfileRecord {
@@ -608,28 +642,6 @@ fn profile_of(session: &SessionRecord) -> ProfileRecord {
     }
 }
 
-/// The session view as the JSON body a mutation returns (and stores for replays).
-fn view_json(
-    model: &ModelRecord,
-    bank: &LoadedBank,
-    session: &SessionRecord,
-    answers: &[AnswerRow],
-    prior: &Posterior,
-    posterior: &Posterior,
-) -> Result<serde_json::Value, ServiceError> {
-    serde_json::to_value(session_view(
-        model, bank, session, answers, prior, posterior,
-    )?)
-    .map_err(|e| ServiceError::Internal(e.to_string()))
-}
-
-/// A service result in the error type a store mutator returns.
-fn boxed<T>(
-    result: Result<T, ServiceError>,
-) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {
-    result.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-}
-
 fn question_view(q: &QuestionRecord, bank: &LoadedBank) -> QuestionView {
     let item = |id: &str| ItemRef {
         id: id.to_string(),
@@ -639,6 +651,33 @@ fn question_view(q: &QuestionRecord, bank: &LoadedBank) -> QuestionView {
         id: q.id.clone(),
         items: vec![item(&q.item_a), item(&q.item_b)],
         information_bits: q.information_bits,
+    }
+}
+
+/// The answer response: progress, per-dimension summary, the next question.
+fn answer_view(
+    bank: &LoadedBank,
+    s: &SessionRecord,
+    prior: &Posterior,
+    posterior: &Posterior,
+    covariance: bool,
+) -> AnswerView {
+    let names = &bank.model.spec.dimensions;
+    let summary = PosteriorView::summary(names, posterior.mean(), posterior.cov());
+    AnswerView {
+        id: s.id.clone(),
+        status: s.status,
+        version: s.version,
+        answers: s.answers,
+        max_questions: s.settings.max_questions,
+        bits: posterior.bits_since(prior),
+        stop_reason: s.stop_reason,
+        posterior: if covariance {
+            summary.with_covariance(posterior.cov())
+        } else {
+            summary
+        },
+        question: s.question.as_ref().map(|q| question_view(q, bank)),
     }
 }
 

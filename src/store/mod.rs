@@ -6,7 +6,9 @@
 //!
 //! The answer log is the truth; the posterior stored on the session row is a cache of it, updated
 //! in the same transaction as the log (session row locked with `SELECT … FOR UPDATE` on
-//! PostgreSQL, a `BEGIN IMMEDIATE` write transaction on SQLite).
+//! PostgreSQL, a `BEGIN IMMEDIATE` write transaction on SQLite). A locked session is a
+//! [`SessionLock`]: the service reads what it needs, computes, and commits typed records or drops
+//! the lock to roll back, so its own errors never pass through the store.
 
 pub mod codec;
 pub mod sql;
@@ -134,8 +136,16 @@ pub struct AnswerRow {
     pub direction: DVector<f64>,
     pub idempotency_key: Option<String>,
     pub request_hash: String,
-    pub response: serde_json::Value,
     pub created_ms: i64,
+}
+
+/// The response first sent for an answer, kept to replay it byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReply {
+    /// Fingerprint of the request that produced it (a retry must match it).
+    pub request_hash: String,
+    /// The exact JSON body sent.
+    pub body: String,
 }
 
 /// A user's current reward model for one model.
@@ -164,42 +174,41 @@ pub struct ApiKeyRecord {
     pub revoked_ms: Option<i64>,
 }
 
-/// What a locked session mutation writes: the new session row, optionally one new answer and
-/// the user's profile, and the body to return (stored with the answer for replays).
+/// An answer to append to the log, with the body sent for it.
+#[derive(Debug, Clone)]
+pub struct AnswerCommit {
+    pub row: AnswerRow,
+    pub response: String,
+}
+
+/// What a locked session writes on commit: the new session row (its `version` must be the locked
+/// one plus one), optionally one new answer and the user's profile.
 #[derive(Debug, Clone)]
 pub struct SessionCommit {
     pub session: SessionRecord,
-    pub answer: Option<AnswerRow>,
+    pub answer: Option<AnswerCommit>,
     pub profile: Option<ProfileRecord>,
-    pub response: serde_json::Value,
 }
 
-/// How a locked session mutation ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Mutation {
-    /// Committed; the body computed by the mutator.
-    Applied(serde_json::Value),
-    /// The idempotency key was seen before with the same request: the stored body.
-    Replayed(serde_json::Value),
+/// A session row locked in an open write transaction ([`Store::lock_session`]). Dropping it
+/// without [`SessionLock::commit`] rolls the transaction back.
+#[async_trait]
+pub trait SessionLock: Send {
+    /// The session as locked.
+    fn session(&self) -> &SessionRecord;
+    /// The bank version of the session's model, read with the lock.
+    fn bank_version(&self) -> i64;
+    /// The reply stored for an answer sent with this idempotency key (an indexed look-up).
+    async fn stored_reply(
+        &mut self,
+        idempotency_key: &str,
+    ) -> Result<Option<StoredReply>, StoreError>;
+    /// The session's answer log, in order.
+    async fn answers(&mut self) -> Result<Vec<AnswerRow>, StoreError>;
+    /// Writes `commit` and commits the transaction. Fails with [`StoreError::Conflict`] if the
+    /// answer's sequence number or idempotency key is taken.
+    async fn commit(self: Box<Self>, commit: &SessionCommit) -> Result<(), StoreError>;
 }
-
-/// The idempotency key and request fingerprint of an answer.
-#[derive(Debug, Clone)]
-pub struct Idempotency {
-    pub key: String,
-    pub request_hash: String,
-}
-
-/// The computation run while the session row is locked: reads the current row and its answer
-/// log, returns what to write or a rejection (passed back as [`StoreError::Rejected`]).
-pub type Mutator<'a> = &'a (
-        dyn Fn(
-    &SessionRecord,
-    &[AnswerRow],
-) -> Result<SessionCommit, Box<dyn std::error::Error + Send + Sync>>
-            + Send
-            + Sync
-    );
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -207,21 +216,31 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} not found")]
     NotFound(String),
-    /// The idempotency key was used before with a different request.
-    #[error("idempotency key reused with a different request")]
-    KeyReused,
-    /// The mutator refused the change.
-    #[error("rejected: {0}")]
-    Rejected(Box<dyn std::error::Error + Send + Sync>),
-    /// The database is busy or unreachable; retrying later may succeed.
+    /// The database is busy or unreachable (connection refused or lost, pool exhausted, lock
+    /// timeout, serialisation failure); retrying later may succeed.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error(transparent)]
-    Corrupt(#[from] codec::CodecError),
+    /// A stored row that does not decode: damaged data, or written by another version.
     #[error("corrupt row: {0}")]
-    Json(#[from] serde_json::Error),
+    Corrupt(String),
+    /// The store cannot work as configured (URL, file system, migrations).
+    #[error("store misconfigured: {0}")]
+    Misconfigured(String),
+    /// Any other database error: a bug in a query or schema.
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+}
+
+impl From<codec::CodecError> for StoreError {
+    fn from(e: codec::CodecError) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Corrupt(e.to_string())
+    }
 }
 
 /// Everything the service persists.
@@ -252,14 +271,10 @@ pub trait Store: Send + Sync + 'static {
     async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
     async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
     async fn session_answers(&self, id: &str) -> Result<Vec<AnswerRow>, StoreError>;
-    /// Locks the session, replays an earlier response for a known idempotency key (or fails with
-    /// [`StoreError::KeyReused`]), runs `mutate`, and commits what it returns atomically.
-    async fn mutate_session(
-        &self,
-        id: &str,
-        idempotency: Option<&Idempotency>,
-        mutate: Mutator<'_>,
-    ) -> Result<Mutation, StoreError>;
+    /// Opens a write transaction with the session row locked (`SELECT … FOR UPDATE` on
+    /// PostgreSQL, the database write lock on SQLite); [`StoreError::NotFound`] if there is no
+    /// such session.
+    async fn lock_session(&self, id: &str) -> Result<Box<dyn SessionLock>, StoreError>;
 
     async fn get_profile(
         &self,

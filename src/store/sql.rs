@@ -30,17 +30,20 @@ impl Dialect {
     }
 
     /// Starts a write transaction. SQLite takes its (database-wide) write lock at once, so two
-    /// writers never both read then fail to upgrade; PostgreSQL locks rows with `FOR UPDATE`.
+    /// writers never both read then fail to upgrade; PostgreSQL locks rows with `FOR UPDATE` and
+    /// gives up waiting for a row lock after 5 s rather than queue behind a stuck writer (set in
+    /// the same round trip as BEGIN).
     fn begin_write(self) -> &'static str {
         match self {
-            Dialect::Postgres => "BEGIN",
+            Dialect::Postgres => "BEGIN; SET LOCAL lock_timeout = '5s'",
             Dialect::Sqlite => "BEGIN IMMEDIATE",
         }
     }
 
+    /// Locks the session row (alias `s`) of a join.
     fn lock_row(self) -> &'static str {
         match self {
-            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Postgres => " FOR UPDATE OF s",
             Dialect::Sqlite => "",
         }
     }
@@ -79,7 +82,7 @@ pub struct SqlStore {
 
 const MODEL_COLUMNS: &str = "name, spec, prior_mean, prior_cov, bank_version, created_ms";
 const SESSION_COLUMNS: &str = "id, user_id, model, token_hash, status, stop_reason, settings, mean, cov, version, answers, question, created_ms, updated_ms";
-const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, response, created_ms";
+const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, created_ms";
 const KEY_COLUMNS: &str = "id, name, role, key_hash, created_ms, revoked_ms";
 const PROFILE_COLUMNS: &str =
     "user_id, model, session_id, status, mean, cov, version, answers, updated_ms";
@@ -90,7 +93,7 @@ impl SqlStore {
     pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::from_url(url).ok_or_else(|| {
-            StoreError::Unavailable(format!(
+            StoreError::Misconfigured(format!(
                 "unsupported database URL scheme in '{}'",
                 redact(url)
             ))
@@ -113,7 +116,9 @@ impl SqlStore {
                 })
             });
         }
-        let pool = options.connect_lazy(&url)?;
+        let pool = options
+            .connect_lazy(&url)
+            .map_err(|e| StoreError::Misconfigured(format!("database URL: {e}")))?;
         Ok(Self { pool, dialect })
     }
 
@@ -128,10 +133,10 @@ impl SqlStore {
             Dialect::Postgres => sqlx::migrate!("./migrations/postgres"),
             Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
         };
-        migrator
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+        migrator.run(&self.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => e.into(),
+            other => StoreError::Misconfigured(format!("migration failed: {other}")),
+        })
     }
 
     pub async fn close(&self) {
@@ -139,125 +144,246 @@ impl SqlStore {
     }
 }
 
-impl SqlStore {
-    /// The body of [`Store::mutate_session`]: one write transaction with the session row locked.
-    async fn locked_mutation(
-        &self,
-        id: &str,
-        idempotency: Option<&Idempotency>,
-        mutate: Mutator<'_>,
-    ) -> Result<Mutation, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin_write())
-            .await
-            .map_err(|e| classify(e, "session"))?;
-        if self.dialect == Dialect::Postgres {
-            // Fail fast rather than queue behind a stuck writer of the same session.
-            tx.execute("SET LOCAL lock_timeout = '5s'")
-                .await
-                .map_err(|e| classify(e, "session"))?;
-        }
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1{}",
-            self.dialect.lock_row()
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| classify(e, "session"))?
-            .ok_or_else(|| StoreError::NotFound(format!("session '{id}'")))?;
-        let session = session_from_row(&row)?;
+/// A session row locked in an open write transaction.
+struct SqlSessionLock {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    dialect: Dialect,
+    session: SessionRecord,
+    bank_version: i64,
+    started: std::time::Instant,
+}
 
+/// A value bound to a statement whose parameters are assembled at run time.
+enum Arg {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    OptFloat(Option<f64>),
+    Bytes(Vec<u8>),
+}
+
+/// One statement with its parameters `$1…$n`.
+struct Statement {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+impl Statement {
+    fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+        bind_all(
+            sqlx::query(sqlx::AssertSqlSafe(self.sql.as_str())),
+            &self.args,
+        )
+    }
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    args: &'q [Arg],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for arg in args {
+        query = match arg {
+            Arg::Text(v) => query.bind(v.as_str()),
+            Arg::OptText(v) => query.bind(v.as_deref()),
+            Arg::Int(v) => query.bind(*v),
+            Arg::OptFloat(v) => query.bind(*v),
+            Arg::Bytes(v) => query.bind(v.as_slice()),
+        };
+    }
+    query
+}
+
+/// Renumbers the parameters `$k` of `sql` to `$(k + offset)`.
+fn shift_params(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '$' {
+            let mut digits = String::new();
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                digits.push(*d);
+                chars.next();
+            }
+            if let Ok(k) = digits.parse::<usize>() {
+                out.push_str(&(k + offset).to_string());
+            } else {
+                out.push_str(&digits);
+            }
+        }
+    }
+    out
+}
+
+impl SqlSessionLock {
+    /// The statements of a commit: the session update first (its row count tells whether the
+    /// version still matched), then the answer and the profile.
+    fn statements(&self, commit: &SessionCommit) -> Vec<Statement> {
+        let s = &commit.session;
+        let mut statements = vec![Statement {
+            sql: "UPDATE sessions SET status = $2, stop_reason = $3, mean = $4, cov = $5, version = $6, answers = $7, question = $8, updated_ms = $9 WHERE id = $1 AND version = $10".into(),
+            args: vec![
+                Arg::Text(s.id.clone()),
+                Arg::Text(s.status.as_str().into()),
+                Arg::OptText(s.stop_reason.map(|r| r.as_str().into())),
+                Arg::Bytes(encode_vector(&s.mean)),
+                Arg::Bytes(encode_symmetric(&s.cov)),
+                Arg::Int(s.version),
+                Arg::Int(s.answers),
+                Arg::OptText(s.question.as_ref().map(json_text)),
+                Arg::Int(s.updated_ms),
+                Arg::Int(self.session.version),
+            ],
+        }];
+        if let Some(AnswerCommit { row: a, response }) = &commit.answer {
+            statements.push(Statement {
+                sql: format!(
+                    "INSERT INTO answers (session_id, user_id, {ANSWER_COLUMNS}, response) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                ),
+                args: vec![
+                    Arg::Text(s.id.clone()),
+                    Arg::Text(s.user_id.clone()),
+                    Arg::Int(a.seq),
+                    Arg::Text(a.item_a.clone()),
+                    Arg::Text(a.item_b.clone()),
+                    Arg::Text(text_of(&a.choice)),
+                    Arg::OptFloat(a.log_evidence),
+                    Arg::Bytes(encode_vector(&a.direction)),
+                    Arg::OptText(a.idempotency_key.clone()),
+                    Arg::Text(a.request_hash.clone()),
+                    Arg::Int(a.created_ms),
+                    Arg::Text(response.clone()),
+                ],
+            });
+        }
+        if let Some(p) = &commit.profile {
+            statements.push(Statement {
+                sql: format!(
+                    "INSERT INTO profiles ({PROFILE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT (user_id, model) DO UPDATE SET session_id = excluded.session_id, status = excluded.status, \
+                     mean = excluded.mean, cov = excluded.cov, version = profiles.version + 1, answers = excluded.answers, updated_ms = excluded.updated_ms"
+                ),
+                args: vec![
+                    Arg::Text(p.user_id.clone()),
+                    Arg::Text(p.model.clone()),
+                    Arg::Text(p.session_id.clone()),
+                    Arg::Text(p.status.as_str().into()),
+                    Arg::Bytes(encode_vector(&p.mean)),
+                    Arg::Bytes(encode_symmetric(&p.cov)),
+                    Arg::Int(p.version),
+                    Arg::Int(p.answers),
+                    Arg::Int(p.updated_ms),
+                ],
+            });
+        }
+        statements
+    }
+}
+
+/// PostgreSQL runs the statements of a commit as one: the inserts become data-modifying CTEs of
+/// the session update, so a commit is one round trip however many rows it writes.
+fn merge_statements(statements: Vec<Statement>) -> Statement {
+    let mut statements = statements.into_iter();
+    let head = statements.next().expect("a commit updates the session");
+    let mut ctes = Vec::new();
+    let mut args = Vec::new();
+    for (i, statement) in statements.enumerate() {
+        ctes.push(format!(
+            "w{i} AS ({})",
+            shift_params(&statement.sql, args.len())
+        ));
+        args.extend(statement.args);
+    }
+    if ctes.is_empty() {
+        return head;
+    }
+    let sql = format!(
+        "WITH {} {}",
+        ctes.join(", "),
+        shift_params(&head.sql, args.len())
+    );
+    args.extend(head.args);
+    Statement { sql, args }
+}
+
+#[async_trait]
+impl SessionLock for SqlSessionLock {
+    fn session(&self) -> &SessionRecord {
+        &self.session
+    }
+
+    fn bank_version(&self) -> i64 {
+        self.bank_version
+    }
+
+    async fn stored_reply(
+        &mut self,
+        idempotency_key: &str,
+    ) -> Result<Option<StoredReply>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_hash, response FROM answers WHERE session_id = $1 AND idempotency_key = $2",
+        )
+        .bind(&self.session.id)
+        .bind(idempotency_key)
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(|e| classify(e, "answer"))?;
+        row.map(|row| {
+            Ok(StoredReply {
+                request_hash: row.try_get("request_hash")?,
+                body: row.try_get("response")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn answers(&mut self) -> Result<Vec<AnswerRow>, StoreError> {
         let sql =
             format!("SELECT {ANSWER_COLUMNS} FROM answers WHERE session_id = $1 ORDER BY seq");
-        let answers: Vec<AnswerRow> = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_all(&mut *tx)
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&self.session.id)
+            .fetch_all(&mut *self.tx)
             .await
             .map_err(|e| classify(e, "answers"))?
             .iter()
             .map(answer_from_row)
-            .collect::<Result<_, _>>()?;
-        if let Some(key) = idempotency
-            && let Some(seen) = answers
-                .iter()
-                .find(|a| a.idempotency_key.as_deref() == Some(key.key.as_str()))
-        {
-            return if seen.request_hash == key.request_hash {
-                Ok(Mutation::Replayed(seen.response.clone()))
-            } else {
-                Err(StoreError::KeyReused)
-            };
-        }
+            .collect()
+    }
 
-        let commit = mutate(&session, &answers).map_err(StoreError::Rejected)?;
-        if let Some(answer) = &commit.answer {
-            let sql = format!(
-                "INSERT INTO answers (session_id, user_id, {ANSWER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .bind(&session.user_id)
-                .bind(answer.seq)
-                .bind(&answer.item_a)
-                .bind(&answer.item_b)
-                .bind(text_of(&answer.choice))
-                .bind(answer.log_evidence)
-                .bind(encode_vector(&answer.direction))
-                .bind(answer.idempotency_key.clone())
-                .bind(&answer.request_hash)
-                .bind(commit.response.to_string())
-                .bind(answer.created_ms)
-                .execute(&mut *tx)
+    async fn commit(mut self: Box<Self>, commit: &SessionCommit) -> Result<(), StoreError> {
+        if commit.session.version != self.session.version + 1 {
+            return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                "a commit must advance the session from version {} to {}, not {}",
+                self.session.version,
+                self.session.version + 1,
+                commit.session.version
+            ))));
+        }
+        let statements = self.statements(commit);
+        let statements = match self.dialect {
+            Dialect::Postgres => vec![merge_statements(statements)],
+            Dialect::Sqlite => statements,
+        };
+        let mut session_updated = 0;
+        for (i, statement) in statements.iter().enumerate() {
+            let done = statement
+                .query()
+                .execute(&mut *self.tx)
                 .await
                 .map_err(|e| classify(e, "answer"))?;
+            if i == 0 {
+                session_updated = done.rows_affected();
+            }
         }
-        let s = &commit.session;
-        let updated = sqlx::query(
-            "UPDATE sessions SET status = $2, stop_reason = $3, mean = $4, cov = $5, version = $6, answers = $7, question = $8, updated_ms = $9 WHERE id = $1 AND version = $10",
-        )
-        .bind(id)
-        .bind(s.status.as_str())
-        .bind(s.stop_reason.map(|r| r.as_str()))
-        .bind(encode_vector(&s.mean))
-        .bind(encode_symmetric(&s.cov))
-        .bind(s.version)
-        .bind(s.answers)
-        .bind(s.question.as_ref().map(json_text))
-        .bind(s.updated_ms)
-        .bind(session.version)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| classify(e, "session"))?;
-        if updated.rows_affected() != 1 {
+        if session_updated != 1 {
             return Err(StoreError::Unavailable(
                 "the session changed during the update".into(),
             ));
         }
-        if let Some(p) = &commit.profile {
-            let sql = format!(
-                "INSERT INTO profiles ({PROFILE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (user_id, model) DO UPDATE SET session_id = excluded.session_id, status = excluded.status, \
-                 mean = excluded.mean, cov = excluded.cov, version = profiles.version + 1, answers = excluded.answers, updated_ms = excluded.updated_ms"
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&p.user_id)
-                .bind(&p.model)
-                .bind(&p.session_id)
-                .bind(p.status.as_str())
-                .bind(encode_vector(&p.mean))
-                .bind(encode_symmetric(&p.cov))
-                .bind(p.version)
-                .bind(p.answers)
-                .bind(p.updated_ms)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| classify(e, "profile"))?;
-        }
-        tx.commit().await.map_err(|e| classify(e, "session"))?;
-        Ok(Mutation::Applied(commit.response))
+        self.tx.commit().await.map_err(|e| classify(e, "session"))?;
+        metrics::histogram!("elicit_store_transaction_duration_seconds", "op" => "session")
+            .record(self.started.elapsed().as_secs_f64());
+        Ok(())
     }
 }
 
@@ -277,7 +403,7 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
         .trim_start_matches("sqlite:");
     let file = path.split('?').next().unwrap_or_default();
     if file.is_empty() || file == ":memory:" {
-        return Err(StoreError::Unavailable(
+        return Err(StoreError::Misconfigured(
             "the embedded store needs a file path (sqlite://path/to/file.db)".into(),
         ));
     }
@@ -286,7 +412,7 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
         .filter(|d| !d.as_os_str().is_empty())
     {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            StoreError::Misconfigured(format!("cannot create {}: {e}", dir.display()))
         })?;
     }
     let separator = if path.contains('?') { '&' } else { '?' };
@@ -324,7 +450,7 @@ fn item_from_row(row: &AnyRow) -> Result<ItemRecord, StoreError> {
 
 fn status_from(text: String) -> Result<SessionStatus, StoreError> {
     SessionStatus::parse(&text)
-        .ok_or_else(|| StoreError::Unavailable(format!("corrupt row: unknown status '{text}'")))
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown status '{text}'")))
 }
 
 fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
@@ -360,7 +486,6 @@ fn answer_from_row(row: &AnyRow) -> Result<AnswerRow, StoreError> {
         direction: decode_vector(&row.try_get::<Vec<u8>, _>("direction")?)?,
         idempotency_key: row.try_get("idempotency_key")?,
         request_hash: row.try_get("request_hash")?,
-        response: serde_json::from_str(&row.try_get::<String, _>("response")?)?,
         created_ms: row.try_get("created_ms")?,
     })
 }
@@ -397,25 +522,43 @@ fn text_of<T: Serialize>(value: &T) -> String {
     }
 }
 
-/// Unique-constraint violations are conflicts; pool exhaustion and lost connections are
-/// "unavailable" (a client may retry); everything else is a database error.
+/// Unique-constraint violations are conflicts (of `what`); everything else as [`From`] says.
 fn classify(error: sqlx::Error, what: &str) -> StoreError {
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(what.to_string())
         }
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            StoreError::Unavailable(error.to_string())
+        _ => error.into(),
+    }
+}
+
+/// Lost connections, pool exhaustion, lock timeouts, deadlocks, serialisation failures and a busy
+/// SQLite are "unavailable" (a client may retry); undecodable values are corrupt rows; anything
+/// else is a database error.
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.to_string()),
+            sqlx::Error::Database(db)
+                if matches!(
+                    db.code().as_deref(),
+                    // deadlock, lock timeout, serialisation failure, admin shutdown, crash
+                    // shutdown, cannot connect now, SQLite busy and locked
+                    Some("40P01" | "55P03" | "40001" | "57P01" | "57P02" | "57P03" | "5" | "6")
+                ) =>
+            {
+                StoreError::Unavailable(error.to_string())
+            }
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(error.to_string()),
+            _ => StoreError::Database(error),
         }
-        sqlx::Error::Database(db)
-            if matches!(
-                db.code().as_deref(),
-                Some("40P01" | "55P03" | "40001" | "5" | "6")
-            ) =>
-        {
-            StoreError::Unavailable(error.to_string())
-        }
-        _ => StoreError::Database(error),
     }
 }
 
@@ -627,17 +770,35 @@ impl Store for SqlStore {
         rows.iter().map(answer_from_row).collect()
     }
 
-    async fn mutate_session(
-        &self,
-        id: &str,
-        idempotency: Option<&Idempotency>,
-        mutate: Mutator<'_>,
-    ) -> Result<Mutation, StoreError> {
+    async fn lock_session(&self, id: &str) -> Result<Box<dyn SessionLock>, StoreError> {
         let started = std::time::Instant::now();
-        let result = self.locked_mutation(id, idempotency, mutate).await;
-        metrics::histogram!("elicit_store_transaction_duration_seconds", "op" => "mutate_session")
-            .record(started.elapsed().as_secs_f64());
-        result
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin_write())
+            .await
+            .map_err(|e| classify(e, "session"))?;
+        let columns: Vec<String> = SESSION_COLUMNS
+            .split(", ")
+            .map(|c| format!("s.{c}"))
+            .collect();
+        let sql = format!(
+            "SELECT {}, m.bank_version FROM sessions s JOIN models m ON m.name = s.model WHERE s.id = $1{}",
+            columns.join(", "),
+            self.dialect.lock_row()
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "session"))?
+            .ok_or_else(|| StoreError::NotFound(format!("session '{id}'")))?;
+        Ok(Box::new(SqlSessionLock {
+            session: session_from_row(&row)?,
+            bank_version: row.try_get("bank_version")?,
+            tx,
+            dialect: self.dialect,
+            started,
+        }))
     }
 
     async fn get_profile(

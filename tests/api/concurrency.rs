@@ -2,7 +2,10 @@
 
 use serde_json::json;
 
-use crate::harness::{Backend, TestDatabase, TestServer, assert_problem};
+use crate::harness::{
+    Backend, TestDatabase, TestServer, assert_problem, posterior_distance, question_item,
+    replayed_posterior,
+};
 
 async fn session(server: &TestServer) -> (String, String) {
     server.create_model_with_items("m", 2, 20, 4).await;
@@ -37,6 +40,89 @@ async fn replayed_keys_return_the_first_response(backend: Backend) {
     assert_eq!(s["answers"], 1);
     assert_eq!(s["version"], 2);
     server.stop().await;
+}
+
+/// A replay is the first response byte for byte (no re-serialisation), covariance included when
+/// the first request asked for it; without asking, the answer response leaves the covariance out.
+async fn a_replay_is_byte_identical(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let (id, q) = session(&server).await;
+    let post = |key: &'static str, question: String, query: &'static str| {
+        server
+            .client
+            .post(server.url(&format!("/v1/sessions/{id}/answers{query}")))
+            .header("Idempotency-Key", key)
+            .json(&json!({"question_id": question, "choice": "a"}))
+            .send()
+    };
+    let first = post("b-1", q.clone(), "?covariance=true").await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "application/json");
+    let first = first.bytes().await.unwrap();
+    let replay = post("b-1", q.clone(), "").await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.headers()["etag"], "\"2\"");
+    assert_eq!(replay.bytes().await.unwrap(), first);
+    let body: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(body["posterior"]["cov"].as_array().unwrap().len(), 2);
+    let next = body["question"]["id"].as_str().unwrap().to_string();
+    let small: serde_json::Value = post("b-2", next, "").await.unwrap().json().await.unwrap();
+    assert!(small["posterior"].get("cov").is_none(), "{small}");
+    assert_eq!(small["posterior"]["sd"].as_array().unwrap().len(), 2);
+    assert!(small["bits"].as_f64().unwrap() > 0.0);
+    server.stop().await;
+}
+
+/// Two replicas on one database answer one session in turns: each answer is a run-cache miss on
+/// the replica that did not take the previous one, and the result must be what a single engine
+/// reaches by replaying the log.
+async fn replicas_take_turns_on_one_session(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let replicas = [TestServer::start(&db).await, TestServer::start(&db).await];
+    let features = replicas[0].create_model_with_items("m", 3, 30, 9).await;
+    let lambda = [1.0, -0.5, 0.3];
+    let (status, created) = replicas[1]
+        .post(
+            "/v1/sessions",
+            &json!({"model": "m", "user_id": "u", "max_questions": 12}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut question = created["question"].clone();
+    let mut log = Vec::new();
+    for n in 0..12 {
+        let (this, other) = (&replicas[n % 2], &replicas[(n + 1) % 2]);
+        let (choice, body) = this
+            .answer_truthfully(&id, &question, &features, &lambda, &format!("k{n}"))
+            .await;
+        log.push((
+            question_item(&question, 0),
+            question_item(&question, 1),
+            choice,
+        ));
+        let (_, current) = other.get(&format!("/v1/sessions/{id}/question")).await;
+        assert_eq!(current["question"], body["question"]);
+        question = body["question"].clone();
+        if question.is_null() {
+            break;
+        }
+    }
+    assert_eq!(log.len(), 12);
+    for replica in &replicas {
+        let (_, session) = replica.get(&format!("/v1/sessions/{id}")).await;
+        assert_eq!(session["answers"], 12);
+        let distance =
+            posterior_distance(&session["posterior"], &replayed_posterior(&features, &log));
+        assert!(
+            distance < 1e-9,
+            "stored posterior is {distance} from the replay"
+        );
+    }
+    for replica in replicas {
+        replica.stop().await;
+    }
 }
 
 async fn if_match_guards_the_version(backend: Backend) {
@@ -122,6 +208,8 @@ async fn a_question_about_a_deleted_item_is_replaced(backend: Backend) {
 
 crate::on_both_stores!(
     replayed_keys_return_the_first_response,
+    a_replay_is_byte_identical,
+    replicas_take_turns_on_one_session,
     if_match_guards_the_version,
     concurrent_answers_apply_exactly_once,
     a_question_about_a_deleted_item_is_replaced

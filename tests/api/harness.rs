@@ -325,14 +325,7 @@ pub fn random_features(items: usize, dims: usize, seed: u64) -> Vec<Vec<f64>> {
 
 /// The answer a noiseless user with coefficients `lambda` gives to the session's current question.
 pub fn truthful_choice(question: &Value, features: &[Vec<f64>], lambda: &[f64]) -> &'static str {
-    let index = |k: usize| -> usize {
-        question["items"][k]["id"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("item-")
-            .parse()
-            .unwrap()
-    };
+    let index = |k: usize| question_item(question, k);
     let reward = |i: usize| {
         features[i]
             .iter()
@@ -360,4 +353,60 @@ pub fn assert_problem(status: u16, body: &Value, expected_status: u16, kind: &st
         body["detail"].as_str().is_some_and(|d| !d.is_empty()),
         "{body}"
     );
+}
+
+/// The bank index of the `k`-th item of a question (items are named `item-<index>`).
+pub fn question_item(question: &Value, k: usize) -> usize {
+    question["items"][k]["id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("item-")
+        .parse()
+        .unwrap()
+}
+
+/// The posterior the engine reaches from a default model's prior (isotropic, unit variance;
+/// default noise and update method) by replaying `(a, b, choice)` answers in order: what every
+/// stored posterior must equal.
+pub fn replayed_posterior(
+    features: &[Vec<f64>],
+    answers: &[(usize, usize, &str)],
+) -> elicit::model::Posterior {
+    use elicit::model::{Bank, Choice, Elicitation, ElicitationConfig, Posterior, select::Pair};
+    let dims = features[0].len();
+    let matrix = nalgebra::DMatrix::from_fn(dims, features.len(), |d, i| features[i][d]);
+    let bank = Bank::ungrouped(matrix).unwrap();
+    let log: Vec<(Pair, Choice)> = answers
+        .iter()
+        .map(|&(a, b, choice)| {
+            let choice = serde_json::from_value(json!(choice)).unwrap();
+            (Pair { a, b }, choice)
+        })
+        .collect();
+    let config = ElicitationConfig {
+        stopping: elicit::model::StoppingRule {
+            max_questions: usize::MAX,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let prior = Posterior::isotropic(dims, 1.0).unwrap();
+    Elicitation::replay(&bank, prior, config, None, &log)
+        .unwrap()
+        .posterior()
+        .clone()
+}
+
+/// Largest absolute difference between a JSON posterior view and an engine posterior.
+pub fn posterior_distance(view: &Value, posterior: &elicit::model::Posterior) -> f64 {
+    let mean = view["mean"].as_array().unwrap();
+    let cov = view["cov"].as_array().unwrap();
+    let mut worst: f64 = 0.0;
+    for (i, m) in mean.iter().enumerate() {
+        worst = worst.max((m.as_f64().unwrap() - posterior.mean()[i]).abs());
+        for (j, c) in cov[i].as_array().unwrap().iter().enumerate() {
+            worst = worst.max((c.as_f64().unwrap() - posterior.cov()[(i, j)]).abs());
+        }
+    }
+    worst
 }

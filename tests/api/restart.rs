@@ -92,9 +92,8 @@ async fn a_damaged_posterior_is_rebuilt_from_the_log(backend: Backend) {
     let server = TestServer::start(&db).await;
     let features = server.create_model_with_items("m", 3, 30, 11).await;
     let lambda = [0.5, -1.0, 1.0];
-    let Onboarded {
-        id, question, last, ..
-    } = onboard(&server, &features, &lambda, 4).await;
+    let Onboarded { id, question, .. } = onboard(&server, &features, &lambda, 4).await;
+    let (_, last) = server.get(&format!("/v1/sessions/{id}")).await;
     // Overwrite the cached covariance with a matrix that is not positive definite.
     sqlx::any::install_default_drivers();
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)

@@ -3,9 +3,9 @@
 use elicit::model::{Choice, NoiseModel, Strategy, UpdateMethod};
 use elicit::store::sql::PoolSettings;
 use elicit::store::{
-    AnswerRow, ApiKeyRecord, Idempotency, ItemRecord, ModelRecord, ModelSpec, Mutation,
-    ProfileRecord, SessionCommit, SessionRecord, SessionSettings, SessionStatus, SqlStore, Store,
-    StoreError,
+    AnswerCommit, AnswerRow, ApiKeyRecord, ItemRecord, ModelRecord, ModelSpec, ProfileRecord,
+    SessionCommit, SessionRecord, SessionSettings, SessionStatus, SqlStore, Store, StoreError,
+    StoredReply,
 };
 use nalgebra::{DMatrix, DVector};
 use serde_json::json;
@@ -84,7 +84,6 @@ fn append(current: &SessionRecord, key: Option<&str>) -> SessionCommit {
         direction: DVector::from_vec(vec![1.0, 2.0]),
         idempotency_key: key.map(str::to_string),
         request_hash: "h1".into(),
-        response: json!(null),
         created_ms: 2,
     };
     SessionCommit {
@@ -99,8 +98,10 @@ fn append(current: &SessionRecord, key: Option<&str>) -> SessionCommit {
             answers: next.answers,
             updated_ms: 2,
         }),
-        response: json!({"answers": next.answers}),
-        answer: Some(answer),
+        answer: Some(AnswerCommit {
+            row: answer,
+            response: format!("{{\"answers\": {}}}", next.answers),
+        }),
         session: next,
     }
 }
@@ -158,52 +159,47 @@ async fn session_mutations(backend: Backend) {
         Some("s1")
     );
 
-    let key = Idempotency {
-        key: "k".into(),
-        request_hash: "h1".into(),
-    };
-    let applied = store
-        .mutate_session("s1", Some(&key), &|s, _| Ok(append(s, Some("k"))))
-        .await
-        .unwrap();
-    assert_eq!(applied, Mutation::Applied(json!({"answers": 1})));
-    // The same key replays without running the mutator; another request hash is refused.
-    let replayed = store
-        .mutate_session("s1", Some(&key), &|_, _| panic!("must not run"))
-        .await
-        .unwrap();
-    assert_eq!(replayed, Mutation::Replayed(json!({"answers": 1})));
-    let other = Idempotency {
-        key: "k".into(),
-        request_hash: "h2".into(),
-    };
-    assert!(matches!(
-        store
-            .mutate_session("s1", Some(&other), &|_, _| panic!("must not run"))
-            .await,
-        Err(StoreError::KeyReused)
-    ));
-    // A rejection rolls everything back.
-    let rejected = store
-        .mutate_session("s1", None, &|_, _| Err("no".into()))
-        .await;
-    assert!(matches!(rejected, Err(StoreError::Rejected(_))));
+    // Lock, commit an answer with a key; the stored reply is found by the key, byte for byte.
+    let mut lock = store.lock_session("s1").await.unwrap();
+    assert_eq!(lock.bank_version(), 0);
+    assert!(lock.stored_reply("k").await.unwrap().is_none());
+    let commit = append(lock.session(), Some("k"));
+    lock.commit(&commit).await.unwrap();
+    let mut lock = store.lock_session("s1").await.unwrap();
+    assert_eq!(
+        lock.stored_reply("k").await.unwrap(),
+        Some(StoredReply {
+            request_hash: "h1".into(),
+            body: "{\"answers\": 1}".into()
+        })
+    );
+    assert!(lock.stored_reply("other").await.unwrap().is_none());
+    // A dropped lock rolls back: nothing of an uncommitted change is visible.
+    drop(lock);
     let s = store.get_session("s1").await.unwrap().unwrap();
     assert_eq!((s.version, s.answers, s.mean[0]), (2, 1, 1.0));
     let log = store.session_answers("s1").await.unwrap();
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].direction, DVector::from_vec(vec![1.0, 2.0]));
-    assert_eq!(log[0].response, json!({"answers": 1}));
-    // The mutator sees the log; the profile is upserted with a growing version.
-    store
-        .mutate_session("s1", None, &|s, answers| {
-            assert_eq!(answers.len(), 1);
-            let mut commit = append(s, None);
-            commit.answer.as_mut().unwrap().seq = 2;
-            Ok(commit)
-        })
-        .await
-        .unwrap();
+    // A commit that does not advance the version by one, or reuses a key, is refused whole.
+    let lock = store.lock_session("s1").await.unwrap();
+    let mut stale = append(lock.session(), Some("k"));
+    stale.answer.as_mut().unwrap().row.seq = 2;
+    assert!(matches!(
+        lock.commit(&stale).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.get_session("s1").await.unwrap().unwrap().version, 2);
+    assert!(matches!(
+        store.lock_session("nope").await.err(),
+        Some(StoreError::NotFound(_))
+    ));
+    // The lock sees the log; the profile is upserted with a growing version.
+    let mut lock = store.lock_session("s1").await.unwrap();
+    assert_eq!(lock.answers().await.unwrap().len(), 1);
+    let mut commit = append(lock.session(), None);
+    commit.answer.as_mut().unwrap().row.seq = 2;
+    lock.commit(&commit).await.unwrap();
     let profile = store.get_profile("u", "m").await.unwrap().unwrap();
     assert_eq!((profile.version, profile.answers), (2, 2));
     assert_eq!(
