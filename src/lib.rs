@@ -6,8 +6,11 @@
 //! * [`http`]: the REST API (axum), problem+json errors.
 //! * [`app`]: configuration, telemetry, start-up and shutdown.
 //! * [`sim`]: simulated users for `elicit simulate`.
+//! * [`eval`]: offline evaluation on real users' ratings (`elicit eval`).
+//! * [`bench`]: a load generator against a running server (`elicit bench`).
 
 pub mod app;
+pub mod bench;
 pub mod eval;
 pub mod http;
 pub mod model;

@@ -1,4 +1,4 @@
-//! The `elicit` command line: `serve`, `migrate`, `simulate`, `eval`.
+//! The `elicit` command line: `serve`, `migrate`, `simulate`, `eval`, `bench`.
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +34,44 @@ enum Command {
     Simulate(SimulateArgs),
     /// Evaluate question selection on real users' ratings: learning curves, ceiling, baseline.
     Eval(EvalArgs),
+    /// Load a running server: onboarding sessions and scoring; answers/s, scores/s, latency.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    target: String,
+    /// An admin key (the bench creates and finally deletes its own model).
+    #[arg(long, env = "ELICIT_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Seconds of each phase (onboarding, then scoring).
+    #[arg(long, default_value_t = 8.0)]
+    seconds: f64,
+    /// Items in the bench model's bank.
+    #[arg(long, default_value_t = 40)]
+    bank: usize,
+    /// Dimensions J of the bench model.
+    #[arg(long, default_value_t = 16)]
+    dims: usize,
+    /// Questions per session.
+    #[arg(long, default_value_t = 10)]
+    questions: usize,
+    /// Candidates per scoring request.
+    #[arg(long, default_value_t = 100)]
+    candidates: usize,
+    /// Aim at this many answers per second in total (default: as fast as the server goes).
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -131,6 +169,9 @@ struct SimulateArgs {
     json: bool,
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
@@ -138,7 +179,30 @@ fn main() -> anyhow::Result<()> {
         Command::Migrate => runtime()?.block_on(migrate()),
         Command::Simulate(args) => simulate(args),
         Command::Eval(args) => evaluate(args),
+        Command::Bench(args) => runtime()?.block_on(bench(args)),
     }
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let options = elicit::bench::BenchOptions {
+        target: args.target,
+        api_key: args.api_key,
+        clients: args.clients,
+        seconds: args.seconds,
+        bank: args.bank,
+        dims: args.dims,
+        questions: args.questions,
+        candidates: args.candidates,
+        rate: args.rate,
+        seed: args.seed,
+    };
+    let report = elicit::bench::run(&options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", elicit::bench::table(&report));
+    }
+    Ok(())
 }
 
 fn evaluate(args: EvalArgs) -> anyhow::Result<()> {

@@ -12,8 +12,8 @@ use super::extract::{Json, Path, Query};
 #[allow(unused_imports)] // the response types are named only in the OpenAPI annotations
 use crate::service::dto::{
     AnswerIn, AnswerView, CreateModel, CreateSession, CurrentQuestion, Erased, ItemsPage,
-    ModelList, ModelView, ProfileView, ScoreRequest, ScoreResponse, SessionCreated, SessionView,
-    UpsertItems, UpsertResult,
+    ModelErased, ModelList, ModelView, ProfileView, ScoreRequest, ScoreResponse, SessionCreated,
+    SessionView, UpsertItems, UpsertResult,
 };
 #[allow(unused_imports)]
 use crate::service::keys::{CreateKey, KeyCreated, KeyList};
@@ -49,6 +49,15 @@ pub async fn get_model(
     Path(model): Path<String>,
 ) -> Result<impl IntoResponse> {
     Ok(axum::Json(service.get_model(&model).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/models/{model}", tag = "models", params(("model" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = ModelErased), (status = 404, body = Problem)))]
+pub async fn delete_model(
+    State(service): State<Service>,
+    Path(model): Path<String>,
+) -> Result<impl IntoResponse> {
+    Ok(axum::Json(service.delete_model(&model).await?))
 }
 
 #[utoipa::path(put, path = "/v1/models/{model}/items", tag = "models", params(("model" = String, Path)), request_body = UpsertItems, security(("bearer" = [])),

@@ -67,7 +67,10 @@ pub fn router(service: Service, limits: Limits) -> Router {
             "/v1/models",
             post(handlers::create_model).get(handlers::list_models),
         )
-        .route("/v1/models/{model}", get(handlers::get_model))
+        .route(
+            "/v1/models/{model}",
+            get(handlers::get_model).delete(handlers::delete_model),
+        )
         .route(
             "/v1/models/{model}/items/{item}",
             delete(handlers::delete_item),

@@ -8,7 +8,7 @@ use nalgebra::DMatrix;
 
 use super::ServiceError;
 use crate::model::Bank;
-use crate::store::{ModelRecord, Store};
+use crate::store::{BankStamp, ModelRecord, Store};
 
 /// A model's bank with the id ↔ index maps the service needs, and the model it belongs to (a
 /// model's dimensions, noise and prior never change, so a cached bank also caches its model).
@@ -40,7 +40,7 @@ impl BankCache {
         store: &dyn Store,
         model: &ModelRecord,
     ) -> Result<Arc<LoadedBank>, ServiceError> {
-        if let Some(bank) = self.cached(&model.name, model.bank_version) {
+        if let Some(bank) = self.cached(&model.name, model.bank_stamp()) {
             return Ok(bank);
         }
         let (version, items) = store.load_bank(&model.name).await?;
@@ -84,13 +84,18 @@ impl BankCache {
         Ok(loaded)
     }
 
-    /// The cached bank of `model` if it is at least at `version`.
-    pub fn cached(&self, model: &str, version: i64) -> Option<Arc<LoadedBank>> {
+    /// The cached bank of `model` if it is of the same model and at least at the stamp's version.
+    pub fn cached(&self, model: &str, stamp: BankStamp) -> Option<Arc<LoadedBank>> {
         self.banks
             .lock()
             .expect("bank cache lock")
             .get(model)
-            .filter(|b| b.version >= version)
+            .filter(|b| b.model.created_ms == stamp.model_created_ms && b.version >= stamp.version)
             .cloned()
+    }
+
+    /// Forgets a deleted model's bank.
+    pub fn forget(&self, model: &str) {
+        self.banks.lock().expect("bank cache lock").remove(model);
     }
 }

@@ -287,6 +287,13 @@ pub struct ScoreResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ModelErased {
+    pub model: String,
+    /// Rows removed: the model, its items, sessions, answers and profiles.
+    pub rows_removed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Erased {
     pub user_id: String,
     pub rows_removed: u64,

@@ -59,6 +59,9 @@ impl From<StoreError> for ServiceError {
             StoreError::Conflict(what) => Self::AlreadyExists(what),
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::Changed => {
+                Self::Unavailable("the session changed under a concurrent request; retry".into())
+            }
             other @ (StoreError::Corrupt(_)
             | StoreError::Misconfigured(_)
             | StoreError::Database(_)) => Self::Internal(other.to_string()),

@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use nalgebra::{DMatrix, DVector};
 
 use super::dto::{
-    CreateModel, ItemIn, ItemsPage, ModelList, ModelView, PriorSpec, UpsertItems, UpsertResult,
+    CreateModel, ItemIn, ItemsPage, ModelErased, ModelList, ModelView, PriorSpec, UpsertItems,
+    UpsertResult,
 };
 use super::limits::{MAX_ID_LEN, MAX_ITEMS_PER_UPSERT, MAX_MODEL_NAME_LEN, MAX_PAGE};
 use super::{Service, ServiceError, check_features, check_id};
@@ -140,6 +141,16 @@ impl Service {
                 })
                 .collect(),
             next_after,
+        })
+    }
+
+    /// Deletes a model and everything of it: items, sessions, answers, profiles.
+    pub async fn delete_model(&self, name: &str) -> Result<ModelErased, ServiceError> {
+        let rows_removed = self.store.delete_model(name).await?;
+        self.banks.forget(name);
+        Ok(ModelErased {
+            model: name.to_string(),
+            rows_removed,
         })
     }
 

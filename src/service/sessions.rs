@@ -22,15 +22,48 @@ use crate::model::select::Pair;
 use crate::model::{Elicitation, ElicitationConfig, Posterior, StopReason, StoppingRule};
 use crate::store::{
     AnswerCommit, AnswerRow, ModelRecord, ProfileRecord, QuestionRecord, SessionCommit,
-    SessionLock, SessionRecord, SessionSettings, SessionStatus, now_ms,
+    SessionRecord, SessionSettings, SessionStatus, SessionUpdate, StoreError, now_ms,
 };
 
 /// Questions expected to yield less than this stop the session early.
 const MIN_INFORMATION_BITS: f64 = 0.01;
 const DEFAULT_MAX_QUESTIONS: usize = 15;
 
-/// How many times an answer re-takes the session lock after refreshing a stale bank.
-const LOCK_ATTEMPTS: usize = 3;
+/// How many times a change to a session is computed again after another commit overtook it (or
+/// its model's bank changed while it was read).
+const COMMIT_ATTEMPTS: usize = 5;
+
+/// Awaits an attempt (a future of `Result<Option<T>, ServiceError>`, `None` when another commit
+/// overtook it) until it commits, [`COMMIT_ATTEMPTS`] times at most. (A macro rather than a
+/// function over an async closure: such closures' futures are not provably `Send`.)
+macro_rules! until_committed {
+    ($attempt:expr) => {{
+        let mut outcome = Err(ServiceError::Unavailable(
+            "the session kept changing under concurrent requests; retry".into(),
+        ));
+        for _ in 0..COMMIT_ATTEMPTS {
+            match $attempt.await {
+                Ok(None) => {
+                    metrics::counter!("elicit_conflicts_total", "kind" => "overtaken").increment(1)
+                }
+                done => {
+                    outcome = done.map(|d| d.expect("committed"));
+                    break;
+                }
+            }
+        }
+        outcome
+    }};
+}
+
+/// An answer request, validated and fingerprinted.
+struct AnswerRequest {
+    req: AnswerIn,
+    idempotency_key: Option<String>,
+    request_hash: String,
+    if_match: Option<i64>,
+    covariance: bool,
+}
 
 /// The result of posting an answer: the exact JSON of an [`AnswerView`], as first sent.
 #[derive(Debug, Clone)]
@@ -139,42 +172,19 @@ impl Service {
 
     /// The question waiting for an answer (the same one until it is answered).
     pub async fn current_question(&self, id: &str) -> Result<CurrentQuestion, ServiceError> {
-        let mut session = self.session(id).await?;
+        let session = self.session(id).await?;
         let model = self.model(&session.model).await?;
-        let mut bank = self.banks.get(self.store.as_ref(), &model).await?;
-        if session
+        let bank = self.banks.get(self.store.as_ref(), &model).await?;
+        let (session, bank) = if session
             .question
             .as_ref()
             .is_some_and(|q| asks_about_deleted_item(q, &bank))
         {
             // An item of the question was deleted from the bank: choose another question.
-            let (mut lock, locked_bank) = self.lock(id).await?;
-            bank = locked_bank;
-            let current = lock.session().clone();
-            if current.status == SessionStatus::Active
-                && current
-                    .question
-                    .as_ref()
-                    .is_some_and(|q| asks_about_deleted_item(q, &bank))
-            {
-                let run = self.run(lock.as_mut(), &bank).await?;
-                let mut next = current.clone();
-                next.version += 1;
-                next.updated_ms = now_ms();
-                set_next_question(&mut next, &run, &bank);
-                lock.commit(&SessionCommit {
-                    session: next.clone(),
-                    answer: None,
-                    profile: None,
-                })
-                .await?;
-                self.runs
-                    .put(id, next.version, bank.version, run.into_state());
-                session = next;
-            } else {
-                session = current;
-            }
-        }
+            until_committed!(self.replace_question(id))?
+        } else {
+            (session, bank)
+        };
         Ok(CurrentQuestion {
             session_id: session.id.clone(),
             status: session.status,
@@ -182,10 +192,49 @@ impl Service {
         })
     }
 
-    /// Applies an answer exactly once: the session row is locked, the Idempotency-Key looked
-    /// up, the posterior updated, the answer logged and the next question chosen in one
-    /// transaction. The cost does not grow with the session: the key is found by an index, and
-    /// the engine state comes from the run cache (rebuilt from the log only on a miss).
+    /// One attempt at replacing a question about a deleted item (none if another request did).
+    async fn replace_question(
+        &self,
+        id: &str,
+    ) -> Result<Option<(SessionRecord, Arc<LoadedBank>)>, ServiceError> {
+        let (mut update, bank) = self.open(id).await?;
+        let current = update.session().clone();
+        let stale = current.status == SessionStatus::Active
+            && current
+                .question
+                .as_ref()
+                .is_some_and(|q| asks_about_deleted_item(q, &bank));
+        if !stale {
+            return Ok(Some((current, bank)));
+        }
+        let run = self.run(update.as_mut(), &bank).await?;
+        let mut next = current.clone();
+        next.version += 1;
+        next.updated_ms = now_ms();
+        set_next_question(&mut next, &run, &bank);
+        let commit = SessionCommit {
+            session: next,
+            answer: None,
+            profile: None,
+        };
+        if !committed(update.commit(&commit).await)? {
+            return Ok(None);
+        }
+        self.runs
+            .put(id, commit.session.version, bank.version, run.into_state());
+        Ok(Some((commit.session, bank)))
+    }
+
+    /// Applies an answer exactly once: the posterior is updated, the answer logged and the next
+    /// question chosen in one atomic commit, which succeeds only if no other commit changed the
+    /// session since it was read (else the whole answer is computed again from a fresh read). The
+    /// cost does not grow with the session: the engine state comes from the run cache (rebuilt
+    /// from the log only on a miss), and the Idempotency-Key is checked by the unique index on
+    /// (session, key).
+    ///
+    /// A retry of an applied answer no longer answers the open question (the session moved on),
+    /// so only then is the key looked up, to replay the stored reply; an answer to the open
+    /// question whose key was used before collides with the index at commit (409).
     pub async fn answer(
         &self,
         id: &str,
@@ -199,35 +248,63 @@ impl Service {
         }
         check_id("question_id", &req.question_id, MAX_ID_LEN)?;
         check_session_id(id)?;
-        let request_hash = hex::encode(Sha256::digest(format!(
-            "{}\u{1f}{:?}",
-            req.question_id, req.choice
-        )));
-        let (mut lock, bank) = self.lock(id).await?;
-        if let Some(key) = &idempotency_key
-            && let Some(reply) = lock.stored_reply(key).await?
+        let request = AnswerRequest {
+            request_hash: hex::encode(Sha256::digest(format!(
+                "{}\u{1f}{:?}",
+                req.question_id, req.choice
+            ))),
+            req,
+            idempotency_key,
+            if_match,
+            covariance,
+        };
+        until_committed!(self.answer_once(id, &request))
+    }
+
+    /// One attempt at an answer: `None` if another commit overtook it.
+    async fn answer_once(
+        &self,
+        id: &str,
+        request: &AnswerRequest,
+    ) -> Result<Option<AnswerAck>, ServiceError> {
+        let AnswerRequest {
+            req,
+            idempotency_key,
+            request_hash,
+            if_match,
+            covariance,
+        } = request;
+        let (mut update, bank) = self.open(id).await?;
+        let answers_open_question = update.session().status == SessionStatus::Active
+            && update
+                .session()
+                .question
+                .as_ref()
+                .is_some_and(|q| q.id == req.question_id);
+        if !answers_open_question
+            && let Some(key) = idempotency_key
+            && let Some(reply) = update.stored_reply(key).await?
         {
-            if reply.request_hash != request_hash {
+            if &reply.request_hash != request_hash {
                 return Err(ServiceError::IdempotencyKeyReused);
             }
             metrics::counter!("elicit_idempotent_replays_total").increment(1);
             let VersionOf { version } = serde_json::from_str(&reply.body)
                 .map_err(|e| ServiceError::Internal(format!("stored reply: {e}")))?;
-            return Ok(AnswerAck {
+            return Ok(Some(AnswerAck {
                 body: reply.body,
                 version,
                 replayed: true,
-            });
+            }));
         }
-        let current = lock.session().clone();
-        let pair = answerable_pair(&current, &bank, &req, if_match)?;
-        let mut run = self.run(lock.as_mut(), &bank).await?;
+        let current = update.session().clone();
+        let pair = answerable_pair(&current, &bank, req, *if_match)?;
+        let mut run = self.run(update.as_mut(), &bank).await?;
         let started = std::time::Instant::now();
-        let update = run.answer(pair, req.choice)?;
+        let outcome = run.answer(pair, req.choice)?;
         metrics::histogram!("elicit_update_duration_seconds")
             .record(started.elapsed().as_secs_f64());
 
-        let model = &bank.model;
         let now = now_ms();
         let mut next = current.clone();
         next.version += 1;
@@ -236,7 +313,7 @@ impl Service {
         next.cov = run.posterior().cov().clone();
         next.updated_ms = now;
         set_next_question(&mut next, &run, &bank);
-        let view = answer_view(&bank, &next, run.prior(), run.posterior(), covariance);
+        let view = answer_view(&bank, &next, run.prior(), run.posterior(), *covariance);
         let body =
             serde_json::to_string(&view).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let question = current.question.as_ref().expect("checked answerable");
@@ -248,39 +325,51 @@ impl Service {
                     item_a: question.item_a.clone(),
                     item_b: question.item_b.clone(),
                     choice: req.choice,
-                    log_evidence: update.map(|u| u.log_evidence),
-                    direction: bank.bank.direction(pair, model.spec.noise.beta),
-                    idempotency_key,
-                    request_hash,
+                    log_evidence: outcome.map(|u| u.log_evidence),
+                    direction: bank.bank.direction(pair, bank.model.spec.noise.beta),
+                    idempotency_key: idempotency_key.clone(),
+                    request_hash: request_hash.clone(),
                     created_ms: now,
                 },
                 response: body.clone(),
             }),
             session: next,
         };
-        lock.commit(&commit).await?;
+        let done = match update.commit(&commit).await {
+            Err(StoreError::Conflict(_)) if commit_has_key(&commit) => {
+                return Err(ServiceError::IdempotencyKeyReused);
+            }
+            done => committed(done)?,
+        };
+        if !done {
+            return Ok(None);
+        }
         self.runs
             .put(id, commit.session.version, bank.version, run.into_state());
         metrics::counter!("elicit_answers_applied_total").increment(1);
-        Ok(AnswerAck {
+        Ok(Some(AnswerAck {
             body,
             version: commit.session.version,
             replayed: false,
-        })
+        }))
     }
 
     /// Finishes a session: EP over its whole answer log gives the final posterior, which becomes
     /// the user's profile. Finishing a finished session returns it unchanged.
     pub async fn finish(&self, id: &str) -> Result<SessionView, ServiceError> {
         check_session_id(id)?;
-        let (mut lock, bank) = self.lock(id).await?;
+        until_committed!(self.finish_once(id))
+    }
+
+    async fn finish_once(&self, id: &str) -> Result<Option<SessionView>, ServiceError> {
+        let (mut update, bank) = self.open(id).await?;
         let model = &bank.model;
-        let answers = lock.answers().await?;
-        let current = lock.session().clone();
+        let answers = update.answers().await?;
+        let current = update.session().clone();
         let prior = prior_of(model)?;
         if current.status == SessionStatus::Finished {
             let posterior = session_posterior(model, &current, &answers)?;
-            return session_view(model, &bank, &current, &answers, &prior, &posterior);
+            return session_view(model, &bank, &current, &answers, &prior, &posterior).map(Some);
         }
         let (refined, _) = ep::refine(&prior, &observations(model, &answers), EpOptions::default());
         let mut next = current.clone();
@@ -292,29 +381,28 @@ impl Service {
         next.cov = refined.cov().clone();
         next.updated_ms = now_ms();
         let view = session_view(model, &bank, &next, &answers, &prior, &refined)?;
-        lock.commit(&SessionCommit {
+        let commit = SessionCommit {
             profile: Some(profile_of(&next)),
             session: next,
             answer: None,
-        })
-        .await?;
-        Ok(view)
+        };
+        Ok(committed(update.commit(&commit).await)?.then_some(view))
     }
 
-    /// Locks a session and returns it with its model's bank at the version read under the lock
-    /// (a stale bank is reloaded with the lock released, so that no request holds a connection
-    /// while waiting for another).
-    async fn lock(
+    /// Reads a session for a change, with its model's bank at the version read (a stale bank is
+    /// reloaded first).
+    async fn open(
         &self,
         id: &str,
-    ) -> Result<(Box<dyn SessionLock>, Arc<LoadedBank>), ServiceError> {
-        for _ in 0..LOCK_ATTEMPTS {
-            let lock = self.store.lock_session(id).await?;
-            let (model, version) = (lock.session().model.clone(), lock.bank_version());
-            if let Some(bank) = self.banks.cached(&model, version) {
-                return Ok((lock, bank));
+    ) -> Result<(Box<dyn SessionUpdate>, Arc<LoadedBank>), ServiceError> {
+        for _ in 0..COMMIT_ATTEMPTS {
+            let update = self.store.update_session(id).await?;
+            let (model, stamp) = (update.session().model.clone(), update.bank());
+            if let Some(bank) = self.banks.cached(&model, stamp) {
+                return Ok((update, bank));
             }
-            drop(lock);
+            // On SQLite the update holds the write lock: release it while the bank loads.
+            drop(update);
             let record = self.model(&model).await?;
             self.banks.get(self.store.as_ref(), &record).await?;
         }
@@ -323,13 +411,13 @@ impl Service {
         ))
     }
 
-    /// The engine run of a locked session: from the run cache, or rebuilt from the answer log.
+    /// The engine run of a session being changed: from the run cache, or rebuilt from the log.
     async fn run<'b>(
         &self,
-        lock: &mut dyn SessionLock,
+        update: &mut dyn SessionUpdate,
         bank: &'b LoadedBank,
     ) -> Result<Elicitation<'b>, ServiceError> {
-        let session = lock.session();
+        let session = update.session();
         let model = &bank.model;
         if let Some(state) = self.runs.take(&session.id, session.version, bank.version) {
             return Ok(Elicitation::from_state(
@@ -339,8 +427,8 @@ impl Service {
                 run_config(model, &session.settings),
             )?);
         }
-        let answers = lock.answers().await?;
-        resume(model, bank, lock.session(), &answers)
+        let answers = update.answers().await?;
+        resume(model, bank, update.session(), &answers)
     }
 
     pub async fn profile(&self, user_id: &str, model: &str) -> Result<ProfileView, ServiceError> {
@@ -382,6 +470,24 @@ impl Service {
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("session '{id}'")))
     }
+}
+
+/// `Ok(true)` if a commit was applied, `Ok(false)` if another commit overtook it.
+fn committed(result: Result<(), StoreError>) -> Result<bool, ServiceError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(StoreError::Changed) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether a commit logs an answer with an idempotency key (the only thing in it that can
+/// collide: the row lock rules out a taken sequence number).
+fn commit_has_key(commit: &SessionCommit) -> bool {
+    commit
+        .answer
+        .as_ref()
+        .is_some_and(|a| a.row.idempotency_key.is_some())
 }
 
 /// Session ids are UUIDs: anything else names no session.

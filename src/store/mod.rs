@@ -4,11 +4,14 @@
 //! database) and SQLite (the embedded zero-setup default) through sqlx's `Any` driver: one body
 //! of SQL, with the few dialect differences (how a session is locked, migrations) in [`Dialect`].
 //!
-//! The answer log is the truth; the posterior stored on the session row is a cache of it, updated
-//! in the same transaction as the log (session row locked with `SELECT … FOR UPDATE` on
-//! PostgreSQL, a `BEGIN IMMEDIATE` write transaction on SQLite). A locked session is a
-//! [`SessionLock`]: the service reads what it needs, computes, and commits typed records or drops
-//! the lock to roll back, so its own errors never pass through the store.
+//! The answer log is the truth; the posterior stored on the session row is a cache of it, written
+//! atomically with the log. A session is changed through a [`SessionUpdate`]: the service reads
+//! the session, computes, and commits typed records, which succeeds only if the session is still
+//! at the version read (else [`StoreError::Changed`], and the service starts again). On PostgreSQL
+//! that is optimistic: a plain read, then one autocommit statement that updates the row only at the
+//! version read and appends the answer and the profile in data-modifying CTEs (two round trips an
+//! answer, no lock held across them). On SQLite it is a `BEGIN IMMEDIATE` write transaction. The
+//! service's own errors never pass through the store.
 
 pub mod codec;
 pub mod sql;
@@ -139,6 +142,23 @@ pub struct AnswerRow {
     pub created_ms: i64,
 }
 
+/// Identifies a model's bank at one moment: the model (by creation time, so a model deleted and
+/// created again under the same name is another model) and its bank version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BankStamp {
+    pub model_created_ms: i64,
+    pub version: i64,
+}
+
+impl ModelRecord {
+    pub fn bank_stamp(&self) -> BankStamp {
+        BankStamp {
+            model_created_ms: self.created_ms,
+            version: self.bank_version,
+        }
+    }
+}
+
 /// The response first sent for an answer, kept to replay it byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredReply {
@@ -190,14 +210,14 @@ pub struct SessionCommit {
     pub profile: Option<ProfileRecord>,
 }
 
-/// A session row locked in an open write transaction ([`Store::lock_session`]). Dropping it
-/// without [`SessionLock::commit`] rolls the transaction back.
+/// A session read for a change ([`Store::update_session`]). [`SessionUpdate::commit`] writes only
+/// if no other commit changed the session since it was read; dropping it writes nothing.
 #[async_trait]
-pub trait SessionLock: Send {
-    /// The session as locked.
+pub trait SessionUpdate: Send {
+    /// The session as read.
     fn session(&self) -> &SessionRecord;
-    /// The bank version of the session's model, read with the lock.
-    fn bank_version(&self) -> i64;
+    /// Which bank the session's model had when the session was read.
+    fn bank(&self) -> BankStamp;
     /// The reply stored for an answer sent with this idempotency key (an indexed look-up).
     async fn stored_reply(
         &mut self,
@@ -205,8 +225,9 @@ pub trait SessionLock: Send {
     ) -> Result<Option<StoredReply>, StoreError>;
     /// The session's answer log, in order.
     async fn answers(&mut self) -> Result<Vec<AnswerRow>, StoreError>;
-    /// Writes `commit` and commits the transaction. Fails with [`StoreError::Conflict`] if the
-    /// answer's sequence number or idempotency key is taken.
+    /// Writes `commit` atomically if the session is still at the version read, else fails with
+    /// [`StoreError::Changed`] and writes nothing. Fails with [`StoreError::Conflict`] (writing
+    /// nothing) if the answer's sequence number or idempotency key is taken.
     async fn commit(self: Box<Self>, commit: &SessionCommit) -> Result<(), StoreError>;
 }
 
@@ -216,6 +237,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// Another commit changed the session since it was read: read it again and retry.
+    #[error("the session changed since it was read")]
+    Changed,
     /// The database is busy or unreachable (connection refused or lost, pool exhausted, lock
     /// timeout, serialisation failure); retrying later may succeed.
     #[error("database unavailable: {0}")]
@@ -253,6 +277,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create_model(&self, model: &ModelRecord) -> Result<(), StoreError>;
     async fn get_model(&self, name: &str) -> Result<Option<ModelRecord>, StoreError>;
     async fn list_models(&self) -> Result<Vec<ModelRecord>, StoreError>;
+    /// Deletes a model with its items, sessions, answers and profiles; returns the rows removed
+    /// ([`StoreError::NotFound`] if there is no such model).
+    async fn delete_model(&self, name: &str) -> Result<u64, StoreError>;
 
     /// Inserts or replaces items in one transaction; returns the new bank version.
     async fn upsert_items(&self, model: &str, items: &[ItemRecord]) -> Result<i64, StoreError>;
@@ -271,10 +298,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
     async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
     async fn session_answers(&self, id: &str) -> Result<Vec<AnswerRow>, StoreError>;
-    /// Opens a write transaction with the session row locked (`SELECT … FOR UPDATE` on
-    /// PostgreSQL, the database write lock on SQLite); [`StoreError::NotFound`] if there is no
-    /// such session.
-    async fn lock_session(&self, id: &str) -> Result<Box<dyn SessionLock>, StoreError>;
+    /// Reads a session to change it; [`StoreError::NotFound`] if there is no such session.
+    async fn update_session(&self, id: &str) -> Result<Box<dyn SessionUpdate>, StoreError>;
 
     async fn get_profile(
         &self,

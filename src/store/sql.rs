@@ -30,21 +30,11 @@ impl Dialect {
     }
 
     /// Starts a write transaction. SQLite takes its (database-wide) write lock at once, so two
-    /// writers never both read then fail to upgrade; PostgreSQL locks rows with `FOR UPDATE` and
-    /// gives up waiting for a row lock after 5 s rather than queue behind a stuck writer (set in
-    /// the same round trip as BEGIN).
+    /// writers never both read then fail to upgrade.
     fn begin_write(self) -> &'static str {
         match self {
-            Dialect::Postgres => "BEGIN; SET LOCAL lock_timeout = '5s'",
+            Dialect::Postgres => "BEGIN",
             Dialect::Sqlite => "BEGIN IMMEDIATE",
-        }
-    }
-
-    /// Locks the session row (alias `s`) of a join.
-    fn lock_row(self) -> &'static str {
-        match self {
-            Dialect::Postgres => " FOR UPDATE OF s",
-            Dialect::Sqlite => "",
         }
     }
 
@@ -144,13 +134,29 @@ impl SqlStore {
     }
 }
 
-/// A session row locked in an open write transaction.
-struct SqlSessionLock {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
-    dialect: Dialect,
+/// A session read for a change: on SQLite inside a write transaction, on PostgreSQL through the
+/// pool (the commit is conditional on the version read).
+struct SqlSessionUpdate {
+    reader: Reader,
     session: SessionRecord,
-    bank_version: i64,
+    bank: BankStamp,
     started: std::time::Instant,
+}
+
+/// Where a [`SqlSessionUpdate`] reads and writes.
+enum Reader {
+    Transaction(sqlx::Transaction<'static, sqlx::Any>),
+    Pool(AnyPool),
+}
+
+/// Runs a query on whichever the reader holds.
+macro_rules! on_reader {
+    ($reader:expr, $query:expr, $method:ident) => {
+        match &mut $reader {
+            Reader::Pool(pool) => $query.$method(&*pool).await,
+            Reader::Transaction(tx) => $query.$method(&mut **tx).await,
+        }
+    };
 }
 
 /// A value bound to a statement whose parameters are assembled at run time.
@@ -215,78 +221,104 @@ fn shift_params(sql: &str, offset: usize) -> String {
     out
 }
 
-impl SqlSessionLock {
-    /// The statements of a commit: the session update first (its row count tells whether the
-    /// version still matched), then the answer and the profile.
-    fn statements(&self, commit: &SessionCommit) -> Vec<Statement> {
-        let s = &commit.session;
-        let mut statements = vec![Statement {
-            sql: "UPDATE sessions SET status = $2, stop_reason = $3, mean = $4, cov = $5, version = $6, answers = $7, question = $8, updated_ms = $9 WHERE id = $1 AND version = $10".into(),
-            args: vec![
-                Arg::Text(s.id.clone()),
-                Arg::Text(s.status.as_str().into()),
-                Arg::OptText(s.stop_reason.map(|r| r.as_str().into())),
-                Arg::Bytes(encode_vector(&s.mean)),
-                Arg::Bytes(encode_symmetric(&s.cov)),
-                Arg::Int(s.version),
-                Arg::Int(s.answers),
-                Arg::OptText(s.question.as_ref().map(json_text)),
-                Arg::Int(s.updated_ms),
-                Arg::Int(self.session.version),
-            ],
-        }];
-        if let Some(AnswerCommit { row: a, response }) = &commit.answer {
-            statements.push(Statement {
-                sql: format!(
-                    "INSERT INTO answers (session_id, user_id, {ANSWER_COLUMNS}, response) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-                ),
-                args: vec![
-                    Arg::Text(s.id.clone()),
-                    Arg::Text(s.user_id.clone()),
-                    Arg::Int(a.seq),
-                    Arg::Text(a.item_a.clone()),
-                    Arg::Text(a.item_b.clone()),
-                    Arg::Text(text_of(&a.choice)),
-                    Arg::OptFloat(a.log_evidence),
-                    Arg::Bytes(encode_vector(&a.direction)),
-                    Arg::OptText(a.idempotency_key.clone()),
-                    Arg::Text(a.request_hash.clone()),
-                    Arg::Int(a.created_ms),
-                    Arg::Text(response.clone()),
-                ],
-            });
+/// How the inserts of a commit get their rows: plain `VALUES` inside SQLite's write transaction;
+/// on PostgreSQL a `SELECT` that yields a row only if the session update (CTE `upd`) did.
+#[derive(Clone, Copy)]
+enum RowSource {
+    Values,
+    IfUpdated,
+}
+
+impl RowSource {
+    fn of(self, placeholders: usize) -> String {
+        let list = (1..=placeholders)
+            .map(|k| format!("${k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self {
+            RowSource::Values => format!("VALUES ({list})"),
+            RowSource::IfUpdated => format!("SELECT {list} WHERE EXISTS (SELECT 1 FROM upd)"),
         }
-        if let Some(p) = &commit.profile {
-            statements.push(Statement {
-                sql: format!(
-                    "INSERT INTO profiles ({PROFILE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                     ON CONFLICT (user_id, model) DO UPDATE SET session_id = excluded.session_id, status = excluded.status, \
-                     mean = excluded.mean, cov = excluded.cov, version = profiles.version + 1, answers = excluded.answers, updated_ms = excluded.updated_ms"
-                ),
-                args: vec![
-                    Arg::Text(p.user_id.clone()),
-                    Arg::Text(p.model.clone()),
-                    Arg::Text(p.session_id.clone()),
-                    Arg::Text(p.status.as_str().into()),
-                    Arg::Bytes(encode_vector(&p.mean)),
-                    Arg::Bytes(encode_symmetric(&p.cov)),
-                    Arg::Int(p.version),
-                    Arg::Int(p.answers),
-                    Arg::Int(p.updated_ms),
-                ],
-            });
-        }
-        statements
     }
 }
 
-/// PostgreSQL runs the statements of a commit as one: the inserts become data-modifying CTEs of
-/// the session update, so a commit is one round trip however many rows it writes.
+/// The statements of a commit that moves a session read at `read_version`: the session update
+/// first (conditional on that version), then the answer and the profile.
+fn commit_statements(
+    commit: &SessionCommit,
+    read_version: i64,
+    source: RowSource,
+) -> Vec<Statement> {
+    let s = &commit.session;
+    let mut statements = vec![Statement {
+        sql: "UPDATE sessions SET status = $2, stop_reason = $3, mean = $4, cov = $5, version = $6, answers = $7, question = $8, updated_ms = $9 WHERE id = $1 AND version = $10".into(),
+        args: vec![
+            Arg::Text(s.id.clone()),
+            Arg::Text(s.status.as_str().into()),
+            Arg::OptText(s.stop_reason.map(|r| r.as_str().into())),
+            Arg::Bytes(encode_vector(&s.mean)),
+            Arg::Bytes(encode_symmetric(&s.cov)),
+            Arg::Int(s.version),
+            Arg::Int(s.answers),
+            Arg::OptText(s.question.as_ref().map(json_text)),
+            Arg::Int(s.updated_ms),
+            Arg::Int(read_version),
+        ],
+    }];
+    if let Some(AnswerCommit { row: a, response }) = &commit.answer {
+        statements.push(Statement {
+            sql: format!(
+                "INSERT INTO answers (session_id, user_id, {ANSWER_COLUMNS}, response) {}",
+                source.of(12)
+            ),
+            args: vec![
+                Arg::Text(s.id.clone()),
+                Arg::Text(s.user_id.clone()),
+                Arg::Int(a.seq),
+                Arg::Text(a.item_a.clone()),
+                Arg::Text(a.item_b.clone()),
+                Arg::Text(text_of(&a.choice)),
+                Arg::OptFloat(a.log_evidence),
+                Arg::Bytes(encode_vector(&a.direction)),
+                Arg::OptText(a.idempotency_key.clone()),
+                Arg::Text(a.request_hash.clone()),
+                Arg::Int(a.created_ms),
+                Arg::Text(response.clone()),
+            ],
+        });
+    }
+    if let Some(p) = &commit.profile {
+        statements.push(Statement {
+            sql: format!(
+                "INSERT INTO profiles ({PROFILE_COLUMNS}) {} \
+                 ON CONFLICT (user_id, model) DO UPDATE SET session_id = excluded.session_id, status = excluded.status, \
+                 mean = excluded.mean, cov = excluded.cov, version = profiles.version + 1, answers = excluded.answers, updated_ms = excluded.updated_ms",
+                source.of(9)
+            ),
+            args: vec![
+                Arg::Text(p.user_id.clone()),
+                Arg::Text(p.model.clone()),
+                Arg::Text(p.session_id.clone()),
+                Arg::Text(p.status.as_str().into()),
+                Arg::Bytes(encode_vector(&p.mean)),
+                Arg::Bytes(encode_symmetric(&p.cov)),
+                Arg::Int(p.version),
+                Arg::Int(p.answers),
+                Arg::Int(p.updated_ms),
+            ],
+        });
+    }
+    statements
+}
+
+/// PostgreSQL runs a commit as one autocommit statement: the session update is the CTE `upd`
+/// (conditional on the version read), the inserts are CTEs that yield rows only if it updated, and
+/// the statement returns a row only if it did. Atomic, and one round trip.
 fn merge_statements(statements: Vec<Statement>) -> Statement {
     let mut statements = statements.into_iter();
     let head = statements.next().expect("a commit updates the session");
-    let mut ctes = Vec::new();
-    let mut args = Vec::new();
+    let mut args = head.args;
+    let mut ctes = vec![format!("upd AS ({} RETURNING 1)", head.sql)];
     for (i, statement) in statements.enumerate() {
         ctes.push(format!(
             "w{i} AS ({})",
@@ -294,40 +326,33 @@ fn merge_statements(statements: Vec<Statement>) -> Statement {
         ));
         args.extend(statement.args);
     }
-    if ctes.is_empty() {
-        return head;
+    Statement {
+        sql: format!("WITH {} SELECT 1 AS applied FROM upd", ctes.join(", ")),
+        args,
     }
-    let sql = format!(
-        "WITH {} {}",
-        ctes.join(", "),
-        shift_params(&head.sql, args.len())
-    );
-    args.extend(head.args);
-    Statement { sql, args }
 }
 
 #[async_trait]
-impl SessionLock for SqlSessionLock {
+impl SessionUpdate for SqlSessionUpdate {
     fn session(&self) -> &SessionRecord {
         &self.session
     }
 
-    fn bank_version(&self) -> i64 {
-        self.bank_version
+    fn bank(&self) -> BankStamp {
+        self.bank
     }
 
     async fn stored_reply(
         &mut self,
         idempotency_key: &str,
     ) -> Result<Option<StoredReply>, StoreError> {
-        let row = sqlx::query(
+        let query = sqlx::query(
             "SELECT request_hash, response FROM answers WHERE session_id = $1 AND idempotency_key = $2",
         )
-        .bind(&self.session.id)
-        .bind(idempotency_key)
-        .fetch_optional(&mut *self.tx)
-        .await
-        .map_err(|e| classify(e, "answer"))?;
+        .bind(self.session.id.as_str())
+        .bind(idempotency_key);
+        let row =
+            on_reader!(self.reader, query, fetch_optional).map_err(|e| classify(e, "answer"))?;
         row.map(|row| {
             Ok(StoredReply {
                 request_hash: row.try_get("request_hash")?,
@@ -340,17 +365,15 @@ impl SessionLock for SqlSessionLock {
     async fn answers(&mut self) -> Result<Vec<AnswerRow>, StoreError> {
         let sql =
             format!("SELECT {ANSWER_COLUMNS} FROM answers WHERE session_id = $1 ORDER BY seq");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&self.session.id)
-            .fetch_all(&mut *self.tx)
-            .await
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.session.id.as_str());
+        on_reader!(self.reader, query, fetch_all)
             .map_err(|e| classify(e, "answers"))?
             .iter()
             .map(answer_from_row)
             .collect()
     }
 
-    async fn commit(mut self: Box<Self>, commit: &SessionCommit) -> Result<(), StoreError> {
+    async fn commit(self: Box<Self>, commit: &SessionCommit) -> Result<(), StoreError> {
         if commit.session.version != self.session.version + 1 {
             return Err(StoreError::Database(sqlx::Error::Protocol(format!(
                 "a commit must advance the session from version {} to {}, not {}",
@@ -359,30 +382,41 @@ impl SessionLock for SqlSessionLock {
                 commit.session.version
             ))));
         }
-        let statements = self.statements(commit);
-        let statements = match self.dialect {
-            Dialect::Postgres => vec![merge_statements(statements)],
-            Dialect::Sqlite => statements,
-        };
-        let mut session_updated = 0;
-        for (i, statement) in statements.iter().enumerate() {
-            let done = statement
-                .query()
-                .execute(&mut *self.tx)
-                .await
-                .map_err(|e| classify(e, "answer"))?;
-            if i == 0 {
-                session_updated = done.rows_affected();
+        let read_version = self.session.version;
+        let started = self.started;
+        match self.reader {
+            Reader::Pool(pool) => {
+                let statement = merge_statements(commit_statements(
+                    commit,
+                    read_version,
+                    RowSource::IfUpdated,
+                ));
+                let applied = statement
+                    .query()
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(|e| classify(e, "answer"))?;
+                if applied.is_none() {
+                    return Err(StoreError::Changed);
+                }
+            }
+            Reader::Transaction(mut tx) => {
+                let statements = commit_statements(commit, read_version, RowSource::Values);
+                for (i, statement) in statements.iter().enumerate() {
+                    let done = statement
+                        .query()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| classify(e, "answer"))?;
+                    if i == 0 && done.rows_affected() != 1 {
+                        return Err(StoreError::Changed);
+                    }
+                }
+                tx.commit().await.map_err(|e| classify(e, "session"))?;
             }
         }
-        if session_updated != 1 {
-            return Err(StoreError::Unavailable(
-                "the session changed during the update".into(),
-            ));
-        }
-        self.tx.commit().await.map_err(|e| classify(e, "session"))?;
         metrics::histogram!("elicit_store_transaction_duration_seconds", "op" => "session")
-            .record(self.started.elapsed().as_secs_f64());
+            .record(started.elapsed().as_secs_f64());
         Ok(())
     }
 }
@@ -607,6 +641,39 @@ impl Store for SqlStore {
         rows.iter().map(model_from_row).collect()
     }
 
+    async fn delete_model(&self, name: &str) -> Result<u64, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin_write())
+            .await
+            .map_err(|e| classify(e, "model"))?;
+        let mut removed = 0;
+        for sql in [
+            "DELETE FROM answers WHERE session_id IN (SELECT id FROM sessions WHERE model = $1)",
+            "DELETE FROM sessions WHERE model = $1",
+            "DELETE FROM profiles WHERE model = $1",
+            "DELETE FROM items WHERE model = $1",
+        ] {
+            removed += sqlx::query(sql)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify(e, "model"))?
+                .rows_affected();
+        }
+        let models = sqlx::query("DELETE FROM models WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "model"))?
+            .rows_affected();
+        if models == 0 {
+            return Err(StoreError::NotFound(format!("model '{name}'")));
+        }
+        tx.commit().await.map_err(|e| classify(e, "model"))?;
+        Ok(removed + models)
+    }
+
     async fn upsert_items(&self, model: &str, items: &[ItemRecord]) -> Result<i64, StoreError> {
         let mut tx = self
             .pool
@@ -770,33 +837,36 @@ impl Store for SqlStore {
         rows.iter().map(answer_from_row).collect()
     }
 
-    async fn lock_session(&self, id: &str) -> Result<Box<dyn SessionLock>, StoreError> {
+    async fn update_session(&self, id: &str) -> Result<Box<dyn SessionUpdate>, StoreError> {
         let started = std::time::Instant::now();
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin_write())
-            .await
-            .map_err(|e| classify(e, "session"))?;
+        let mut reader = match self.dialect {
+            Dialect::Postgres => Reader::Pool(self.pool.clone()),
+            Dialect::Sqlite => Reader::Transaction(
+                self.pool
+                    .begin_with(self.dialect.begin_write())
+                    .await
+                    .map_err(|e| classify(e, "session"))?,
+            ),
+        };
         let columns: Vec<String> = SESSION_COLUMNS
             .split(", ")
             .map(|c| format!("s.{c}"))
             .collect();
         let sql = format!(
-            "SELECT {}, m.bank_version FROM sessions s JOIN models m ON m.name = s.model WHERE s.id = $1{}",
-            columns.join(", "),
-            self.dialect.lock_row()
+            "SELECT {}, m.bank_version, m.created_ms AS model_created_ms FROM sessions s JOIN models m ON m.name = s.model WHERE s.id = $1",
+            columns.join(", ")
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
+        let row = on_reader!(reader, query, fetch_optional)
             .map_err(|e| classify(e, "session"))?
             .ok_or_else(|| StoreError::NotFound(format!("session '{id}'")))?;
-        Ok(Box::new(SqlSessionLock {
+        Ok(Box::new(SqlSessionUpdate {
             session: session_from_row(&row)?,
-            bank_version: row.try_get("bank_version")?,
-            tx,
-            dialect: self.dialect,
+            bank: BankStamp {
+                model_created_ms: row.try_get("model_created_ms")?,
+                version: row.try_get("bank_version")?,
+            },
+            reader,
             started,
         }))
     }

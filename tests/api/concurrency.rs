@@ -36,6 +36,10 @@ async fn replayed_keys_return_the_first_response(backend: Backend) {
     // Another key for the already answered question: stale.
     let (status, _, body) = server.answer(&id, &q, "a", "key-2").await;
     assert_problem(status, &body, 409, "stale-question");
+    // The first key again, for the open question: reused, and nothing is applied.
+    let open = first["question"]["id"].as_str().unwrap();
+    let (status, _, body) = server.answer(&id, open, "a", "key-1").await;
+    assert_problem(status, &body, 409, "idempotency-key-reused");
     let (_, s) = server.get(&format!("/v1/sessions/{id}")).await;
     assert_eq!(s["answers"], 1);
     assert_eq!(s["version"], 2);

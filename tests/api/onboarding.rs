@@ -179,6 +179,33 @@ async fn models_and_items_are_managed(backend: Backend) {
     assert_eq!(status, 200);
     let (_, page) = server.get("/v1/models/m/items?limit=1").await;
     assert_eq!(page["items"][0]["features"], json!([9.0, 9.0]));
+
+    // Deleting the model removes its items, sessions, answers and profiles; a model created again
+    // under the same name starts empty (no cached bank of the old one is used).
+    let (status, created) = server
+        .post("/v1/sessions", &json!({"model": "m", "user_id": "u"}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let session = created["id"].as_str().unwrap();
+    let q = created["question"]["id"].as_str().unwrap();
+    let (status, _, _) = server.answer(session, q, "a", "d1").await;
+    assert_eq!(status, 200);
+    let (status, erased) = server.delete("/v1/models/m").await;
+    assert_eq!(status, 200, "{erased}");
+    assert_eq!(erased["model"], "m");
+    // model + 24 items + session + answer + profile
+    assert_eq!(erased["rows_removed"], 28);
+    let (status, body) = server.get(&format!("/v1/sessions/{session}")).await;
+    assert_problem(status, &body, 404, "not-found");
+    let (status, body) = server.delete("/v1/models/m").await;
+    assert_problem(status, &body, 404, "not-found");
+    server.create_model_with_items("m", 2, 3, 1).await;
+    let (status, created) = server
+        .post("/v1/sessions", &json!({"model": "m", "user_id": "u"}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (_, page) = server.get("/v1/models/m/items?limit=100").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 3);
     server.stop().await;
 }
 

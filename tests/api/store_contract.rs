@@ -1,7 +1,7 @@
 //! The `Store` contract, checked directly against both implementations.
 
 use elicit::model::{Choice, NoiseModel, Strategy, UpdateMethod};
-use elicit::store::sql::PoolSettings;
+use elicit::store::sql::{Dialect, PoolSettings};
 use elicit::store::{
     AnswerCommit, AnswerRow, ApiKeyRecord, ItemRecord, ModelRecord, ModelSpec, ProfileRecord,
     SessionCommit, SessionRecord, SessionSettings, SessionStatus, SqlStore, Store, StoreError,
@@ -160,12 +160,12 @@ async fn session_mutations(backend: Backend) {
     );
 
     // Lock, commit an answer with a key; the stored reply is found by the key, byte for byte.
-    let mut lock = store.lock_session("s1").await.unwrap();
-    assert_eq!(lock.bank_version(), 0);
+    let mut lock = store.update_session("s1").await.unwrap();
+    assert_eq!(lock.bank().version, 0);
     assert!(lock.stored_reply("k").await.unwrap().is_none());
     let commit = append(lock.session(), Some("k"));
     lock.commit(&commit).await.unwrap();
-    let mut lock = store.lock_session("s1").await.unwrap();
+    let mut lock = store.update_session("s1").await.unwrap();
     assert_eq!(
         lock.stored_reply("k").await.unwrap(),
         Some(StoredReply {
@@ -182,7 +182,7 @@ async fn session_mutations(backend: Backend) {
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].direction, DVector::from_vec(vec![1.0, 2.0]));
     // A commit that does not advance the version by one, or reuses a key, is refused whole.
-    let lock = store.lock_session("s1").await.unwrap();
+    let lock = store.update_session("s1").await.unwrap();
     let mut stale = append(lock.session(), Some("k"));
     stale.answer.as_mut().unwrap().row.seq = 2;
     assert!(matches!(
@@ -191,17 +191,42 @@ async fn session_mutations(backend: Backend) {
     ));
     assert_eq!(store.get_session("s1").await.unwrap().unwrap().version, 2);
     assert!(matches!(
-        store.lock_session("nope").await.err(),
+        store.update_session("nope").await.err(),
         Some(StoreError::NotFound(_))
     ));
-    // The lock sees the log; the profile is upserted with a growing version.
-    let mut lock = store.lock_session("s1").await.unwrap();
-    assert_eq!(lock.answers().await.unwrap().len(), 1);
+    // Optimistic concurrency (PostgreSQL reads without locking): of two updates read at the same
+    // version, the second to commit is refused whole.
+    if store.dialect() == Dialect::Postgres {
+        let first = store.update_session("s1").await.unwrap();
+        let second = store.update_session("s1").await.unwrap();
+        let mut commit = append(first.session(), Some("k2"));
+        commit.answer.as_mut().unwrap().row.seq = 2;
+        first.commit(&commit).await.unwrap();
+        let mut late = append(second.session(), Some("k3"));
+        late.answer.as_mut().unwrap().row.seq = 2;
+        assert!(matches!(
+            second.commit(&late).await,
+            Err(StoreError::Changed)
+        ));
+        let log = store.session_answers("s1").await.unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[1].idempotency_key.as_deref(), Some("k2"));
+        assert_eq!(store.get_session("s1").await.unwrap().unwrap().version, 3);
+    } else {
+        // SQLite: the update holds the write lock, so the same sequence is serial.
+        let lock = store.update_session("s1").await.unwrap();
+        let mut commit = append(lock.session(), Some("k2"));
+        commit.answer.as_mut().unwrap().row.seq = 2;
+        lock.commit(&commit).await.unwrap();
+    }
+    // The update sees the log; the profile is upserted with a growing version.
+    let mut lock = store.update_session("s1").await.unwrap();
+    assert_eq!(lock.answers().await.unwrap().len(), 2);
     let mut commit = append(lock.session(), None);
-    commit.answer.as_mut().unwrap().row.seq = 2;
+    commit.answer.as_mut().unwrap().row.seq = 3;
     lock.commit(&commit).await.unwrap();
     let profile = store.get_profile("u", "m").await.unwrap().unwrap();
-    assert_eq!((profile.version, profile.answers), (2, 2));
+    assert_eq!((profile.version, profile.answers), (3, 3));
     assert_eq!(
         store.sessions_by_status().await.unwrap(),
         vec![("active".to_string(), 1)]

@@ -1,0 +1,584 @@
+//! `elicit bench`: a load generator against a running server, in the spirit of pgbench and
+//! redis-benchmark.
+//!
+//! It creates its own model (random N(0, 1) features from `--seed`) and users, then runs two timed
+//! phases with `--clients` concurrent clients:
+//! 1. onboarding: create a session, answer until the session stops asking (as a simulated user
+//!    with random coefficients answering through the model's logistic noise), finish; repeat;
+//! 2. scoring: `POST /v1/score` with `--candidates` inline candidates for users onboarded in phase 1.
+//!
+//! Every answer carries an `Idempotency-Key`; a request that fails in transport is retried with
+//! the same key (up to [`RETRIES`] times) and counted. Latency is measured per request, from
+//! sending to the last byte of the body. At the end it erases the model, and with it every session,
+//! answer and profile it created. Request loops are bounded by `--seconds`; it stops by itself.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Transport failures retried with the same idempotency key before a client gives up.
+pub const RETRIES: usize = 5;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub target: String,
+    pub api_key: String,
+    pub clients: usize,
+    pub seconds: f64,
+    pub bank: usize,
+    pub dims: usize,
+    /// Questions per session (the session's budget).
+    pub questions: usize,
+    /// Candidates per scoring request.
+    pub candidates: usize,
+    /// Total answers per second to aim at across clients (None: as fast as possible).
+    pub rate: Option<f64>,
+    pub seed: u64,
+}
+
+/// Latency summary of one kind of request.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Latency {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort();
+        let at = |q: f64| {
+            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[i].as_secs_f64() * 1e3
+        };
+        Self {
+            count: samples.len(),
+            p50_ms: at(0.50),
+            p95_ms: at(0.95),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
+}
+
+/// The median latency of answers at positions `from..=to` of their sessions.
+#[derive(Debug, Clone, Serialize)]
+pub struct PositionLatency {
+    pub from: usize,
+    pub to: usize,
+    pub count: usize,
+    pub p50_ms: f64,
+}
+
+/// What `elicit bench --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub target: String,
+    pub clients: usize,
+    pub seconds: f64,
+    pub bank: usize,
+    pub dims: usize,
+    pub questions: usize,
+    pub candidates: usize,
+    pub answers_per_s: f64,
+    pub answer_p50_ms: f64,
+    pub answer_p95_ms: f64,
+    pub answer_p99_ms: f64,
+    pub scores_per_s: f64,
+    pub score_p50_ms: f64,
+    pub score_p95_ms: f64,
+    pub score_p99_ms: f64,
+    pub answers: Latency,
+    pub scores: Latency,
+    pub sessions_created: usize,
+    pub sessions_finished: usize,
+    /// Median answer latency by position in the session, in blocks of 20 answers.
+    pub answer_p50_ms_by_position: Vec<PositionLatency>,
+    /// Requests retried after a transport error (same idempotency key).
+    pub retries: usize,
+    /// Responses with a 5xx status.
+    pub server_errors: usize,
+}
+
+/// An HTTP client of the target with the bench's key.
+#[derive(Clone)]
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A response: status and body.
+struct Reply {
+    status: u16,
+    body: Value,
+}
+
+impl Api {
+    fn new(target: &str, key: &str) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}")
+                .parse()
+                .context("the API key is not a valid header value")?,
+        );
+        Ok(Self {
+            base: target.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(1024)
+                .build()?,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> reqwest::Result<Reply> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        Ok(Reply {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        })
+    }
+
+    /// Sends until a response arrives (transport errors retried, same key), counting retries.
+    async fn send_retrying(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+        retries: &mut usize,
+    ) -> anyhow::Result<Reply> {
+        let mut attempt = 0;
+        loop {
+            match self.send(method.clone(), path, body, idempotency_key).await {
+                Ok(reply) => return Ok(reply),
+                Err(e) if attempt < RETRIES => {
+                    attempt += 1;
+                    *retries += 1;
+                    tracing::debug!(error = %e, path, "retrying");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+                Err(e) => return Err(e).context(format!("{path} failed {attempt} times")),
+            }
+        }
+    }
+}
+
+/// What one client measured.
+#[derive(Default)]
+struct ClientLog {
+    answers: Vec<(usize, Duration)>,
+    scores: Vec<Duration>,
+    users: Vec<String>,
+    sessions_created: usize,
+    sessions_finished: usize,
+    retries: usize,
+    server_errors: usize,
+}
+
+/// The shared set-up: the model's name and its items' features.
+struct Setup {
+    model: String,
+    features: Vec<Vec<f64>>,
+}
+
+/// Runs the benchmark and erases what it created (also when a phase fails).
+pub async fn run(options: &BenchOptions) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(options.clients >= 1, "--clients must be at least 1");
+    anyhow::ensure!(options.bank >= 2, "--bank must be at least 2");
+    anyhow::ensure!(
+        (1..=64).contains(&options.dims),
+        "--dims must be between 1 and 64"
+    );
+    anyhow::ensure!(options.seconds > 0.0, "--seconds must be positive");
+    let api = Api::new(&options.target, &options.api_key)?;
+    let setup = Arc::new(create_model(&api, options).await?);
+    let result = phases(&api, &setup, options).await;
+    let erased = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/models/{}", setup.model),
+            None,
+            None,
+        )
+        .await;
+    match erased {
+        Ok(reply) if reply.status == 200 => {}
+        Ok(reply) => eprintln!(
+            "could not erase model {}: {} {}",
+            setup.model, reply.status, reply.body
+        ),
+        Err(e) => eprintln!("could not erase model {}: {e}", setup.model),
+    }
+    result
+}
+
+async fn create_model(api: &Api, options: &BenchOptions) -> anyhow::Result<Setup> {
+    let model = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let dimensions: Vec<String> = (0..options.dims).map(|d| format!("d{d}")).collect();
+    let reply = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/models",
+            Some(&json!({"name": model, "dimensions": dimensions})),
+            None,
+        )
+        .await?;
+    if reply.status != 201 {
+        bail!("creating the model: {} {}", reply.status, reply.body);
+    }
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    let features: Vec<Vec<f64>> = (0..options.bank)
+        .map(|_| {
+            (0..options.dims)
+                .map(|_| StandardNormal.sample(&mut rng))
+                .collect()
+        })
+        .collect();
+    let items: Vec<Value> = features
+        .iter()
+        .enumerate()
+        .map(|(i, f)| json!({"id": format!("i{i}"), "features": f}))
+        .collect();
+    let reply = api
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/models/{model}/items"),
+            Some(&json!({"items": items})),
+            None,
+        )
+        .await?;
+    if reply.status != 200 {
+        bail!("uploading the items: {} {}", reply.status, reply.body);
+    }
+    Ok(Setup { model, features })
+}
+
+async fn phases(
+    api: &Api,
+    setup: &Arc<Setup>,
+    options: &BenchOptions,
+) -> anyhow::Result<BenchReport> {
+    let duration = Duration::from_secs_f64(options.seconds);
+    let onboarding = run_clients(options.clients, |client| {
+        let (api, setup, options) = (api.clone(), setup.clone(), options.clone());
+        async move { onboard_loop(&api, &setup, &options, client, duration).await }
+    })
+    .await?;
+    let onboarding_seconds = onboarding.1.as_secs_f64();
+    let mut logs = onboarding.0;
+    let users: Arc<Vec<String>> = Arc::new(logs.iter().flat_map(|l| l.users.clone()).collect());
+    anyhow::ensure!(
+        !users.is_empty(),
+        "no session was created in {} s",
+        options.seconds
+    );
+    let scoring = run_clients(options.clients, |client| {
+        let (api, setup, options, users) =
+            (api.clone(), setup.clone(), options.clone(), users.clone());
+        async move { score_loop(&api, &setup, &options, &users, client, duration).await }
+    })
+    .await?;
+    let scoring_seconds = scoring.1.as_secs_f64();
+    logs.extend(scoring.0);
+
+    let answer_samples: Vec<(usize, Duration)> =
+        logs.iter().flat_map(|l| l.answers.clone()).collect();
+    let answers = Latency::of(answer_samples.iter().map(|a| a.1).collect());
+    let scores = Latency::of(logs.iter().flat_map(|l| l.scores.clone()).collect());
+    Ok(BenchReport {
+        target: options.target.clone(),
+        clients: options.clients,
+        seconds: options.seconds,
+        bank: options.bank,
+        dims: options.dims,
+        questions: options.questions,
+        candidates: options.candidates,
+        answers_per_s: answers.count as f64 / onboarding_seconds,
+        answer_p50_ms: answers.p50_ms,
+        answer_p95_ms: answers.p95_ms,
+        answer_p99_ms: answers.p99_ms,
+        scores_per_s: scores.count as f64 / scoring_seconds,
+        score_p50_ms: scores.p50_ms,
+        score_p95_ms: scores.p95_ms,
+        score_p99_ms: scores.p99_ms,
+        answer_p50_ms_by_position: by_position(&answer_samples, options.questions),
+        answers,
+        scores,
+        sessions_created: logs.iter().map(|l| l.sessions_created).sum(),
+        sessions_finished: logs.iter().map(|l| l.sessions_finished).sum(),
+        retries: logs.iter().map(|l| l.retries).sum(),
+        server_errors: logs.iter().map(|l| l.server_errors).sum(),
+    })
+}
+
+/// Runs `clients` tasks to completion; returns their logs and the wall time.
+async fn run_clients<F, Fut>(
+    clients: usize,
+    client: F,
+) -> anyhow::Result<(Vec<ClientLog>, Duration)>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ClientLog>> + Send + 'static,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients).map(|c| tokio::spawn(client(c))).collect();
+    let mut logs = Vec::with_capacity(clients);
+    for task in tasks {
+        logs.push(task.await??);
+    }
+    Ok((logs, started.elapsed()))
+}
+
+/// Median latency per block of 20 answer positions.
+fn by_position(samples: &[(usize, Duration)], questions: usize) -> Vec<PositionLatency> {
+    (1..=questions)
+        .step_by(20)
+        .filter_map(|from| {
+            let to = (from + 19).min(questions);
+            let latency = Latency::of(
+                samples
+                    .iter()
+                    .filter(|(p, _)| (from..=to).contains(p))
+                    .map(|s| s.1)
+                    .collect(),
+            );
+            (latency.count > 0).then_some(PositionLatency {
+                from,
+                to,
+                count: latency.count,
+                p50_ms: latency.p50_ms,
+            })
+        })
+        .collect()
+}
+
+/// Sleeps so that a client's answers follow its share of `--rate`.
+struct Pacer {
+    interval: Option<Duration>,
+    next: Instant,
+}
+
+impl Pacer {
+    fn new(rate: Option<f64>, clients: usize) -> Self {
+        Self {
+            interval: rate
+                .filter(|r| *r > 0.0)
+                .map(|r| Duration::from_secs_f64(clients as f64 / r)),
+            next: Instant::now(),
+        }
+    }
+
+    async fn wait(&mut self) {
+        if let Some(interval) = self.interval {
+            tokio::time::sleep_until(self.next.into()).await;
+            self.next = self.next.max(Instant::now() - interval) + interval;
+        }
+    }
+}
+
+/// One client's onboarding loop: whole sessions until the deadline.
+async fn onboard_loop(
+    api: &Api,
+    setup: &Setup,
+    options: &BenchOptions,
+    client: usize,
+    duration: Duration,
+) -> anyhow::Result<ClientLog> {
+    let deadline = Instant::now() + duration;
+    let mut rng = StdRng::seed_from_u64(options.seed ^ (client as u64).wrapping_mul(0x9e37_79b9));
+    let mut log = ClientLog::default();
+    let mut pacer = Pacer::new(options.rate, options.clients);
+    let mut n = 0;
+    while Instant::now() < deadline {
+        let user = format!("{}-c{client}-u{n}", setup.model);
+        n += 1;
+        let lambda: Vec<f64> = (0..options.dims)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect();
+        let reply = api
+            .send_retrying(
+                reqwest::Method::POST,
+                "/v1/sessions",
+                Some(&json!({"model": setup.model, "user_id": user, "max_questions": options.questions})),
+                None,
+                &mut log.retries,
+            )
+            .await?;
+        if reply.status != 201 {
+            log.server_errors += usize::from(reply.status >= 500);
+            continue;
+        }
+        log.sessions_created += 1;
+        log.users.push(user);
+        let id = reply.body["id"].as_str().context("session id")?.to_string();
+        let mut question = reply.body["question"].clone();
+        let mut position = 0;
+        while !question.is_null() && Instant::now() < deadline {
+            pacer.wait().await;
+            position += 1;
+            let choice = simulated_choice(&question, &setup.features, &lambda, &mut rng)?;
+            let body = json!({"question_id": question["id"], "choice": choice});
+            let key = format!("{id}-{position}");
+            let started = Instant::now();
+            let reply = loop {
+                let reply = api
+                    .send_retrying(
+                        reqwest::Method::POST,
+                        &format!("/v1/sessions/{id}/answers"),
+                        Some(&body),
+                        Some(&key),
+                        &mut log.retries,
+                    )
+                    .await?;
+                if reply.status < 500 || Instant::now() >= deadline {
+                    break reply;
+                }
+                // The same answer again, with the same key: applied once whatever happened.
+                log.server_errors += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let elapsed = started.elapsed();
+            match reply.status {
+                200 => {
+                    log.answers.push((position, elapsed));
+                    question = reply.body["question"].clone();
+                }
+                s if s >= 500 => break,
+                s => bail!("answer refused: {s} {}", reply.body),
+            }
+        }
+        if question.is_null() {
+            let reply = api
+                .send_retrying(
+                    reqwest::Method::POST,
+                    &format!("/v1/sessions/{id}/finish"),
+                    None,
+                    None,
+                    &mut log.retries,
+                )
+                .await?;
+            log.server_errors += usize::from(reply.status >= 500);
+            log.sessions_finished += usize::from(reply.status == 200);
+        }
+    }
+    Ok(log)
+}
+
+/// A simulated user's answer: "a" with probability σ(λᵀ(φa − φb)).
+fn simulated_choice(
+    question: &Value,
+    features: &[Vec<f64>],
+    lambda: &[f64],
+    rng: &mut StdRng,
+) -> anyhow::Result<&'static str> {
+    let reward = |k: usize| -> anyhow::Result<f64> {
+        let id = question["items"][k]["id"].as_str().context("item id")?;
+        let i: usize = id.trim_start_matches('i').parse().context("item index")?;
+        Ok(features[i].iter().zip(lambda).map(|(f, l)| f * l).sum())
+    };
+    let margin = reward(0)? - reward(1)?;
+    let p_a = 1.0 / (1.0 + (-margin).exp());
+    Ok(if rng.random::<f64>() < p_a { "a" } else { "b" })
+}
+
+/// One client's scoring loop until the deadline.
+async fn score_loop(
+    api: &Api,
+    setup: &Setup,
+    options: &BenchOptions,
+    users: &[String],
+    client: usize,
+    duration: Duration,
+) -> anyhow::Result<ClientLog> {
+    let deadline = Instant::now() + duration;
+    let mut rng = StdRng::seed_from_u64(options.seed ^ 0x5c0e ^ client as u64);
+    let mut log = ClientLog::default();
+    while Instant::now() < deadline {
+        let user = &users[rng.random_range(0..users.len())];
+        let candidates: Vec<Value> = (0..options.candidates)
+            .map(|c| {
+                let i = rng.random_range(0..setup.features.len());
+                json!({"id": format!("c{c}"), "features": setup.features[i]})
+            })
+            .collect();
+        let body = json!({"model": setup.model, "user_id": user, "candidates": candidates});
+        let started = Instant::now();
+        let reply = api
+            .send_retrying(
+                reqwest::Method::POST,
+                "/v1/score",
+                Some(&body),
+                None,
+                &mut log.retries,
+            )
+            .await?;
+        match reply.status {
+            200 => log.scores.push(started.elapsed()),
+            s if s >= 500 => log.server_errors += 1,
+            s => bail!("scoring refused: {s} {}", reply.body),
+        }
+    }
+    Ok(log)
+}
+
+/// The report as a table.
+pub fn table(r: &BenchReport) -> String {
+    let mut out = format!(
+        "elicit bench: {} clients, {} s per phase, bank {} × J={}, {} questions, {} candidates\n",
+        r.clients, r.seconds, r.bank, r.dims, r.questions, r.candidates
+    );
+    out += &format!(
+        "{:<8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
+        "", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "count"
+    );
+    for (name, rate, l) in [
+        ("answers", r.answers_per_s, &r.answers),
+        ("scores", r.scores_per_s, &r.scores),
+    ] {
+        out += &format!(
+            "{name:<8} {rate:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8}\n",
+            l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms, l.count
+        );
+    }
+    out += &format!(
+        "sessions: {} created, {} finished; {} retries; {} server errors\n",
+        r.sessions_created, r.sessions_finished, r.retries, r.server_errors
+    );
+    if r.answer_p50_ms_by_position.len() > 1 {
+        out += "answer p50 by position:";
+        for p in &r.answer_p50_ms_by_position {
+            out += &format!(" {}–{}: {:.2} ms;", p.from, p.to, p.p50_ms);
+        }
+        out += "\n";
+    }
+    out
+}
