@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The answer path against PostgreSQL's own ceiling, measured in one run on one cluster:
+#   1. `pgbench -N` and `elicit bench` in alternation (16 clients, 40- and 1,000-item banks, J = 16),
+#      answers/s as a ratio of pgbench's tps, median over the rounds;
+#   2. `elicit bench` at half the measured answer rate: p99 latency;
+#   3. one client answering 200-question sessions over a 1,000-item bank: median latency by
+#      position in the session (answers 1–20 against 181–200).
+# Usage: scripts/answer-load.sh [SECONDS_PER_RUN] [ROUNDS]   (PG* variables select the cluster;
+# default 127.0.0.1:5432 as postgres). Prints a Markdown table; leaves nothing behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN="${1:-8}"
+ROUNDS="${2:-3}"
+CLIENTS=16
+export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/elicit/target}"
+cargo build --release --quiet
+ELICIT="$CARGO_TARGET_DIR/release/elicit"
+KEY="load-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+DB=elicit_load_$$
+PGB=pgbench_load_$$
+LOG=$(mktemp)
+cleanup() {
+  [[ -n "${SERVER:-}" ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
+  dropdb --if-exists "$DB" 2>/dev/null || true
+  dropdb --if-exists "$PGB" 2>/dev/null || true
+  rm -f "$LOG"
+}
+trap cleanup EXIT
+createdb "$DB"
+createdb "$PGB"
+pgbench -i -s 10 -q "$PGB" >/dev/null 2>&1
+
+ELICIT_DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" ELICIT_ADMIN_KEY="$KEY" RUST_LOG=warn \
+  "$ELICIT" serve --port 0 >"$LOG" 2>&1 &
+SERVER=$!
+for _ in $(seq 100); do grep -q "listening on" "$LOG" && break; sleep 0.1; done
+TARGET=$(sed -n 's/^listening on //p' "$LOG")
+[[ -n "$TARGET" ]] || { cat "$LOG"; exit 1; }
+
+pgbench_tps() {
+  pgbench -N -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" "$PGB" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+}
+bench() { "$ELICIT" bench --target "$TARGET" --api-key "$KEY" --dims 16 --json "$@"; }
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+echo "| bank | pgbench -N tps | answers/s | ratio | answer p50 ms | answer p99 ms | scores/s (100 candidates) | score p99 ms |"
+echo "|---|---|---|---|---|---|---|---|"
+for bank in 40 1000; do
+  ratios=()
+  for round in $(seq "$ROUNDS"); do
+    tps=$(pgbench_tps)
+    report=$(bench --clients "$CLIENTS" --bank "$bank" --seed "$round" --seconds "$SECONDS_PER_RUN")
+    answers=$(field answers_per_s <<<"$report")
+    ratio=$(python3 -c "print(f'{$answers / $tps:.2f}')")
+    ratios+=("$ratio")
+    printf '| %s | %.0f | %.0f | %s | %.2f | %.2f | %.0f | %.2f |\n' "$bank" "$tps" "$answers" "$ratio" \
+      "$(field answer_p50_ms <<<"$report")" "$(field answer_p99_ms <<<"$report")" \
+      "$(field scores_per_s <<<"$report")" "$(field score_p99_ms <<<"$report")"
+  done
+  median=$(printf '%s\n' "${ratios[@]}" | sort -n | sed -n "$(((ROUNDS + 1) / 2))p")
+  echo "| $bank | | | **median $median** | | | | |"
+  half=$(python3 -c "print($answers / 2)")
+  report=$(bench --clients "$CLIENTS" --bank "$bank" --rate "$half" --seconds "$SECONDS_PER_RUN")
+  printf '| %s at %.0f answers/s (half) | | %.0f | | %.2f | %.2f | | |\n' "$bank" "$half" \
+    "$(field answers_per_s <<<"$report")" "$(field answer_p50_ms <<<"$report")" "$(field answer_p99_ms <<<"$report")"
+done
+
+echo
+echo "One client, 200-question sessions, 1,000 items, J = 16: median answer latency by position"
+bench --clients 1 --bank 1000 --questions 200 --seconds $((SECONDS_PER_RUN * 2)) | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+rows = r['answer_p50_ms_by_position']
+print(' '.join(f\"{p['from']}-{p['to']}: {p['p50_ms']:.2f} ms;\" for p in rows))
+first, last = rows[0]['p50_ms'], rows[-1]['p50_ms']
+print(f'answers 181-200 / answers 1-20: {last / first:.2f} ({last:.2f} ms / {first:.2f} ms)')"
