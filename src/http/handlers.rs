@@ -173,8 +173,8 @@ pub struct AnswerQuery {
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/answers", tag = "sessions", request_body = AnswerIn, security(("bearer" = [])),
     params(("id" = String, Path), ("covariance" = Option<bool>, Query, description = "include the posterior covariance"),
-        ("Idempotency-Key" = Option<String>, Header, description = "replays the first response, byte for byte, for a retried answer"),
-        ("If-Match" = Option<String>, Header, description = "the session version (ETag) the answer is for")),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, pattern = "^[!-~]+$", description = "replays the first response, byte for byte, for a retried answer"),
+        ("If-Match" = Option<String>, Header, pattern = r#"^(W/)?"?[0-9]{1,18}"?$"#, description = "the session version (ETag) the answer is for")),
     responses((status = 200, body = AnswerView), (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)))]
 pub async fn post_answer(
     State(service): State<Service>,
@@ -226,7 +226,7 @@ pub struct ProfileQuery {
     model: String,
 }
 
-#[utoipa::path(get, path = "/v1/users/{user_id}/profile", tag = "scoring", params(("user_id" = String, Path), ("model" = String, Query)), security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/users/{user_id}/profile", tag = "scoring", params(("user_id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"), ("model" = String, Query)), security(("bearer" = [])),
     responses((status = 200, body = ProfileView), (status = 404, body = Problem)))]
 pub async fn get_profile(
     State(service): State<Service>,
@@ -245,7 +245,7 @@ pub async fn score(
     Ok(axum::Json(service.score(req).await?))
 }
 
-#[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "users", params(("user_id" = String, Path)), security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "users", params(("user_id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")), security(("bearer" = [])),
     responses((status = 200, body = Erased)))]
 pub async fn delete_user(
     State(service): State<Service>,

@@ -18,7 +18,7 @@ use super::handlers;
         handlers::create_key, handlers::list_keys, handlers::revoke_key,
     ),
     components(schemas(super::error::Problem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemResponses),
     tags(
         (name = "models", description = "Reward bases and item banks (admin)"),
         (name = "sessions", description = "Onboarding sessions (frontend key or the session's token)"),
@@ -39,6 +39,88 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Documents every error an operation can answer, each as `application/problem+json`: those its
+/// annotation names, and those every route of its kind can give (400/413/415 for a JSON body, 401
+/// and 403 under `/v1`, 429 and 503 under load, 500). A client generated from the document then
+/// expects every status the server sends.
+struct ProblemResponses;
+
+impl ProblemResponses {
+    fn problem(description: &str) -> utoipa::openapi::Response {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    }
+
+    fn document(operation: &mut utoipa::openapi::path::Operation, path: &str) {
+        use utoipa::openapi::RefOr;
+        let mut statuses = vec![
+            ("500", "internal error"),
+            (
+                "503",
+                "overloaded, draining, or the database is unavailable; retry",
+            ),
+        ];
+        if path.starts_with("/v1/") {
+            statuses.push(("401", "missing or unknown key or token"));
+            statuses.push(("403", "the key or token may not use this route"));
+            statuses.push(("404", "not found"));
+        }
+        if operation.request_body.is_some() {
+            statuses.push(("400", "malformed JSON"));
+            statuses.push(("413", "body too large"));
+            statuses.push(("415", "not application/json"));
+            statuses.push(("422", "a field's value is not acceptable"));
+        }
+        if !operation.parameters.as_ref().is_none_or(Vec::is_empty) {
+            statuses.push(("400", "a path or query parameter does not parse"));
+            statuses.push(("422", "a parameter's value is not acceptable"));
+        }
+        let responses = &mut operation.responses.responses;
+        for (status, description) in statuses {
+            responses
+                .entry(status.to_string())
+                .or_insert_with(|| RefOr::T(Self::problem(description)));
+        }
+        // Error responses named in the annotations carry the problem schema as JSON: relabel them.
+        for (status, response) in responses.iter_mut() {
+            if let (false, RefOr::T(response)) = (status.starts_with('2'), response)
+                && let Some(content) = response.content.shift_remove("application/json")
+            {
+                response
+                    .content
+                    .insert("application/problem+json".to_string(), content);
+            }
+        }
+    }
+}
+
+impl Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                Self::document(operation, path);
+            }
+        }
     }
 }
 

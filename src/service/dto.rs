@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Choice, NoiseModel, StopReason, Strategy, UpdateMethod};
 use crate::store::SessionStatus;
 
+/// An identifier as the API accepts it: 1 to 256 characters, none of them a control character.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+pub struct Identifier(pub String);
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriorSpec {
@@ -16,7 +21,9 @@ pub struct PriorSpec {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateModel {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub name: String,
+    #[schema(min_items = 1, max_items = 64, value_type = Vec<Identifier>)]
     pub dimensions: Vec<String>,
     pub prior: Option<PriorSpec>,
     pub noise: Option<NoiseModel>,
@@ -44,8 +51,14 @@ pub struct ModelList {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemIn {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub id: String,
     pub features: Vec<f64>,
+    #[schema(value_type = Option<Identifier>)]
     pub group: Option<String>,
     pub payload: Option<serde_json::Value>,
 }
@@ -72,11 +85,19 @@ pub struct ItemsPage {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub model: String,
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub user_id: String,
+    #[schema(minimum = 1, maximum = 200)]
     pub max_questions: Option<usize>,
     pub strategy: Option<Strategy>,
     /// The only items the session may ask about.
+    #[schema(min_items = 2, value_type = Option<Vec<Identifier>>)]
     pub items: Option<Vec<String>>,
     /// Pairs of item ids the session must never ask (e.g. pairs held out for evaluation).
     pub exclude_pairs: Option<Vec<[String; 2]>>,
@@ -214,6 +235,11 @@ pub struct CurrentQuestion {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnswerIn {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub question_id: String,
     pub choice: Choice,
 }
@@ -233,16 +259,25 @@ pub struct ProfileView {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Candidate {
+    #[schema(value_type = Option<Identifier>)]
     pub id: Option<String>,
     pub features: Option<Vec<f64>>,
+    #[schema(value_type = Option<Identifier>)]
     pub item_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreRequest {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub model: String,
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub user_id: String,
+    #[schema(min_items = 1, max_items = 10000)]
     pub candidates: Vec<Candidate>,
     /// Also return P(i ≻ j) for every pair (at most 100 candidates).
     #[serde(default)]

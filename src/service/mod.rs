@@ -79,15 +79,15 @@ impl Service {
     }
 }
 
-/// Checks an identifier: non-empty, at most `max` bytes, no control characters.
+/// Checks an identifier: non-empty, at most `max` characters, no control characters.
 pub(crate) fn check_id(field: &str, value: &str, max: usize) -> Result<(), ServiceError> {
     if value.is_empty() {
         return Err(ServiceError::invalid(field, "must not be empty"));
     }
-    if value.len() > max {
+    if value.chars().count() > max {
         return Err(ServiceError::invalid(
             field,
-            format!("must be at most {max} bytes"),
+            format!("must be at most {max} characters"),
         ));
     }
     if value.chars().any(char::is_control) {

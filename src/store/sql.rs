@@ -391,12 +391,16 @@ impl SessionUpdate for SqlSessionUpdate {
                     read_version,
                     RowSource::IfUpdated,
                 ));
+                // `fetch_all`, not `fetch_optional`: the row arrives before the implicit
+                // transaction commits; only the end of the stream (ReadyForQuery, after Sync)
+                // says the commit is durable. `fetch_optional` returned at the row, and the fault
+                // test once saw an acknowledged answer vanish in a crash.
                 let applied = statement
                     .query()
-                    .fetch_optional(&pool)
+                    .fetch_all(&pool)
                     .await
                     .map_err(|e| classify(e, "answer"))?;
-                if applied.is_none() {
+                if applied.is_empty() {
                     return Err(StoreError::Changed);
                 }
             }
