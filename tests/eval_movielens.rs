@@ -1,4 +1,4 @@
-//! The evaluator's acceptance on real users: MovieLens test users (`../shared/data/movielens`, or
+//! The evaluator's acceptance on real users: MovieLens test users (`datasets/movielens`, shipped, or
 //! `ELICIT_MOVIELENS_DIR`), isotropic prior. BALD must beat random by more than two standard
 //! errors at k = 10 and k = 30 and reach 0.69 and 0.72 (a plain numpy ADF + BALD: 0.697 / 0.727;
 //! random 0.653 / 0.702; ceiling 0.766).
@@ -11,7 +11,7 @@ fn bald_beats_random_on_movielens_test_users() {
     let dir = std::env::var("ELICIT_MOVIELENS_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/movielens")
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/movielens")
         });
     let dataset =
         Dataset::load(&dir.join("items.csv"), &dir.join("ratings.csv")).unwrap_or_else(|e| {
