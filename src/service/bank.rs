@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use nalgebra::DMatrix;
 
 use super::ServiceError;
-use crate::model::Bank;
+use crate::model::{Bank, Posterior};
 use crate::store::{BankStamp, ModelRecord, Store};
 
 /// A model's bank with the id ↔ index maps the service needs, and the model it belongs to (a
@@ -15,6 +15,8 @@ use crate::store::{BankStamp, ModelRecord, Store};
 #[derive(Debug)]
 pub struct LoadedBank {
     pub model: ModelRecord,
+    /// The model's prior, validated (factorised) once when the bank was loaded.
+    pub prior: Posterior,
     pub version: i64,
     pub bank: Bank,
     pub ids: Vec<String>,
@@ -62,11 +64,14 @@ impl BankCache {
         }
         let bank =
             Bank::new(features, groups).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let prior = Posterior::new(model.prior_mean.clone(), model.prior_cov.clone())
+            .map_err(|e| ServiceError::Internal(format!("model '{}' prior: {e}", model.name)))?;
         let loaded = Arc::new(LoadedBank {
             model: ModelRecord {
                 bank_version: version,
                 ..model.clone()
             },
+            prior,
             version,
             bank,
             index: items

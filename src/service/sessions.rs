@@ -105,7 +105,7 @@ impl Service {
             items: req.items,
             exclude_pairs,
         };
-        let prior = prior_of(&model)?;
+        let prior = bank.prior.clone();
         let allowed = allowed_indices(&settings, &bank);
         let mut run = Elicitation::new(
             &bank.bank,
@@ -147,7 +147,7 @@ impl Service {
         self.store.create_session(&session).await?;
         let created = SessionCreated {
             token,
-            session: session_view(&model, &bank, &session, &[], &prior, &prior)?,
+            session: session_view(&bank, &session, &[], &prior),
         };
         self.runs
             .put(&session.id, session.version, bank.version, run.into_state());
@@ -159,15 +159,8 @@ impl Service {
         let model = self.model(&session.model).await?;
         let bank = self.banks.get(self.store.as_ref(), &model).await?;
         let answers = self.store.session_answers(id).await?;
-        let posterior = session_posterior(&model, &session, &answers)?;
-        session_view(
-            &model,
-            &bank,
-            &session,
-            &answers,
-            &prior_of(&model)?,
-            &posterior,
-        )
+        let posterior = session_posterior(&bank, &session, &answers);
+        Ok(session_view(&bank, &session, &answers, &posterior))
     }
 
     /// The question waiting for an answer (the same one until it is answered).
@@ -198,17 +191,16 @@ impl Service {
         id: &str,
     ) -> Result<Option<(SessionRecord, Arc<LoadedBank>)>, ServiceError> {
         let (mut update, bank) = self.open(id).await?;
-        let current = update.session().clone();
-        let stale = current.status == SessionStatus::Active
-            && current
+        let mut next = update.session().clone();
+        let stale = next.status == SessionStatus::Active
+            && next
                 .question
                 .as_ref()
                 .is_some_and(|q| asks_about_deleted_item(q, &bank));
         if !stale {
-            return Ok(Some((current, bank)));
+            return Ok(Some((next, bank)));
         }
         let run = self.run(update.as_mut(), &bank).await?;
-        let mut next = current.clone();
         next.version += 1;
         next.updated_ms = now_ms();
         set_next_question(&mut next, &run, &bank);
@@ -297,8 +289,9 @@ impl Service {
                 replayed: true,
             }));
         }
-        let current = update.session().clone();
-        let pair = answerable_pair(&current, &bank, req, *if_match)?;
+        let pair = answerable_pair(update.session(), &bank, req, *if_match)?;
+        let mut next = update.session().clone();
+        let question = next.question.take().expect("checked answerable");
         let mut run = self.run(update.as_mut(), &bank).await?;
         let started = std::time::Instant::now();
         let outcome = run.answer(pair, req.choice)?;
@@ -306,7 +299,6 @@ impl Service {
             .record(started.elapsed().as_secs_f64());
 
         let now = now_ms();
-        let mut next = current.clone();
         next.version += 1;
         next.answers += 1;
         next.mean = run.posterior().mean().clone();
@@ -316,14 +308,13 @@ impl Service {
         let view = answer_view(&bank, &next, run.prior(), run.posterior(), *covariance);
         let body =
             serde_json::to_string(&view).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let question = current.question.as_ref().expect("checked answerable");
         let commit = SessionCommit {
             profile: Some(profile_of(&next)),
             answer: Some(AnswerCommit {
                 row: AnswerRow {
                     seq: next.answers,
-                    item_a: question.item_a.clone(),
-                    item_b: question.item_b.clone(),
+                    item_a: question.item_a,
+                    item_b: question.item_b,
                     choice: req.choice,
                     log_evidence: outcome.map(|u| u.log_evidence),
                     direction: bank.bank.direction(pair, bank.model.spec.noise.beta),
@@ -365,22 +356,24 @@ impl Service {
         let (mut update, bank) = self.open(id).await?;
         let model = &bank.model;
         let answers = update.answers().await?;
-        let current = update.session().clone();
-        let prior = prior_of(model)?;
-        if current.status == SessionStatus::Finished {
-            let posterior = session_posterior(model, &current, &answers)?;
-            return session_view(model, &bank, &current, &answers, &prior, &posterior).map(Some);
+        let mut next = update.session().clone();
+        if next.status == SessionStatus::Finished {
+            let posterior = session_posterior(&bank, &next, &answers);
+            return Ok(Some(session_view(&bank, &next, &answers, &posterior)));
         }
-        let (refined, _) = ep::refine(&prior, &observations(model, &answers), EpOptions::default());
-        let mut next = current.clone();
+        let (refined, _) = ep::refine(
+            &bank.prior,
+            &observations(model, &answers),
+            EpOptions::default(),
+        );
         next.version += 1;
         next.status = SessionStatus::Finished;
-        next.stop_reason = Some(current.stop_reason.unwrap_or(StopReason::Finished));
+        next.stop_reason = Some(next.stop_reason.unwrap_or(StopReason::Finished));
         next.question = None;
         next.mean = refined.mean().clone();
         next.cov = refined.cov().clone();
         next.updated_ms = now_ms();
-        let view = session_view(model, &bank, &next, &answers, &prior, &refined)?;
+        let view = session_view(&bank, &next, &answers, &refined);
         let commit = SessionCommit {
             profile: Some(profile_of(&next)),
             session: next,
@@ -422,13 +415,13 @@ impl Service {
         if let Some(state) = self.runs.take(&session.id, session.version, bank.version) {
             return Ok(Elicitation::from_state(
                 &bank.bank,
-                prior_of(model)?,
+                bank.prior.clone(),
                 state,
                 run_config(model, &session.settings),
             )?);
         }
         let answers = update.answers().await?;
-        resume(model, bank, update.session(), &answers)
+        resume(bank, update.session(), &answers)
     }
 
     pub async fn profile(&self, user_id: &str, model: &str) -> Result<ProfileView, ServiceError> {
@@ -482,7 +475,7 @@ fn committed(result: Result<(), StoreError>) -> Result<bool, ServiceError> {
 }
 
 /// Whether a commit logs an answer with an idempotency key (the only thing in it that can
-/// collide: the row lock rules out a taken sequence number).
+/// collide: a commit applies only at the version read, which rules out a taken sequence number).
 fn commit_has_key(commit: &SessionCommit) -> bool {
     commit
         .answer
@@ -608,11 +601,6 @@ fn apply_exclusions(run: &mut Elicitation<'_>, settings: &SessionSettings, bank:
     }
 }
 
-fn prior_of(model: &ModelRecord) -> Result<Posterior, ServiceError> {
-    Posterior::new(model.prior_mean.clone(), model.prior_cov.clone())
-        .map_err(|e| ServiceError::Internal(e.to_string()))
-}
-
 fn run_config(model: &ModelRecord, settings: &SessionSettings) -> ElicitationConfig {
     ElicitationConfig {
         noise: model.spec.noise,
@@ -637,19 +625,20 @@ fn allowed_indices(settings: &SessionSettings, bank: &LoadedBank) -> Option<Vec<
 
 /// The session's posterior: the stored cache, or, if that is damaged, a replay of the log.
 fn session_posterior(
-    model: &ModelRecord,
+    bank: &LoadedBank,
     session: &SessionRecord,
     answers: &[AnswerRow],
-) -> Result<Posterior, ServiceError> {
+) -> Posterior {
     if let Ok(p) = Posterior::new(session.mean.clone(), session.cov.clone()) {
-        return Ok(p);
+        return p;
     }
     tracing::warn!(session = %session.id, "stored posterior is not positive definite; rebuilding it from the answer log");
-    let mut posterior = prior_of(model)?;
+    let model = &bank.model;
+    let mut posterior = bank.prior.clone();
     for (x, lik) in observations(model, answers) {
         posterior.update(&x, &lik, model.spec.update_method);
     }
-    Ok(posterior)
+    posterior
 }
 
 /// The informative answers of a log as (direction, likelihood) pairs.
@@ -668,7 +657,6 @@ fn observations(
 
 /// Resumes the engine on a stored session.
 fn resume<'b>(
-    model: &ModelRecord,
     bank: &'b LoadedBank,
     session: &SessionRecord,
     answers: &[AnswerRow],
@@ -689,10 +677,10 @@ fn resume<'b>(
     let allowed = allowed_indices(&session.settings, bank);
     let mut run = Elicitation::resume(
         &bank.bank,
-        prior_of(model)?,
-        session_posterior(model, session, answers)?,
+        bank.prior.clone(),
+        session_posterior(bank, session, answers),
         history,
-        run_config(model, &session.settings),
+        run_config(&bank.model, &session.settings),
         allowed.as_deref(),
     )?;
     apply_exclusions(&mut run, &session.settings, bank);
@@ -787,23 +775,22 @@ fn answer_view(
     }
 }
 
-/// The wire view of a session whose prior and (validated or rebuilt) posterior the caller has
-/// at hand, so that no path factorises them twice.
+/// The wire view of a session whose (validated or rebuilt) posterior the caller has at hand, so
+/// that no path factorises it twice; the prior is the bank's, validated once when it was loaded.
 fn session_view(
-    model: &ModelRecord,
     bank: &LoadedBank,
     s: &SessionRecord,
     answers: &[AnswerRow],
-    prior: &Posterior,
     posterior: &Posterior,
-) -> Result<SessionView, ServiceError> {
+) -> SessionView {
+    let model = &bank.model;
     let d = Diagnostics::compute(
-        prior,
+        &bank.prior,
         posterior,
         &model.spec.noise,
         answers.iter().filter_map(|a| a.log_evidence),
     );
-    Ok(SessionView {
+    SessionView {
         id: s.id.clone(),
         model: s.model.clone(),
         user_id: s.user_id.clone(),
@@ -820,5 +807,5 @@ fn session_view(
             surprise_bits: d.surprise_bits,
         },
         question: s.question.as_ref().map(|q| question_view(q, bank)),
-    })
+    }
 }

@@ -425,6 +425,23 @@ impl SessionUpdate for SqlSessionUpdate {
     }
 }
 
+/// Runs DELETE statements that each bind `key` as `$1`, in order, in `tx`; returns the rows removed.
+async fn delete_rows(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    statements: &[&'static str],
+    key: &str,
+) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    for sql in statements {
+        removed += sqlx::query(*sql)
+            .bind(key)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    }
+    Ok(removed)
+}
+
 /// Hides a password in a database URL.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -651,26 +668,18 @@ impl Store for SqlStore {
             .begin_with(self.dialect.begin_write())
             .await
             .map_err(|e| classify(e, "model"))?;
-        let mut removed = 0;
-        for sql in [
-            "DELETE FROM answers WHERE session_id IN (SELECT id FROM sessions WHERE model = $1)",
-            "DELETE FROM sessions WHERE model = $1",
-            "DELETE FROM profiles WHERE model = $1",
-            "DELETE FROM items WHERE model = $1",
-        ] {
-            removed += sqlx::query(sql)
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| classify(e, "model"))?
-                .rows_affected();
-        }
-        let models = sqlx::query("DELETE FROM models WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| classify(e, "model"))?
-            .rows_affected();
+        let removed = delete_rows(
+            &mut tx,
+            &[
+                "DELETE FROM answers WHERE session_id IN (SELECT id FROM sessions WHERE model = $1)",
+                "DELETE FROM sessions WHERE model = $1",
+                "DELETE FROM profiles WHERE model = $1",
+                "DELETE FROM items WHERE model = $1",
+            ],
+            name,
+        )
+        .await?;
+        let models = delete_rows(&mut tx, &["DELETE FROM models WHERE name = $1"], name).await?;
         if models == 0 {
             return Err(StoreError::NotFound(format!("model '{name}'")));
         }
@@ -897,19 +906,16 @@ impl Store for SqlStore {
             .begin_with(self.dialect.begin_write())
             .await
             .map_err(|e| classify(e, "user"))?;
-        let mut removed = 0;
-        for sql in [
-            "DELETE FROM answers WHERE user_id = $1",
-            "DELETE FROM sessions WHERE user_id = $1",
-            "DELETE FROM profiles WHERE user_id = $1",
-        ] {
-            removed += sqlx::query(sql)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| classify(e, "user"))?
-                .rows_affected();
-        }
+        let removed = delete_rows(
+            &mut tx,
+            &[
+                "DELETE FROM answers WHERE user_id = $1",
+                "DELETE FROM sessions WHERE user_id = $1",
+                "DELETE FROM profiles WHERE user_id = $1",
+            ],
+            user_id,
+        )
+        .await?;
         tx.commit().await.map_err(|e| classify(e, "user"))?;
         Ok(removed)
     }
