@@ -25,21 +25,40 @@ use serde_json::{Value, json};
 /// Transport failures retried with the same idempotency key before a client gives up.
 pub const RETRIES: usize = 5;
 
-/// What to run.
+/// What to run: where, with which key, and the shape of the load.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub target: String,
     pub api_key: String,
+    pub load: Load,
+}
+
+/// The shape of the load (the `elicit bench` flags besides the target and key; echoed in the
+/// report).
+#[derive(Debug, Clone, Serialize, clap::Args)]
+pub struct Load {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
     pub clients: usize,
+    /// Seconds of each phase (onboarding, then scoring).
+    #[arg(long, default_value_t = 8.0)]
     pub seconds: f64,
+    /// Items in the bench model's bank.
+    #[arg(long, default_value_t = 40)]
     pub bank: usize,
+    /// Dimensions J of the bench model.
+    #[arg(long, default_value_t = 16)]
     pub dims: usize,
     /// Questions per session (the session's budget).
+    #[arg(long, default_value_t = 10)]
     pub questions: usize,
     /// Candidates per scoring request.
+    #[arg(long, default_value_t = 100)]
     pub candidates: usize,
-    /// Total answers per second to aim at across clients (None: as fast as possible).
+    /// Aim at this many answers per second in total (default: as fast as the server goes).
+    #[arg(long)]
     pub rate: Option<f64>,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
@@ -86,12 +105,8 @@ pub struct PositionLatency {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub target: String,
-    pub clients: usize,
-    pub seconds: f64,
-    pub bank: usize,
-    pub dims: usize,
-    pub questions: usize,
-    pub candidates: usize,
+    #[serde(flatten)]
+    pub load: Load,
     pub answers_per_s: f64,
     pub answer_p50_ms: f64,
     pub answer_p95_ms: f64,
@@ -127,20 +142,9 @@ struct Reply {
 
 impl Api {
     fn new(target: &str, key: &str) -> anyhow::Result<Self> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {key}")
-                .parse()
-                .context("the API key is not a valid header value")?,
-        );
         Ok(Self {
             base: target.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
-                .default_headers(headers)
-                .timeout(Duration::from_secs(30))
-                .pool_max_idle_per_host(1024)
-                .build()?,
+            http: crate::client::with_key(key, Some(Duration::from_secs(30)))?,
         })
     }
 
@@ -212,13 +216,13 @@ struct Setup {
 
 /// Runs the benchmark and erases what it created (also when a phase fails).
 pub async fn run(options: &BenchOptions) -> anyhow::Result<BenchReport> {
-    anyhow::ensure!(options.clients >= 1, "--clients must be at least 1");
-    anyhow::ensure!(options.bank >= 2, "--bank must be at least 2");
+    anyhow::ensure!(options.load.clients >= 1, "--clients must be at least 1");
+    anyhow::ensure!(options.load.bank >= 2, "--bank must be at least 2");
     anyhow::ensure!(
-        (1..=64).contains(&options.dims),
+        (1..=64).contains(&options.load.dims),
         "--dims must be between 1 and 64"
     );
-    anyhow::ensure!(options.seconds > 0.0, "--seconds must be positive");
+    anyhow::ensure!(options.load.seconds > 0.0, "--seconds must be positive");
     let api = Api::new(&options.target, &options.api_key)?;
     let setup = Arc::new(create_model(&api, options).await?);
     let result = phases(&api, &setup, options).await;
@@ -243,7 +247,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<BenchReport> {
 
 async fn create_model(api: &Api, options: &BenchOptions) -> anyhow::Result<Setup> {
     let model = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let dimensions: Vec<String> = (0..options.dims).map(|d| format!("d{d}")).collect();
+    let dimensions: Vec<String> = (0..options.load.dims).map(|d| format!("d{d}")).collect();
     let reply = api
         .send(
             reqwest::Method::POST,
@@ -255,10 +259,10 @@ async fn create_model(api: &Api, options: &BenchOptions) -> anyhow::Result<Setup
     if reply.status != 201 {
         bail!("creating the model: {} {}", reply.status, reply.body);
     }
-    let mut rng = StdRng::seed_from_u64(options.seed);
-    let features: Vec<Vec<f64>> = (0..options.bank)
+    let mut rng = StdRng::seed_from_u64(options.load.seed);
+    let features: Vec<Vec<f64>> = (0..options.load.bank)
         .map(|_| {
-            (0..options.dims)
+            (0..options.load.dims)
                 .map(|_| StandardNormal.sample(&mut rng))
                 .collect()
         })
@@ -287,8 +291,8 @@ async fn phases(
     setup: &Arc<Setup>,
     options: &BenchOptions,
 ) -> anyhow::Result<BenchReport> {
-    let duration = Duration::from_secs_f64(options.seconds);
-    let onboarding = run_clients(options.clients, |client| {
+    let duration = Duration::from_secs_f64(options.load.seconds);
+    let onboarding = run_clients(options.load.clients, |client| {
         let (api, setup, options) = (api.clone(), setup.clone(), options.clone());
         async move { onboard_loop(&api, &setup, &options, client, duration).await }
     })
@@ -299,9 +303,9 @@ async fn phases(
     anyhow::ensure!(
         !users.is_empty(),
         "no session was created in {} s",
-        options.seconds
+        options.load.seconds
     );
-    let scoring = run_clients(options.clients, |client| {
+    let scoring = run_clients(options.load.clients, |client| {
         let (api, setup, options, users) =
             (api.clone(), setup.clone(), options.clone(), users.clone());
         async move { score_loop(&api, &setup, &options, &users, client, duration).await }
@@ -316,12 +320,7 @@ async fn phases(
     let scores = Latency::of(logs.iter().flat_map(|l| l.scores.clone()).collect());
     Ok(BenchReport {
         target: options.target.clone(),
-        clients: options.clients,
-        seconds: options.seconds,
-        bank: options.bank,
-        dims: options.dims,
-        questions: options.questions,
-        candidates: options.candidates,
+        load: options.load.clone(),
         answers_per_s: answers.count as f64 / onboarding_seconds,
         answer_p50_ms: answers.p50_ms,
         answer_p95_ms: answers.p95_ms,
@@ -330,7 +329,7 @@ async fn phases(
         score_p50_ms: scores.p50_ms,
         score_p95_ms: scores.p95_ms,
         score_p99_ms: scores.p99_ms,
-        answer_p50_ms_by_position: by_position(&answer_samples, options.questions),
+        answer_p50_ms_by_position: by_position(&answer_samples, options.load.questions),
         answers,
         scores,
         sessions_created: logs.iter().map(|l| l.sessions_created).sum(),
@@ -414,21 +413,22 @@ async fn onboard_loop(
     duration: Duration,
 ) -> anyhow::Result<ClientLog> {
     let deadline = Instant::now() + duration;
-    let mut rng = StdRng::seed_from_u64(options.seed ^ (client as u64).wrapping_mul(0x9e37_79b9));
+    let mut rng =
+        StdRng::seed_from_u64(options.load.seed ^ (client as u64).wrapping_mul(0x9e37_79b9));
     let mut log = ClientLog::default();
-    let mut pacer = Pacer::new(options.rate, options.clients);
+    let mut pacer = Pacer::new(options.load.rate, options.load.clients);
     let mut n = 0;
     while Instant::now() < deadline {
         let user = format!("{}-c{client}-u{n}", setup.model);
         n += 1;
-        let lambda: Vec<f64> = (0..options.dims)
+        let lambda: Vec<f64> = (0..options.load.dims)
             .map(|_| StandardNormal.sample(&mut rng))
             .collect();
         let reply = api
             .send_retrying(
                 reqwest::Method::POST,
                 "/v1/sessions",
-                Some(&json!({"model": setup.model, "user_id": user, "max_questions": options.questions})),
+                Some(&json!({"model": setup.model, "user_id": user, "max_questions": options.load.questions})),
                 None,
                 &mut log.retries,
             )
@@ -520,11 +520,11 @@ async fn score_loop(
     duration: Duration,
 ) -> anyhow::Result<ClientLog> {
     let deadline = Instant::now() + duration;
-    let mut rng = StdRng::seed_from_u64(options.seed ^ 0x5c0e ^ client as u64);
+    let mut rng = StdRng::seed_from_u64(options.load.seed ^ 0x5c0e ^ client as u64);
     let mut log = ClientLog::default();
     while Instant::now() < deadline {
         let user = &users[rng.random_range(0..users.len())];
-        let candidates: Vec<Value> = (0..options.candidates)
+        let candidates: Vec<Value> = (0..options.load.candidates)
             .map(|c| {
                 let i = rng.random_range(0..setup.features.len());
                 json!({"id": format!("c{c}"), "features": setup.features[i]})
@@ -554,7 +554,12 @@ async fn score_loop(
 pub fn table(r: &BenchReport) -> String {
     let mut out = format!(
         "elicit bench: {} clients, {} s per phase, bank {} × J={}, {} questions, {} candidates\n",
-        r.clients, r.seconds, r.bank, r.dims, r.questions, r.candidates
+        r.load.clients,
+        r.load.seconds,
+        r.load.bank,
+        r.load.dims,
+        r.load.questions,
+        r.load.candidates
     );
     out += &format!(
         "{:<8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}\n",

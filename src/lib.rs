@@ -8,9 +8,11 @@
 //! * [`sim`]: simulated users for `elicit simulate`.
 //! * [`eval`]: offline evaluation on real users' ratings (`elicit eval`).
 //! * [`bench`]: a load generator against a running server (`elicit bench`).
+//! * [`client`]: an authenticated HTTP client of the API (for `eval --target`, `bench`, tests).
 
 pub mod app;
 pub mod bench;
+pub mod client;
 pub mod eval;
 pub mod http;
 pub mod model;

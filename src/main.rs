@@ -46,29 +46,8 @@ struct BenchArgs {
     /// An admin key (the bench creates and finally deletes its own model).
     #[arg(long, env = "ELICIT_API_KEY", hide_env_values = true)]
     api_key: String,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 16)]
-    clients: usize,
-    /// Seconds of each phase (onboarding, then scoring).
-    #[arg(long, default_value_t = 8.0)]
-    seconds: f64,
-    /// Items in the bench model's bank.
-    #[arg(long, default_value_t = 40)]
-    bank: usize,
-    /// Dimensions J of the bench model.
-    #[arg(long, default_value_t = 16)]
-    dims: usize,
-    /// Questions per session.
-    #[arg(long, default_value_t = 10)]
-    questions: usize,
-    /// Candidates per scoring request.
-    #[arg(long, default_value_t = 100)]
-    candidates: usize,
-    /// Aim at this many answers per second in total (default: as fast as the server goes).
-    #[arg(long)]
-    rate: Option<f64>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    load: elicit::bench::Load,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -187,14 +166,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let options = elicit::bench::BenchOptions {
         target: args.target,
         api_key: args.api_key,
-        clients: args.clients,
-        seconds: args.seconds,
-        bank: args.bank,
-        dims: args.dims,
-        questions: args.questions,
-        candidates: args.candidates,
-        rate: args.rate,
-        seed: args.seed,
+        load: args.load,
     };
     let report = elicit::bench::run(&options).await?;
     if args.json {

@@ -113,6 +113,13 @@ impl Cluster {
         assert!(status.success(), "pg_ctl start failed");
     }
 
+    /// Crashes the cluster and starts it again after `pause`.
+    async fn crash_for(&self, pause: Duration) {
+        self.stop_immediate();
+        tokio::time::sleep(pause).await;
+        self.pg_ctl_start();
+    }
+
     /// Stops at once, as a crash would: no checkpoint, recovery from the WAL on the next start.
     fn stop_immediate(&self) {
         let status = self
@@ -230,13 +237,11 @@ impl Replica {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// SIGKILL: no drain, no shutdown hook.
-    fn kill(&mut self) {
+    /// SIGKILL (no drain, no shutdown hook), then a new process on the same port after `pause`.
+    async fn kill_for(&mut self, pause: Duration) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-    }
-
-    fn restart(&mut self) {
+        tokio::time::sleep(pause).await;
         *self = Self::start(&self.database_url, self.port);
     }
 }
@@ -249,16 +254,7 @@ impl Drop for Replica {
 }
 
 fn client() -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {ADMIN_KEY}").parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap()
+    elicit::client::with_key(ADMIN_KEY, Some(Duration::from_secs(3))).unwrap()
 }
 
 /// Waits until `base` answers `/readyz` with 200.
@@ -541,6 +537,18 @@ async fn under_load<F: std::future::Future<Output = ()>>(
     tally
 }
 
+/// A fault two seconds into the load.
+async fn two_seconds_in(fault: impl std::future::Future<Output = ()>) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fault.await;
+}
+
+/// Waits for `base` to be ready again, then checks the database against what the clients saw.
+async fn recovered(name: &str, base: &str, database_url: &str, tally: &Tally) {
+    ready(&client(), base, Duration::from_secs(10)).await;
+    report(name, tally, verify(database_url, tally).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_answers_survive_crashes_kills_and_replicas() {
     let _ = std::fs::remove_file(Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults-report.txt"));
@@ -550,43 +558,23 @@ async fn acknowledged_answers_survive_crashes_kills_and_replicas() {
 
     // 1. PostgreSQL crashes and comes back; the service is not restarted.
     let mut a = Replica::start(&url, free_port());
-    ready(&http, &a.base(), Duration::from_secs(30)).await;
-    create_model(&http, &a.base()).await;
-    let tally = under_load(vec![a.base()], 6, 6, false, async {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        cluster.stop_immediate();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        cluster.pg_ctl_start();
-    })
-    .await;
-    ready(&http, &a.base(), Duration::from_secs(10)).await;
-    report("database crash", &tally, verify(&url, &tally).await);
+    let a_base = a.base();
+    ready(&http, &a_base, Duration::from_secs(30)).await;
+    create_model(&http, &a_base).await;
+    let crash = two_seconds_in(cluster.crash_for(Duration::from_millis(1500)));
+    let tally = under_load(vec![a_base.clone()], 6, 6, false, crash).await;
+    recovered("database crash", &a_base, &url, &tally).await;
 
     // 2. The service is SIGKILLed and started again.
-    let tally = under_load(vec![a.base()], 6, 6, false, async {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        a.kill();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        a.restart();
-    })
-    .await;
-    ready(&http, &a.base(), Duration::from_secs(10)).await;
-    report("service killed", &tally, verify(&url, &tally).await);
+    let kill = two_seconds_in(a.kill_for(Duration::from_millis(500)));
+    let tally = under_load(vec![a_base.clone()], 6, 6, false, kill).await;
+    recovered("service killed", &a_base, &url, &tally).await;
 
     // 3. Two replicas share the sessions and race on answers; one is killed and restarted.
     let mut b = Replica::start(&url, free_port());
-    ready(&http, &b.base(), Duration::from_secs(30)).await;
-    let tally = under_load(vec![a.base(), b.base()], 6, 6, true, async {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        b.kill();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        b.restart();
-    })
-    .await;
-    ready(&http, &b.base(), Duration::from_secs(10)).await;
-    report(
-        "two replicas, one killed",
-        &tally,
-        verify(&url, &tally).await,
-    );
+    let b_base = b.base();
+    ready(&http, &b_base, Duration::from_secs(30)).await;
+    let kill = two_seconds_in(b.kill_for(Duration::from_millis(500)));
+    let tally = under_load(vec![a_base, b_base.clone()], 6, 6, true, kill).await;
+    recovered("two replicas, one killed", &b_base, &url, &tally).await;
 }

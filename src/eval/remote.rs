@@ -41,16 +41,7 @@ impl Remote {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {api_key}")
-                .parse()
-                .context("the API key is not a valid header value")?,
-        );
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()?;
+        let client = crate::client::with_key(api_key, None)?;
         let base = target.trim_end_matches('/').to_string();
         let model = format!("eval-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let cov: Vec<Vec<f64>> = prior

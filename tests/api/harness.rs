@@ -126,15 +126,7 @@ pub fn test_config(database_url: &str) -> Config {
 
 /// An HTTP client that sends `Authorization: Bearer <key>` on every request.
 pub fn client_with_key(key: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {key}").parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
+    elicit::client::with_key(key, None).unwrap()
 }
 
 /// A running server.
