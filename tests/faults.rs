@@ -77,16 +77,19 @@ impl Cluster {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// A command run as the `postgres` user when this process is root (initdb refuses root).
+    /// A command run as the `postgres` user when this process is root (initdb refuses root),
+    /// from the cluster's directory (the test's own may not be readable by that user).
     fn command(&self, program: &str) -> Command {
         let path = self.bin.join(program);
-        if is_root() {
+        let mut command = if is_root() {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(path);
             c
         } else {
             Command::new(path)
-        }
+        };
+        command.current_dir(&self.dir);
+        command
     }
 
     fn pg_ctl_start(&self) {
