@@ -140,9 +140,16 @@ struct SimulateArgs {
     /// adf | rvga | jj
     #[arg(long, default_value = "adf")]
     method: UpdateMethod,
-    /// Rate of uniformly random answers (also given to the model as its lapse rate).
+    /// Rate of uniformly random answers of the simulated users.
     #[arg(long, default_value_t = 0.0)]
     lapse: f64,
+    /// The lapse rate the engine assumes: a rate (0 = unaware of lapses), or `auto` to estimate it
+    /// per user from the answers. Default: the simulated rate.
+    #[arg(long)]
+    model_lapse: Option<sim::ModelLapse>,
+    /// genuine (answers from a true λ) | random (coin flips)
+    #[arg(long, value_enum, default_value = "genuine")]
+    responders: sim::Responders,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -288,13 +295,17 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         strategy: args.strategy,
         method: args.method,
         lapse: args.lapse,
+        model_lapse: args
+            .model_lapse
+            .unwrap_or(sim::ModelLapse::Fixed(args.lapse)),
+        responders: args.responders,
     };
     let report = sim::run(&task).map_err(anyhow::Error::msg)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "simulate: J={} bank={} users={} scale={} strategy={} method={} lapse={} seed={}",
+            "simulate: J={} bank={} users={} scale={} strategy={} method={} lapse={} model-lapse={:?} responders={:?} seed={}",
             task.dims,
             task.bank,
             task.users,
@@ -302,16 +313,18 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             task.strategy.as_str(),
             task.method.as_str(),
             task.lapse,
+            task.model_lapse,
+            task.responders,
             task.seed
         );
         println!(
-            "{:>4}  {:>9}  {:>7}  {:>6}",
-            "k", "agreement", "cosine", "bits"
+            "{:>4}  {:>9}  {:>7}  {:>6}  {:>10}  {:>5}",
+            "k", "agreement", "cosine", "bits", "unreliable", "lapse"
         );
         for p in &report.curve {
             println!(
-                "{:>4}  {:>9.4}  {:>7.4}  {:>6.2}",
-                p.k, p.agreement, p.cosine, p.bits
+                "{:>4}  {:>9.4}  {:>7.4}  {:>6.2}  {:>10.3}  {:>5.3}",
+                p.k, p.agreement, p.cosine, p.bits, p.flagged_unreliable, p.lapse_rate
             );
         }
     }

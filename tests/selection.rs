@@ -120,6 +120,7 @@ fn questions_stay_within_groups_and_never_repeat() {
                 target_sd: None,
             },
             selection: SelectionOptions::default(),
+            ..Default::default()
         };
         let mut run = elicit::model::Elicitation::new(
             &bank,
@@ -159,6 +160,8 @@ fn simulate(strategy: Strategy) -> Vec<sim::CurvePoint> {
         strategy,
         method: UpdateMethod::Adf,
         lapse: 0.0,
+        model_lapse: sim::ModelLapse::Fixed(0.0),
+        responders: sim::Responders::Genuine,
     };
     sim::run(&task).unwrap().curve
 }

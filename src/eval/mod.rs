@@ -278,7 +278,7 @@ pub fn run_in_process(
             min_information_bits: MIN_INFORMATION_BITS,
             target_sd: None,
         },
-        selection: Default::default(),
+        ..Default::default()
     };
     let mut run = Elicitation::new(&bank, prior.clone(), config, None)?;
     for &(a, b) in &task.never_asked {

@@ -77,7 +77,7 @@ pub struct Page {
     limit: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/v1/models/{model}/items", tag = "models", params(("model" = String, Path), ("after" = Option<String>, Query), ("limit" = Option<usize>, Query)), security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/models/{model}/items", tag = "models", params(("model" = String, Path), ("after" = Option<String>, Query), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000)), security(("bearer" = [])),
     responses((status = 200, body = ItemsPage), (status = 404, body = Problem)))]
 pub async fn list_items(
     State(service): State<Service>,

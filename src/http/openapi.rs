@@ -86,6 +86,7 @@ impl ProblemResponses {
             statuses.push(("400", "a path or query parameter does not parse"));
             statuses.push(("422", "a parameter's value is not acceptable"));
         }
+        Self::headers_are_strings(operation);
         let responses = &mut operation.responses.responses;
         for (status, description) in statuses {
             responses
@@ -100,6 +101,42 @@ impl ProblemResponses {
                 response
                     .content
                     .insert("application/problem+json".to_string(), content);
+            }
+        }
+    }
+}
+
+impl ProblemResponses {
+    /// An optional header is absent, never `null`: utoipa types an `Option<String>` header as
+    /// `["string", "null"]`, which lets a client send the text `null`, which the server rejects.
+    fn headers_are_strings(operation: &mut utoipa::openapi::path::Operation) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::schema::{Schema, SchemaType, Type};
+        let headers = operation
+            .parameters
+            .iter_mut()
+            .flatten()
+            .filter_map(|parameter| match parameter {
+                RefOr::T(parameter) if parameter.parameter_in == ParameterIn::Header => {
+                    Some(parameter)
+                }
+                _ => None,
+            });
+        for header in headers {
+            if let Some(RefOr::T(Schema::Object(schema))) = &mut header.schema
+                && let SchemaType::Array(types) = &schema.schema_type
+                && types.contains(&Type::Null)
+            {
+                let types: Vec<Type> = types
+                    .iter()
+                    .filter(|t| **t != Type::Null)
+                    .cloned()
+                    .collect();
+                schema.schema_type = match types.as_slice() {
+                    [only] => SchemaType::Type(only.clone()),
+                    _ => SchemaType::Array(types),
+                };
             }
         }
     }

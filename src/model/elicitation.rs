@@ -9,6 +9,7 @@ use super::ModelError;
 use super::ep::{self, EpOptions};
 use super::likelihood::{Choice, NoiseModel, PairLikelihood};
 use super::posterior::Posterior;
+use super::reliability::{self, AnsweredWith, LapsePrior, Reliability, ReliabilityRule};
 use super::select::{
     self, Bank, BankStats, CandidateSpace, Pair, Selected, SelectionOptions, Strategy,
 };
@@ -66,11 +67,19 @@ impl StopReason {
 /// Everything that parameterises a run besides the bank and the prior.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ElicitationConfig {
+    /// The answer model; its lapse rate is the one assumed unless `adaptive_lapse` is set.
     pub noise: NoiseModel,
     pub method: UpdateMethod,
     pub strategy: Strategy,
     pub stopping: StoppingRule,
     pub selection: SelectionOptions,
+    /// Estimate this user's lapse rate from their answers (from this prior) and use the estimate
+    /// in the likelihood, instead of the model's fixed rate.
+    pub adaptive_lapse: Option<LapsePrior>,
+    /// The prior of the lapse rate reported in the diagnostics (and used when adaptive).
+    pub lapse_prior: LapsePrior,
+    /// When the diagnostics flag a run as unreliable.
+    pub reliability: ReliabilityRule,
 }
 
 /// One answered question.
@@ -80,6 +89,18 @@ pub struct AnswerRecord {
     pub choice: Choice,
     /// log p(answer | earlier answers) for informative answers.
     pub log_evidence: Option<f64>,
+    /// The lapse rate of the likelihood that this answer updated with.
+    pub lapse: f64,
+}
+
+impl AnswerRecord {
+    /// The answer as the quality figures need it; `None` for a skip.
+    pub fn answered_with(&self) -> Option<AnsweredWith> {
+        Some(AnsweredWith {
+            log_evidence: self.log_evidence?,
+            lapse: self.lapse,
+        })
+    }
 }
 
 /// What to do next.
@@ -94,33 +115,49 @@ pub enum Next {
 pub struct Diagnostics {
     /// Information acquired, ½log₂det(Σ₀Σ⁻¹) bits.
     pub bits: f64,
-    /// Evidence against random answering, log₂BF = Σₜ log₂(K·Zₜ) with K outcomes (2, or 3 with
-    /// ties): positive means the answers are more predictable than coin flips.
+    /// Evidence against random answering from the sequential predictive, log₂BF = Σₜ log₂(K·Zₜ)
+    /// with K outcomes (2, or 3 with ties): positive means the answers were more predictable
+    /// than coin flips as they came.
     pub log2_bayes_factor: f64,
     /// Surprise of each informative answer, −log₂Zₜ bits.
     pub surprise_bits: Vec<f64>,
+    /// The user's lapse rate, person fit and the verdict, each answer judged by all the others.
+    pub reliability: Reliability,
 }
 
 impl Diagnostics {
-    /// The diagnostics of a posterior reached from `prior` through answers whose predictive
-    /// log-probabilities were `log_evidence`.
+    /// The diagnostics of a posterior reached from `prior` through informative answers with
+    /// sequential predictive probabilities `sequential` and leave-one-out ones `leave_one_out`,
+    /// under a model with `outcomes` possible answers.
     pub fn compute(
-        prior: &Posterior,
-        posterior: &Posterior,
-        noise: &NoiseModel,
-        log_evidence: impl Iterator<Item = f64>,
+        (prior, posterior): (&Posterior, &Posterior),
+        outcomes: usize,
+        sequential: &[AnsweredWith],
+        leave_one_out: &[AnsweredWith],
+        lapse_prior: LapsePrior,
+        rule: &ReliabilityRule,
     ) -> Self {
-        let outcomes = noise.outcomes().len() as f64;
-        let surprise_bits: Vec<f64> = log_evidence
-            .map(|log_z| -log_z / std::f64::consts::LN_2)
+        let surprise_bits: Vec<f64> = sequential
+            .iter()
+            .map(|a| -a.log_evidence / std::f64::consts::LN_2)
             .collect();
+        let k = (outcomes as f64).log2();
         Self {
             bits: posterior.bits_since(prior),
-            log2_bayes_factor: surprise_bits.iter().map(|s| outcomes.log2() - s).sum(),
+            log2_bayes_factor: surprise_bits.iter().map(|s| k - s).sum(),
             surprise_bits,
+            reliability: reliability::assess(leave_one_out, outcomes, lapse_prior, rule),
         }
     }
 }
+
+/// EP for the leave-one-out figures: a few damped sweeps settle the sites well enough to judge
+/// answers by (the session's final posterior uses [`EpOptions::default`]).
+pub const RELIABILITY_EP: EpOptions = EpOptions {
+    sweeps: 4,
+    damping: 0.7,
+    tolerance: 1e-6,
+};
 
 /// What a run learned from its answers so far, apart from the bank, prior and configuration: the
 /// posterior, the bank statistics that follow it, the pairs asked and the history. A service keeps
@@ -273,8 +310,48 @@ impl<'a> Elicitation<'a> {
         &self.config
     }
 
-    pub fn history(&self) -> &[AnswerRecord] {
-        &self.state.history
+    /// The answer model in force now: the model's, with this user's estimated lapse rate when the
+    /// run adapts it.
+    pub fn noise(&self) -> NoiseModel {
+        let mut noise = self.config.noise;
+        if let Some(prior) = self.config.adaptive_lapse {
+            noise.lapse =
+                reliability::lapse_estimate(&self.answered(), noise.outcomes().len(), prior);
+        }
+        noise
+    }
+
+    /// The informative answers so far, each with its sequential predictive probability.
+    fn answered(&self) -> Vec<AnsweredWith> {
+        self.state
+            .history
+            .iter()
+            .filter_map(AnswerRecord::answered_with)
+            .collect()
+    }
+
+    /// The informative answers so far, each judged by all the others: its leave-one-out
+    /// predictive probability under an EP fit of the whole run ([`ep::leave_one_out`]).
+    fn answered_leave_one_out(&self) -> Vec<AnsweredWith> {
+        let noise = self.noise();
+        let (records, observations): (Vec<&AnswerRecord>, Vec<_>) = self
+            .state
+            .history
+            .iter()
+            .filter_map(|r| {
+                let lik = noise.likelihood(r.choice.outcome()?).ok()?;
+                Some((r, (self.bank.direction(r.pair, noise.beta), lik)))
+            })
+            .unzip();
+        let (posterior, sites) = ep::refine(&self.prior, &observations, RELIABILITY_EP);
+        ep::leave_one_out(&posterior, &observations, &sites)
+            .into_iter()
+            .zip(records)
+            .map(|(log_evidence, r)| AnsweredWith {
+                log_evidence,
+                lapse: r.lapse,
+            })
+            .collect()
     }
 
     /// Never asks `pair` (without recording an answer): pairs held out for evaluation, or known
@@ -303,7 +380,7 @@ impl<'a> Elicitation<'a> {
             self.bank,
             &self.state.stats,
             &self.state.space,
-            &self.config.noise,
+            &self.noise(),
             self.config.strategy,
             &self.config.selection,
             rng,
@@ -333,11 +410,12 @@ impl<'a> Elicitation<'a> {
                 "the pair must name two different bank items",
             ));
         }
+        let noise = self.noise();
         let outcome = match choice.outcome() {
             None => None,
             Some(outcome) => {
-                let lik = self.config.noise.likelihood(outcome)?;
-                let x = self.bank.direction(pair, self.config.noise.beta);
+                let lik = noise.likelihood(outcome)?;
+                let x = self.bank.direction(pair, noise.beta);
                 let state = &mut self.state;
                 let predictive = state.posterior.predictive(&x);
                 let update = state
@@ -352,31 +430,51 @@ impl<'a> Elicitation<'a> {
             pair,
             choice,
             log_evidence: outcome.map(|o| o.log_evidence),
+            lapse: noise.lapse,
         });
         Ok(outcome)
     }
 
-    /// Bits acquired, the evidence against random answering and per-answer surprise.
+    /// The answer-quality figures alone, from the answers' leave-one-out predictive
+    /// probabilities (an EP fit: O(answers·J²) a sweep).
+    pub fn reliability(&self) -> Reliability {
+        reliability::assess(
+            &self.answered_leave_one_out(),
+            self.config.noise.outcomes().len(),
+            self.config
+                .adaptive_lapse
+                .unwrap_or(self.config.lapse_prior),
+            &self.config.reliability,
+        )
+    }
+
+    /// Bits acquired, the evidence against random answering, per-answer surprise and the
+    /// answer-quality figures.
     pub fn diagnostics(&self) -> Diagnostics {
         Diagnostics::compute(
-            &self.prior,
-            &self.state.posterior,
-            &self.config.noise,
-            self.state.history.iter().filter_map(|r| r.log_evidence),
+            (&self.prior, &self.state.posterior),
+            self.config.noise.outcomes().len(),
+            &self.answered(),
+            &self.answered_leave_one_out(),
+            self.config
+                .adaptive_lapse
+                .unwrap_or(self.config.lapse_prior),
+            &self.config.reliability,
         )
     }
 
     /// The EP-refined posterior over this run's informative answers (order-independent, closer to
     /// the exact posterior than the streaming one).
     pub fn refined(&self, options: EpOptions) -> Posterior {
+        let noise = self.noise();
         let observations: Vec<(nalgebra::DVector<f64>, PairLikelihood)> = self
             .state
             .history
             .iter()
             .filter_map(|r| {
                 let outcome = r.choice.outcome()?;
-                let lik = self.config.noise.likelihood(outcome).ok()?;
-                Some((self.bank.direction(r.pair, self.config.noise.beta), lik))
+                let lik = noise.likelihood(outcome).ok()?;
+                Some((self.bank.direction(r.pair, noise.beta), lik))
             })
             .collect();
         ep::refine(&self.prior, &observations, options).0

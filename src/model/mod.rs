@@ -8,9 +8,11 @@
 
 pub mod elicitation;
 pub mod ep;
+pub mod guard;
 pub mod likelihood;
 pub mod numeric;
 pub mod posterior;
+pub mod reliability;
 pub mod score;
 pub mod select;
 pub mod update;

@@ -172,6 +172,26 @@ impl Posterior {
         Some(Self { mean, cov })
     }
 
+    /// KL(self ‖ other) in bits: ½[tr(Σₒ⁻¹Σ) + (μₒ − μ)ᵀΣₒ⁻¹(μₒ − μ) − J + ln det Σₒ − ln det Σ]/ln 2.
+    /// `None` if either covariance has no Cholesky factorisation.
+    pub fn kl_bits(&self, other: &Posterior) -> Option<f64> {
+        let chol = other.cov.clone().cholesky()?;
+        let diff = &other.mean - &self.mean;
+        let trace = chol.solve(&self.cov).trace();
+        let mahalanobis = diff.dot(&chol.solve(&diff));
+        let nats =
+            0.5 * (trace + mahalanobis - self.dim() as f64 + other.log_det()? - self.log_det()?);
+        Some(nats.max(0.0) / std::f64::consts::LN_2)
+    }
+
+    /// The marginal over the coordinates `dims` (in that order).
+    pub fn marginal(&self, dims: &[usize]) -> Posterior {
+        Self {
+            mean: DVector::from_fn(dims.len(), |i, _| self.mean[dims[i]]),
+            cov: DMatrix::from_fn(dims.len(), dims.len(), |i, j| self.cov[(dims[i], dims[j])]),
+        }
+    }
+
     /// Whether every entry is finite and Σ has a Cholesky factorisation.
     pub fn is_valid(&self) -> bool {
         self.mean

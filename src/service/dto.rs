@@ -3,13 +3,19 @@
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
+use crate::model::reliability::ReliabilityRule;
 use crate::model::{Choice, NoiseModel, StopReason, Strategy, UpdateMethod};
-use crate::store::SessionStatus;
+use crate::store::{GuardSpec, SessionStatus};
 
 /// An identifier as the API accepts it: 1 to 256 characters, none of them a control character.
 #[derive(utoipa::ToSchema)]
 #[schema(value_type = String, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
 pub struct Identifier(pub String);
+
+/// Two item ids, as the API accepts a pair.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = Vec<Identifier>, min_items = 2, max_items = 2)]
+pub struct ItemPair(pub [String; 2]);
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +35,11 @@ pub struct CreateModel {
     pub noise: Option<NoiseModel>,
     pub update_method: Option<UpdateMethod>,
     pub strategy: Option<Strategy>,
+    /// When a session's answers count as unreliable (default: leave-one-out log₂BF < 0 after
+    /// 10 answers).
+    pub reliability: Option<ReliabilityRule>,
+    /// The over-personalisation guard of scoring (default: none).
+    pub guard: Option<GuardSpec>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -39,6 +50,8 @@ pub struct ModelView {
     pub noise: NoiseModel,
     pub update_method: UpdateMethod,
     pub strategy: Strategy,
+    pub reliability: ReliabilityRule,
+    pub guard: GuardSpec,
     pub bank_version: i64,
     pub created_ms: i64,
 }
@@ -100,6 +113,7 @@ pub struct CreateSession {
     #[schema(min_items = 2, value_type = Option<Vec<Identifier>>)]
     pub items: Option<Vec<String>>,
     /// Pairs of item ids the session must never ask (e.g. pairs held out for evaluation).
+    #[schema(value_type = Option<Vec<ItemPair>>)]
     pub exclude_pairs: Option<Vec<[String; 2]>>,
 }
 
@@ -164,6 +178,19 @@ pub struct DiagnosticsView {
     pub log2_bayes_factor: f64,
     /// −log₂Zₜ per informative answer.
     pub surprise_bits: Vec<f64>,
+    /// The same evidence with each answer judged by all the others, Σ log₂(K·p(yₜ | y₋ₜ)) (an EP
+    /// fit's leave-one-out predictive): what the reliability rule compares with its threshold.
+    pub leave_one_out_log2_bayes_factor: f64,
+    /// This user's lapse rate (posterior mean from a Beta(1, 9) prior and the answers).
+    pub lapse_rate: f64,
+    /// Its posterior sd.
+    pub lapse_sd: f64,
+    /// Person-fit l_z over binary answers (strongly negative: less predictable than the model
+    /// expects); null before two answers or with ties.
+    pub person_fit_z: Option<f64>,
+    /// The model's reliability rule says these answers look random: scoring uses the population
+    /// prior for this user unless the caller opts in.
+    pub unreliable: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -253,17 +280,45 @@ pub struct ProfileView {
     pub version: i64,
     pub answers: i64,
     pub updated_ms: i64,
+    /// The session's answers look random (see the session's diagnostics).
+    pub unreliable: bool,
     pub posterior: PosteriorView,
 }
 
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+/// A candidate to score as the wire carries it; [`CandidateIn`] is its documented shape (decoding
+/// into this struct keeps the error messages precise: which field of which candidate is wrong).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Candidate {
-    #[schema(value_type = Option<Identifier>)]
     pub id: Option<String>,
     pub features: Option<Vec<f64>>,
-    #[schema(value_type = Option<Identifier>)]
     pub item_id: Option<String>,
+}
+
+/// A candidate to score: an item of the model's bank by its id, or any response by its features.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum CandidateIn {
+    Bank(BankCandidate),
+    Features(FeatureCandidate),
+}
+
+/// A candidate from the model's bank.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BankCandidate {
+    #[schema(value_type = Identifier)]
+    pub item_id: String,
+}
+
+/// A candidate given by its features φ(y), one per dimension of the model.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureCandidate {
+    #[schema(value_type = Identifier)]
+    pub id: String,
+    #[schema(min_items = 1, max_items = 64)]
+    pub features: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -277,11 +332,17 @@ pub struct ScoreRequest {
         pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
     )]
     pub user_id: String,
-    #[schema(min_items = 1, max_items = 10000)]
+    #[schema(min_items = 1, max_items = 10000, value_type = Vec<CandidateIn>)]
     pub candidates: Vec<Candidate>,
     /// Also return P(i ≻ j) for every pair (at most 100 candidates).
     #[serde(default)]
     pub pairwise: bool,
+    /// Score with the user's profile even when its answers look random.
+    #[serde(default)]
+    pub allow_unreliable: bool,
+    /// A divergence budget τ (bits) for this request; the model's own budget, if smaller, wins.
+    #[schema(minimum = 0.0, maximum = 1e6)]
+    pub max_divergence_bits: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -303,10 +364,27 @@ pub enum ProfileSource {
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProfileRef {
+    /// Whose belief the scores used: the user's own, or the population prior (the user has no
+    /// profile, or it is unreliable and the request did not opt in).
     pub source: ProfileSource,
     pub version: i64,
     pub answers: i64,
     pub status: Option<SessionStatus>,
+    /// The user's profile exists and its answers look random.
+    pub unreliable: bool,
+}
+
+/// What the over-personalisation guard did to a user's belief before scoring.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GuardView {
+    /// The budget τ that applied, in bits (the smaller of the model's and the request's).
+    pub max_divergence_bits: Option<f64>,
+    /// Blend weight of the user's posterior: q_α ∝ p₀^(1−α)·q_u^α (1 = the user's own).
+    pub alpha: f64,
+    /// KL(q_α ‖ p₀) over the personalised dimensions, in bits.
+    pub divergence_bits: f64,
+    /// Dimensions scored with the population's coefficient.
+    pub fixed_dimensions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -315,6 +393,9 @@ pub struct ScoreResponse {
     pub user_id: String,
     pub scores: Vec<ScoreView>,
     pub profile: ProfileRef,
+    /// Present when the user's own belief was used and the model or request set a guard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardView>,
     /// With `"pairwise": true`: row i, column j is P(candidate i ≻ candidate j) under the user's
     /// answer model.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -10,8 +10,9 @@ use super::dto::{
 };
 use super::limits::{MAX_ID_LEN, MAX_ITEMS_PER_UPSERT, MAX_MODEL_NAME_LEN, MAX_PAGE};
 use super::{Service, ServiceError, check_features, check_id};
+use crate::model::reliability::ReliabilityRule;
 use crate::model::{MAX_DIMENSIONS, Posterior};
-use crate::store::{ItemRecord, ModelRecord, ModelSpec, now_ms};
+use crate::store::{GuardSpec, ItemRecord, ModelRecord, ModelSpec, now_ms};
 
 impl Service {
     pub async fn create_model(&self, req: CreateModel) -> Result<ModelView, ServiceError> {
@@ -39,6 +40,10 @@ impl Service {
         };
         let noise = req.noise.unwrap_or_default();
         noise.validate()?;
+        let reliability = req.reliability.unwrap_or_default();
+        check_reliability(&reliability)?;
+        let guard = req.guard.unwrap_or_default();
+        check_guard(&guard, &req.dimensions)?;
         let record = ModelRecord {
             name: req.name,
             spec: ModelSpec {
@@ -46,6 +51,8 @@ impl Service {
                 noise,
                 update_method: req.update_method.unwrap_or_default(),
                 strategy: req.strategy.unwrap_or_default(),
+                reliability,
+                guard,
             },
             prior_mean: prior.mean().clone(),
             prior_cov: prior.cov().clone(),
@@ -223,7 +230,59 @@ pub(crate) fn model_view(m: &ModelRecord) -> ModelView {
         noise: m.spec.noise,
         update_method: m.spec.update_method,
         strategy: m.spec.strategy,
+        reliability: m.spec.reliability,
+        guard: m.spec.guard.clone(),
         bank_version: m.bank_version,
         created_ms: m.created_ms,
     }
+}
+
+fn check_reliability(rule: &ReliabilityRule) -> Result<(), ServiceError> {
+    if !rule.min_log2_bayes_factor.is_finite() || rule.min_log2_bayes_factor.abs() > 1e6 {
+        return Err(ServiceError::invalid(
+            "reliability.min_log2_bayes_factor",
+            "must be a finite number of bits in [-1e6, 1e6]",
+        ));
+    }
+    if rule.min_answers > 10_000 {
+        return Err(ServiceError::invalid(
+            "reliability.min_answers",
+            "must be at most 10000",
+        ));
+    }
+    Ok(())
+}
+
+fn check_guard(guard: &GuardSpec, dimensions: &[String]) -> Result<(), ServiceError> {
+    if let Some(bits) = guard.max_divergence_bits {
+        check_budget("guard.max_divergence_bits", bits)?;
+    }
+    let mut seen = HashSet::new();
+    for (i, name) in guard.fixed_dimensions.iter().enumerate() {
+        let field = format!("guard.fixed_dimensions[{i}]");
+        if !dimensions.contains(name) {
+            return Err(ServiceError::invalid(
+                field,
+                format!("'{name}' is not a dimension of the model"),
+            ));
+        }
+        if !seen.insert(name) {
+            return Err(ServiceError::invalid(
+                field,
+                format!("'{name}' appears twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A divergence budget in bits: finite and not negative.
+pub(crate) fn check_budget(field: &str, bits: f64) -> Result<(), ServiceError> {
+    if !(0.0..=1e6).contains(&bits) {
+        return Err(ServiceError::invalid(
+            field,
+            "must be a number of bits in [0, 1e6]",
+        ));
+    }
+    Ok(())
 }

@@ -4,10 +4,13 @@ use std::collections::HashSet;
 
 use nalgebra::DMatrix;
 
-use super::dto::{ProfileRef, ProfileSource, ScoreRequest, ScoreResponse, ScoreView};
+use super::dto::{GuardView, ProfileRef, ProfileSource, ScoreRequest, ScoreResponse, ScoreView};
 use super::limits::{MAX_ID_LEN, MAX_PAIRWISE_CANDIDATES, MAX_SCORE_CANDIDATES};
+use super::models::check_budget;
 use super::{Service, ServiceError, check_features, check_id};
+use crate::model::guard::Guard;
 use crate::model::{Posterior, score};
+use crate::store::ModelRecord;
 
 impl Service {
     /// Scores candidates for a user: mean μᵀφ, sd √(φᵀΣφ), rank. A candidate is either inline
@@ -15,6 +18,9 @@ impl Service {
     /// prior, and the response says so.
     pub async fn score(&self, req: ScoreRequest) -> Result<ScoreResponse, ServiceError> {
         check_id("user_id", &req.user_id, MAX_ID_LEN)?;
+        if let Some(bits) = req.max_divergence_bits {
+            check_budget("max_divergence_bits", bits)?;
+        }
         if req.pairwise && req.candidates.len() > MAX_PAIRWISE_CANDIDATES {
             return Err(ServiceError::invalid(
                 "pairwise",
@@ -79,27 +85,37 @@ impl Service {
             ids.push(id);
         }
 
+        let prior = Posterior::new(model.prior_mean.clone(), model.prior_cov.clone())
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let profile = self.store.get_profile(&req.user_id, &model.name).await?;
-        let (posterior, profile_ref) = match profile {
-            Some(p) => (
-                Posterior::new(p.mean, p.cov).map_err(|e| ServiceError::Internal(e.to_string()))?,
-                ProfileRef {
+        let unreliable = profile.as_ref().is_some_and(|p| p.unreliable);
+        let (posterior, profile_ref, guard) = match profile {
+            Some(p) if !p.unreliable || req.allow_unreliable => {
+                let own = Posterior::new(p.mean, p.cov)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                let (posterior, guard) = guarded(&model, &prior, own, req.max_divergence_bits)?;
+                let profile_ref = ProfileRef {
                     source: ProfileSource::User,
                     version: p.version,
                     answers: p.answers,
                     status: Some(p.status),
-                },
-            ),
-            None => (
-                Posterior::new(model.prior_mean.clone(), model.prior_cov.clone())
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?,
-                ProfileRef {
+                    unreliable,
+                };
+                (posterior, profile_ref, guard)
+            }
+            fallback => {
+                if unreliable {
+                    metrics::counter!("elicit_unreliable_fallbacks_total").increment(1);
+                }
+                let profile_ref = ProfileRef {
                     source: ProfileSource::Population,
-                    version: 0,
-                    answers: 0,
-                    status: None,
-                },
-            ),
+                    version: fallback.as_ref().map_or(0, |p| p.version),
+                    answers: fallback.as_ref().map_or(0, |p| p.answers),
+                    status: fallback.as_ref().map(|p| p.status),
+                    unreliable,
+                };
+                (prior, profile_ref, None)
+            }
         };
         let pairwise = req.pairwise.then(|| {
             let matrix = score::preference_matrix(&posterior, &model.spec.noise, &features);
@@ -123,7 +139,43 @@ impl Service {
             user_id: req.user_id,
             scores,
             profile: profile_ref,
+            guard,
             pairwise,
         })
     }
+}
+
+/// The user's belief under the model's and the request's guard (the tighter budget wins); the
+/// belief unchanged when neither sets one.
+fn guarded(
+    model: &ModelRecord,
+    prior: &Posterior,
+    own: Posterior,
+    requested_bits: Option<f64>,
+) -> Result<(Posterior, Option<GuardView>), ServiceError> {
+    let spec = &model.spec.guard;
+    let budget = match (spec.max_divergence_bits, requested_bits) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if budget.is_none() && spec.fixed_dimensions.is_empty() {
+        return Ok((own, None));
+    }
+    let fixed = spec
+        .fixed_dimensions
+        .iter()
+        .filter_map(|name| model.spec.dimensions.iter().position(|d| d == name))
+        .collect();
+    let out = Guard {
+        budget_bits: budget.unwrap_or(f64::INFINITY),
+        fixed,
+    }
+    .apply(prior, &own)?;
+    let view = GuardView {
+        max_divergence_bits: budget,
+        alpha: out.alpha,
+        divergence_bits: out.divergence_bits,
+        fixed_dimensions: spec.fixed_dimensions.clone(),
+    };
+    Ok((out.posterior, Some(view)))
 }

@@ -16,8 +16,9 @@ use super::dto::{
 };
 use super::limits::{MAX_ID_LEN, MAX_QUESTIONS};
 use super::{Service, ServiceError, check_id};
-use crate::model::elicitation::{AnswerRecord, Diagnostics, Next};
+use crate::model::elicitation::{AnswerRecord, Diagnostics, Next, RELIABILITY_EP};
 use crate::model::ep::{self, EpOptions};
+use crate::model::reliability::AnsweredWith;
 use crate::model::select::Pair;
 use crate::model::{Elicitation, ElicitationConfig, Posterior, StopReason, StoppingRule};
 use crate::store::{
@@ -309,7 +310,7 @@ impl Service {
         let body =
             serde_json::to_string(&view).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let commit = SessionCommit {
-            profile: Some(profile_of(&next)),
+            profile: Some(profile_of(&next, run.reliability().unreliable)),
             answer: Some(AnswerCommit {
                 row: AnswerRow {
                     seq: next.answers,
@@ -374,8 +375,12 @@ impl Service {
         next.cov = refined.cov().clone();
         next.updated_ms = now_ms();
         let view = session_view(&bank, &next, &answers, &refined);
+        if view.diagnostics.unreliable {
+            metrics::counter!("elicit_unreliable_sessions_total").increment(1);
+        }
+        metrics::histogram!("elicit_session_lapse_rate").record(view.diagnostics.lapse_rate);
         let commit = SessionCommit {
-            profile: Some(profile_of(&next)),
+            profile: Some(profile_of(&next, view.diagnostics.unreliable)),
             session: next,
             answer: None,
         };
@@ -443,6 +448,7 @@ impl Service {
             version: p.version,
             answers: p.answers,
             updated_ms: p.updated_ms,
+            unreliable: p.unreliable,
         })
     }
 
@@ -611,7 +617,8 @@ fn run_config(model: &ModelRecord, settings: &SessionSettings) -> ElicitationCon
             min_information_bits: MIN_INFORMATION_BITS,
             target_sd: None,
         },
-        selection: Default::default(),
+        reliability: model.spec.reliability,
+        ..Default::default()
     }
 }
 
@@ -671,6 +678,7 @@ fn resume<'b>(
                 },
                 choice: a.choice,
                 log_evidence: a.log_evidence,
+                lapse: bank.model.spec.noise.lapse,
             })
         })
         .collect();
@@ -722,7 +730,7 @@ fn asks_about_deleted_item(question: &QuestionRecord, bank: &LoadedBank) -> bool
     bank.item_index(&question.item_a).is_none() || bank.item_index(&question.item_b).is_none()
 }
 
-fn profile_of(session: &SessionRecord) -> ProfileRecord {
+fn profile_of(session: &SessionRecord, unreliable: bool) -> ProfileRecord {
     ProfileRecord {
         user_id: session.user_id.clone(),
         model: session.model.clone(),
@@ -733,6 +741,7 @@ fn profile_of(session: &SessionRecord) -> ProfileRecord {
         version: 1,
         answers: session.answers,
         updated_ms: session.updated_ms,
+        unreliable,
     }
 }
 
@@ -775,6 +784,36 @@ fn answer_view(
     }
 }
 
+/// A stored session's diagnostics: each answer's surprise as it came, and its leave-one-out
+/// predictive under an EP fit of the log for the answer-quality figures (the same fit the engine
+/// makes on the answer path, so the session and its profile agree on `unreliable`).
+fn diagnostics(bank: &LoadedBank, posterior: &Posterior, answers: &[AnswerRow]) -> Diagnostics {
+    let model = &bank.model;
+    let lapse = model.spec.noise.lapse;
+    let with = |log_evidence| AnsweredWith {
+        log_evidence,
+        lapse,
+    };
+    let sequential: Vec<AnsweredWith> = answers
+        .iter()
+        .filter_map(|a| a.log_evidence.map(with))
+        .collect();
+    let observations = observations(model, answers);
+    let (fit, sites) = ep::refine(&bank.prior, &observations, RELIABILITY_EP);
+    let leave_one_out: Vec<AnsweredWith> = ep::leave_one_out(&fit, &observations, &sites)
+        .into_iter()
+        .map(with)
+        .collect();
+    Diagnostics::compute(
+        (&bank.prior, posterior),
+        model.spec.noise.outcomes().len(),
+        &sequential,
+        &leave_one_out,
+        Default::default(),
+        &model.spec.reliability,
+    )
+}
+
 /// The wire view of a session whose (validated or rebuilt) posterior the caller has at hand, so
 /// that no path factorises it twice; the prior is the bank's, validated once when it was loaded.
 fn session_view(
@@ -784,12 +823,8 @@ fn session_view(
     posterior: &Posterior,
 ) -> SessionView {
     let model = &bank.model;
-    let d = Diagnostics::compute(
-        &bank.prior,
-        posterior,
-        &model.spec.noise,
-        answers.iter().filter_map(|a| a.log_evidence),
-    );
+    let d = diagnostics(bank, posterior, answers);
+    let r = d.reliability;
     SessionView {
         id: s.id.clone(),
         model: s.model.clone(),
@@ -804,7 +839,12 @@ fn session_view(
         diagnostics: DiagnosticsView {
             bits: d.bits,
             log2_bayes_factor: d.log2_bayes_factor,
+            leave_one_out_log2_bayes_factor: r.log2_bayes_factor,
             surprise_bits: d.surprise_bits,
+            lapse_rate: r.lapse_rate,
+            lapse_sd: r.lapse_sd,
+            person_fit_z: r.person_fit_z,
+            unreliable: r.unreliable,
         },
         question: s.question.as_ref().map(|q| question_view(q, bank)),
     }

@@ -5,6 +5,10 @@
 //! all pairs of the bank, a user's λ has a uniformly random direction and norm `scale`, answers
 //! follow σ(λᵀ(φa − φb)) (with probability `lapse` a coin flip instead), the prior is
 //! N(0, (scale²/J)·I). After each question k the posterior mean is compared with λ.
+//!
+//! The engine assumes the lapse rate `model_lapse` (by default the simulated one; 0 for an engine
+//! unaware of lapses; `auto` to estimate it per user), and `responders: random` replaces the users
+//! by coin flips, to measure how often the reliability rule flags them.
 
 use nalgebra::{DMatrix, DVector};
 use rand::rngs::StdRng;
@@ -14,6 +18,7 @@ use serde::Serialize;
 
 use crate::model::elicitation::Next;
 use crate::model::numeric::sigmoid;
+use crate::model::reliability::LapsePrior;
 use crate::model::{
     Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Posterior, StoppingRule, Strategy,
     UpdateMethod,
@@ -34,7 +39,45 @@ pub struct SimulationTask {
     pub seed: u64,
     pub strategy: Strategy,
     pub method: UpdateMethod,
+    /// The simulated users' rate of random answers.
     pub lapse: f64,
+    /// The lapse rate the engine assumes.
+    pub model_lapse: ModelLapse,
+    /// Who answers.
+    pub responders: Responders,
+}
+
+/// The lapse rate the engine assumes (`--model-lapse`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelLapse {
+    /// This fixed rate (0: unaware of lapses).
+    Fixed(f64),
+    /// Estimated per user from their answers (Beta(1, 9) prior).
+    Auto,
+}
+
+impl std::str::FromStr for ModelLapse {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            return Ok(Self::Auto);
+        }
+        match s.parse::<f64>() {
+            Ok(rate) if (0.0..1.0).contains(&rate) => Ok(Self::Fixed(rate)),
+            _ => Err(format!("'{s}': expected a rate in [0, 1) or 'auto'")),
+        }
+    }
+}
+
+/// Who answers the simulated questions (`--responders`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Responders {
+    /// Users with a true λ, answering by the logistic model (with the task's lapse rate).
+    Genuine,
+    /// Users who answer every question by a coin flip.
+    Random,
 }
 
 /// Averages over users after k questions.
@@ -47,6 +90,10 @@ pub struct CurvePoint {
     pub cosine: f64,
     /// ½log₂det(Σ₀Σ⁻¹).
     pub bits: f64,
+    /// Fraction of users whose session the reliability rule flags as unreliable.
+    pub flagged_unreliable: f64,
+    /// Mean estimated lapse rate.
+    pub lapse_rate: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,6 +158,8 @@ pub fn run(task: &SimulationTask) -> Result<SimulationReport, String> {
                 agreement: mean(|p| p.agreement),
                 cosine: mean(|p| p.cosine),
                 bits: mean(|p| p.bits),
+                flagged_unreliable: mean(|p| p.flagged_unreliable),
+                lapse_rate: mean(|p| p.lapse_rate),
             }
         })
         .collect();
@@ -146,10 +195,14 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
 
     let prior =
         Posterior::isotropic(j, task.scale * task.scale / j as f64).map_err(|e| e.to_string())?;
+    let (assumed_lapse, adaptive_lapse) = match task.model_lapse {
+        ModelLapse::Fixed(rate) => (rate, None),
+        ModelLapse::Auto => (0.0, Some(LapsePrior::default())),
+    };
     let config = ElicitationConfig {
         noise: NoiseModel {
             beta: 1.0,
-            lapse: task.lapse,
+            lapse: assumed_lapse,
             tie_threshold: 0.0,
         },
         method: task.method,
@@ -159,7 +212,8 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
             min_information_bits: f64::NEG_INFINITY,
             target_sd: None,
         },
-        selection: Default::default(),
+        adaptive_lapse,
+        ..Default::default()
     };
     let mut run = Elicitation::new(&bank, prior, config, None).map_err(|e| e.to_string())?;
     let mut answers = StdRng::seed_from_u64(task.seed ^ 0xA5A5_5A5A ^ ((user as u64) << 20));
@@ -168,7 +222,8 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
         if let Next::Ask(question) = run.next(&mut answers) {
             let x = bank.direction(question.pair, 1.0);
             let p_a = sigmoid(lambda.dot(&x));
-            let choice = if answers.random_bool(task.lapse) {
+            let random = task.responders == Responders::Random || answers.random_bool(task.lapse);
+            let choice = if random {
                 if answers.random_bool(0.5) {
                     Choice::A
                 } else {
@@ -183,6 +238,7 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
                 .map_err(|e| e.to_string())?;
         }
         let mu = run.posterior().mean();
+        let diagnostics = run.diagnostics();
         let agreement = held_out_diffs
             .iter()
             .zip(&truth)
@@ -207,7 +263,9 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
             } else {
                 0.0
             },
-            bits: run.diagnostics().bits,
+            bits: diagnostics.bits,
+            flagged_unreliable: f64::from(u8::from(diagnostics.reliability.unreliable)),
+            lapse_rate: diagnostics.reliability.lapse_rate,
         });
     }
     Ok(curve)

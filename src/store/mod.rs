@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
+use crate::model::reliability::ReliabilityRule;
 use crate::model::{Choice, NoiseModel, StopReason, Strategy, UpdateMethod};
 
 pub use sql::{Dialect, SqlStore};
@@ -43,6 +44,26 @@ pub struct ModelSpec {
     pub noise: NoiseModel,
     pub update_method: UpdateMethod,
     pub strategy: Strategy,
+    /// When a session's answers count as unreliable (models stored before it have the default).
+    #[serde(default)]
+    pub reliability: ReliabilityRule,
+    /// How far personalised scores may move from the population.
+    #[serde(default)]
+    pub guard: GuardSpec,
+}
+
+/// The over-personalisation guard of a model, by dimension name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardSpec {
+    /// τ: the largest divergence KL(q ‖ p₀) of a scoring distribution from the population prior,
+    /// in bits; none means no budget.
+    #[schema(minimum = 0.0)]
+    pub max_divergence_bits: Option<f64>,
+    /// Dimensions that are never personalised (e.g. safety, factuality): scoring always uses the
+    /// population's coefficient for them.
+    #[schema(max_items = 64)]
+    pub fixed_dimensions: Vec<String>,
 }
 
 /// A bank item.
@@ -180,6 +201,8 @@ pub struct ProfileRecord {
     pub version: i64,
     pub answers: i64,
     pub updated_ms: i64,
+    /// The session's answers look random (see [`crate::model::reliability`]).
+    pub unreliable: bool,
 }
 
 /// An API key as stored (the secret itself is never stored, only its SHA-256).

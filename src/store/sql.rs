@@ -75,7 +75,7 @@ const SESSION_COLUMNS: &str = "id, user_id, model, token_hash, status, stop_reas
 const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, created_ms";
 const KEY_COLUMNS: &str = "id, name, role, key_hash, created_ms, revoked_ms";
 const PROFILE_COLUMNS: &str =
-    "user_id, model, session_id, status, mean, cov, version, answers, updated_ms";
+    "user_id, model, session_id, status, mean, cov, version, answers, updated_ms, unreliable";
 
 impl SqlStore {
     /// Connects to `url` (creating a SQLite file and its directory if needed). Connections are
@@ -292,8 +292,9 @@ fn commit_statements(
             sql: format!(
                 "INSERT INTO profiles ({PROFILE_COLUMNS}) {} \
                  ON CONFLICT (user_id, model) DO UPDATE SET session_id = excluded.session_id, status = excluded.status, \
-                 mean = excluded.mean, cov = excluded.cov, version = profiles.version + 1, answers = excluded.answers, updated_ms = excluded.updated_ms",
-                source.of(9)
+                 mean = excluded.mean, cov = excluded.cov, version = profiles.version + 1, answers = excluded.answers, updated_ms = excluded.updated_ms, \
+                 unreliable = excluded.unreliable",
+                source.of(10)
             ),
             args: vec![
                 Arg::Text(p.user_id.clone()),
@@ -305,6 +306,7 @@ fn commit_statements(
                 Arg::Int(p.version),
                 Arg::Int(p.answers),
                 Arg::Int(p.updated_ms),
+                Arg::Int(i64::from(p.unreliable)),
             ],
         });
     }
@@ -556,6 +558,7 @@ fn profile_from_row(row: &AnyRow) -> Result<ProfileRecord, StoreError> {
         version: row.try_get("version")?,
         answers: row.try_get("answers")?,
         updated_ms: row.try_get("updated_ms")?,
+        unreliable: row.try_get::<i64, _>("unreliable")? != 0,
     })
 }
 

@@ -11,5 +11,6 @@ mod eval;
 mod harness;
 mod onboarding;
 mod ops;
+mod personalisation;
 mod restart;
 mod store_contract;

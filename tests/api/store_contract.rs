@@ -28,6 +28,8 @@ fn model(name: &str) -> ModelRecord {
             noise: NoiseModel::default(),
             update_method: UpdateMethod::Adf,
             strategy: Strategy::Bald,
+            reliability: Default::default(),
+            guard: Default::default(),
         },
         prior_mean: DVector::from_vec(vec![0.5, -0.5]),
         prior_cov: DMatrix::from_row_slice(2, 2, &[1.0, 0.2, 0.2, 2.0]),
@@ -97,6 +99,7 @@ fn append(current: &SessionRecord, key: Option<&str>) -> SessionCommit {
             version: 1,
             answers: next.answers,
             updated_ms: 2,
+            unreliable: false,
         }),
         answer: Some(AnswerCommit {
             row: answer,

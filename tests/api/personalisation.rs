@@ -1,0 +1,222 @@
+//! Responsible personalisation over HTTP: the over-personalisation guard in scoring, and the
+//! fallback to the population for users whose answers look random.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, TestDatabase, TestServer, assert_problem, random_features};
+
+/// Uploads `items` random items into an existing model.
+async fn upload_items(
+    server: &TestServer,
+    model: &str,
+    dims: usize,
+    items: usize,
+) -> Vec<Vec<f64>> {
+    let features = random_features(items, dims, 7);
+    let items_json: Vec<Value> = features
+        .iter()
+        .enumerate()
+        .map(|(i, f)| json!({"id": format!("item-{i}"), "features": f}))
+        .collect();
+    let (status, body) = server
+        .put(
+            &format!("/v1/models/{model}/items"),
+            &json!({"items": items_json}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    features
+}
+
+/// Onboards `user` with `answers` truthful answers for λ and finishes the session.
+async fn onboard(
+    server: &TestServer,
+    model: &str,
+    user: &str,
+    features: &[Vec<f64>],
+    lambda: &[f64],
+    answers: usize,
+) -> Value {
+    let (status, created) = server
+        .post(
+            "/v1/sessions",
+            &json!({"model": model, "user_id": user, "max_questions": answers}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut question = created["question"].clone();
+    for n in 0..answers {
+        let (_, body) = server
+            .answer_truthfully(&id, &question, features, lambda, &format!("{user}-{n}"))
+            .await;
+        question = body["question"].clone();
+    }
+    let (status, finished) = server
+        .post(&format!("/v1/sessions/{id}/finish"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{finished}");
+    finished
+}
+
+async fn the_guard_bounds_the_divergence_and_fixes_dimensions(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let (status, model) = server
+        .post(
+            "/v1/models",
+            &json!({"name": "g", "dimensions": ["style", "length", "safety"],
+                    "guard": {"max_divergence_bits": 0.5, "fixed_dimensions": ["safety"]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{model}");
+    assert_eq!(model["guard"]["fixed_dimensions"], json!(["safety"]));
+    let features = upload_items(&server, "g", 3, 40).await;
+    onboard(&server, "g", "alice", &features, &[2.5, -2.0, 2.0], 20).await;
+
+    let candidates = json!([
+        {"id": "style", "features": [1.0, 0.0, 0.0]},
+        {"id": "safety", "features": [0.0, 0.0, 1.0]},
+    ]);
+    let score = |extra: Value| {
+        let mut body = json!({"model": "g", "user_id": "alice", "candidates": candidates});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let (status, scored) = server.post("/v1/score", &score(json!({}))).await;
+    assert_eq!(status, 200, "{scored}");
+    assert_eq!(scored["profile"]["source"], "user");
+    let guard = &scored["guard"];
+    let (alpha, bits) = (
+        guard["alpha"].as_f64().unwrap(),
+        guard["divergence_bits"].as_f64().unwrap(),
+    );
+    assert!(
+        alpha > 0.0 && alpha < 1.0,
+        "the budget binds for a confident user: {guard}"
+    );
+    assert!(bits <= 0.5 + 1e-12, "{guard}");
+    assert_eq!(guard["max_divergence_bits"], 0.5);
+    // The fixed dimension scores exactly as the population (prior N(0, I)): mean 0, sd 1.
+    assert_eq!(scored["scores"][1]["mean"], 0.0, "{scored}");
+    assert_eq!(scored["scores"][1]["sd"], 1.0, "{scored}");
+    assert!(
+        scored["scores"][0]["mean"].as_f64().unwrap() > 0.1,
+        "{scored}"
+    );
+
+    // A request may tighten the model's budget, never loosen it.
+    let (_, looser) = server
+        .post("/v1/score", &score(json!({"max_divergence_bits": 50.0})))
+        .await;
+    assert_eq!(looser["guard"]["max_divergence_bits"], 0.5, "{looser}");
+    let (_, tighter) = server
+        .post("/v1/score", &score(json!({"max_divergence_bits": 0.05})))
+        .await;
+    let tight_alpha = tighter["guard"]["alpha"].as_f64().unwrap();
+    assert!(tight_alpha < alpha && tighter["guard"]["divergence_bits"].as_f64().unwrap() <= 0.05);
+    let (_, none) = server
+        .post("/v1/score", &score(json!({"max_divergence_bits": 0.0})))
+        .await;
+    assert_eq!(none["guard"]["alpha"], 0.0, "{none}");
+    assert_eq!(none["scores"][0]["mean"], 0.0, "{none}");
+
+    // Without a guard on the model, a generous request budget keeps the user's own belief.
+    let (status, _) = server
+        .post(
+            "/v1/models",
+            &json!({"name": "free", "dimensions": ["a", "b"]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let free_features = upload_items(&server, "free", 2, 30).await;
+    onboard(&server, "free", "bob", &free_features, &[1.0, -1.0], 8).await;
+    let (_, plain) = server
+        .post("/v1/score", &json!({"model": "free", "user_id": "bob", "candidates": [{"id": "x", "features": [1.0, 0.0]}]}))
+        .await;
+    assert!(plain.get("guard").is_none(), "{plain}");
+    let (_, generous) = server
+        .post(
+            "/v1/score",
+            &json!({"model": "free", "user_id": "bob", "max_divergence_bits": 1000.0,
+                                   "candidates": [{"id": "x", "features": [1.0, 0.0]}]}),
+        )
+        .await;
+    assert_eq!(generous["guard"]["alpha"], 1.0, "{generous}");
+    assert_eq!(generous["scores"][0]["mean"], plain["scores"][0]["mean"]);
+
+    // Bad guards are refused with the field named.
+    let (status, body) = server
+        .post(
+            "/v1/models",
+            &json!({"name": "bad", "dimensions": ["a"], "guard": {"fixed_dimensions": ["nope"]}}),
+        )
+        .await;
+    assert_problem(status, &body, 422, "validation");
+    assert_eq!(body["field"], "guard.fixed_dimensions[0]");
+    let (status, body) = server
+        .post(
+            "/v1/score",
+            &json!({"model": "free", "user_id": "bob", "max_divergence_bits": -1.0,
+                                   "candidates": [{"id": "x", "features": [1.0, 0.0]}]}),
+        )
+        .await;
+    assert_problem(status, &body, 422, "validation");
+    server.stop().await;
+}
+
+async fn unreliable_users_are_scored_with_the_population(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    // A rule no session can pass (every session needs 1000 bits of evidence after 3 answers),
+    // so that the flag's consequences are checked independently of how a user answered.
+    let (status, _) = server
+        .post(
+            "/v1/models",
+            &json!({"name": "r", "dimensions": ["a", "b"],
+                    "reliability": {"min_log2_bayes_factor": 1000.0, "min_answers": 3}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let features = upload_items(&server, "r", 2, 30).await;
+    let finished = onboard(&server, "r", "carol", &features, &[1.0, 1.0], 5).await;
+    let diagnostics = &finished["diagnostics"];
+    assert_eq!(diagnostics["unreliable"], true, "{finished}");
+    let lapse = diagnostics["lapse_rate"].as_f64().unwrap();
+    assert!(lapse > 0.0 && lapse < 0.5, "{diagnostics}");
+    assert!(
+        diagnostics["person_fit_z"].as_f64().is_some(),
+        "{diagnostics}"
+    );
+
+    let (status, profile) = server.get("/v1/users/carol/profile?model=r").await;
+    assert_eq!(status, 200);
+    assert_eq!(profile["unreliable"], true);
+    let request = json!({"model": "r", "user_id": "carol", "candidates": [{"id": "x", "features": [1.0, 1.0]}]});
+    let (_, fallback) = server.post("/v1/score", &request).await;
+    assert_eq!(fallback["profile"]["source"], "population", "{fallback}");
+    assert_eq!(fallback["profile"]["unreliable"], true);
+    assert_eq!(fallback["scores"][0]["mean"], 0.0);
+    let mut opted_in = request.clone();
+    opted_in["allow_unreliable"] = json!(true);
+    let (_, own) = server.post("/v1/score", &opted_in).await;
+    assert_eq!(own["profile"]["source"], "user", "{own}");
+    assert!(own["scores"][0]["mean"].as_f64().unwrap() > 0.0, "{own}");
+
+    let (_, metrics) = server.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap();
+    for name in [
+        "elicit_unreliable_sessions_total",
+        "elicit_unreliable_fallbacks_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    server.stop().await;
+}
+
+crate::on_both_stores!(
+    the_guard_bounds_the_divergence_and_fixes_dimensions,
+    unreliable_users_are_scored_with_the_population
+);
