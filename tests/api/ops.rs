@@ -432,6 +432,59 @@ async fn swagger_ui_and_spec_are_served() {
     assert!(spec["paths"].get("/v1/score").is_some());
     let page = plain.get(server.url("/docs/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("swagger"));
+    assert_safe_headers(page.headers());
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger"));
+    // The policy allows no inline script, so the page must have none.
+    for script in html.split("<script").skip(1) {
+        assert!(
+            script.trim_start().starts_with("src="),
+            "inline script in /docs: {script}"
+        );
+    }
+
+    // The API answers with the same headers and allows no other origin.
+    let response = plain
+        .get(server.url("/v1/models"))
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_safe_headers(response.headers());
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    let preflight = plain
+        .request(reqwest::Method::OPTIONS, server.url("/v1/score"))
+        .header("Origin", "https://evil.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
     server.stop().await;
+}
+
+fn assert_safe_headers(headers: &reqwest::header::HeaderMap) {
+    let get = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
+    let csp = get("content-security-policy").expect("a Content-Security-Policy");
+    let script_src = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("script-src"))
+        .expect("a script-src directive");
+    assert!(!script_src.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(get("x-content-type-options").as_deref(), Some("nosniff"));
+    assert_eq!(get("referrer-policy").as_deref(), Some("no-referrer"));
+    assert_eq!(get("x-frame-options").as_deref(), Some("DENY"));
 }
