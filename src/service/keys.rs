@@ -155,7 +155,16 @@ impl Service {
     /// Who holds this bearer token: the bootstrap admin key, a stored key, or a session token.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, ServiceError> {
         let hash = sha256_hex(token);
-        if self.admin_key_hash.as_deref() == Some(hash.as_str()) {
+        // Compared in constant time, so response timing says nothing about how much matched.
+        // Stored keys and session tokens are found by their hash (an index or map lookup on a
+        // SHA-256, which reveals nothing usable about the secret).
+        let is_admin = self.admin_key_hash.as_deref().is_some_and(|admin| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                admin.as_bytes(),
+                hash.as_bytes(),
+            ))
+        });
+        if is_admin {
             return Ok(Some(Principal::Key {
                 id: "bootstrap".into(),
                 role: Role::Admin,
