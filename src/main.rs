@@ -150,6 +150,9 @@ struct SimulateArgs {
     /// genuine (answers from a true λ) | random (coin flips)
     #[arg(long, value_enum, default_value = "genuine")]
     responders: sim::Responders,
+    /// Every N-th question re-asks an earlier one (sides swapped) as a consistency probe; 0 = none.
+    #[arg(long, default_value_t = 0)]
+    probe_every: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -299,6 +302,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             .model_lapse
             .unwrap_or(sim::ModelLapse::Fixed(args.lapse)),
         responders: args.responders,
+        probe_every: args.probe_every,
     };
     let report = sim::run(&task).map_err(anyhow::Error::msg)?;
     if args.json {

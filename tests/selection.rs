@@ -162,6 +162,7 @@ fn simulate(strategy: Strategy) -> Vec<sim::CurvePoint> {
         lapse: 0.0,
         model_lapse: sim::ModelLapse::Fixed(0.0),
         responders: sim::Responders::Genuine,
+        probe_every: 0,
     };
     sim::run(&task).unwrap().curve
 }
@@ -202,4 +203,44 @@ fn pairs_outside_the_candidate_space_do_not_count_against_it() {
     space.mark_asked(select::Pair { a: 0, b: 1 });
     space.mark_asked(select::Pair { a: 1, b: 0 });
     assert_eq!(space.remaining(), 2);
+}
+
+/// The reliability flag after 20 questions (lapse 0.1 known to the model), for genuine users and
+/// for users who answer by coin flips, without and with a consistency probe every 4th question.
+fn flagged_after_20(responders: sim::Responders, probe_every: usize) -> f64 {
+    let task = SimulationTask {
+        dims: 6,
+        bank: 40,
+        users: 100,
+        questions: 20,
+        scale: 2.0,
+        seed: 0,
+        strategy: Strategy::Bald,
+        method: UpdateMethod::Adf,
+        lapse: 0.1,
+        model_lapse: sim::ModelLapse::Fixed(0.1),
+        responders,
+        probe_every,
+    };
+    sim::run(&task).unwrap().curve[19].flagged_unreliable
+}
+
+/// Adaptive questions are coin flips for the model when asked, so a random responder looks
+/// plausible on them; re-asking the earlier questions the model is surest about exposes one.
+/// Measured (BENCHMARKS.md, 200 users): genuine 6 % / 4 %, random 17 % / 55 % without / with
+/// probes. The bounds leave room for the smaller sample.
+#[test]
+fn probes_expose_random_responders_without_flagging_genuine_users() {
+    use sim::Responders::{Genuine, Random};
+    let (genuine, genuine_probed) = (flagged_after_20(Genuine, 0), flagged_after_20(Genuine, 4));
+    let (random, random_probed) = (flagged_after_20(Random, 0), flagged_after_20(Random, 4));
+    assert!(
+        genuine <= 0.12 && genuine_probed <= 0.10,
+        "{genuine} {genuine_probed}"
+    );
+    assert!(
+        random_probed >= 0.4,
+        "random responders flagged {random_probed} with probes"
+    );
+    assert!(random_probed >= 2.0 * random, "{random} → {random_probed}");
 }

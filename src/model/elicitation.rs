@@ -9,11 +9,14 @@ use super::ModelError;
 use super::ep::{self, EpOptions};
 use super::likelihood::{Choice, NoiseModel, PairLikelihood};
 use super::posterior::Posterior;
-use super::reliability::{self, AnsweredWith, LapsePrior, Reliability, ReliabilityRule};
+use super::posterior::RankOne;
+use super::reliability::{
+    self, AnsweredWith, Consistency, LapsePrior, Reliability, ReliabilityRule,
+};
 use super::select::{
     self, Bank, BankStats, CandidateSpace, Pair, Selected, SelectionOptions, Strategy,
 };
-use super::update::{UpdateMethod, UpdateOutcome};
+use super::update::{UpdateMethod, UpdateOutcome, log_predictive};
 
 /// When to stop asking.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -80,6 +83,29 @@ pub struct ElicitationConfig {
     pub lapse_prior: LapsePrior,
     /// When the diagnostics flag a run as unreliable.
     pub reliability: ReliabilityRule,
+    /// Consistency probes: re-ask earlier pairs with the sides swapped (none by default).
+    pub probes: Option<ProbeRule>,
+}
+
+/// When to re-ask an earlier question as a consistency probe (GUIDE §6).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeRule {
+    /// Every `every`-th question is a probe (when an earlier answer is eligible).
+    #[schema(minimum = 2, maximum = 1000)]
+    pub every: usize,
+    /// A probe repeats an answer given at least this many questions earlier.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub min_gap: usize,
+}
+
+impl Default for ProbeRule {
+    fn default() -> Self {
+        Self {
+            every: 5,
+            min_gap: 5,
+        }
+    }
 }
 
 /// One answered question.
@@ -91,6 +117,23 @@ pub struct AnswerRecord {
     pub log_evidence: Option<f64>,
     /// The lapse rate of the likelihood that this answer updated with.
     pub lapse: f64,
+    /// For a consistency probe, the index in the history of the answer it repeats. A probe does
+    /// not update the posterior (a repeat is not independent evidence: people remember what they
+    /// said); its `log_evidence` is its predictive probability, and its agreement with the
+    /// answer it repeats is counted. Set by the run, whatever a caller puts here.
+    pub repeats: Option<usize>,
+}
+
+/// Index of the earlier answer that an answer to `pair` would repeat (see
+/// [`reliability::repeat_of`]).
+fn repeated(history: &[AnswerRecord], pair: Pair) -> Option<usize> {
+    reliability::repeat_of(
+        history
+            .iter()
+            .map(|r| (r.pair.a, r.pair.b, r.choice, r.repeats)),
+        &pair.a,
+        &pair.b,
+    )
 }
 
 impl AnswerRecord {
@@ -132,8 +175,8 @@ impl Diagnostics {
     pub fn compute(
         (prior, posterior): (&Posterior, &Posterior),
         outcomes: usize,
-        sequential: &[AnsweredWith],
-        leave_one_out: &[AnsweredWith],
+        (sequential, leave_one_out): (&[AnsweredWith], &[AnsweredWith]),
+        consistency: Consistency,
         lapse_prior: LapsePrior,
         rule: &ReliabilityRule,
     ) -> Self {
@@ -146,7 +189,13 @@ impl Diagnostics {
             bits: posterior.bits_since(prior),
             log2_bayes_factor: surprise_bits.iter().map(|s| k - s).sum(),
             surprise_bits,
-            reliability: reliability::assess(leave_one_out, outcomes, lapse_prior, rule),
+            reliability: reliability::assess(
+                leave_one_out,
+                consistency,
+                outcomes,
+                lapse_prior,
+                rule,
+            ),
         }
     }
 }
@@ -238,8 +287,10 @@ impl<'a> Elicitation<'a> {
             ));
         }
         let mut space = CandidateSpace::new(bank, allowed);
-        for record in &history {
-            space.mark_asked(record.pair);
+        let mut history = history;
+        for i in 0..history.len() {
+            history[i].repeats = repeated(&history[..i], history[i].pair);
+            space.mark_asked(history[i].pair);
         }
         let stats = BankStats::new(bank, &posterior);
         Ok(Self {
@@ -330,20 +381,28 @@ impl<'a> Elicitation<'a> {
             .collect()
     }
 
-    /// The informative answers so far, each judged by all the others: its leave-one-out
-    /// predictive probability under an EP fit of the whole run ([`ep::leave_one_out`]).
+    /// The informative answers so far, each judged by all the others: a question's answer by
+    /// its leave-one-out predictive under an EP fit of the run's other answers
+    /// ([`ep::leave_one_out`]), a probe's by its predictive given everything before it.
     fn answered_leave_one_out(&self) -> Vec<AnsweredWith> {
         let noise = self.noise();
         let (records, observations): (Vec<&AnswerRecord>, Vec<_>) = self
             .state
             .history
             .iter()
+            .filter(|r| r.repeats.is_none())
             .filter_map(|r| {
                 let lik = noise.likelihood(r.choice.outcome()?).ok()?;
                 Some((r, (self.bank.direction(r.pair, noise.beta), lik)))
             })
             .unzip();
         let (posterior, sites) = ep::refine(&self.prior, &observations, RELIABILITY_EP);
+        let probes = self
+            .state
+            .history
+            .iter()
+            .filter(|r| r.repeats.is_some())
+            .filter_map(AnswerRecord::answered_with);
         ep::leave_one_out(&posterior, &observations, &sites)
             .into_iter()
             .zip(records)
@@ -351,6 +410,7 @@ impl<'a> Elicitation<'a> {
                 log_evidence,
                 lapse: r.lapse,
             })
+            .chain(probes)
             .collect()
     }
 
@@ -376,6 +436,12 @@ impl<'a> Elicitation<'a> {
         {
             return Next::Stop(StopReason::Uncertainty);
         }
+        if let Some(pair) = self.probe_due() {
+            return Next::Ask(Selected {
+                pair,
+                score_bits: 0.0,
+            });
+        }
         let chosen = select::select(
             self.bank,
             &self.state.stats,
@@ -397,6 +463,67 @@ impl<'a> Elicitation<'a> {
         }
     }
 
+    /// The earlier question to re-ask now, sides swapped, if the probe rule says this question is
+    /// a probe. Among the informative answers not yet probed and at least `min_gap` questions old,
+    /// the one the current posterior most expects to be repeated: a consistent user then repeats
+    /// it almost surely, while a random one flips half the time, so each probe says as much as a
+    /// question can about which of the two the user is.
+    fn probe_due(&self) -> Option<Pair> {
+        let rule = self.config.probes?;
+        let history = &self.state.history;
+        let number = history.len() + 1;
+        if rule.every < 2 || !number.is_multiple_of(rule.every) {
+            return None;
+        }
+        let probed: Vec<usize> = history.iter().filter_map(|r| r.repeats).collect();
+        let noise = self.noise();
+        let expected_repeat = |r: &AnswerRecord| -> Option<f64> {
+            let lik = noise.likelihood(r.choice.outcome()?).ok()?;
+            let predictive = self
+                .state
+                .posterior
+                .predictive(&self.bank.direction(r.pair, noise.beta));
+            Some(log_predictive(
+                predictive.mean,
+                predictive.variance.max(0.0),
+                &lik,
+            ))
+        };
+        history
+            .iter()
+            .enumerate()
+            .take(history.len().saturating_sub(rule.min_gap))
+            .filter(|(i, r)| {
+                r.repeats.is_none()
+                    && matches!(r.choice, Choice::A | Choice::B)
+                    && !probed.contains(i)
+            })
+            .filter_map(|(_, r)| Some((expected_repeat(r)?, r)))
+            .max_by(|x, y| x.0.total_cmp(&y.0))
+            .map(|(_, r)| Pair {
+                a: r.pair.b,
+                b: r.pair.a,
+            })
+    }
+
+    /// Consistency probes answered so far and how many of them contradicted the answer they
+    /// repeat.
+    pub fn consistency(&self) -> Consistency {
+        let history = &self.state.history;
+        let shown = |r: &AnswerRecord| (r.pair.a, r.pair.b, r.choice);
+        history
+            .iter()
+            .filter_map(|probe| {
+                let (a, b, c) = shown(&history[probe.repeats?]);
+                let (pa, pb, pc) = shown(probe);
+                reliability::flipped((&a, &b, c), (&pa, &pb, pc))
+            })
+            .fold(Consistency::default(), |acc, flip| Consistency {
+                probes: acc.probes + 1,
+                flips: acc.flips + usize::from(flip),
+            })
+    }
+
     /// Applies an answer to `pair` (a skip only marks the pair as asked). Returns the update for
     /// informative answers.
     pub fn answer(
@@ -411,6 +538,7 @@ impl<'a> Elicitation<'a> {
             ));
         }
         let noise = self.noise();
+        let repeats = repeated(&self.state.history, pair);
         let outcome = match choice.outcome() {
             None => None,
             Some(outcome) => {
@@ -418,11 +546,25 @@ impl<'a> Elicitation<'a> {
                 let x = self.bank.direction(pair, noise.beta);
                 let state = &mut self.state;
                 let predictive = state.posterior.predictive(&x);
-                let update = state
-                    .posterior
-                    .update_along(&predictive, &lik, self.config.method);
-                state.stats.update(self.bank, &predictive.u, update.step);
-                Some(update)
+                if repeats.is_some() {
+                    // A probe: its predictive probability is evidence about the user, not λ.
+                    Some(UpdateOutcome {
+                        step: RankOne { c1: 0.0, c2: 0.0 },
+                        log_evidence: log_predictive(
+                            predictive.mean,
+                            predictive.variance.max(0.0),
+                            &lik,
+                        ),
+                        det_ratio: 1.0,
+                    })
+                } else {
+                    let update =
+                        state
+                            .posterior
+                            .update_along(&predictive, &lik, self.config.method);
+                    state.stats.update(self.bank, &predictive.u, update.step);
+                    Some(update)
+                }
             }
         };
         self.state.space.mark_asked(pair);
@@ -431,6 +573,7 @@ impl<'a> Elicitation<'a> {
             choice,
             log_evidence: outcome.map(|o| o.log_evidence),
             lapse: noise.lapse,
+            repeats,
         });
         Ok(outcome)
     }
@@ -440,6 +583,7 @@ impl<'a> Elicitation<'a> {
     pub fn reliability(&self) -> Reliability {
         reliability::assess(
             &self.answered_leave_one_out(),
+            self.consistency(),
             self.config.noise.outcomes().len(),
             self.config
                 .adaptive_lapse
@@ -454,8 +598,8 @@ impl<'a> Elicitation<'a> {
         Diagnostics::compute(
             (&self.prior, &self.state.posterior),
             self.config.noise.outcomes().len(),
-            &self.answered(),
-            &self.answered_leave_one_out(),
+            (&self.answered(), &self.answered_leave_one_out()),
+            self.consistency(),
             self.config
                 .adaptive_lapse
                 .unwrap_or(self.config.lapse_prior),
@@ -471,6 +615,7 @@ impl<'a> Elicitation<'a> {
             .state
             .history
             .iter()
+            .filter(|r| r.repeats.is_none())
             .filter_map(|r| {
                 let outcome = r.choice.outcome()?;
                 let lik = noise.likelihood(outcome).ok()?;

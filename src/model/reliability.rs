@@ -23,6 +23,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::likelihood::Choice;
+
 /// Beta prior on a user's lapse rate; the default, Beta(1, 9), has mean 0.1 and the weight of ten
 /// answers.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -89,8 +91,45 @@ pub struct Reliability {
     pub log2_bayes_factor: f64,
     /// Informative answers counted.
     pub answers: usize,
+    /// Consistency probes answered, and how many contradicted the answer they repeat.
+    pub consistency: Consistency,
     /// The rule's verdict.
     pub unreliable: bool,
+}
+
+/// Which earlier answer an answer to items (a, b) repeats, if any: the first informative answer
+/// that is not itself a repeat and showed the same two items, in either order. `earlier` yields
+/// (first item shown, second item shown, choice, the answer it repeated) in the order given.
+pub fn repeat_of<K: PartialEq>(
+    earlier: impl IntoIterator<Item = (K, K, Choice, Option<usize>)>,
+    a: &K,
+    b: &K,
+) -> Option<usize> {
+    earlier.into_iter().position(|(x, y, choice, repeats)| {
+        repeats.is_none()
+            && matches!(choice, Choice::A | Choice::B)
+            && ((x == *a && y == *b) || (x == *b && y == *a))
+    })
+}
+
+/// Whether a probe's answer contradicts the answer it repeats: they prefer different items.
+/// `None` when either is a tie or a skip.
+pub fn flipped<K: PartialEq>(earlier: (&K, &K, Choice), probe: (&K, &K, Choice)) -> Option<bool> {
+    fn preferred<'a, K>((a, b, choice): (&'a K, &'a K, Choice)) -> Option<&'a K> {
+        match choice {
+            Choice::A => Some(a),
+            Choice::B => Some(b),
+            Choice::Tie | Choice::Skip => None,
+        }
+    }
+    Some(preferred(earlier)? != preferred(probe)?)
+}
+
+/// Consistency probes: how many were answered and how many contradicted the answer they repeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Consistency {
+    pub probes: usize,
+    pub flips: usize,
 }
 
 /// EM iterations for the lapse rate: the fixed point moves by < 1e-6 long before this.
@@ -145,6 +184,7 @@ pub fn person_fit_z(predictive: impl Iterator<Item = f64>) -> Option<f64> {
 /// `outcomes` possible answers.
 pub fn assess(
     answers: &[AnsweredWith],
+    consistency: Consistency,
     outcomes: usize,
     prior: LapsePrior,
     rule: &ReliabilityRule,
@@ -167,6 +207,7 @@ pub fn assess(
         person_fit_z,
         log2_bayes_factor,
         answers: answers.len(),
+        consistency,
         unreliable: answers.len() >= rule.min_answers
             && log2_bayes_factor < rule.min_log2_bayes_factor,
     }
@@ -188,6 +229,7 @@ mod tests {
         let answers: Vec<_> = (0..30).map(|_| answered(0.9, 0.0)).collect();
         let r = assess(
             &answers,
+            Consistency::default(),
             2,
             LapsePrior::default(),
             &ReliabilityRule::default(),
@@ -204,6 +246,7 @@ mod tests {
         answers.extend((0..10).map(|_| answered(0.1, 0.1)));
         let r = assess(
             &answers,
+            Consistency::default(),
             2,
             LapsePrior::default(),
             &ReliabilityRule::default(),
@@ -218,6 +261,7 @@ mod tests {
         let answers: Vec<_> = (0..5).map(|_| answered(0.2, 0.0)).collect();
         let r = assess(
             &answers,
+            Consistency::default(),
             2,
             LapsePrior::default(),
             &ReliabilityRule::default(),
@@ -230,6 +274,42 @@ mod tests {
         // Z = ε/2 + (1 − ε)p with ε = 0.2, p = 0.7.
         let z = 0.1 + 0.8 * 0.7;
         assert!((answered(z, 0.2).attentive(2.0) - 0.7).abs() < 1e-12);
+    }
+
+    #[test]
+    fn repeats_and_flips_are_found_in_either_order() {
+        use Choice::{A, B, Skip};
+        let log = [
+            ("x", "y", A),
+            ("y", "z", Skip),
+            ("y", "x", B),
+            ("z", "y", A),
+            ("x", "y", B),
+        ];
+        let mut repeats: Vec<Option<usize>> = vec![];
+        for (a, b, _) in &log {
+            let earlier = log.iter().zip(&repeats).map(|(e, r)| (e.0, e.1, e.2, *r));
+            repeats.push(repeat_of(earlier, a, b));
+        }
+        // The skip is not repeated; the swapped x/y repeats answer 0; the last repeats it too.
+        assert_eq!(repeats, vec![None, None, Some(0), None, Some(0)]);
+        let flip = |i: usize, j: usize| {
+            flipped(
+                (&log[i].0, &log[i].1, log[i].2),
+                (&log[j].0, &log[j].1, log[j].2),
+            )
+        };
+        assert_eq!(
+            flip(0, 2),
+            Some(false),
+            "x over y, then (y, x) answered b: still x"
+        );
+        assert_eq!(
+            flip(0, 4),
+            Some(true),
+            "x over y, then (x, y) answered b: y"
+        );
+        assert_eq!(flip(1, 3), None, "a skip has no preference");
     }
 
     #[test]

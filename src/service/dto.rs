@@ -3,6 +3,7 @@
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
+use crate::model::elicitation::ProbeRule;
 use crate::model::reliability::ReliabilityRule;
 use crate::model::{Choice, NoiseModel, StopReason, Strategy, UpdateMethod};
 use crate::store::{GuardSpec, SessionStatus};
@@ -40,6 +41,10 @@ pub struct CreateModel {
     pub reliability: Option<ReliabilityRule>,
     /// The over-personalisation guard of scoring (default: none).
     pub guard: Option<GuardSpec>,
+    /// Consistency probes: every `every`-th question re-asks, sides swapped, an earlier question
+    /// at least `min_gap` questions old (default: none). A probe's answer does not move the
+    /// posterior; it counts towards the session's consistency and reliability figures.
+    pub probes: Option<ProbeRule>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -52,6 +57,7 @@ pub struct ModelView {
     pub strategy: Strategy,
     pub reliability: ReliabilityRule,
     pub guard: GuardSpec,
+    pub probes: Option<ProbeRule>,
     pub bank_version: i64,
     pub created_ms: i64,
 }
@@ -188,6 +194,9 @@ pub struct DiagnosticsView {
     /// Person-fit l_z over binary answers (strongly negative: less predictable than the model
     /// expects); null before two answers or with ties.
     pub person_fit_z: Option<f64>,
+    /// Consistency probes answered, and how many contradicted the answer they repeat.
+    pub probes: usize,
+    pub probe_flips: usize,
     /// The model's reliability rule says these answers look random: scoring uses the population
     /// prior for this user unless the caller opts in.
     pub unreliable: bool,

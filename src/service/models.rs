@@ -10,6 +10,7 @@ use super::dto::{
 };
 use super::limits::{MAX_ID_LEN, MAX_ITEMS_PER_UPSERT, MAX_MODEL_NAME_LEN, MAX_PAGE};
 use super::{Service, ServiceError, check_features, check_id};
+use crate::model::elicitation::ProbeRule;
 use crate::model::reliability::ReliabilityRule;
 use crate::model::{MAX_DIMENSIONS, Posterior};
 use crate::store::{GuardSpec, ItemRecord, ModelRecord, ModelSpec, now_ms};
@@ -44,6 +45,9 @@ impl Service {
         check_reliability(&reliability)?;
         let guard = req.guard.unwrap_or_default();
         check_guard(&guard, &req.dimensions)?;
+        if let Some(probes) = &req.probes {
+            check_probes(probes)?;
+        }
         let record = ModelRecord {
             name: req.name,
             spec: ModelSpec {
@@ -53,6 +57,7 @@ impl Service {
                 strategy: req.strategy.unwrap_or_default(),
                 reliability,
                 guard,
+                probes: req.probes,
             },
             prior_mean: prior.mean().clone(),
             prior_cov: prior.cov().clone(),
@@ -232,6 +237,7 @@ pub(crate) fn model_view(m: &ModelRecord) -> ModelView {
         strategy: m.spec.strategy,
         reliability: m.spec.reliability,
         guard: m.spec.guard.clone(),
+        probes: m.spec.probes,
         bank_version: m.bank_version,
         created_ms: m.created_ms,
     }
@@ -282,6 +288,22 @@ pub(crate) fn check_budget(field: &str, bits: f64) -> Result<(), ServiceError> {
         return Err(ServiceError::invalid(
             field,
             "must be a number of bits in [0, 1e6]",
+        ));
+    }
+    Ok(())
+}
+
+fn check_probes(probes: &ProbeRule) -> Result<(), ServiceError> {
+    if !(2..=1000).contains(&probes.every) {
+        return Err(ServiceError::invalid(
+            "probes.every",
+            "must be between 2 and 1000",
+        ));
+    }
+    if !(1..=1000).contains(&probes.min_gap) {
+        return Err(ServiceError::invalid(
+            "probes.min_gap",
+            "must be between 1 and 1000",
         ));
     }
     Ok(())

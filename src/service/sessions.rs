@@ -18,7 +18,7 @@ use super::limits::{MAX_ID_LEN, MAX_QUESTIONS};
 use super::{Service, ServiceError, check_id};
 use crate::model::elicitation::{AnswerRecord, Diagnostics, Next, RELIABILITY_EP};
 use crate::model::ep::{self, EpOptions};
-use crate::model::reliability::AnsweredWith;
+use crate::model::reliability::{self, AnsweredWith, Consistency};
 use crate::model::select::Pair;
 use crate::model::{Elicitation, ElicitationConfig, Posterior, StopReason, StoppingRule};
 use crate::store::{
@@ -618,6 +618,7 @@ fn run_config(model: &ModelRecord, settings: &SessionSettings) -> ElicitationCon
             target_sd: None,
         },
         reliability: model.spec.reliability,
+        probes: model.spec.probes,
         ..Default::default()
     }
 }
@@ -648,14 +649,17 @@ fn session_posterior(
     posterior
 }
 
-/// The informative answers of a log as (direction, likelihood) pairs.
+/// The informative answers of a log as (direction, likelihood) pairs; consistency probes are not
+/// evidence about λ and are left out.
 fn observations(
     model: &ModelRecord,
     answers: &[AnswerRow],
 ) -> Vec<(DVector<f64>, crate::model::likelihood::PairLikelihood)> {
     answers
         .iter()
-        .filter_map(|a| {
+        .zip(repeats_in(answers))
+        .filter(|(_, repeats)| repeats.is_none())
+        .filter_map(|(a, _)| {
             let lik = model.spec.noise.likelihood(a.choice.outcome()?).ok()?;
             Some((a.direction.clone(), lik))
         })
@@ -679,6 +683,7 @@ fn resume<'b>(
                 choice: a.choice,
                 log_evidence: a.log_evidence,
                 lapse: bank.model.spec.noise.lapse,
+                repeats: None,
             })
         })
         .collect();
@@ -784,9 +789,9 @@ fn answer_view(
     }
 }
 
-/// A stored session's diagnostics: each answer's surprise as it came, and its leave-one-out
-/// predictive under an EP fit of the log for the answer-quality figures (the same fit the engine
-/// makes on the answer path, so the session and its profile agree on `unreliable`).
+/// A stored session's diagnostics: each answer's surprise as it came, and for the answer-quality
+/// figures each question's answer judged by the others (leave-one-out under an EP fit of the log's
+/// questions, the fit the engine makes on the answer path) and each probe by its predictive.
 fn diagnostics(bank: &LoadedBank, posterior: &Posterior, answers: &[AnswerRow]) -> Diagnostics {
     let model = &bank.model;
     let lapse = model.spec.noise.lapse;
@@ -794,24 +799,62 @@ fn diagnostics(bank: &LoadedBank, posterior: &Posterior, answers: &[AnswerRow]) 
         log_evidence,
         lapse,
     };
+    let repeats = repeats_in(answers);
     let sequential: Vec<AnsweredWith> = answers
         .iter()
         .filter_map(|a| a.log_evidence.map(with))
         .collect();
     let observations = observations(model, answers);
     let (fit, sites) = ep::refine(&bank.prior, &observations, RELIABILITY_EP);
+    let probes = answers
+        .iter()
+        .zip(&repeats)
+        .filter(|(_, r)| r.is_some())
+        .filter_map(|(a, _)| a.log_evidence.map(with));
     let leave_one_out: Vec<AnsweredWith> = ep::leave_one_out(&fit, &observations, &sites)
         .into_iter()
         .map(with)
+        .chain(probes)
         .collect();
+    let consistency = answers
+        .iter()
+        .zip(&repeats)
+        .filter_map(|(probe, r)| {
+            let earlier = &answers[(*r)?];
+            reliability::flipped(
+                (&earlier.item_a, &earlier.item_b, earlier.choice),
+                (&probe.item_a, &probe.item_b, probe.choice),
+            )
+        })
+        .fold(Consistency::default(), |acc, flip| Consistency {
+            probes: acc.probes + 1,
+            flips: acc.flips + usize::from(flip),
+        });
     Diagnostics::compute(
         (&bank.prior, posterior),
         model.spec.noise.outcomes().len(),
-        &sequential,
-        &leave_one_out,
+        (&sequential, &leave_one_out),
+        consistency,
         Default::default(),
         &model.spec.reliability,
     )
+}
+
+/// For each answer of a log, the earlier answer it repeats as a consistency probe.
+fn repeats_in(answers: &[AnswerRow]) -> Vec<Option<usize>> {
+    let mut repeats: Vec<Option<usize>> = Vec::with_capacity(answers.len());
+    for a in answers {
+        let earlier = answers
+            .iter()
+            .zip(&repeats)
+            .map(|(e, r)| (e.item_a.as_str(), e.item_b.as_str(), e.choice, *r));
+        repeats.push(reliability::repeat_of(
+            earlier,
+            &a.item_a.as_str(),
+            &a.item_b.as_str(),
+        ));
+    }
+    repeats
 }
 
 /// The wire view of a session whose (validated or rebuilt) posterior the caller has at hand, so
@@ -844,6 +887,8 @@ fn session_view(
             lapse_rate: r.lapse_rate,
             lapse_sd: r.lapse_sd,
             person_fit_z: r.person_fit_z,
+            probes: r.consistency.probes,
+            probe_flips: r.consistency.flips,
             unreliable: r.unreliable,
         },
         question: s.question.as_ref().map(|q| question_view(q, bank)),

@@ -16,13 +16,16 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
-use crate::model::elicitation::Next;
+use crate::model::elicitation::{Next, ProbeRule};
 use crate::model::numeric::sigmoid;
 use crate::model::reliability::LapsePrior;
 use crate::model::{
     Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Posterior, StoppingRule, Strategy,
     UpdateMethod,
 };
+
+/// A probe repeats an answer at least this many questions old (GUIDE §6).
+const PROBE_MIN_GAP: usize = 5;
 
 /// Held-out evaluation: this many fresh items, this many random pairs among them.
 const HELD_OUT_ITEMS: usize = 200;
@@ -45,6 +48,9 @@ pub struct SimulationTask {
     pub model_lapse: ModelLapse,
     /// Who answers.
     pub responders: Responders,
+    /// Every this many questions, re-ask an earlier one (sides swapped) as a consistency probe;
+    /// 0 for none.
+    pub probe_every: usize,
 }
 
 /// The lapse rate the engine assumes (`--model-lapse`).
@@ -121,6 +127,9 @@ pub fn validate(task: &SimulationTask) -> Result<(), String> {
     }
     if !(0.0..1.0).contains(&task.lapse) {
         return Err("--lapse must be in [0, 1)".into());
+    }
+    if task.probe_every == 1 {
+        return Err("--probe-every must be 0 (no probes) or at least 2".into());
     }
     Ok(())
 }
@@ -213,6 +222,10 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
             target_sd: None,
         },
         adaptive_lapse,
+        probes: (task.probe_every > 0).then_some(ProbeRule {
+            every: task.probe_every,
+            min_gap: PROBE_MIN_GAP,
+        }),
         ..Default::default()
     };
     let mut run = Elicitation::new(&bank, prior, config, None).map_err(|e| e.to_string())?;

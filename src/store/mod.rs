@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
+use crate::model::elicitation::ProbeRule;
 use crate::model::reliability::ReliabilityRule;
 use crate::model::{Choice, NoiseModel, StopReason, Strategy, UpdateMethod};
 
@@ -50,6 +51,9 @@ pub struct ModelSpec {
     /// How far personalised scores may move from the population.
     #[serde(default)]
     pub guard: GuardSpec,
+    /// Consistency probes: re-ask earlier questions with the sides swapped (none by default).
+    #[serde(default)]
+    pub probes: Option<ProbeRule>,
 }
 
 /// The over-personalisation guard of a model, by dimension name.

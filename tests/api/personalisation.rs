@@ -216,7 +216,80 @@ async fn unreliable_users_are_scored_with_the_population(backend: Backend) {
     server.stop().await;
 }
 
+async fn probes_repeat_earlier_questions_without_moving_the_posterior(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let (status, model) = server
+        .post(
+            "/v1/models",
+            &json!({"name": "p", "dimensions": ["a", "b"], "probes": {"every": 3, "min_gap": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{model}");
+    assert_eq!(model["probes"], json!({"every": 3, "min_gap": 1}));
+    let features = upload_items(&server, "p", 2, 30).await;
+    let (_, created) = server
+        .post(
+            "/v1/sessions",
+            &json!({"model": "p", "user_id": "dan", "max_questions": 9}),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut question = created["question"].clone();
+    let shown = |q: &Value| [0, 1].map(|k| q["items"][k]["id"].as_str().unwrap().to_string());
+    let (mut asked, mut means) = (vec![], vec![]);
+    for n in 0..9 {
+        asked.push(shown(&question));
+        let (_, body) = server
+            .answer_truthfully(&id, &question, &features, &[1.5, -1.0], &format!("p{n}"))
+            .await;
+        means.push(body["posterior"]["mean"].clone());
+        question = body["question"].clone();
+    }
+    // Questions 3, 6 and 9 re-ask earlier ones with the sides swapped, and leave the posterior
+    // where it was; the others are new pairs.
+    for probe in [2, 5, 8] {
+        let [a, b] = asked[probe].clone();
+        let earlier = asked[..probe].iter().position(|[x, y]| *x == b && *y == a);
+        assert!(
+            earlier.is_some(),
+            "question {} is not a swapped repeat: {asked:?}",
+            probe + 1
+        );
+        assert_eq!(
+            means[probe],
+            means[probe - 1],
+            "a probe moved the posterior"
+        );
+    }
+    let (_, session) = server.get(&format!("/v1/sessions/{id}")).await;
+    let diagnostics = &session["diagnostics"];
+    assert_eq!(diagnostics["probes"], 3, "{diagnostics}");
+    assert_eq!(
+        diagnostics["probe_flips"], 0,
+        "a consistent user never flips: {diagnostics}"
+    );
+
+    // The finished posterior is EP over the six questions only.
+    let (status, finished) = server
+        .post(&format!("/v1/sessions/{id}/finish"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{finished}");
+    assert_eq!(finished["diagnostics"]["probes"], 3);
+
+    let (status, body) = server
+        .post(
+            "/v1/models",
+            &json!({"name": "bad", "dimensions": ["a"], "probes": {"every": 1, "min_gap": 1}}),
+        )
+        .await;
+    assert_problem(status, &body, 422, "validation");
+    assert_eq!(body["field"], "probes.every");
+    server.stop().await;
+}
+
 crate::on_both_stores!(
     the_guard_bounds_the_divergence_and_fixes_dimensions,
-    unreliable_users_are_scored_with_the_population
+    unreliable_users_are_scored_with_the_population,
+    probes_repeat_earlier_questions_without_moving_the_posterior
 );

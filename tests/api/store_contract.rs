@@ -30,6 +30,7 @@ fn model(name: &str) -> ModelRecord {
             strategy: Strategy::Bald,
             reliability: Default::default(),
             guard: Default::default(),
+            probes: None,
         },
         prior_mean: DVector::from_vec(vec![0.5, -0.5]),
         prior_cov: DMatrix::from_row_slice(2, 2, &[1.0, 0.2, 0.2, 2.0]),
