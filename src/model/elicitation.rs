@@ -361,6 +361,10 @@ impl<'a> Elicitation<'a> {
         &self.config
     }
 
+    pub fn history(&self) -> &[AnswerRecord] {
+        &self.state.history
+    }
+
     /// The answer model in force now: the model's, with this user's estimated lapse rate when the
     /// run adapts it.
     pub fn noise(&self) -> NoiseModel {
@@ -385,16 +389,11 @@ impl<'a> Elicitation<'a> {
     /// its leave-one-out predictive under an EP fit of the run's other answers
     /// ([`ep::leave_one_out`]), a probe's by its predictive given everything before it.
     fn answered_leave_one_out(&self) -> Vec<AnsweredWith> {
-        let noise = self.noise();
         let (records, observations): (Vec<&AnswerRecord>, Vec<_>) = self
             .state
             .history
             .iter()
-            .filter(|r| r.repeats.is_none())
-            .filter_map(|r| {
-                let lik = noise.likelihood(r.choice.outcome()?).ok()?;
-                Some((r, (self.bank.direction(r.pair, noise.beta), lik)))
-            })
+            .filter_map(|r| Some((r, self.observation(r)?)))
             .unzip();
         let (posterior, sites) = ep::refine(&self.prior, &observations, RELIABILITY_EP);
         let probes = self
@@ -610,18 +609,26 @@ impl<'a> Elicitation<'a> {
     /// The EP-refined posterior over this run's informative answers (order-independent, closer to
     /// the exact posterior than the streaming one).
     pub fn refined(&self, options: EpOptions) -> Posterior {
-        let noise = self.noise();
-        let observations: Vec<(nalgebra::DVector<f64>, PairLikelihood)> = self
+        let observations: Vec<_> = self
             .state
             .history
             .iter()
-            .filter(|r| r.repeats.is_none())
-            .filter_map(|r| {
-                let outcome = r.choice.outcome()?;
-                let lik = noise.likelihood(outcome).ok()?;
-                Some((self.bank.direction(r.pair, noise.beta), lik))
-            })
+            .filter_map(|r| self.observation(r))
             .collect();
         ep::refine(&self.prior, &observations, options).0
+    }
+
+    /// An answer as evidence about λ: its direction and its likelihood with the lapse rate it
+    /// was applied with; `None` for skips and consistency probes.
+    fn observation(&self, r: &AnswerRecord) -> Option<(nalgebra::DVector<f64>, PairLikelihood)> {
+        if r.repeats.is_some() {
+            return None;
+        }
+        let noise = NoiseModel {
+            lapse: r.lapse,
+            ..self.config.noise
+        };
+        let lik = noise.likelihood(r.choice.outcome()?).ok()?;
+        Some((self.bank.direction(r.pair, noise.beta), lik))
     }
 }

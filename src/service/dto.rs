@@ -4,7 +4,7 @@ use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
 use crate::model::elicitation::ProbeRule;
-use crate::model::reliability::ReliabilityRule;
+use crate::model::reliability::{LapsePrior, ReliabilityRule};
 use crate::model::{Choice, NoiseModel, StopReason, Strategy, UpdateMethod};
 use crate::store::{GuardSpec, SessionStatus};
 
@@ -45,6 +45,9 @@ pub struct CreateModel {
     /// at least `min_gap` questions old (default: none). A probe's answer does not move the
     /// posterior; it counts towards the session's consistency and reliability figures.
     pub probes: Option<ProbeRule>,
+    /// Estimate each user's lapse rate ε from this Beta(a, b) prior and their answers, and use it
+    /// in the likelihood instead of `noise.lapse` (default: the model's fixed rate).
+    pub lapse_per_user: Option<LapsePrior>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -58,6 +61,7 @@ pub struct ModelView {
     pub reliability: ReliabilityRule,
     pub guard: GuardSpec,
     pub probes: Option<ProbeRule>,
+    pub lapse_per_user: Option<LapsePrior>,
     pub bank_version: i64,
     pub created_ms: i64,
 }

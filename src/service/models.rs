@@ -11,7 +11,7 @@ use super::dto::{
 use super::limits::{MAX_ID_LEN, MAX_ITEMS_PER_UPSERT, MAX_MODEL_NAME_LEN, MAX_PAGE};
 use super::{Service, ServiceError, check_features, check_id};
 use crate::model::elicitation::ProbeRule;
-use crate::model::reliability::ReliabilityRule;
+use crate::model::reliability::{LapsePrior, ReliabilityRule};
 use crate::model::{MAX_DIMENSIONS, Posterior};
 use crate::store::{GuardSpec, ItemRecord, ModelRecord, ModelSpec, now_ms};
 
@@ -48,6 +48,9 @@ impl Service {
         if let Some(probes) = &req.probes {
             check_probes(probes)?;
         }
+        if let Some(prior) = &req.lapse_per_user {
+            check_lapse_prior(prior)?;
+        }
         let record = ModelRecord {
             name: req.name,
             spec: ModelSpec {
@@ -58,6 +61,7 @@ impl Service {
                 reliability,
                 guard,
                 probes: req.probes,
+                lapse_per_user: req.lapse_per_user,
             },
             prior_mean: prior.mean().clone(),
             prior_cov: prior.cov().clone(),
@@ -238,6 +242,7 @@ pub(crate) fn model_view(m: &ModelRecord) -> ModelView {
         reliability: m.spec.reliability,
         guard: m.spec.guard.clone(),
         probes: m.spec.probes,
+        lapse_per_user: m.spec.lapse_per_user,
         bank_version: m.bank_version,
         created_ms: m.created_ms,
     }
@@ -305,6 +310,15 @@ fn check_probes(probes: &ProbeRule) -> Result<(), ServiceError> {
             "probes.min_gap",
             "must be between 1 and 1000",
         ));
+    }
+    Ok(())
+}
+
+fn check_lapse_prior(prior: &LapsePrior) -> Result<(), ServiceError> {
+    for (field, value) in [("lapse_per_user.a", prior.a), ("lapse_per_user.b", prior.b)] {
+        if !(value.is_finite() && value > 0.0 && value <= 1e6) {
+            return Err(ServiceError::invalid(field, "must be a number in (0, 1e6]"));
+        }
     }
     Ok(())
 }

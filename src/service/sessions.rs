@@ -20,7 +20,9 @@ use crate::model::elicitation::{AnswerRecord, Diagnostics, Next, RELIABILITY_EP}
 use crate::model::ep::{self, EpOptions};
 use crate::model::reliability::{self, AnsweredWith, Consistency};
 use crate::model::select::Pair;
-use crate::model::{Elicitation, ElicitationConfig, Posterior, StopReason, StoppingRule};
+use crate::model::{
+    Elicitation, ElicitationConfig, NoiseModel, Posterior, StopReason, StoppingRule,
+};
 use crate::store::{
     AnswerCommit, AnswerRow, ModelRecord, ProfileRecord, QuestionRecord, SessionCommit,
     SessionRecord, SessionSettings, SessionStatus, SessionUpdate, StoreError, now_ms,
@@ -322,6 +324,7 @@ impl Service {
                     idempotency_key: idempotency_key.clone(),
                     request_hash: request_hash.clone(),
                     created_ms: now,
+                    lapse: run.history().last().map(|r| r.lapse),
                 },
                 response: body.clone(),
             }),
@@ -619,6 +622,8 @@ fn run_config(model: &ModelRecord, settings: &SessionSettings) -> ElicitationCon
         },
         reliability: model.spec.reliability,
         probes: model.spec.probes,
+        adaptive_lapse: model.spec.lapse_per_user,
+        lapse_prior: model.spec.lapse_per_user.unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -660,7 +665,11 @@ fn observations(
         .zip(repeats_in(answers))
         .filter(|(_, repeats)| repeats.is_none())
         .filter_map(|(a, _)| {
-            let lik = model.spec.noise.likelihood(a.choice.outcome()?).ok()?;
+            let noise = NoiseModel {
+                lapse: a.lapse.unwrap_or(model.spec.noise.lapse),
+                ..model.spec.noise
+            };
+            let lik = noise.likelihood(a.choice.outcome()?).ok()?;
             Some((a.direction.clone(), lik))
         })
         .collect()
@@ -682,7 +691,7 @@ fn resume<'b>(
                 },
                 choice: a.choice,
                 log_evidence: a.log_evidence,
-                lapse: bank.model.spec.noise.lapse,
+                lapse: a.lapse.unwrap_or(bank.model.spec.noise.lapse),
                 repeats: None,
             })
         })
@@ -794,26 +803,31 @@ fn answer_view(
 /// questions, the fit the engine makes on the answer path) and each probe by its predictive.
 fn diagnostics(bank: &LoadedBank, posterior: &Posterior, answers: &[AnswerRow]) -> Diagnostics {
     let model = &bank.model;
-    let lapse = model.spec.noise.lapse;
-    let with = |log_evidence| AnsweredWith {
+    let with = |a: &AnswerRow, log_evidence| AnsweredWith {
         log_evidence,
-        lapse,
+        lapse: a.lapse.unwrap_or(model.spec.noise.lapse),
     };
     let repeats = repeats_in(answers);
     let sequential: Vec<AnsweredWith> = answers
         .iter()
-        .filter_map(|a| a.log_evidence.map(with))
+        .filter_map(|a| Some(with(a, a.log_evidence?)))
         .collect();
     let observations = observations(model, answers);
     let (fit, sites) = ep::refine(&bank.prior, &observations, RELIABILITY_EP);
+    let questions = answers
+        .iter()
+        .zip(&repeats)
+        .filter(|(a, r)| r.is_none() && a.choice.outcome().is_some())
+        .map(|(a, _)| a);
     let probes = answers
         .iter()
         .zip(&repeats)
         .filter(|(_, r)| r.is_some())
-        .filter_map(|(a, _)| a.log_evidence.map(with));
+        .filter_map(|(a, _)| Some(with(a, a.log_evidence?)));
     let leave_one_out: Vec<AnsweredWith> = ep::leave_one_out(&fit, &observations, &sites)
         .into_iter()
-        .map(with)
+        .zip(questions)
+        .map(|(log_evidence, a)| with(a, log_evidence))
         .chain(probes)
         .collect();
     let consistency = answers
@@ -835,7 +849,7 @@ fn diagnostics(bank: &LoadedBank, posterior: &Posterior, answers: &[AnswerRow]) 
         model.spec.noise.outcomes().len(),
         (&sequential, &leave_one_out),
         consistency,
-        Default::default(),
+        model.spec.lapse_per_user.unwrap_or_default(),
         &model.spec.reliability,
     )
 }

@@ -21,7 +21,7 @@ use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
 use crate::model::elicitation::ProbeRule;
-use crate::model::reliability::ReliabilityRule;
+use crate::model::reliability::{LapsePrior, ReliabilityRule};
 use crate::model::{Choice, NoiseModel, StopReason, Strategy, UpdateMethod};
 
 pub use sql::{Dialect, SqlStore};
@@ -54,6 +54,10 @@ pub struct ModelSpec {
     /// Consistency probes: re-ask earlier questions with the sides swapped (none by default).
     #[serde(default)]
     pub probes: Option<ProbeRule>,
+    /// Estimate each user's lapse rate from this prior and use it in the likelihood instead of
+    /// `noise.lapse` (none by default: the model's fixed rate).
+    #[serde(default)]
+    pub lapse_per_user: Option<LapsePrior>,
 }
 
 /// The over-personalisation guard of a model, by dimension name.
@@ -165,6 +169,9 @@ pub struct AnswerRow {
     pub idempotency_key: Option<String>,
     pub request_hash: String,
     pub created_ms: i64,
+    /// The lapse rate of the likelihood the answer was applied with; `None` for answers stored
+    /// before it was recorded (the model's rate).
+    pub lapse: Option<f64>,
 }
 
 /// Identifies a model's bank at one moment: the model (by creation time, so a model deleted and

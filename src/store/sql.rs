@@ -72,7 +72,7 @@ pub struct SqlStore {
 
 const MODEL_COLUMNS: &str = "name, spec, prior_mean, prior_cov, bank_version, created_ms";
 const SESSION_COLUMNS: &str = "id, user_id, model, token_hash, status, stop_reason, settings, mean, cov, version, answers, question, created_ms, updated_ms";
-const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, created_ms";
+const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, created_ms, lapse";
 const KEY_COLUMNS: &str = "id, name, role, key_hash, created_ms, revoked_ms";
 const PROFILE_COLUMNS: &str =
     "user_id, model, session_id, status, mean, cov, version, answers, updated_ms, unreliable";
@@ -269,7 +269,7 @@ fn commit_statements(
         statements.push(Statement {
             sql: format!(
                 "INSERT INTO answers (session_id, user_id, {ANSWER_COLUMNS}, response) {}",
-                source.of(12)
+                source.of(13)
             ),
             args: vec![
                 Arg::Text(s.id.clone()),
@@ -283,6 +283,7 @@ fn commit_statements(
                 Arg::OptText(a.idempotency_key.clone()),
                 Arg::Text(a.request_hash.clone()),
                 Arg::Int(a.created_ms),
+                Arg::OptFloat(a.lapse),
                 Arg::Text(response.clone()),
             ],
         });
@@ -544,6 +545,7 @@ fn answer_from_row(row: &AnyRow) -> Result<AnswerRow, StoreError> {
         idempotency_key: row.try_get("idempotency_key")?,
         request_hash: row.try_get("request_hash")?,
         created_ms: row.try_get("created_ms")?,
+        lapse: row.try_get("lapse")?,
     })
 }
 

@@ -364,6 +364,19 @@ pub fn replayed_posterior(
     features: &[Vec<f64>],
     answers: &[(usize, usize, &str)],
 ) -> elicit::model::Posterior {
+    replayed_posterior_with(
+        features,
+        answers,
+        elicit::model::ElicitationConfig::default(),
+    )
+}
+
+/// [`replayed_posterior`] under another configuration (its stopping rule is lifted).
+pub fn replayed_posterior_with(
+    features: &[Vec<f64>],
+    answers: &[(usize, usize, &str)],
+    config: elicit::model::ElicitationConfig,
+) -> elicit::model::Posterior {
     use elicit::model::{Bank, Choice, Elicitation, ElicitationConfig, Posterior, select::Pair};
     let dims = features[0].len();
     let matrix = nalgebra::DMatrix::from_fn(dims, features.len(), |d, i| features[i][d]);
@@ -380,7 +393,7 @@ pub fn replayed_posterior(
             max_questions: usize::MAX,
             ..Default::default()
         },
-        ..Default::default()
+        ..config
     };
     let prior = Posterior::isotropic(dims, 1.0).unwrap();
     Elicitation::replay(&bank, prior, config, None, &log)
@@ -389,7 +402,6 @@ pub fn replayed_posterior(
         .clone()
 }
 
-/// Largest absolute difference between a JSON posterior view and an engine posterior.
 pub fn posterior_distance(view: &Value, posterior: &elicit::model::Posterior) -> f64 {
     let mean = view["mean"].as_array().unwrap();
     let cov = view["cov"].as_array().unwrap();

@@ -288,7 +288,105 @@ async fn probes_repeat_earlier_questions_without_moving_the_posterior(backend: B
     server.stop().await;
 }
 
+async fn a_per_user_lapse_rate_is_used_and_replayed_across_replicas(backend: Backend) {
+    use elicit::model::reliability::LapsePrior;
+    use elicit::model::{ElicitationConfig, NoiseModel};
+    let db = TestDatabase::new(backend).await;
+    let replicas = [TestServer::start(&db).await, TestServer::start(&db).await];
+    let prior = json!({"a": 2.0, "b": 8.0});
+    let (status, model) = replicas[0]
+        .post(
+            "/v1/models",
+            &json!({"name": "l", "dimensions": ["d0", "d1", "d2"], "noise": {"lapse": 0.1},
+                    "lapse_per_user": prior}),
+        )
+        .await;
+    assert_eq!(status, 201, "{model}");
+    assert_eq!(model["lapse_per_user"], prior);
+    let features = random_features(30, 3, 9);
+    let items: Vec<Value> = features
+        .iter()
+        .enumerate()
+        .map(|(i, f)| json!({"id": format!("item-{i}"), "features": f}))
+        .collect();
+    let (status, _) = replicas[0]
+        .put("/v1/models/l/items", &json!({"items": items}))
+        .await;
+    assert_eq!(status, 200);
+    let (_, created) = replicas[1]
+        .post(
+            "/v1/sessions",
+            &json!({"model": "l", "user_id": "u", "max_questions": 12}),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut question = created["question"].clone();
+    let mut log = Vec::new();
+    // Every third answer contradicts the user's λ, so the rate the likelihood uses changes from
+    // answer to answer.
+    // The replicas take turns, so each answer is applied by a run resumed from the stored log.
+    for n in 0..12 {
+        let truthful = crate::harness::truthful_choice(&question, &features, &[1.0, -0.5, 0.3]);
+        let choice = match (n % 3, truthful) {
+            (2, "a") => "b",
+            (2, _) => "a",
+            _ => truthful,
+        };
+        let q = question["id"].as_str().unwrap().to_string();
+        let (status, _, body) = replicas[n % 2]
+            .answer(&id, &q, choice, &format!("l{n}"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        log.push((
+            crate::harness::question_item(&question, 0),
+            crate::harness::question_item(&question, 1),
+            choice,
+        ));
+        question = body["question"].clone();
+    }
+    let (_, session) = replicas[0].get(&format!("/v1/sessions/{id}")).await;
+    let lapse = session["diagnostics"]["lapse_rate"].as_f64().unwrap();
+    assert!(
+        lapse > 0.0 && lapse < 1.0 && (lapse - 0.2).abs() > 1e-3,
+        "the answers move the per-user rate off its prior mean 0.2: {lapse}"
+    );
+    // The stored posterior is the engine's replay with the same per-user rate, answer by answer.
+    let config = ElicitationConfig {
+        noise: NoiseModel {
+            lapse: 0.1,
+            ..Default::default()
+        },
+        adaptive_lapse: Some(LapsePrior { a: 2.0, b: 8.0 }),
+        ..Default::default()
+    };
+    let replayed = crate::harness::replayed_posterior_with(&features, &log, config);
+    let fixed = crate::harness::replayed_posterior_with(
+        &features,
+        &log,
+        ElicitationConfig {
+            noise: NoiseModel {
+                lapse: 0.1,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    let distance = crate::harness::posterior_distance(&session["posterior"], &replayed);
+    assert!(
+        distance < 1e-9,
+        "stored posterior differs from the replay by {distance}"
+    );
+    assert!(
+        crate::harness::posterior_distance(&session["posterior"], &fixed) > 1e-6,
+        "the per-user rate made no difference"
+    );
+    for replica in replicas {
+        replica.stop().await;
+    }
+}
+
 crate::on_both_stores!(
+    a_per_user_lapse_rate_is_used_and_replayed_across_replicas,
     the_guard_bounds_the_divergence_and_fixes_dimensions,
     unreliable_users_are_scored_with_the_population,
     probes_repeat_earlier_questions_without_moving_the_posterior

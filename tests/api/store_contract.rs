@@ -31,6 +31,7 @@ fn model(name: &str) -> ModelRecord {
             reliability: Default::default(),
             guard: Default::default(),
             probes: None,
+            lapse_per_user: None,
         },
         prior_mean: DVector::from_vec(vec![0.5, -0.5]),
         prior_cov: DMatrix::from_row_slice(2, 2, &[1.0, 0.2, 0.2, 2.0]),
@@ -88,6 +89,7 @@ fn append(current: &SessionRecord, key: Option<&str>) -> SessionCommit {
         idempotency_key: key.map(str::to_string),
         request_hash: "h1".into(),
         created_ms: 2,
+        lapse: Some(0.05),
     };
     SessionCommit {
         profile: Some(ProfileRecord {
