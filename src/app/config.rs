@@ -37,6 +37,16 @@ pub struct Config {
     /// Memory budget of the per-replica cache of sessions' engine state (an answer on a cached
     /// session costs O(NJ); a miss rebuilds the state from the answer log).
     pub run_cache_bytes: usize,
+    /// Rate limits of keys without their own, per role (requests a second and burst, per
+    /// replica; a rate of 0 is unlimited), and of session tokens per client address.
+    pub admin_rate_per_s: f64,
+    pub admin_burst: u32,
+    pub frontend_rate_per_s: f64,
+    pub frontend_burst: u32,
+    pub scorer_rate_per_s: f64,
+    pub scorer_burst: u32,
+    pub session_rate_per_s: f64,
+    pub session_burst: u32,
 }
 
 impl Default for Config {
@@ -56,11 +66,30 @@ impl Default for Config {
             max_concurrent_requests: 512,
             drain_delay_ms: 0,
             run_cache_bytes: crate::service::DEFAULT_RUN_CACHE_BYTES,
+            admin_rate_per_s: 0.0,
+            admin_burst: 0,
+            frontend_rate_per_s: 1000.0,
+            frontend_burst: 2000,
+            scorer_rate_per_s: 5000.0,
+            scorer_burst: 10000,
+            session_rate_per_s: 20.0,
+            session_burst: 40,
         }
     }
 }
 
 impl Config {
+    /// The rate limits of callers without their own.
+    pub fn rate_defaults(&self) -> crate::http::rate::RateDefaults {
+        use crate::service::keys::Rate;
+        crate::http::rate::RateDefaults {
+            admin: Rate::configured(self.admin_rate_per_s, self.admin_burst),
+            frontend: Rate::configured(self.frontend_rate_per_s, self.frontend_burst),
+            scorer: Rate::configured(self.scorer_rate_per_s, self.scorer_burst),
+            session: Rate::configured(self.session_rate_per_s, self.session_burst),
+        }
+    }
+
     /// Defaults, then the files under `dir`, then the environment.
     pub fn load_from(dir: &std::path::Path) -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()))

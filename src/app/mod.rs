@@ -49,6 +49,7 @@ impl Application {
             score_body_bytes: config.score_body_limit_bytes,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             max_concurrent_requests: config.max_concurrent_requests,
+            rates: config.rate_defaults(),
         };
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         http::metrics::handle();
@@ -81,7 +82,10 @@ impl Application {
             service.start_draining();
             tokio::time::sleep(drain_delay).await;
         };
-        axum::serve(self.listener, self.router)
+        let router = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, router)
             .with_graceful_shutdown(drained)
             .await?;
         self.store.close().await;

@@ -1,11 +1,16 @@
 //! Bearer-key authentication and role checks, as a layer per group of routes.
 
-use axum::extract::Request;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::Problem;
+use super::rate::RateLimiters;
 use crate::service::Service;
 use crate::service::keys::{Principal, Role};
 
@@ -56,9 +61,16 @@ fn unauthorized(detail: &str) -> Response {
     response
 }
 
-/// Lets the request through if its bearer token grants `access`: 401 without a valid token,
-/// 403 with one that does not grant it.
-pub async fn require(service: Service, access: Access, request: Request, next: Next) -> Response {
+/// Lets the request through if its bearer token grants `access` and its rate limit has room:
+/// 401 without a valid token, 403 with one that does not grant it, 429 with `Retry-After` over
+/// the limit (before the handler does any work).
+pub async fn require(
+    service: Service,
+    limiters: Arc<RateLimiters>,
+    access: Access,
+    request: Request,
+    next: Next,
+) -> Response {
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -86,5 +98,28 @@ pub async fn require(service: Service, access: Access, request: Request, next: N
         )
         .into_response();
     }
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Err(wait) = limiters.check(&principal, client) {
+        metrics::counter!("elicit_rate_limited_total", "role" => principal.kind()).increment(1);
+        return too_many_requests(wait);
+    }
     next.run(request).await
+}
+
+fn too_many_requests(wait: Duration) -> Response {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "Too many requests",
+        format!("this key or address has reached its rate limit; retry in {seconds} s"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }

@@ -7,7 +7,9 @@ mod extract;
 mod handlers;
 pub mod metrics;
 pub mod openapi;
+pub mod rate;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
@@ -39,6 +41,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Requests in flight at once; more are refused at once with 503 and `Retry-After`.
     pub max_concurrent_requests: usize,
+    /// Rate limits of callers without their own (429 with `Retry-After` beyond them).
+    pub rates: rate::RateDefaults,
 }
 
 impl Default for Limits {
@@ -49,15 +53,21 @@ impl Default for Limits {
             score_body_bytes: 32 << 20,
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 512,
+            rates: rate::RateDefaults::default(),
         }
     }
 }
 
 /// Routes of one access class, guarded by [`auth::require`].
-fn guarded(service: &Service, access: Access, routes: Router<Service>) -> Router<Service> {
-    let service = service.clone();
+fn guarded(
+    service: &Service,
+    limiters: &Arc<rate::RateLimiters>,
+    access: Access,
+    routes: Router<Service>,
+) -> Router<Service> {
+    let (service, limiters) = (service.clone(), limiters.clone());
     routes.route_layer(middleware::from_fn(move |request, next| {
-        auth::require(service.clone(), access, request, next)
+        auth::require(service.clone(), limiters.clone(), access, request, next)
     }))
 }
 
@@ -103,11 +113,12 @@ pub fn router(service: Service, limits: Limits) -> Router {
                 .route("/v1/score", post(handlers::score))
                 .layer(DefaultBodyLimit::max(limits.score_body_bytes)),
         );
+    let limiters = Arc::new(rate::RateLimiters::new(limits.rates));
     let api = Router::new()
-        .merge(guarded(&service, Access::Admin, admin))
-        .merge(guarded(&service, Access::Frontend, frontend))
-        .merge(guarded(&service, Access::Session, session))
-        .merge(guarded(&service, Access::Scorer, scorer))
+        .merge(guarded(&service, &limiters, Access::Admin, admin))
+        .merge(guarded(&service, &limiters, Access::Frontend, frontend))
+        .merge(guarded(&service, &limiters, Access::Session, session))
+        .merge(guarded(&service, &limiters, Access::Scorer, scorer))
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .route_layer(middleware::from_fn(metrics::track))
         .fallback(handlers::not_found)

@@ -75,6 +75,10 @@ impl ProblemResponses {
             statuses.push(("401", "missing or unknown key or token"));
             statuses.push(("403", "the key or token may not use this route"));
             statuses.push(("404", "not found"));
+            statuses.push((
+                "429",
+                "the key's (or address's) rate limit is reached; see Retry-After",
+            ));
         }
         if operation.request_body.is_some() {
             statuses.push(("400", "malformed JSON"));

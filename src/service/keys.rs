@@ -43,13 +43,46 @@ impl Role {
     }
 }
 
+/// A rate limit: a sustained rate and the burst allowed above it (GCRA: a bucket of `burst`
+/// requests refilled at `per_s` a second).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Rate {
+    pub per_s: f64,
+    pub burst: u32,
+}
+
+impl Rate {
+    /// A limit from configuration: `None` (unlimited) for a rate of 0.
+    pub fn configured(per_s: f64, burst: u32) -> Option<Self> {
+        (per_s > 0.0).then(|| Self {
+            per_s,
+            burst: burst.max(1),
+        })
+    }
+}
+
 /// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Principal {
-    /// An API key with a role (`id` is "bootstrap" for the configured admin key).
-    Key { id: String, role: Role },
+    /// An API key with a role (`id` is "bootstrap" for the configured admin key) and its own
+    /// rate limit, if it has one (else its role's default applies).
+    Key {
+        id: String,
+        role: Role,
+        rate: Option<Rate>,
+    },
     /// A session token: may drive that one session.
     Session(String),
+}
+
+impl Principal {
+    /// The role's name, or `session` for a session token (metrics label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Principal::Key { role, .. } => role.as_str(),
+            Principal::Session(_) => "session",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -62,6 +95,13 @@ pub struct CreateKey {
     )]
     pub name: String,
     pub role: Role,
+    /// Sustained requests a second this key may make (default: its role's, from the
+    /// configuration). Held per replica.
+    #[schema(exclusive_minimum = 0.0, maximum = 1e6)]
+    pub rate_per_s: Option<f64>,
+    /// Requests it may make at once above that rate (default: its role's).
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -71,6 +111,9 @@ pub struct KeyView {
     pub role: Role,
     pub created_ms: i64,
     pub revoked_ms: Option<i64>,
+    /// The key's own rate limit; null: its role's default.
+    pub rate_per_s: Option<f64>,
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -109,12 +152,38 @@ fn view(k: &ApiKeyRecord) -> Result<KeyView, ServiceError> {
         })?,
         created_ms: k.created_ms,
         revoked_ms: k.revoked_ms,
+        rate_per_s: k.rate_per_s,
+        burst: k.burst.map(|b| b.clamp(1, i64::from(u32::MAX)) as u32),
     })
+}
+
+/// A key's own rate limit as stored: both parts, or neither (the role's default). A rate alone
+/// takes a burst of one second's worth; a burst alone, its role's rate is not known here, so it
+/// is refused.
+fn own_rate(k: &ApiKeyRecord) -> Option<Rate> {
+    let per_s = k.rate_per_s?;
+    let burst = k.burst.map_or(per_s.ceil().max(1.0) as u32, |b| {
+        b.clamp(1, i64::from(u32::MAX)) as u32
+    });
+    Some(Rate { per_s, burst })
 }
 
 impl Service {
     pub async fn create_key(&self, req: CreateKey) -> Result<KeyCreated, ServiceError> {
         check_id("name", &req.name, MAX_ID_LEN)?;
+        if let Some(per_s) = req.rate_per_s
+            && !(per_s.is_finite() && per_s > 0.0 && per_s <= 1e6)
+        {
+            return Err(ServiceError::invalid("rate_per_s", "must be in (0, 1e6]"));
+        }
+        if let Some(burst) = req.burst {
+            if !(1..=1_000_000).contains(&burst) {
+                return Err(ServiceError::invalid("burst", "must be in [1, 1000000]"));
+            }
+            if req.rate_per_s.is_none() {
+                return Err(ServiceError::invalid("burst", "give rate_per_s with it"));
+            }
+        }
         let id = uuid::Uuid::now_v7().simple().to_string();
         let key = format!("ek_{}", hex::encode(rand::rng().random::<[u8; 24]>()));
         let record = ApiKeyRecord {
@@ -124,6 +193,8 @@ impl Service {
             key_hash: sha256_hex(&key),
             created_ms: now_ms(),
             revoked_ms: None,
+            rate_per_s: req.rate_per_s,
+            burst: req.burst.map(i64::from),
         };
         self.store.create_key(&record).await?;
         Ok(KeyCreated {
@@ -168,6 +239,7 @@ impl Service {
             return Ok(Some(Principal::Key {
                 id: "bootstrap".into(),
                 role: Role::Admin,
+                rate: None,
             }));
         }
         if let Some((principal, at)) = self
@@ -184,6 +256,7 @@ impl Service {
             Some(key) => Some(Principal::Key {
                 role: Role::parse(&key.role)
                     .ok_or_else(|| ServiceError::Internal(format!("unknown role {}", key.role)))?,
+                rate: own_rate(&key),
                 id: key.id,
             }),
             None => self

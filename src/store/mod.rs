@@ -226,6 +226,9 @@ pub struct ApiKeyRecord {
     pub key_hash: String,
     pub created_ms: i64,
     pub revoked_ms: Option<i64>,
+    /// The key's own rate limit (requests a second, burst); `None`: its role's default.
+    pub rate_per_s: Option<f64>,
+    pub burst: Option<i64>,
 }
 
 /// An answer to append to the log, with the body sent for it.

@@ -73,7 +73,7 @@ pub struct SqlStore {
 const MODEL_COLUMNS: &str = "name, spec, prior_mean, prior_cov, bank_version, created_ms";
 const SESSION_COLUMNS: &str = "id, user_id, model, token_hash, status, stop_reason, settings, mean, cov, version, answers, question, created_ms, updated_ms";
 const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, created_ms, lapse";
-const KEY_COLUMNS: &str = "id, name, role, key_hash, created_ms, revoked_ms";
+const KEY_COLUMNS: &str = "id, name, role, key_hash, created_ms, revoked_ms, rate_per_s, burst";
 const PROFILE_COLUMNS: &str =
     "user_id, model, session_id, status, mean, cov, version, answers, updated_ms, unreliable";
 
@@ -572,6 +572,8 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
         key_hash: row.try_get("key_hash")?,
         created_ms: row.try_get("created_ms")?,
         revoked_ms: row.try_get("revoked_ms")?,
+        rate_per_s: row.try_get("rate_per_s")?,
+        burst: row.try_get("burst")?,
     })
 }
 
@@ -934,7 +936,8 @@ impl Store for SqlStore {
     }
 
     async fn create_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        let sql = format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)");
+        let sql =
+            format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&key.id)
             .bind(&key.name)
@@ -942,6 +945,8 @@ impl Store for SqlStore {
             .bind(&key.key_hash)
             .bind(key.created_ms)
             .bind(key.revoked_ms)
+            .bind(key.rate_per_s)
+            .bind(key.burst)
             .execute(&self.pool)
             .await
             .map_err(|e| classify(e, "key"))?;

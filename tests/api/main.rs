@@ -9,6 +9,7 @@ mod bad_input;
 mod concurrency;
 mod eval;
 mod harness;
+mod limits;
 mod onboarding;
 mod ops;
 mod personalisation;

@@ -252,6 +252,8 @@ async fn api_keys(backend: Backend) {
         key_hash: "abc".into(),
         created_ms: 5,
         revoked_ms: None,
+        rate_per_s: Some(5.0),
+        burst: Some(10),
     };
     store.create_key(&key).await.unwrap();
     assert_eq!(store.key_by_hash("abc").await.unwrap(), Some(key.clone()));

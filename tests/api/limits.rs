@@ -1,0 +1,134 @@
+//! Rate limits per key (and their scope: each replica holds its own).
+
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, TestDatabase, TestServer, assert_problem, client_with_key};
+
+async fn create_key(server: &TestServer, body: Value) -> String {
+    let (status, created) = server.post("/v1/keys", &body).await;
+    assert_eq!(status, 201, "{created}");
+    created["key"].as_str().unwrap().to_string()
+}
+
+/// Sends `n` scoring requests at once with `key`; returns their statuses and Retry-After values.
+async fn burst_of(server: &TestServer, key: &str, n: usize) -> Vec<(u16, Option<u64>)> {
+    let client = client_with_key(key);
+    let body =
+        json!({"model": "m", "user_id": "u", "candidates": [{"id": "x", "features": [1.0, 0.0]}]});
+    let requests = (0..n).map(|_| {
+        let (client, url, body) = (client.clone(), server.url("/v1/score"), body.clone());
+        tokio::spawn(async move {
+            let response = client.post(url).json(&body).send().await.unwrap();
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            let status = response.status().as_u16();
+            if status == 429 {
+                let problem: Value = response.json().await.unwrap();
+                assert_problem(status, &problem, 429, "rate-limited");
+            }
+            (status, retry)
+        })
+    });
+    let mut out = Vec::with_capacity(n);
+    for request in requests.collect::<Vec<_>>() {
+        out.push(request.await.unwrap());
+    }
+    out
+}
+
+async fn a_key_over_its_rate_gets_429_and_others_do_not(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    server.create_model_with_items("m", 2, 5, 1).await;
+    let limited = create_key(
+        &server,
+        json!({"name": "gw-a", "role": "scorer", "rate_per_s": 5, "burst": 10}),
+    )
+    .await;
+    let other = create_key(&server, json!({"name": "gw-b", "role": "scorer"})).await;
+    let (mut flood, mut calm) = tokio::join!(
+        burst_of(&server, &limited, 50),
+        burst_of(&server, &other, 20)
+    );
+    flood.sort();
+    calm.sort();
+    let through = flood.iter().filter(|(s, _)| *s == 200).count();
+    assert!(
+        (1..=10).contains(&through),
+        "{through} of 50 got through: {flood:?}"
+    );
+    for (status, retry) in &flood {
+        assert!(matches!(status, 200 | 429), "{flood:?}");
+        if *status == 429 {
+            assert!(matches!(retry, Some(1..=2)), "Retry-After {retry:?}");
+        }
+    }
+    assert!(
+        calm.iter().all(|(s, _)| *s == 200),
+        "the other key was limited: {calm:?}"
+    );
+
+    let (_, keys) = server.get("/v1/keys").await;
+    let listed = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "gw-a")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (listed["rate_per_s"].as_f64(), listed["burst"].as_u64()),
+        (Some(5.0), Some(10))
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("elicit_rate_limited_total{role=\"scorer\"}"),
+        "rejections are counted by role"
+    );
+    let (status, body) = server
+        .post(
+            "/v1/keys",
+            &json!({"name": "x", "role": "scorer", "burst": 3}),
+        )
+        .await;
+    assert_problem(status, &body, 422, "validation");
+    let (status, body) = server
+        .post(
+            "/v1/keys",
+            &json!({"name": "x", "role": "scorer", "rate_per_s": 0}),
+        )
+        .await;
+    assert_problem(status, &body, 422, "validation");
+    server.stop().await;
+}
+
+/// The documented choice: each replica holds its own limiters, so two replicas each let a
+/// key's burst through.
+async fn each_replica_holds_its_own_limit(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let replicas = [TestServer::start(&db).await, TestServer::start(&db).await];
+    replicas[0].create_model_with_items("m", 2, 5, 1).await;
+    let key = create_key(
+        &replicas[0],
+        json!({"name": "gw", "role": "scorer", "rate_per_s": 0.5, "burst": 3}),
+    )
+    .await;
+    for replica in &replicas {
+        let statuses = burst_of(replica, &key, 8).await;
+        let through = statuses.iter().filter(|(s, _)| *s == 200).count();
+        assert_eq!(through, 3, "{statuses:?}");
+    }
+    for replica in replicas {
+        replica.stop().await;
+    }
+}
+
+crate::on_both_stores!(
+    a_key_over_its_rate_gets_429_and_others_do_not,
+    each_replica_holds_its_own_limit
+);
