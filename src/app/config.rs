@@ -37,6 +37,8 @@ pub struct Config {
     /// Memory budget of the per-replica cache of sessions' engine state (an answer on a cached
     /// session costs O(NJ); a miss rebuilds the state from the answer log).
     pub run_cache_bytes: usize,
+    /// PostgreSQL `synchronous_commit` of the service's connections (README, "Durability").
+    pub synchronous_commit: crate::store::sql::SynchronousCommit,
     /// Rate limits of keys without their own, per role (requests a second and burst, per
     /// replica; a rate of 0 is unlimited), and of session tokens per client address.
     pub admin_rate_per_s: f64,
@@ -66,6 +68,7 @@ impl Default for Config {
             max_concurrent_requests: 512,
             drain_delay_ms: 0,
             run_cache_bytes: crate::service::DEFAULT_RUN_CACHE_BYTES,
+            synchronous_commit: crate::store::sql::SynchronousCommit::On,
             admin_rate_per_s: 0.0,
             admin_burst: 0,
             frontend_rate_per_s: 1000.0,

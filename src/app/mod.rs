@@ -32,6 +32,7 @@ impl Application {
             PoolSettings {
                 max_connections: config.max_connections,
                 acquire_timeout: Duration::from_millis(config.acquire_timeout_ms),
+                synchronous_commit: config.synchronous_commit,
             },
         )
         .await?;

@@ -16,7 +16,7 @@ use crate::service::dto::{
     SessionView, UpsertItems, UpsertResult,
 };
 #[allow(unused_imports)]
-use crate::service::keys::{CreateKey, KeyCreated, KeyList};
+use crate::service::keys::{CreateKey, KeyCreated, KeyList, RotateKey};
 use crate::service::{Service, ServiceError};
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -287,6 +287,36 @@ pub async fn create_key(
     Ok((
         StatusCode::CREATED,
         axum::Json(service.create_key(req).await?),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", params(("id" = String, Path)),
+    request_body(content = Option<RotateKey>, description = "optional; `{}` or no body: a 24 h grace period"),
+    security(("bearer" = [])),
+    responses((status = 201, body = KeyCreated), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn rotate_key(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    // No body, `null` and `{}` all mean the defaults.
+    let req: RotateKey = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateKey::default()
+    } else {
+        serde_json::from_slice::<Option<RotateKey>>(&body)
+            .map_err(|e| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-json",
+                    "Malformed JSON",
+                    format!("the body is not a rotation request: {e}"),
+                )
+            })?
+            .unwrap_or_default()
+    };
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(service.rotate_key(&id, req).await?),
     ))
 }
 

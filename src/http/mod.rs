@@ -91,6 +91,7 @@ pub fn router(service: Service, limits: Limits) -> Router {
             post(handlers::create_key).get(handlers::list_keys),
         )
         .route("/v1/keys/{id}", delete(handlers::revoke_key))
+        .route("/v1/keys/{id}/rotate", post(handlers::rotate_key))
         .route("/v1/users/{user_id}", delete(handlers::delete_user))
         .merge(
             Router::new()

@@ -56,13 +56,13 @@ impl RateLimiters {
     /// Counts one request of `principal` from `client`: `Ok`, or how long to wait.
     pub fn check(&self, principal: &Principal, client: Option<IpAddr>) -> Result<(), Duration> {
         let outcome = match principal {
-            Principal::Key { id, role, rate } => {
+            Principal::Key { id, role, limit } => {
                 let default = match role {
                     Role::Admin => self.defaults.admin,
                     Role::Frontend => self.defaults.frontend,
                     Role::Scorer => self.defaults.scorer,
                 };
-                let Some(rate) = rate.or(default) else {
+                let Some(rate) = limit.over(default) else {
                     return Ok(());
                 };
                 self.key_limiter(id, rate).check()
@@ -96,12 +96,16 @@ impl RateLimiters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::keys::KeyLimit;
 
     fn key(id: &str, rate: Option<Rate>) -> Principal {
         Principal::Key {
             id: id.into(),
             role: Role::Scorer,
-            rate,
+            limit: KeyLimit {
+                per_s: rate.map(|r| r.per_s),
+                burst: rate.map(|r| r.burst),
+            },
         }
     }
 
@@ -134,6 +138,48 @@ mod tests {
         );
         assert!(limiters.check(&other, None).is_ok());
         assert!((0..1000).all(|_| limiters.check(&key("free", None), None).is_ok()));
+    }
+
+    #[test]
+    fn a_key_limit_fills_its_gaps_from_the_role_default() {
+        let default = Some(Rate {
+            per_s: 100.0,
+            burst: 200,
+        });
+        let only_burst = KeyLimit {
+            per_s: None,
+            burst: Some(3),
+        };
+        assert_eq!(
+            only_burst.over(default),
+            Some(Rate {
+                per_s: 100.0,
+                burst: 3
+            })
+        );
+        let only_rate = KeyLimit {
+            per_s: Some(2.5),
+            burst: None,
+        };
+        assert_eq!(
+            only_rate.over(default),
+            Some(Rate {
+                per_s: 2.5,
+                burst: 200
+            })
+        );
+        assert_eq!(
+            only_rate.over(None),
+            Some(Rate {
+                per_s: 2.5,
+                burst: 3
+            })
+        );
+        assert_eq!(
+            only_burst.over(None),
+            None,
+            "a burst without any rate is unlimited"
+        );
     }
 
     #[test]

@@ -61,15 +61,35 @@ impl Rate {
     }
 }
 
+/// A key's own rate limit; each part it leaves out is its role's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct KeyLimit {
+    pub per_s: Option<f64>,
+    pub burst: Option<u32>,
+}
+
+impl KeyLimit {
+    /// This limit over a role's default: `None` (unlimited) when neither gives a rate. Without
+    /// a burst, one second's worth.
+    pub fn over(self, default: Option<Rate>) -> Option<Rate> {
+        let per_s = self.per_s.or(default.map(|d| d.per_s))?;
+        let burst = self
+            .burst
+            .or(default.map(|d| d.burst))
+            .unwrap_or(per_s.ceil().max(1.0) as u32);
+        Some(Rate { per_s, burst })
+    }
+}
+
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Principal {
     /// An API key with a role (`id` is "bootstrap" for the configured admin key) and its own
-    /// rate limit, if it has one (else its role's default applies).
+    /// rate limit, if it has one.
     Key {
         id: String,
         role: Role,
-        rate: Option<Rate>,
+        limit: KeyLimit,
     },
     /// A session token: may drive that one session.
     Session(String),
@@ -99,9 +119,23 @@ pub struct CreateKey {
     /// configuration). Held per replica.
     #[schema(exclusive_minimum = 0.0, maximum = 1e6)]
     pub rate_per_s: Option<f64>,
-    /// Requests it may make at once above that rate (default: its role's).
+    /// Requests it may make at once above that rate (default: its role's, or one second's worth
+    /// of its own rate).
     #[schema(minimum = 1, maximum = 1000000)]
     pub burst: Option<u32>,
+    /// When the key stops working, RFC 3339 (e.g. `2027-01-31T00:00:00Z`); default: never.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+}
+
+/// `POST /v1/keys/{id}/rotate`: how long the old key keeps working.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// Seconds the old key stays valid beside its successor (default 86400, at most a year; an
+    /// earlier expiry of the old key is kept).
+    #[schema(minimum = 0.0, maximum = 31536000.0)]
+    pub grace_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -114,6 +148,10 @@ pub struct KeyView {
     /// The key's own rate limit; null: its role's default.
     pub rate_per_s: Option<f64>,
     pub burst: Option<u32>,
+    /// When the key stops (or stopped) working, RFC 3339; null: never.
+    pub expires_at: Option<String>,
+    /// The key this one replaced by rotation.
+    pub rotated_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -133,10 +171,24 @@ pub struct KeyList {
 /// stops working on every replica within this time).
 const PRINCIPAL_TTL: Duration = Duration::from_secs(5);
 
+/// A resolved bearer token: who, when it was resolved, and when the key expires (ms).
+type Resolved = (Principal, Instant, Option<i64>);
+
 /// Resolved bearer tokens by hash.
 #[derive(Default)]
 pub struct PrincipalCache {
-    entries: Mutex<HashMap<String, (Principal, Instant)>>,
+    entries: Mutex<HashMap<String, Resolved>>,
+}
+
+/// A new key's secret and its record (id and hash filled in).
+fn new_key(template: ApiKeyRecord) -> (String, ApiKeyRecord) {
+    let key = format!("ek_{}", hex::encode(rand::rng().random::<[u8; 24]>()));
+    let record = ApiKeyRecord {
+        id: uuid::Uuid::now_v7().simple().to_string(),
+        key_hash: sha256_hex(&key),
+        ..template
+    };
+    (key, record)
 }
 
 pub fn sha256_hex(secret: &str) -> String {
@@ -154,18 +206,43 @@ fn view(k: &ApiKeyRecord) -> Result<KeyView, ServiceError> {
         revoked_ms: k.revoked_ms,
         rate_per_s: k.rate_per_s,
         burst: k.burst.map(|b| b.clamp(1, i64::from(u32::MAX)) as u32),
+        expires_at: k.expires_ms.map(rfc3339),
+        rotated_from: k.rotated_from.clone(),
     })
 }
 
-/// A key's own rate limit as stored: both parts, or neither (the role's default). A rate alone
-/// takes a burst of one second's worth; a burst alone, its role's rate is not known here, so it
-/// is refused.
-fn own_rate(k: &ApiKeyRecord) -> Option<Rate> {
-    let per_s = k.rate_per_s?;
-    let burst = k.burst.map_or(per_s.ceil().max(1.0) as u32, |b| {
-        b.clamp(1, i64::from(u32::MAX)) as u32
-    });
-    Some(Rate { per_s, burst })
+/// Milliseconds since the epoch as RFC 3339 (UTC, milliseconds).
+fn rfc3339(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// An RFC 3339 instant as milliseconds since the epoch.
+fn parse_rfc3339(field: &str, text: &str) -> Result<i64, ServiceError> {
+    let at = humantime::parse_rfc3339_weak(text).map_err(|_| {
+        ServiceError::invalid(
+            field,
+            "must be an RFC 3339 time such as 2027-01-31T00:00:00Z",
+        )
+    })?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| ServiceError::invalid(field, "must be after 1970"))?
+        .as_millis();
+    i64::try_from(ms).map_err(|_| ServiceError::invalid(field, "is too far in the future"))
+}
+
+/// Default grace period of a rotated key.
+const DEFAULT_ROTATION_GRACE_S: f64 = 86_400.0;
+/// Longest grace period of a rotated key.
+const MAX_ROTATION_GRACE_S: f64 = 365.0 * 86_400.0;
+
+/// A key's own rate limit as stored.
+fn own_limit(k: &ApiKeyRecord) -> KeyLimit {
+    KeyLimit {
+        per_s: k.rate_per_s,
+        burst: k.burst.map(|b| b.clamp(1, i64::from(u32::MAX)) as u32),
+    }
 }
 
 impl Service {
@@ -176,31 +253,86 @@ impl Service {
         {
             return Err(ServiceError::invalid("rate_per_s", "must be in (0, 1e6]"));
         }
-        if let Some(burst) = req.burst {
-            if !(1..=1_000_000).contains(&burst) {
-                return Err(ServiceError::invalid("burst", "must be in [1, 1000000]"));
-            }
-            if req.rate_per_s.is_none() {
-                return Err(ServiceError::invalid("burst", "give rate_per_s with it"));
-            }
+        if let Some(burst) = req.burst
+            && !(1..=1_000_000).contains(&burst)
+        {
+            return Err(ServiceError::invalid("burst", "must be in [1, 1000000]"));
         }
-        let id = uuid::Uuid::now_v7().simple().to_string();
-        let key = format!("ek_{}", hex::encode(rand::rng().random::<[u8; 24]>()));
-        let record = ApiKeyRecord {
-            id,
+        let expires_ms = req
+            .expires_at
+            .as_deref()
+            .map(|t| parse_rfc3339("expires_at", t))
+            .transpose()?;
+        if expires_ms.is_some_and(|at| at <= now_ms()) {
+            return Err(ServiceError::invalid("expires_at", "must be in the future"));
+        }
+        let (key, record) = new_key(ApiKeyRecord {
+            id: String::new(),
             name: req.name,
             role: req.role.as_str().to_string(),
-            key_hash: sha256_hex(&key),
+            key_hash: String::new(),
             created_ms: now_ms(),
             revoked_ms: None,
             rate_per_s: req.rate_per_s,
             burst: req.burst.map(i64::from),
-        };
+            expires_ms,
+            rotated_from: None,
+        });
         self.store.create_key(&record).await?;
         Ok(KeyCreated {
             key,
             info: view(&record)?,
         })
+    }
+
+    /// A successor of key `id` with its name, role and limits; the old key keeps working for the
+    /// grace period, then expires.
+    pub async fn rotate_key(&self, id: &str, req: RotateKey) -> Result<KeyCreated, ServiceError> {
+        let grace_s = req.grace_s.unwrap_or(DEFAULT_ROTATION_GRACE_S);
+        if !(0.0..=MAX_ROTATION_GRACE_S).contains(&grace_s) {
+            return Err(ServiceError::invalid(
+                "grace_s",
+                format!("must be between 0 and {MAX_ROTATION_GRACE_S} seconds"),
+            ));
+        }
+        let old = self
+            .store
+            .list_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.id == id && k.revoked_ms.is_none())
+            .filter(|k| k.expires_ms.is_none_or(|at| at > now_ms()))
+            .ok_or_else(|| ServiceError::NotFound(format!("live key '{id}'")))?;
+        let now = now_ms();
+        let (key, successor) = new_key(ApiKeyRecord {
+            created_ms: now,
+            revoked_ms: None,
+            expires_ms: None,
+            rotated_from: Some(old.id.clone()),
+            ..old.clone()
+        });
+        let old_expires_ms = now.saturating_add((grace_s * 1000.0).round() as i64);
+        if !self
+            .store
+            .rotate_key(&old.id, &successor, old_expires_ms)
+            .await?
+        {
+            return Err(ServiceError::NotFound(format!("live key '{id}'")));
+        }
+        self.forget_key(&old.id);
+        Ok(KeyCreated {
+            key,
+            info: view(&successor)?,
+        })
+    }
+
+    /// Drops a key's cached resolutions, so a change reaches this replica at once.
+    fn forget_key(&self, id: &str) {
+        self.principals
+            .entries
+            .lock()
+            .expect("principal cache")
+            .retain(|_, (p, _, _)| !matches!(p, Principal::Key { id: k, .. } if k == id));
     }
 
     pub async fn list_keys(&self) -> Result<KeyList, ServiceError> {
@@ -212,11 +344,7 @@ impl Service {
 
     pub async fn revoke_key(&self, id: &str) -> Result<(), ServiceError> {
         if self.store.revoke_key(id, now_ms()).await? {
-            self.principals
-                .entries
-                .lock()
-                .expect("principal cache")
-                .retain(|_, (p, _)| !matches!(p, Principal::Key { id: k, .. } if k == id));
+            self.forget_key(id);
             Ok(())
         } else {
             Err(ServiceError::NotFound(format!("live key '{id}'")))
@@ -239,10 +367,11 @@ impl Service {
             return Ok(Some(Principal::Key {
                 id: "bootstrap".into(),
                 role: Role::Admin,
-                rate: None,
+                limit: KeyLimit::default(),
             }));
         }
-        if let Some((principal, at)) = self
+        let live = |expires_ms: Option<i64>| expires_ms.is_none_or(|at| at > now_ms());
+        if let Some((principal, at, expires_ms)) = self
             .principals
             .entries
             .lock()
@@ -250,28 +379,35 @@ impl Service {
             .get(&hash)
             && at.elapsed() < PRINCIPAL_TTL
         {
-            return Ok(Some(principal.clone()));
+            // An expiry is exact even within the cache's lifetime.
+            return Ok(live(*expires_ms).then(|| principal.clone()));
         }
-        let principal = match self.store.key_by_hash(&hash).await? {
-            Some(key) => Some(Principal::Key {
-                role: Role::parse(&key.role)
-                    .ok_or_else(|| ServiceError::Internal(format!("unknown role {}", key.role)))?,
-                rate: own_rate(&key),
-                id: key.id,
-            }),
-            None => self
-                .store
-                .session_by_token(&hash)
-                .await?
-                .map(Principal::Session),
+        let (principal, expires_ms) = match self.store.key_by_hash(&hash).await? {
+            Some(key) => (
+                Some(Principal::Key {
+                    role: Role::parse(&key.role).ok_or_else(|| {
+                        ServiceError::Internal(format!("unknown role {}", key.role))
+                    })?,
+                    limit: own_limit(&key),
+                    id: key.id,
+                }),
+                key.expires_ms,
+            ),
+            None => (
+                self.store
+                    .session_by_token(&hash)
+                    .await?
+                    .map(Principal::Session),
+                None,
+            ),
         };
         if let Some(p) = &principal {
             self.principals
                 .entries
                 .lock()
                 .expect("principal cache")
-                .insert(hash, (p.clone(), Instant::now()));
+                .insert(hash, (p.clone(), Instant::now(), expires_ms));
         }
-        Ok(principal)
+        Ok(principal.filter(|_| live(expires_ms)))
     }
 }

@@ -229,6 +229,10 @@ pub struct ApiKeyRecord {
     /// The key's own rate limit (requests a second, burst); `None`: its role's default.
     pub rate_per_s: Option<f64>,
     pub burst: Option<i64>,
+    /// When the key stops working (ms since the epoch); `None`: never.
+    pub expires_ms: Option<i64>,
+    /// The key this one replaced by rotation.
+    pub rotated_from: Option<String>,
 }
 
 /// An answer to append to the log, with the body sent for it.
@@ -359,7 +363,16 @@ pub trait Store: Send + Sync + 'static {
     async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
     /// Marks a key revoked; false if there is no such live key.
     async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
-    /// The live (not revoked) key with this hash.
+    /// Atomically: the live key `id` expires at `expires_ms` at the latest, and `successor` is
+    /// created. False (and nothing changes) if there is no such live key.
+    async fn rotate_key(
+        &self,
+        id: &str,
+        successor: &ApiKeyRecord,
+        expires_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// The key with this hash that is not revoked (it may have expired: callers compare
+    /// `expires_ms` with their clock).
     async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
 }
 

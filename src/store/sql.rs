@@ -52,6 +52,9 @@ impl Dialect {
 pub struct PoolSettings {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// PostgreSQL's `synchronous_commit` for the service's connections: what an acknowledged
+    /// answer survives (README, "Durability").
+    pub synchronous_commit: SynchronousCommit,
 }
 
 impl Default for PoolSettings {
@@ -59,6 +62,35 @@ impl Default for PoolSettings {
         Self {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(3),
+            synchronous_commit: SynchronousCommit::On,
+        }
+    }
+}
+
+/// PostgreSQL's `synchronous_commit` levels, weakest last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SynchronousCommit {
+    /// Wait until synchronous standbys have applied the commit (reads there see it).
+    RemoteApply,
+    /// Wait for the local WAL flush and, with synchronous standbys, theirs (the default).
+    On,
+    /// Wait for the local flush and for synchronous standbys to receive it (not flush).
+    RemoteWrite,
+    /// Wait for the local WAL flush only, never for standbys.
+    Local,
+    /// Do not wait: a crash can lose the last acknowledged answers (but never half of one).
+    Off,
+}
+
+impl SynchronousCommit {
+    fn as_sql(self) -> &'static str {
+        match self {
+            Self::RemoteApply => "remote_apply",
+            Self::On => "on",
+            Self::RemoteWrite => "remote_write",
+            Self::Local => "local",
+            Self::Off => "off",
         }
     }
 }
@@ -73,7 +105,8 @@ pub struct SqlStore {
 const MODEL_COLUMNS: &str = "name, spec, prior_mean, prior_cov, bank_version, created_ms";
 const SESSION_COLUMNS: &str = "id, user_id, model, token_hash, status, stop_reason, settings, mean, cov, version, answers, question, created_ms, updated_ms";
 const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, created_ms, lapse";
-const KEY_COLUMNS: &str = "id, name, role, key_hash, created_ms, revoked_ms, rate_per_s, burst";
+const KEY_COLUMNS: &str =
+    "id, name, role, key_hash, created_ms, revoked_ms, rate_per_s, burst, expires_ms, rotated_from";
 const PROFILE_COLUMNS: &str =
     "user_id, model, session_id, status, mean, cov, version, answers, updated_ms, unreliable";
 
@@ -95,6 +128,19 @@ impl SqlStore {
         let mut options = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout);
+        if dialect == Dialect::Postgres {
+            // Set per connection, so the promise does not depend on the server's default.
+            let level = settings.synchronous_commit.as_sql();
+            options = options.after_connect(move |conn, _| {
+                Box::pin(async move {
+                    conn.execute(sqlx::AssertSqlSafe(format!(
+                        "SET synchronous_commit TO {level}"
+                    )))
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
         if dialect == Dialect::Sqlite {
             options = options.after_connect(|conn, _| {
                 Box::pin(async move {
@@ -110,6 +156,11 @@ impl SqlStore {
             .connect_lazy(&url)
             .map_err(|e| StoreError::Misconfigured(format!("database URL: {e}")))?;
         Ok(Self { pool, dialect })
+    }
+
+    /// The connection pool, for checks outside the [`Store`] trait (tests, diagnostics).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -192,11 +243,26 @@ fn bind_all<'q>(
             Arg::Text(v) => query.bind(v.as_str()),
             Arg::OptText(v) => query.bind(v.as_deref()),
             Arg::Int(v) => query.bind(*v),
-            Arg::OptFloat(v) => query.bind(*v),
+            Arg::OptFloat(v) => bind_f64(query, *v),
             Arg::Bytes(v) => query.bind(v.as_slice()),
         };
     }
     query
+}
+
+/// Binds an optional f64. sqlx 0.9's Any driver declares a NULL f64 to PostgreSQL as `float4`
+/// (sqlx-core `any/arguments.rs` maps `Null(Double)` to `Option<f32>`, and `Null(Real)` to
+/// `Option<f64>`), and a cached prepared statement keeps the types of its first execution: a
+/// skipped answer (no evidence) followed by an answered one on the same connection then failed
+/// with "incorrect binary data format". A NULL f32 is declared as `float8`, so NULLs go as that.
+fn bind_f64(
+    query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    value: Option<f64>,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    match value {
+        Some(v) => query.bind(v),
+        None => query.bind(None::<f32>),
+    }
 }
 
 /// Renumbers the parameters `$k` of `sql` to `$(k + offset)`.
@@ -574,7 +640,28 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
         revoked_ms: row.try_get("revoked_ms")?,
         rate_per_s: row.try_get("rate_per_s")?,
         burst: row.try_get("burst")?,
+        expires_ms: row.try_get("expires_ms")?,
+        rotated_from: row.try_get("rotated_from")?,
     })
+}
+
+fn insert_key(
+    key: &ApiKeyRecord,
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    let sql = format!(
+        "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    );
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(key.id.clone())
+        .bind(key.name.clone())
+        .bind(key.role.clone())
+        .bind(key.key_hash.clone())
+        .bind(key.created_ms)
+        .bind(key.revoked_ms);
+    bind_f64(query, key.rate_per_s)
+        .bind(key.burst)
+        .bind(key.expires_ms)
+        .bind(key.rotated_from.clone())
 }
 
 fn text_of<T: Serialize>(value: &T) -> String {
@@ -936,21 +1023,39 @@ impl Store for SqlStore {
     }
 
     async fn create_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        let sql =
-            format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&key.id)
-            .bind(&key.name)
-            .bind(&key.role)
-            .bind(&key.key_hash)
-            .bind(key.created_ms)
-            .bind(key.revoked_ms)
-            .bind(key.rate_per_s)
-            .bind(key.burst)
+        insert_key(key)
             .execute(&self.pool)
             .await
             .map_err(|e| classify(e, "key"))?;
         Ok(())
+    }
+
+    async fn rotate_key(
+        &self,
+        id: &str,
+        successor: &ApiKeyRecord,
+        expires_ms: i64,
+    ) -> Result<bool, StoreError> {
+        // One transaction: the old key gets its end of life and the successor appears together.
+        let mut tx = self.pool.begin().await.map_err(|e| classify(e, "key"))?;
+        let shortened = sqlx::query(
+            "UPDATE api_keys SET expires_ms = CASE WHEN expires_ms IS NULL OR expires_ms > $2 \
+             THEN $2 ELSE expires_ms END WHERE id = $1 AND revoked_ms IS NULL",
+        )
+        .bind(id)
+        .bind(expires_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(e, "key"))?;
+        if shortened.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_key(successor)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "key"))?;
+        tx.commit().await.map_err(|e| classify(e, "key"))?;
+        Ok(true)
     }
 
     async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {

@@ -335,10 +335,40 @@ async fn scoring_rejects_bad_candidates(backend: Backend) {
     assert_eq!(body["scores"].as_array().unwrap().len(), 10_000);
 }
 
+/// On one database connection, answers whose optional values are NULL (a skip has no evidence)
+/// and answers whose values are not share the cached commit statement.
+async fn a_skip_then_answers_on_one_connection(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let config = elicit::app::config::Config {
+        max_connections: 1,
+        ..crate::harness::test_config(&db.url)
+    };
+    let server = TestServer::start_with(config).await;
+    server.create_model_with_items("m", 2, 12, 3).await;
+    for user in ["first", "second"] {
+        let (_, created) = server
+            .post(
+                "/v1/sessions",
+                &json!({"model": "m", "user_id": user, "max_questions": 4}),
+            )
+            .await;
+        let id = created["id"].as_str().unwrap().to_string();
+        let mut question = created["question"].clone();
+        for (n, choice) in ["skip", "a", "b", "a"].into_iter().enumerate() {
+            let q = question["id"].as_str().unwrap().to_string();
+            let (status, _, body) = server.answer(&id, &q, choice, &format!("{user}{n}")).await;
+            assert_eq!(status, 200, "{choice} after a skip: {body}");
+            question = body["question"].clone();
+        }
+    }
+    server.stop().await;
+}
+
 crate::on_both_stores!(
     models_reject_bad_definitions,
     items_reject_bad_batches_atomically,
     sessions_reject_bad_requests,
     transport_errors_are_problems,
-    scoring_rejects_bad_candidates
+    scoring_rejects_bad_candidates,
+    a_skip_then_answers_on_one_connection
 );

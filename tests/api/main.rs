@@ -9,7 +9,7 @@ mod bad_input;
 mod concurrency;
 mod eval;
 mod harness;
-mod limits;
+mod keys;
 mod onboarding;
 mod ops;
 mod personalisation;

@@ -254,13 +254,83 @@ async fn api_keys(backend: Backend) {
         revoked_ms: None,
         rate_per_s: Some(5.0),
         burst: Some(10),
+        expires_ms: Some(1_000_000),
+        rotated_from: None,
     };
     store.create_key(&key).await.unwrap();
     assert_eq!(store.key_by_hash("abc").await.unwrap(), Some(key.clone()));
+
+    // Rotation shortens the old key's life (never lengthens it) and adds the successor at once.
+    let successor = ApiKeyRecord {
+        id: "k2".into(),
+        key_hash: "def".into(),
+        expires_ms: None,
+        rotated_from: Some("k1".into()),
+        ..key.clone()
+    };
+    assert!(store.rotate_key("k1", &successor, 500).await.unwrap());
+    assert_eq!(
+        store.key_by_hash("abc").await.unwrap().unwrap().expires_ms,
+        Some(500)
+    );
+    assert_eq!(
+        store.key_by_hash("def").await.unwrap(),
+        Some(successor.clone())
+    );
+    let later = ApiKeyRecord {
+        id: "k3".into(),
+        key_hash: "ghi".into(),
+        ..successor.clone()
+    };
+    assert!(store.rotate_key("k1", &later, 9_000).await.unwrap());
+    assert_eq!(
+        store.key_by_hash("abc").await.unwrap().unwrap().expires_ms,
+        Some(500)
+    );
+    let orphan = ApiKeyRecord {
+        id: "k4".into(),
+        key_hash: "jkl".into(),
+        ..successor.clone()
+    };
+    assert!(!store.rotate_key("nope", &orphan, 1).await.unwrap());
+    assert!(
+        store.key_by_hash("jkl").await.unwrap().is_none(),
+        "nothing changes"
+    );
+
     assert!(store.revoke_key("k1", 9).await.unwrap());
     assert!(!store.revoke_key("k1", 10).await.unwrap());
     assert!(store.key_by_hash("abc").await.unwrap().is_none());
-    assert_eq!(store.list_keys().await.unwrap()[0].revoked_ms, Some(9));
+    let keys = store.list_keys().await.unwrap();
+    assert_eq!(
+        keys.iter().find(|k| k.id == "k1").unwrap().revoked_ms,
+        Some(9)
+    );
 }
 
 crate::on_both_stores!(models_and_items, session_mutations, api_keys);
+
+/// Every PostgreSQL connection of the service runs at the configured `synchronous_commit`,
+/// whatever the server's default: what an acknowledged answer survives does not depend on it.
+#[tokio::test]
+async fn postgres_connections_use_the_configured_synchronous_commit() {
+    use elicit::store::sql::SynchronousCommit;
+    use sqlx::Row;
+    let db = TestDatabase::new(Backend::Postgres).await;
+    for (level, shown) in [
+        (SynchronousCommit::On, "on"),
+        (SynchronousCommit::Local, "local"),
+    ] {
+        let settings = PoolSettings {
+            synchronous_commit: level,
+            ..PoolSettings::default()
+        };
+        let store = SqlStore::connect(&db.url, settings).await.unwrap();
+        let row = sqlx::query("SHOW synchronous_commit")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(row.get::<String, _>(0), shown);
+        store.close().await;
+    }
+}

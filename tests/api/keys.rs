@@ -1,4 +1,4 @@
-//! Rate limits per key (and their scope: each replica holds its own).
+//! API keys: rate limits (and their scope: each replica holds its own), expiry, rotation.
 
 use serde_json::{Value, json};
 
@@ -93,7 +93,7 @@ async fn a_key_over_its_rate_gets_429_and_others_do_not(backend: Backend) {
     let (status, body) = server
         .post(
             "/v1/keys",
-            &json!({"name": "x", "role": "scorer", "burst": 3}),
+            &json!({"name": "x", "role": "scorer", "burst": 0}),
         )
         .await;
     assert_problem(status, &body, 422, "validation");
@@ -128,7 +128,125 @@ async fn each_replica_holds_its_own_limit(backend: Backend) {
     }
 }
 
+/// Status of one scoring request with `key`.
+async fn score_status(server: &TestServer, key: &str) -> u16 {
+    burst_of(server, key, 1).await[0].0
+}
+
+async fn keys_expire_and_rotate_at_their_moment(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    server.create_model_with_items("m", 2, 5, 1).await;
+    let soon = std::time::SystemTime::now() + std::time::Duration::from_millis(1500);
+    let expires_at = humantime::format_rfc3339_millis(soon).to_string();
+    let (status, created) = server
+        .post(
+            "/v1/keys",
+            &json!({"name": "temp", "role": "scorer", "expires_at": expires_at}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["expires_at"], expires_at);
+    let temp = created["key"].as_str().unwrap().to_string();
+    assert_eq!(
+        score_status(&server, &temp).await,
+        200,
+        "accepted before its moment"
+    );
+
+    // Rotation: the successor keeps name, role and limits; the old key lives for the grace period.
+    let (_, old) = server
+        .post(
+            "/v1/keys",
+            &json!({"name": "gw", "role": "scorer", "rate_per_s": 50, "burst": 60}),
+        )
+        .await;
+    let (old_id, old_key) = (old["id"].as_str().unwrap(), old["key"].as_str().unwrap());
+    let (status, rotated) = server
+        .post(&format!("/v1/keys/{old_id}/rotate"), &json!({"grace_s": 1}))
+        .await;
+    assert_eq!(status, 201, "{rotated}");
+    assert_eq!(rotated["rotated_from"], old_id);
+    assert_eq!(
+        (&rotated["name"], &rotated["role"]),
+        (&json!("gw"), &json!("scorer"))
+    );
+    assert_eq!(
+        (rotated["rate_per_s"].as_f64(), rotated["burst"].as_u64()),
+        (Some(50.0), Some(60))
+    );
+    assert!(rotated["expires_at"].is_null());
+    let new_key = rotated["key"].as_str().unwrap().to_string();
+    assert_eq!(
+        score_status(&server, old_key).await,
+        200,
+        "the old key works during the grace"
+    );
+    assert_eq!(score_status(&server, &new_key).await, 200);
+    let (_, keys) = server.get("/v1/keys").await;
+    let listed = |id: &str| {
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert!(listed(old_id)["expires_at"].is_string(), "{keys}");
+    assert_eq!(
+        listed(rotated["id"].as_str().unwrap())["rotated_from"],
+        old_id
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    assert_eq!(
+        score_status(&server, &temp).await,
+        401,
+        "refused after its moment"
+    );
+    assert_eq!(
+        score_status(&server, old_key).await,
+        401,
+        "refused after the grace period"
+    );
+    assert_eq!(score_status(&server, &new_key).await, 200);
+
+    let (status, body) = server
+        .post(&format!("/v1/keys/{old_id}/rotate"), &json!({}))
+        .await;
+    assert_problem(status, &body, 404, "not-found");
+    let new_id = rotated["id"].as_str().unwrap();
+    let (status, body) = server
+        .post(
+            &format!("/v1/keys/{new_id}/rotate"),
+            &json!({"grace_s": 999999999}),
+        )
+        .await;
+    assert_problem(status, &body, 422, "validation");
+    let past = humantime::format_rfc3339(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(60),
+    )
+    .to_string();
+    let (status, body) = server
+        .post(
+            "/v1/keys",
+            &json!({"name": "x", "role": "scorer", "expires_at": past}),
+        )
+        .await;
+    assert_problem(status, &body, 422, "validation");
+    let (status, body) = server
+        .post(
+            "/v1/keys",
+            &json!({"name": "x", "role": "scorer", "expires_at": "tomorrow"}),
+        )
+        .await;
+    assert_problem(status, &body, 422, "validation");
+    server.stop().await;
+}
+
 crate::on_both_stores!(
     a_key_over_its_rate_gets_429_and_others_do_not,
-    each_replica_holds_its_own_limit
+    each_replica_holds_its_own_limit,
+    keys_expire_and_rotate_at_their_moment
 );

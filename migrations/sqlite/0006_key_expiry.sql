@@ -1,0 +1,4 @@
+-- Key expiry and rotation (issue 14): a key stops working at expires_ms; a rotated key's successor
+-- names it in rotated_from.
+ALTER TABLE api_keys ADD COLUMN expires_ms INTEGER;
+ALTER TABLE api_keys ADD COLUMN rotated_from TEXT;
