@@ -98,6 +98,16 @@ pub async fn require(
         )
         .into_response();
     }
+    let scope = principal.scope();
+    if scope.is_restricted() && reaches_beyond_models(&request) {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            "a key scoped to models may not manage keys or erase users",
+        )
+        .into_response();
+    }
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -106,7 +116,16 @@ pub async fn require(
         metrics::counter!("elicit_rate_limited_total", "role" => principal.kind()).increment(1);
         return too_many_requests(wait);
     }
+    let mut request = request;
+    request.extensions_mut().insert(scope);
     next.run(request).await
+}
+
+/// Routes whose effect is not confined to named models: key management and user erasure.
+fn reaches_beyond_models(request: &Request) -> bool {
+    let path = request.uri().path();
+    path.starts_with("/v1/keys")
+        || (request.method() == axum::http::Method::DELETE && path.starts_with("/v1/users/"))
 }
 
 fn too_many_requests(wait: Duration) -> Response {

@@ -43,3 +43,13 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
         Ok(Path(value))
     }
 }
+
+/// The models the caller may use, as the auth layer resolved them (every model where no auth
+/// layer ran).
+impl<S: Send + Sync> FromRequestParts<S> for crate::service::keys::Scope {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Self>().cloned().unwrap_or_default())
+    }
+}

@@ -16,7 +16,7 @@ use crate::service::dto::{
     SessionView, UpsertItems, UpsertResult,
 };
 #[allow(unused_imports)]
-use crate::service::keys::{CreateKey, KeyCreated, KeyList, RotateKey};
+use crate::service::keys::{CreateKey, KeyCreated, KeyList, RotateKey, Scope};
 use crate::service::{Service, ServiceError};
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -29,8 +29,10 @@ fn etag(version: i64) -> HeaderValue {
     responses((status = 201, body = ModelView), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_model(
     State(service): State<Service>,
+    scope: Scope,
     Json(req): Json<CreateModel>,
 ) -> Result<impl IntoResponse> {
+    scope.admit(&req.name)?;
     Ok((
         StatusCode::CREATED,
         axum::Json(service.create_model(req).await?),
@@ -38,16 +40,23 @@ pub async fn create_model(
 }
 
 #[utoipa::path(get, path = "/v1/models", tag = "models", security(("bearer" = [])), responses((status = 200, body = ModelList)))]
-pub async fn list_models(State(service): State<Service>) -> Result<impl IntoResponse> {
-    Ok(axum::Json(service.list_models().await?))
+pub async fn list_models(
+    State(service): State<Service>,
+    scope: Scope,
+) -> Result<impl IntoResponse> {
+    let mut list = service.list_models().await?;
+    list.models.retain(|m| scope.allows(&m.name));
+    Ok(axum::Json(list))
 }
 
 #[utoipa::path(get, path = "/v1/models/{model}", tag = "models", params(("model" = String, Path)), security(("bearer" = [])),
     responses((status = 200, body = ModelView), (status = 404, body = Problem)))]
 pub async fn get_model(
     State(service): State<Service>,
+    scope: Scope,
     Path(model): Path<String>,
 ) -> Result<impl IntoResponse> {
+    scope.admit(&model)?;
     Ok(axum::Json(service.get_model(&model).await?))
 }
 
@@ -55,8 +64,10 @@ pub async fn get_model(
     responses((status = 200, body = ModelErased), (status = 404, body = Problem)))]
 pub async fn delete_model(
     State(service): State<Service>,
+    scope: Scope,
     Path(model): Path<String>,
 ) -> Result<impl IntoResponse> {
+    scope.admit(&model)?;
     Ok(axum::Json(service.delete_model(&model).await?))
 }
 
@@ -64,9 +75,11 @@ pub async fn delete_model(
     responses((status = 200, body = UpsertResult), (status = 404, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
 pub async fn upsert_items(
     State(service): State<Service>,
+    scope: Scope,
     Path(model): Path<String>,
     Json(req): Json<UpsertItems>,
 ) -> Result<impl IntoResponse> {
+    scope.admit(&model)?;
     Ok(axum::Json(service.upsert_items(&model, req).await?))
 }
 
@@ -81,9 +94,11 @@ pub struct Page {
     responses((status = 200, body = ItemsPage), (status = 404, body = Problem)))]
 pub async fn list_items(
     State(service): State<Service>,
+    scope: Scope,
     Path(model): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<impl IntoResponse> {
+    scope.admit(&model)?;
     Ok(axum::Json(
         service
             .list_items(&model, page.after.as_deref(), page.limit)
@@ -95,8 +110,10 @@ pub async fn list_items(
     responses((status = 204), (status = 404, body = Problem)))]
 pub async fn delete_item(
     State(service): State<Service>,
+    scope: Scope,
     Path((model, item)): Path<(String, String)>,
 ) -> Result<impl IntoResponse> {
+    scope.admit(&model)?;
     service.delete_item(&model, &item).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -105,8 +122,10 @@ pub async fn delete_item(
     responses((status = 201, body = SessionCreated), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_session(
     State(service): State<Service>,
+    scope: Scope,
     Json(req): Json<CreateSession>,
 ) -> Result<Response> {
+    scope.admit(&req.model)?;
     let created = service.create_session(req).await?;
     let tag = etag(created.session.version);
     let mut response = (StatusCode::CREATED, axum::Json(created)).into_response();
@@ -118,8 +137,10 @@ pub async fn create_session(
     responses((status = 200, body = SessionView), (status = 404, body = Problem)))]
 pub async fn get_session(
     State(service): State<Service>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Response> {
+    service.admit_session(&scope, &id).await?;
     let view = service.get_session(&id).await?;
     let tag = etag(view.version);
     let mut response = axum::Json(view).into_response();
@@ -131,8 +152,10 @@ pub async fn get_session(
     responses((status = 200, body = CurrentQuestion), (status = 404, body = Problem)))]
 pub async fn get_question(
     State(service): State<Service>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse> {
+    service.admit_session(&scope, &id).await?;
     Ok(axum::Json(service.current_question(&id).await?))
 }
 
@@ -178,11 +201,13 @@ pub struct AnswerQuery {
     responses((status = 200, body = AnswerView), (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)))]
 pub async fn post_answer(
     State(service): State<Service>,
+    scope: Scope,
     Path(id): Path<String>,
     Query(query): Query<AnswerQuery>,
     headers: HeaderMap,
     Json(req): Json<AnswerIn>,
 ) -> Result<Response> {
+    service.admit_session(&scope, &id).await?;
     let ack = service
         .answer(
             &id,
@@ -215,8 +240,10 @@ pub async fn post_answer(
     responses((status = 200, body = SessionView), (status = 404, body = Problem)))]
 pub async fn finish_session(
     State(service): State<Service>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse> {
+    service.admit_session(&scope, &id).await?;
     Ok(axum::Json(service.finish(&id).await?))
 }
 
@@ -230,9 +257,11 @@ pub struct ProfileQuery {
     responses((status = 200, body = ProfileView), (status = 404, body = Problem)))]
 pub async fn get_profile(
     State(service): State<Service>,
+    scope: Scope,
     Path(user_id): Path<String>,
     Query(q): Query<ProfileQuery>,
 ) -> Result<impl IntoResponse> {
+    scope.admit(&q.model)?;
     Ok(axum::Json(service.profile(&user_id, &q.model).await?))
 }
 
@@ -240,8 +269,10 @@ pub async fn get_profile(
     responses((status = 200, body = ScoreResponse), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn score(
     State(service): State<Service>,
+    scope: Scope,
     Json(req): Json<ScoreRequest>,
 ) -> Result<impl IntoResponse> {
+    scope.admit(&req.model)?;
     Ok(axum::Json(service.score(req).await?))
 }
 

@@ -56,7 +56,9 @@ impl RateLimiters {
     /// Counts one request of `principal` from `client`: `Ok`, or how long to wait.
     pub fn check(&self, principal: &Principal, client: Option<IpAddr>) -> Result<(), Duration> {
         let outcome = match principal {
-            Principal::Key { id, role, limit } => {
+            Principal::Key {
+                id, role, limit, ..
+            } => {
                 let default = match role {
                     Role::Admin => self.defaults.admin,
                     Role::Frontend => self.defaults.frontend,
@@ -106,6 +108,7 @@ mod tests {
                 per_s: rate.map(|r| r.per_s),
                 burst: rate.map(|r| r.burst),
             },
+            scope: Default::default(),
         }
     }
 

@@ -81,21 +81,61 @@ impl KeyLimit {
     }
 }
 
+/// The models a caller may use. A model outside it is answered exactly as a missing one, so a
+/// scoped key cannot learn which models exist.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scope(Option<Vec<String>>);
+
+impl Scope {
+    /// Every model.
+    pub fn all() -> Self {
+        Self(None)
+    }
+
+    pub fn is_restricted(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub fn allows(&self, model: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|models| models.iter().any(|m| m == model))
+    }
+
+    /// `Ok` if `model` is in scope, else the error a missing model gets.
+    pub fn admit(&self, model: &str) -> Result<(), ServiceError> {
+        if self.allows(model) {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!("model '{model}'")))
+        }
+    }
+}
+
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Principal {
-    /// An API key with a role (`id` is "bootstrap" for the configured admin key) and its own
-    /// rate limit, if it has one.
+    /// An API key with a role (`id` is "bootstrap" for the configured admin key), its own rate
+    /// limit, if it has one, and the models it may use.
     Key {
         id: String,
         role: Role,
         limit: KeyLimit,
+        scope: Scope,
     },
     /// A session token: may drive that one session.
     Session(String),
 }
 
 impl Principal {
+    /// The models this caller may use (a session token's session is checked by its route).
+    pub fn scope(&self) -> Scope {
+        match self {
+            Principal::Key { scope, .. } => scope.clone(),
+            Principal::Session(_) => Scope::all(),
+        }
+    }
+
     /// The role's name, or `session` for a session token (metrics label).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -126,6 +166,10 @@ pub struct CreateKey {
     /// When the key stops working, RFC 3339 (e.g. `2027-01-31T00:00:00Z`); default: never.
     #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    /// The only models the key may use; on any other it gets the answer a missing model gets.
+    /// Default: every model. A scoped key may not manage keys.
+    #[schema(min_items = 1, max_items = 100, value_type = Option<Vec<String>>)]
+    pub models: Option<Vec<String>>,
 }
 
 /// `POST /v1/keys/{id}/rotate`: how long the old key keeps working.
@@ -152,6 +196,8 @@ pub struct KeyView {
     pub expires_at: Option<String>,
     /// The key this one replaced by rotation.
     pub rotated_from: Option<String>,
+    /// The models the key may use; null: every model.
+    pub models: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -208,6 +254,7 @@ fn view(k: &ApiKeyRecord) -> Result<KeyView, ServiceError> {
         burst: k.burst.map(|b| b.clamp(1, i64::from(u32::MAX)) as u32),
         expires_at: k.expires_ms.map(rfc3339),
         rotated_from: k.rotated_from.clone(),
+        models: k.models.clone(),
     })
 }
 
@@ -266,6 +313,14 @@ impl Service {
         if expires_ms.is_some_and(|at| at <= now_ms()) {
             return Err(ServiceError::invalid("expires_at", "must be in the future"));
         }
+        if let Some(models) = &req.models {
+            if models.is_empty() || models.len() > 100 {
+                return Err(ServiceError::invalid("models", "must name 1 to 100 models"));
+            }
+            for (i, model) in models.iter().enumerate() {
+                check_id(&format!("models[{i}]"), model, MAX_ID_LEN)?;
+            }
+        }
         let (key, record) = new_key(ApiKeyRecord {
             id: String::new(),
             name: req.name,
@@ -277,6 +332,7 @@ impl Service {
             burst: req.burst.map(i64::from),
             expires_ms,
             rotated_from: None,
+            models: req.models,
         });
         self.store.create_key(&record).await?;
         Ok(KeyCreated {
@@ -326,6 +382,18 @@ impl Service {
         })
     }
 
+    /// `Ok` if the session's model is in `scope`; else the error a missing session gets. Costs a
+    /// read only for a restricted scope.
+    pub async fn admit_session(&self, scope: &Scope, id: &str) -> Result<(), ServiceError> {
+        if !scope.is_restricted() {
+            return Ok(());
+        }
+        match self.store.get_session(id).await? {
+            Some(session) if scope.allows(&session.model) => Ok(()),
+            _ => Err(ServiceError::NotFound(format!("session '{id}'"))),
+        }
+    }
+
     /// Drops a key's cached resolutions, so a change reaches this replica at once.
     fn forget_key(&self, id: &str) {
         self.principals
@@ -368,6 +436,7 @@ impl Service {
                 id: "bootstrap".into(),
                 role: Role::Admin,
                 limit: KeyLimit::default(),
+                scope: Scope::all(),
             }));
         }
         let live = |expires_ms: Option<i64>| expires_ms.is_none_or(|at| at > now_ms());
@@ -389,6 +458,7 @@ impl Service {
                         ServiceError::Internal(format!("unknown role {}", key.role))
                     })?,
                     limit: own_limit(&key),
+                    scope: Scope(key.models.clone()),
                     id: key.id,
                 }),
                 key.expires_ms,

@@ -233,6 +233,8 @@ pub struct ApiKeyRecord {
     pub expires_ms: Option<i64>,
     /// The key this one replaced by rotation.
     pub rotated_from: Option<String>,
+    /// The models the key may use; `None`: every model.
+    pub models: Option<Vec<String>>,
 }
 
 /// An answer to append to the log, with the body sent for it.

@@ -105,8 +105,7 @@ pub struct SqlStore {
 const MODEL_COLUMNS: &str = "name, spec, prior_mean, prior_cov, bank_version, created_ms";
 const SESSION_COLUMNS: &str = "id, user_id, model, token_hash, status, stop_reason, settings, mean, cov, version, answers, question, created_ms, updated_ms";
 const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, created_ms, lapse";
-const KEY_COLUMNS: &str =
-    "id, name, role, key_hash, created_ms, revoked_ms, rate_per_s, burst, expires_ms, rotated_from";
+const KEY_COLUMNS: &str = "id, name, role, key_hash, created_ms, revoked_ms, rate_per_s, burst, expires_ms, rotated_from, models";
 const PROFILE_COLUMNS: &str =
     "user_id, model, session_id, status, mean, cov, version, answers, updated_ms, unreliable";
 
@@ -642,6 +641,10 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
         burst: row.try_get("burst")?,
         expires_ms: row.try_get("expires_ms")?,
         rotated_from: row.try_get("rotated_from")?,
+        models: row
+            .try_get::<Option<String>, _>("models")?
+            .map(|text| serde_json::from_str(&text))
+            .transpose()?,
     })
 }
 
@@ -649,7 +652,7 @@ fn insert_key(
     key: &ApiKeyRecord,
 ) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
     let sql = format!(
-        "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     );
     let query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(key.id.clone())
@@ -662,6 +665,7 @@ fn insert_key(
         .bind(key.burst)
         .bind(key.expires_ms)
         .bind(key.rotated_from.clone())
+        .bind(key.models.as_ref().map(json_text))
 }
 
 fn text_of<T: Serialize>(value: &T) -> String {

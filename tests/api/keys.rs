@@ -248,5 +248,147 @@ async fn keys_expire_and_rotate_at_their_moment(backend: Backend) {
 crate::on_both_stores!(
     a_key_over_its_rate_gets_429_and_others_do_not,
     each_replica_holds_its_own_limit,
-    keys_expire_and_rotate_at_their_moment
+    keys_expire_and_rotate_at_their_moment,
+    every_route_naming_a_model_refuses_an_out_of_scope_key
 );
+
+/// Every operation in `/openapi.json` that names a model — in its path, its query, its body, or
+/// through the session it names — answers a key scoped to other models exactly as it answers
+/// for a model that does not exist.
+async fn every_route_naming_a_model_refuses_an_out_of_scope_key(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    for model in ["mine", "other"] {
+        server.create_model_with_items(model, 2, 6, 1).await;
+    }
+    let (_, session) = server
+        .post("/v1/sessions", &json!({"model": "other", "user_id": "u"}))
+        .await;
+    let other_session = session["id"].as_str().unwrap().to_string();
+    let (status, created) = server
+        .post(
+            "/v1/keys",
+            &json!({"name": "scoped", "role": "admin", "models": ["mine"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["models"], json!(["mine"]));
+    let scoped = client_with_key(created["key"].as_str().unwrap());
+
+    let (_, spec) = server.get("/openapi.json").await;
+    let mut walked = Vec::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"].as_str().unwrap();
+            let names_model_in_body =
+                operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                    .as_str()
+                    .is_some_and(|r| {
+                        let name = r.rsplit('/').next().unwrap();
+                        spec["components"]["schemas"][name]["properties"]
+                            .get("model")
+                            .is_some()
+                    });
+            let names_model = path.contains("{model}")
+                || path.starts_with("/v1/sessions/")
+                || names_model_in_body
+                || id == "create_model"
+                || operation["parameters"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["name"] == "model"));
+            if !names_model {
+                continue;
+            }
+            // The same request for an existing model outside the scope and for a missing one.
+            let mut answers = Vec::new();
+            for (model, session) in [
+                ("other", other_session.as_str()),
+                ("ghost", "01a2ffffffff7fffbfffffffffffffff"),
+            ] {
+                let url = path
+                    .replace("{model}", model)
+                    .replace("{id}", session)
+                    .replace("{item}", "item-1")
+                    .replace("{user_id}", "u");
+                let url = if path.ends_with("/profile") {
+                    format!("{url}?model={model}")
+                } else {
+                    url
+                };
+                let body = match id {
+                    "create_model" => Some(json!({"name": model, "dimensions": ["a", "b"]})),
+                    "upsert_items" => Some(json!({"items": [{"id": "x", "features": [1.0, 0.0]}]})),
+                    "create_session" => Some(json!({"model": model, "user_id": "u"})),
+                    "score" => Some(
+                        json!({"model": model, "user_id": "u", "candidates": [{"id": "x", "features": [1.0, 0.0]}]}),
+                    ),
+                    "post_answer" => Some(json!({"question_id": "1", "choice": "a"})),
+                    "finish_session" => Some(json!({})),
+                    _ => None,
+                };
+                let mut request =
+                    scoped.request(method.to_uppercase().parse().unwrap(), server.url(&url));
+                if let Some(body) = body {
+                    request = request.json(&body);
+                }
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                let text = response
+                    .text()
+                    .await
+                    .unwrap()
+                    .replace(model, "MODEL")
+                    .replace(session, "SESSION");
+                answers.push((status, text));
+            }
+            assert_eq!(answers[0].0, 404, "{method} {path}: {:?}", answers[0]);
+            assert_eq!(
+                answers[0], answers[1],
+                "{method} {path} tells an out-of-scope model from a missing one"
+            );
+            walked.push(id.to_string());
+        }
+    }
+    walked.sort();
+    assert_eq!(
+        walked,
+        [
+            "create_model",
+            "create_session",
+            "delete_item",
+            "delete_model",
+            "finish_session",
+            "get_model",
+            "get_profile",
+            "get_question",
+            "get_session",
+            "list_items",
+            "post_answer",
+            "score",
+            "upsert_items",
+        ]
+    );
+
+    // In scope, the key works; the listing shows only its models; keys and erasure are closed.
+    let get = |url: &str| scoped.get(server.url(url)).send();
+    assert_eq!(get("/v1/models/mine").await.unwrap().status(), 200);
+    let list: Value = get("/v1/models").await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mine"]);
+    assert_eq!(get("/v1/keys").await.unwrap().status(), 403);
+    assert_eq!(
+        scoped
+            .delete(server.url("/v1/users/u"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    server.stop().await;
+}

@@ -256,6 +256,7 @@ async fn api_keys(backend: Backend) {
         burst: Some(10),
         expires_ms: Some(1_000_000),
         rotated_from: None,
+        models: Some(vec!["m1".into(), "m2".into()]),
     };
     store.create_key(&key).await.unwrap();
     assert_eq!(store.key_by_hash("abc").await.unwrap(), Some(key.clone()));
