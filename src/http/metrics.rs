@@ -17,12 +17,33 @@ const BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
+/// Buckets of `elicit_session_questions`: answers in a finished session.
+const QUESTION_BUCKETS: &[f64] = &[
+    1.0, 2.0, 3.0, 5.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 200.0,
+];
+
+/// Buckets of `elicit_session_lapse_rate`: a user's estimated rate of random answers.
+const LAPSE_BUCKETS: &[f64] = &[0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0];
+
 /// The process-wide recorder (installed once, shared by every server in the process).
 pub fn handle() -> &'static PrometheusHandle {
+    use metrics_exporter_prometheus::Matcher;
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         PrometheusBuilder::new()
             .set_buckets(BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("elicit_session_questions".into()),
+                    QUESTION_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("elicit_session_lapse_rate".into()),
+                    LAPSE_BUCKETS,
+                )
+            })
             .expect("non-empty buckets")
             .install_recorder()
             .expect("no other metrics recorder is installed")

@@ -378,16 +378,21 @@ impl Service {
         next.cov = refined.cov().clone();
         next.updated_ms = now_ms();
         let view = session_view(&bank, &next, &answers, &refined);
-        if view.diagnostics.unreliable {
-            metrics::counter!("elicit_unreliable_sessions_total").increment(1);
-        }
-        metrics::histogram!("elicit_session_lapse_rate").record(view.diagnostics.lapse_rate);
         let commit = SessionCommit {
             profile: Some(profile_of(&next, view.diagnostics.unreliable)),
             session: next,
             answer: None,
         };
-        Ok(committed(update.commit(&commit).await)?.then_some(view))
+        if !committed(update.commit(&commit).await)? {
+            return Ok(None);
+        }
+        // Counted once per finished session, after the commit (a lost race retries).
+        if view.diagnostics.unreliable {
+            metrics::counter!("elicit_unreliable_sessions_total").increment(1);
+        }
+        metrics::histogram!("elicit_session_lapse_rate").record(view.diagnostics.lapse_rate);
+        metrics::histogram!("elicit_session_questions").record(view.answers as f64);
+        Ok(Some(view))
     }
 
     /// Reads a session for a change, with its model's bank at the version read (a stale bank is

@@ -488,3 +488,170 @@ fn assert_safe_headers(headers: &reqwest::header::HeaderMap) {
     assert_eq!(get("referrer-policy").as_deref(), Some("no-referrer"));
     assert_eq!(get("x-frame-options").as_deref(), Some("DENY"));
 }
+
+/// `config/grafana/elicit.json` is a Grafana dashboard (the shape Grafana imports), and every
+/// metric its queries use is on `/metrics` after a little traffic.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_metrics_the_service_exposes() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana/elicit.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(dashboard["title"].is_string() && dashboard["uid"].is_string());
+    assert!(dashboard["schemaVersion"].as_u64().unwrap() >= 30);
+    assert_eq!(dashboard["templating"]["list"][0]["type"], "datasource");
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut ids = std::collections::HashSet::new();
+    let mut metrics = std::collections::BTreeSet::new();
+    for panel in panels {
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "panel ids are unique"
+        );
+        assert!(panel["title"].is_string() && panel["type"].is_string());
+        for key in ["h", "w", "x", "y"] {
+            assert!(panel["gridPos"][key].is_u64(), "{panel}");
+        }
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty());
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            assert_eq!(
+                expr.matches('(').count(),
+                expr.matches(')').count(),
+                "{expr}"
+            );
+            for token in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if token.starts_with("elicit_") || token.starts_with("http_") {
+                    metrics.insert(token.to_string());
+                }
+            }
+        }
+    }
+    for wanted in [
+        "elicit_answers_applied_total",
+        "http_request_duration_seconds_bucket",
+        "http_requests_total",
+        "elicit_session_questions_bucket",
+        "elicit_sessions",
+        "elicit_db_pool_connections",
+    ] {
+        assert!(metrics.contains(wanted), "the dashboard shows {wanted}");
+    }
+
+    // Traffic that moves every one of them: an onboarding with a replayed answer, a finish, a
+    // rate-limited key, an error.
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let server = TestServer::start(&db).await;
+    let features = server.create_model_with_items("m", 2, 10, 1).await;
+    let (_, created) = server
+        .post(
+            "/v1/sessions",
+            &json!({"model": "m", "user_id": "u", "max_questions": 2}),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let q = created["question"].clone();
+    server
+        .answer_truthfully(&id, &q, &features, &[1.0, 0.0], "k1")
+        .await;
+    server
+        .answer_truthfully(&id, &q, &features, &[1.0, 0.0], "k1")
+        .await;
+    server
+        .post(&format!("/v1/sessions/{id}/finish"), &json!({}))
+        .await;
+    let (_, key) = server
+        .post(
+            "/v1/keys",
+            &json!({"name": "tiny", "role": "scorer", "rate_per_s": 0.1, "burst": 1}),
+        )
+        .await;
+    let tiny = client_with_key(key["key"].as_str().unwrap());
+    for _ in 0..3 {
+        tiny.get(server.url("/v1/users/u/profile?model=m"))
+            .send()
+            .await
+            .unwrap();
+    }
+    server.get("/v1/models/none").await;
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for metric in &metrics {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{metric}{{"))
+                    || l.starts_with(&format!("{metric} "))),
+            "{metric} is on the dashboard but not on /metrics"
+        );
+    }
+    server.stop().await;
+}
+
+/// The gateway client example (Python, standard library only) ranks candidates through a real
+/// server as README shows.
+#[tokio::test]
+async fn the_gateway_client_example_prints_a_ranking() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let server = TestServer::start(&db).await;
+    server.create_model_with_items("tone", 2, 6, 1).await;
+    let dir = std::env::temp_dir().join(format!("elicit-gateway-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let candidates = dir.join("candidates.json");
+    std::fs::write(
+        &candidates,
+        json!([{"id": "short", "features": [2.0, 0.0]}, {"id": "long", "features": [-1.0, 0.5]}, {"item_id": "item-2"}]).to_string(),
+    )
+    .unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway_client.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args(["--model", "tone", "--user", "alice", "--url", &server.base])
+        .arg(&candidates)
+        .env("ELICIT_API_KEY", crate::harness::ADMIN_KEY)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("scored with the population prior"),
+        "{stdout}"
+    );
+    let ranked: Vec<&str> = stdout
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(ranked.len(), 3, "{stdout}");
+    assert!(
+        ranked.contains(&"short") && ranked.contains(&"item-2"),
+        "{stdout}"
+    );
+    let failed = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args([
+            "--model",
+            "missing",
+            "--user",
+            "alice",
+            "--url",
+            &server.base,
+        ])
+        .arg(&candidates)
+        .env("ELICIT_API_KEY", crate::harness::ADMIN_KEY)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1), "a problem exits 1");
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("404"));
+    let _ = std::fs::remove_dir_all(&dir);
+    server.stop().await;
+}
