@@ -273,6 +273,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = application.local_addr();
     // One line on stdout that scripts and tests wait for.
     println!("listening on http://{addr}");
+    if let Some(key) = application.first_run_key() {
+        // Shown once, as Jupyter shows its token: only its hash is stored.
+        println!(
+            "\n  No admin key was configured and the store had none, so one was created.\n  \
+             It is shown only this once (only its hash is stored); keep it:\n\n      {key}\n\n  \
+             Try:  curl -H 'Authorization: Bearer {key}' http://{addr}/v1/models\n"
+        );
+    }
     application.serve(app::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -22,6 +22,7 @@ pub struct Application {
     service: Service,
     store: SqlStore,
     drain_delay: Duration,
+    first_run_key: Option<String>,
 }
 
 impl Application {
@@ -39,9 +40,10 @@ impl Application {
         store.migrate().await?;
         let service = Service::new(Arc::new(store.clone()), config.admin_key.as_deref())
             .with_run_cache_bytes(config.run_cache_bytes);
-        if config.admin_key.as_deref().is_none_or(str::is_empty) {
-            tracing::warn!(
-                "no admin key configured (ELICIT_ADMIN_KEY): only keys already stored can call the API"
+        let first_run_key = service.first_run_admin_key().await?;
+        if first_run_key.is_none() && config.admin_key.as_deref().is_none_or(str::is_empty) {
+            tracing::info!(
+                "no admin key configured (ELICIT_ADMIN_KEY): the stored keys call the API"
             );
         }
         let limits = Limits {
@@ -60,7 +62,14 @@ impl Application {
             service,
             store,
             drain_delay: Duration::from_millis(config.drain_delay_ms),
+            first_run_key,
         })
+    }
+
+    /// The admin key created because this is the first run on an empty store without a
+    /// configured admin key (see [`Service::first_run_admin_key`]); shown once.
+    pub fn first_run_key(&self) -> Option<&str> {
+        self.first_run_key.as_deref()
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -341,6 +341,27 @@ impl Service {
         })
     }
 
+    /// On a store without any key and a service without a configured admin key, creates an
+    /// admin key and returns its secret (to be shown once), so a first run can be used at once.
+    /// `None` once any key exists. Two replicas starting at the same moment on an empty store
+    /// may each create one.
+    pub async fn first_run_admin_key(&self) -> Result<Option<String>, ServiceError> {
+        if self.admin_key_hash.is_some() || !self.store.list_keys().await?.is_empty() {
+            return Ok(None);
+        }
+        let created = self
+            .create_key(CreateKey {
+                name: "first-run admin".into(),
+                role: Role::Admin,
+                rate_per_s: None,
+                burst: None,
+                expires_at: None,
+                models: None,
+            })
+            .await?;
+        Ok(Some(created.key))
+    }
+
     /// A successor of key `id` with its name, role and limits; the old key keeps working for the
     /// grace period, then expires.
     pub async fn rotate_key(&self, id: &str, req: RotateKey) -> Result<KeyCreated, ServiceError> {
