@@ -13,6 +13,7 @@
 //! answer and profile it created. Request loops are bounded by `--seconds`; it stops by itself.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -58,6 +59,10 @@ pub struct Load {
     /// Aim at this many answers per second in total (default: as fast as the server goes).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Beside the clients, flood with this many requests a second from one extra key limited to
+    /// a tenth of that (a runaway gateway at 10× its limit), through both phases.
+    #[arg(long)]
+    pub flood_per_s: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -125,6 +130,19 @@ pub struct BenchReport {
     pub retries: usize,
     /// Responses with a 5xx status.
     pub server_errors: usize,
+    /// The flooding key's requests: sent, refused with 429, answered otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood: Option<FloodReport>,
+}
+
+/// What the flooding key saw (`--flood-per-s`).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct FloodReport {
+    pub rate_per_s: f64,
+    pub key_limit_per_s: f64,
+    pub sent: usize,
+    pub limited: usize,
+    pub accepted: usize,
 }
 
 /// An HTTP client of the target with the bench's key.
@@ -225,7 +243,17 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(options.load.seconds > 0.0, "--seconds must be positive");
     let api = Api::new(&options.target, &options.api_key)?;
     let setup = Arc::new(create_model(&api, options).await?);
-    let result = phases(&api, &setup, options).await;
+    let flood = match options.load.flood_per_s {
+        Some(rate) => Some(Flood::start(&api, options, &setup, rate).await?),
+        None => None,
+    };
+    let mut result = phases(&api, &setup, options).await;
+    if let Some(flood) = flood {
+        let report = flood.stop(&api).await;
+        if let Ok(r) = &mut result {
+            r.flood = Some(report);
+        }
+    }
     let erased = api
         .send(
             reqwest::Method::DELETE,
@@ -336,7 +364,113 @@ async fn phases(
         sessions_finished: logs.iter().map(|l| l.sessions_finished).sum(),
         retries: logs.iter().map(|l| l.retries).sum(),
         server_errors: logs.iter().map(|l| l.server_errors).sum(),
+        flood: None,
     })
+}
+
+/// A runaway client: one scorer key limited to a tenth of `rate`, reading a profile at `rate`
+/// requests a second (open loop, at most 256 in flight) until stopped.
+struct Flood {
+    key_id: String,
+    key_limit_per_s: f64,
+    rate: f64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(usize, usize, usize)>,
+}
+
+impl Flood {
+    async fn start(
+        api: &Api,
+        options: &BenchOptions,
+        setup: &Setup,
+        rate: f64,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(rate > 0.0, "--flood-per-s must be positive");
+        let limit = rate / 10.0;
+        let reply = api
+            .send(
+                reqwest::Method::POST,
+                "/v1/keys",
+                Some(&json!({"name": "bench-flood", "role": "scorer",
+                             "rate_per_s": limit, "burst": limit.ceil().max(1.0) as u32})),
+                None,
+            )
+            .await?;
+        if reply.status != 201 {
+            bail!("creating the flood key: {} {}", reply.status, reply.body);
+        }
+        let key_id = reply.body["id"].as_str().unwrap_or_default().to_string();
+        let flooder = Api::new(
+            &options.target,
+            reply.body["key"].as_str().unwrap_or_default(),
+        )?;
+        let path = format!("/v1/users/flood/profile?model={}", setup.model);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
+                let (sent, limited, accepted) = (
+                    Arc::new(AtomicUsize::new(0)),
+                    Arc::new(AtomicUsize::new(0)),
+                    Arc::new(AtomicUsize::new(0)),
+                );
+                let mut pacer = Pacer::new(Some(rate), 1);
+                while !stop.load(Ordering::Relaxed) {
+                    pacer.wait().await;
+                    let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let (flooder, path) = (flooder.clone(), path.clone());
+                    let (limited, accepted) = (limited.clone(), accepted.clone());
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(async move {
+                        let counter =
+                            match flooder.send(reqwest::Method::GET, &path, None, None).await {
+                                Ok(reply) if reply.status == 429 => &limited,
+                                _ => &accepted,
+                            };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        drop(permit);
+                    });
+                }
+                let _ = in_flight.acquire_many(256).await;
+                (
+                    sent.load(Ordering::Relaxed),
+                    limited.load(Ordering::Relaxed),
+                    accepted.load(Ordering::Relaxed),
+                )
+            }
+        });
+        Ok(Self {
+            key_id,
+            key_limit_per_s: limit,
+            rate,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops the flood, revokes its key and reports what it saw.
+    async fn stop(self, api: &Api) -> FloodReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let (sent, limited, accepted) = self.task.await.unwrap_or_default();
+        let _ = api
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/v1/keys/{}", self.key_id),
+                None,
+                None,
+            )
+            .await;
+        FloodReport {
+            rate_per_s: self.rate,
+            key_limit_per_s: self.key_limit_per_s,
+            sent,
+            limited,
+            accepted,
+        }
+    }
 }
 
 /// Runs `clients` tasks to completion; returns their logs and the wall time.
@@ -578,6 +712,12 @@ pub fn table(r: &BenchReport) -> String {
         "sessions: {} created, {} finished; {} retries; {} server errors\n",
         r.sessions_created, r.sessions_finished, r.retries, r.server_errors
     );
+    if let Some(f) = &r.flood {
+        out += &format!(
+            "flood: {:.0} req/s from a key limited to {:.0}/s: {} sent, {} refused with 429, {} accepted\n",
+            f.rate_per_s, f.key_limit_per_s, f.sent, f.limited, f.accepted
+        );
+    }
     if r.answer_p50_ms_by_position.len() > 1 {
         out += "answer p50 by position:";
         for p in &r.answer_p50_ms_by_position {
