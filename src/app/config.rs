@@ -37,6 +37,9 @@ pub struct Config {
     /// Memory budget of the per-replica cache of sessions' engine state (an answer on a cached
     /// session costs O(NJ); a miss rebuilds the state from the answer log).
     pub run_cache_bytes: usize,
+    /// Browser origins allowed to call the API (CORS), e.g. `["https://app.example"]`; none by
+    /// default, so browsers on other origins cannot read it.
+    pub cors_allowed_origins: Vec<String>,
     /// PostgreSQL `synchronous_commit` of the service's connections (README, "Durability").
     pub synchronous_commit: crate::store::sql::SynchronousCommit,
     /// Rate limits of keys without their own, per role (requests a second and burst, per
@@ -68,6 +71,7 @@ impl Default for Config {
             max_concurrent_requests: 512,
             drain_delay_ms: 0,
             run_cache_bytes: crate::service::DEFAULT_RUN_CACHE_BYTES,
+            cors_allowed_origins: Vec::new(),
             synchronous_commit: crate::store::sql::SynchronousCommit::On,
             admin_rate_per_s: 0.0,
             admin_burst: 0,

@@ -53,6 +53,15 @@ impl Application {
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             max_concurrent_requests: config.max_concurrent_requests,
             rates: config.rate_defaults(),
+            cors_allowed_origins: config
+                .cors_allowed_origins
+                .iter()
+                .map(|origin| {
+                    axum::http::HeaderValue::from_str(origin).map_err(|_| {
+                        anyhow::anyhow!("cors_allowed_origins: '{origin}' is not a valid origin")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
         };
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         http::metrics::handle();

@@ -30,7 +30,7 @@ use self::error::Problem;
 use crate::service::Service;
 
 /// Size, time and concurrency limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Default body limit for every route.
     pub body_bytes: usize,
@@ -43,6 +43,8 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// Rate limits of callers without their own (429 with `Retry-After` beyond them).
     pub rates: rate::RateDefaults,
+    /// Browser origins allowed to call the API (CORS); none by default.
+    pub cors_allowed_origins: Vec<HeaderValue>,
 }
 
 impl Default for Limits {
@@ -54,6 +56,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 512,
             rates: rate::RateDefaults::default(),
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -145,11 +148,18 @@ pub fn router(service: Service, limits: Limits) -> Router {
         .route("/openapi.json", get(handlers::openapi))
         .route_layer(middleware::from_fn(metrics::track));
 
-    Router::new()
+    let router = Router::new()
         .merge(api)
         .merge(ops)
         .merge(handlers::swagger_ui())
-        .with_state(service)
+        .with_state(service);
+    // Outermost after the common layers, so that a preflight is answered before authentication.
+    let router = if limits.cors_allowed_origins.is_empty() {
+        router
+    } else {
+        router.layer(cors(limits.cors_allowed_origins))
+    };
+    router
         .layer(
             ServiceBuilder::new()
                 .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
@@ -181,6 +191,28 @@ pub fn router(service: Service, limits: Limits) -> Router {
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
     style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// CORS for the configured browser origins only: the API's methods, the headers a frontend sends
+/// (`Authorization`, `Content-Type`, `Idempotency-Key`, `If-Match`) and those it reads back.
+fn cors(origins: Vec<HeaderValue>) -> tower_http::cors::CorsLayer {
+    use axum::http::Method;
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            header::HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("idempotent-replayed"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
 
 /// Sets `name: value` on every response.
 fn always(name: header::HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {

@@ -655,3 +655,62 @@ async fn the_gateway_client_example_prints_a_ranking() {
     let _ = std::fs::remove_dir_all(&dir);
     server.stop().await;
 }
+
+/// With `cors_allowed_origins` set, a browser on that origin may call the API (the preflight is
+/// answered before authentication) and any other origin still gets no CORS allowance.
+#[tokio::test]
+async fn cors_is_allowed_only_to_configured_origins() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let config = elicit::app::config::Config {
+        cors_allowed_origins: vec!["https://app.example".into()],
+        ..crate::harness::test_config(&db.url)
+    };
+    let server = TestServer::start_with(config).await;
+    let plain = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        plain
+            .request(
+                reqwest::Method::OPTIONS,
+                server.url("/v1/sessions/x/answers"),
+            )
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, content-type, idempotency-key",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example").await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(methods.contains("POST"), "{methods}");
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let response = server
+        .client
+        .get(server.url("/v1/models"))
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(
+        response.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("etag")
+    );
+    server.stop().await;
+}
