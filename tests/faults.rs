@@ -11,6 +11,9 @@
 //! run: every acknowledged answer is in the log exactly once, every session's log is gapless and
 //! matches its answer count, and every stored posterior equals the replay of its log. The counts
 //! (acknowledged, lost, doubled, 5xx) are printed.
+#[path = "support/net.rs"]
+mod net;
+use net::free_port;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -199,14 +202,6 @@ fn postgres_bin_dir() -> PathBuf {
     versions
         .pop()
         .expect("a PostgreSQL version under /usr/lib/postgresql")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The `elicit` binary serving on a fixed port.

@@ -1,6 +1,9 @@
 //! A first run works as it is: with no admin key configured and an empty store, the service
 //! creates an admin key and prints it once; a restart prints nothing new and the key still works.
 
+#[path = "support/net.rs"]
+mod net;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -59,11 +62,7 @@ async fn the_first_run_prints_a_working_admin_key_once() {
     let dir = std::env::temp_dir().join(format!("elicit-first-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("first.db");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = net::free_port();
     let base = format!("http://127.0.0.1:{port}");
 
     let (child, printed) = start(&db, port);

@@ -2,6 +2,9 @@
 //! rotated ones), no secret appears in the service's logs (at debug level), in `/metrics`, in any
 //! response body other than the one that issues it, or in the key listing — neither the secret
 //! nor its stored SHA-256.
+#[path = "support/net.rs"]
+mod net;
+use net::free_port;
 
 use std::process::Command;
 use std::time::Duration;
@@ -10,14 +13,6 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 const ADMIN_KEY: &str = "admin-secret-7f3a9c1e5b2d4f6a8c0e";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn with_key(key: &str) -> reqwest::Client {
     elicit::client::with_key(key, Some(Duration::from_secs(5))).unwrap()

@@ -577,6 +577,18 @@ impl<'a> Elicitation<'a> {
         Ok(outcome)
     }
 
+    /// The reliability rule's verdict. Before the rule's minimum number of answers it is always
+    /// `false`, so the EP fit behind it is skipped there (this runs on every answer).
+    pub fn is_unreliable(&self) -> bool {
+        let informative = self
+            .state
+            .history
+            .iter()
+            .filter(|r| r.log_evidence.is_some())
+            .count();
+        informative >= self.config.reliability.min_answers && self.reliability().unreliable
+    }
+
     /// The answer-quality figures alone, from the answers' leave-one-out predictive
     /// probabilities (an EP fit: O(answers·J²) a sweep).
     pub fn reliability(&self) -> Reliability {

@@ -85,15 +85,18 @@ impl Service {
             ids.push(id);
         }
 
-        let prior = Posterior::new(model.prior_mean.clone(), model.prior_cov.clone())
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        // The population prior, factorised only when it is used (a fallback or a guard).
+        let prior = || {
+            Posterior::new(model.prior_mean.clone(), model.prior_cov.clone())
+                .map_err(|e| ServiceError::Internal(e.to_string()))
+        };
         let profile = self.store.get_profile(&req.user_id, &model.name).await?;
         let unreliable = profile.as_ref().is_some_and(|p| p.unreliable);
         let (posterior, profile_ref, guard) = match profile {
             Some(p) if !p.unreliable || req.allow_unreliable => {
                 let own = Posterior::new(p.mean, p.cov)
                     .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                let (posterior, guard) = guarded(&model, &prior, own, req.max_divergence_bits)?;
+                let (posterior, guard) = guarded(&model, prior, own, req.max_divergence_bits)?;
                 let profile_ref = ProfileRef {
                     source: ProfileSource::User,
                     version: p.version,
@@ -114,7 +117,7 @@ impl Service {
                     status: fallback.as_ref().map(|p| p.status),
                     unreliable,
                 };
-                (prior, profile_ref, None)
+                (prior()?, profile_ref, None)
             }
         };
         let pairwise = req.pairwise.then(|| {
@@ -149,7 +152,7 @@ impl Service {
 /// belief unchanged when neither sets one.
 fn guarded(
     model: &ModelRecord,
-    prior: &Posterior,
+    prior: impl FnOnce() -> Result<Posterior, ServiceError>,
     own: Posterior,
     requested_bits: Option<f64>,
 ) -> Result<(Posterior, Option<GuardView>), ServiceError> {
@@ -170,7 +173,7 @@ fn guarded(
         budget_bits: budget.unwrap_or(f64::INFINITY),
         fixed,
     }
-    .apply(prior, &own)?;
+    .apply(&prior()?, &own)?;
     let view = GuardView {
         max_divergence_bits: budget,
         alpha: out.alpha,

@@ -312,7 +312,7 @@ impl Service {
         let body =
             serde_json::to_string(&view).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let commit = SessionCommit {
-            profile: Some(profile_of(&next, run.reliability().unreliable)),
+            profile: Some(profile_of(&next, run.is_unreliable())),
             answer: Some(AnswerCommit {
                 row: AnswerRow {
                     seq: next.answers,
