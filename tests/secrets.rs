@@ -1,7 +1,7 @@
 //! Secrets stay secret: after traffic with API keys and session tokens (good, bad, revoked and
 //! rotated ones), no secret appears in the service's logs (at debug level), in `/metrics`, in any
-//! response body other than the one that issues it, or in the key listing — neither the secret
-//! nor its stored SHA-256.
+//! response body other than the one that issues it, in the key listing or in the audit trail —
+//! neither the secret nor its stored SHA-256.
 #[path = "support/net.rs"]
 mod net;
 use net::free_port;
@@ -211,6 +211,16 @@ async fn no_secret_leaves_in_logs_metrics_or_bodies() {
     )
     .await;
     bodies.push(metrics);
+    // The audit trail recorded the key creations, the rotation and the revocation.
+    let (_, audit) = call(
+        &admin,
+        reqwest::Method::GET,
+        &format!("{base}/v1/audit?limit=1000"),
+        None,
+    )
+    .await;
+    assert!(audit.contains("key.rotate"), "{audit}");
+    bodies.push(audit);
 
     child.kill().unwrap();
     child.wait().unwrap();

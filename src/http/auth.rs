@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::Problem;
 use super::rate::RateLimiters;
 use crate::service::Service;
+use crate::service::audit::Actor;
 use crate::service::keys::{Principal, Role};
 
 /// What a group of routes requires.
@@ -104,7 +105,7 @@ pub async fn require(
             StatusCode::FORBIDDEN,
             "forbidden",
             "Forbidden",
-            "a key scoped to models may not manage keys or erase users",
+            "a key scoped to models may not manage keys, read the audit trail or erase users",
         )
         .into_response();
     }
@@ -116,15 +117,29 @@ pub async fn require(
         metrics::counter!("elicit_rate_limited_total", "role" => principal.kind()).increment(1);
         return too_many_requests(wait);
     }
+    let actor = Actor {
+        key_id: match &principal {
+            Principal::Key { id, .. } => id.clone(),
+            Principal::Session(_) => "session-token".into(),
+        },
+        request_id: request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    };
     let mut request = request;
     request.extensions_mut().insert(scope);
+    request.extensions_mut().insert(actor);
     next.run(request).await
 }
 
-/// Routes whose effect is not confined to named models: key management and user erasure.
+/// Routes whose effect is not confined to named models: key management, the audit trail (which
+/// names every model) and user erasure.
 fn reaches_beyond_models(request: &Request) -> bool {
     let path = request.uri().path();
     path.starts_with("/v1/keys")
+        || path.starts_with("/v1/audit")
         || (request.method() == axum::http::Method::DELETE && path.starts_with("/v1/users/"))
 }
 

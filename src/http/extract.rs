@@ -53,3 +53,16 @@ impl<S: Send + Sync> FromRequestParts<S> for crate::service::keys::Scope {
         Ok(parts.extensions.get::<Self>().cloned().unwrap_or_default())
     }
 }
+
+/// Who is acting, as the auth layer resolved it (for the audit trail). Only routes behind an auth
+/// layer take it; elsewhere it is a server bug, answered with 500.
+impl<S: Send + Sync> FromRequestParts<S> for crate::service::audit::Actor {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Self>().cloned().ok_or_else(|| {
+            tracing::error!("a handler asked for the actor on a route without authentication");
+            Problem::internal()
+        })
+    }
+}

@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 use super::error::Problem;
 use super::extract::{Json, Path, Query};
+#[allow(unused_imports)]
+use crate::service::audit::{Actor, AuditFilter, AuditPage};
 #[allow(unused_imports)] // the response types are named only in the OpenAPI annotations
 use crate::service::dto::{
     AnswerIn, AnswerView, CreateModel, CreateSession, CurrentQuestion, Erased, ItemsPage,
@@ -30,12 +32,13 @@ fn etag(version: i64) -> HeaderValue {
 pub async fn create_model(
     State(service): State<Service>,
     scope: Scope,
+    actor: Actor,
     Json(req): Json<CreateModel>,
 ) -> Result<impl IntoResponse> {
     scope.admit(&req.name)?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(service.create_model(req).await?),
+        axum::Json(service.create_model(req, &actor).await?),
     ))
 }
 
@@ -65,10 +68,11 @@ pub async fn get_model(
 pub async fn delete_model(
     State(service): State<Service>,
     scope: Scope,
+    actor: Actor,
     Path(model): Path<String>,
 ) -> Result<impl IntoResponse> {
     scope.admit(&model)?;
-    Ok(axum::Json(service.delete_model(&model).await?))
+    Ok(axum::Json(service.delete_model(&model, &actor).await?))
 }
 
 #[utoipa::path(put, path = "/v1/models/{model}/items", tag = "models", params(("model" = String, Path)), request_body = UpsertItems, security(("bearer" = [])),
@@ -76,11 +80,12 @@ pub async fn delete_model(
 pub async fn upsert_items(
     State(service): State<Service>,
     scope: Scope,
+    actor: Actor,
     Path(model): Path<String>,
     Json(req): Json<UpsertItems>,
 ) -> Result<impl IntoResponse> {
     scope.admit(&model)?;
-    Ok(axum::Json(service.upsert_items(&model, req).await?))
+    Ok(axum::Json(service.upsert_items(&model, req, &actor).await?))
 }
 
 #[derive(Deserialize)]
@@ -111,10 +116,11 @@ pub async fn list_items(
 pub async fn delete_item(
     State(service): State<Service>,
     scope: Scope,
+    actor: Actor,
     Path((model, item)): Path<(String, String)>,
 ) -> Result<impl IntoResponse> {
     scope.admit(&model)?;
-    service.delete_item(&model, &item).await?;
+    service.delete_item(&model, &item, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -280,9 +286,10 @@ pub async fn score(
     responses((status = 200, body = Erased)))]
 pub async fn delete_user(
     State(service): State<Service>,
+    actor: Actor,
     Path(user_id): Path<String>,
 ) -> Result<impl IntoResponse> {
-    Ok(axum::Json(service.delete_user(&user_id).await?))
+    Ok(axum::Json(service.delete_user(&user_id, &actor).await?))
 }
 
 /// Ready when not draining and the database answers within a second.
@@ -313,11 +320,12 @@ pub async fn readyz(State(service): State<Service>) -> Response {
     responses((status = 201, body = KeyCreated), (status = 422, body = Problem)))]
 pub async fn create_key(
     State(service): State<Service>,
+    actor: Actor,
     Json(req): Json<CreateKey>,
 ) -> Result<impl IntoResponse> {
     Ok((
         StatusCode::CREATED,
-        axum::Json(service.create_key(req).await?),
+        axum::Json(service.create_key(req, &actor).await?),
     ))
 }
 
@@ -327,6 +335,7 @@ pub async fn create_key(
     responses((status = 201, body = KeyCreated), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn rotate_key(
     State(service): State<Service>,
+    actor: Actor,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse> {
@@ -347,7 +356,7 @@ pub async fn rotate_key(
     };
     Ok((
         StatusCode::CREATED,
-        axum::Json(service.rotate_key(&id, req).await?),
+        axum::Json(service.rotate_key(&id, req, &actor).await?),
     ))
 }
 
@@ -360,10 +369,22 @@ pub async fn list_keys(State(service): State<Service>) -> Result<impl IntoRespon
     responses((status = 204), (status = 404, body = Problem)))]
 pub async fn revoke_key(
     State(service): State<Service>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse> {
-    service.revoke_key(&id).await?;
+    service.revoke_key(&id, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The audit trail, newest first: every change made with an admin key (models, items, keys,
+/// erased users), by whom and through which request.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditFilter), security(("bearer" = [])),
+    responses((status = 200, body = AuditPage), (status = 422, body = Problem)))]
+pub async fn audit_trail(
+    State(service): State<Service>,
+    Query(filter): Query<AuditFilter>,
+) -> Result<impl IntoResponse> {
+    Ok(axum::Json(service.audit_trail(filter).await?))
 }
 
 pub async fn not_found() -> Problem {

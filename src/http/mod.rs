@@ -96,6 +96,7 @@ pub fn router(service: Service, limits: Limits) -> Router {
         .route("/v1/keys/{id}", delete(handlers::revoke_key))
         .route("/v1/keys/{id}/rotate", post(handlers::rotate_key))
         .route("/v1/users/{user_id}", delete(handlers::delete_user))
+        .route("/v1/audit", get(handlers::audit_trail))
         .merge(
             Router::new()
                 .route(

@@ -15,7 +15,7 @@ use super::handlers;
         handlers::create_model, handlers::list_models, handlers::get_model, handlers::delete_model, handlers::upsert_items, handlers::list_items,
         handlers::delete_item, handlers::create_session, handlers::get_session, handlers::get_question, handlers::post_answer,
         handlers::finish_session, handlers::get_profile, handlers::score, handlers::delete_user, handlers::readyz,
-        handlers::create_key, handlers::list_keys, handlers::revoke_key, handlers::rotate_key,
+        handlers::create_key, handlers::list_keys, handlers::revoke_key, handlers::rotate_key, handlers::audit_trail,
     ),
     components(schemas(super::error::Problem)),
     modifiers(&BearerAuth, &ProblemResponses),
@@ -25,6 +25,7 @@ use super::handlers;
         (name = "scoring", description = "Profiles and personalised scores (scorer)"),
         (name = "users", description = "Erasure (admin)"),
         (name = "keys", description = "API keys (admin)"),
+        (name = "audit", description = "The audit trail of admin changes (admin)"),
         (name = "ops", description = "Probes"),
     )
 )]

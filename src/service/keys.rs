@@ -8,9 +8,10 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::audit::Actor;
 use super::limits::MAX_ID_LEN;
 use super::{Service, ServiceError, check_id};
-use crate::store::{ApiKeyRecord, now_ms};
+use crate::store::{ApiKeyRecord, AuditAction, now_ms};
 
 /// What a key may do. `admin` may do everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -259,7 +260,7 @@ fn view(k: &ApiKeyRecord) -> Result<KeyView, ServiceError> {
 }
 
 /// Milliseconds since the epoch as RFC 3339 (UTC, milliseconds).
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     let at = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(at).to_string()
 }
@@ -279,6 +280,11 @@ fn parse_rfc3339(field: &str, text: &str) -> Result<i64, ServiceError> {
     i64::try_from(ms).map_err(|_| ServiceError::invalid(field, "is too far in the future"))
 }
 
+/// How the audit trail names a key.
+fn key_target(id: &str) -> String {
+    format!("keys/{id}")
+}
+
 /// Default grace period of a rotated key.
 const DEFAULT_ROTATION_GRACE_S: f64 = 86_400.0;
 /// Longest grace period of a rotated key.
@@ -293,7 +299,11 @@ fn own_limit(k: &ApiKeyRecord) -> KeyLimit {
 }
 
 impl Service {
-    pub async fn create_key(&self, req: CreateKey) -> Result<KeyCreated, ServiceError> {
+    pub async fn create_key(
+        &self,
+        req: CreateKey,
+        actor: &Actor,
+    ) -> Result<KeyCreated, ServiceError> {
         check_id("name", &req.name, MAX_ID_LEN)?;
         if let Some(per_s) = req.rate_per_s
             && !(per_s.is_finite() && per_s > 0.0 && per_s <= 1e6)
@@ -334,7 +344,8 @@ impl Service {
             rotated_from: None,
             models: req.models,
         });
-        self.store.create_key(&record).await?;
+        let audit = self.audit_entry(actor, AuditAction::KeyCreate, key_target(&record.id));
+        self.store.create_key(&record, &audit).await?;
         Ok(KeyCreated {
             key,
             info: view(&record)?,
@@ -350,21 +361,29 @@ impl Service {
             return Ok(None);
         }
         let created = self
-            .create_key(CreateKey {
-                name: "first-run admin".into(),
-                role: Role::Admin,
-                rate_per_s: None,
-                burst: None,
-                expires_at: None,
-                models: None,
-            })
+            .create_key(
+                CreateKey {
+                    name: "first-run admin".into(),
+                    role: Role::Admin,
+                    rate_per_s: None,
+                    burst: None,
+                    expires_at: None,
+                    models: None,
+                },
+                &Actor::first_run(),
+            )
             .await?;
         Ok(Some(created.key))
     }
 
     /// A successor of key `id` with its name, role and limits; the old key keeps working for the
     /// grace period, then expires.
-    pub async fn rotate_key(&self, id: &str, req: RotateKey) -> Result<KeyCreated, ServiceError> {
+    pub async fn rotate_key(
+        &self,
+        id: &str,
+        req: RotateKey,
+        actor: &Actor,
+    ) -> Result<KeyCreated, ServiceError> {
         let grace_s = req.grace_s.unwrap_or(DEFAULT_ROTATION_GRACE_S);
         if !(0.0..=MAX_ROTATION_GRACE_S).contains(&grace_s) {
             return Err(ServiceError::invalid(
@@ -374,10 +393,9 @@ impl Service {
         }
         let old = self
             .store
-            .list_keys()
+            .key_by_id(id)
             .await?
-            .into_iter()
-            .find(|k| k.id == id && k.revoked_ms.is_none())
+            .filter(|k| k.revoked_ms.is_none())
             .filter(|k| k.expires_ms.is_none_or(|at| at > now_ms()))
             .ok_or_else(|| ServiceError::NotFound(format!("live key '{id}'")))?;
         let now = now_ms();
@@ -391,7 +409,12 @@ impl Service {
         let old_expires_ms = now.saturating_add((grace_s * 1000.0).round() as i64);
         if !self
             .store
-            .rotate_key(&old.id, &successor, old_expires_ms)
+            .rotate_key(
+                &old.id,
+                &successor,
+                old_expires_ms,
+                &self.audit_entry(actor, AuditAction::KeyRotate, key_target(&old.id)),
+            )
             .await?
         {
             return Err(ServiceError::NotFound(format!("live key '{id}'")));
@@ -431,8 +454,9 @@ impl Service {
         })
     }
 
-    pub async fn revoke_key(&self, id: &str) -> Result<(), ServiceError> {
-        if self.store.revoke_key(id, now_ms()).await? {
+    pub async fn revoke_key(&self, id: &str, actor: &Actor) -> Result<(), ServiceError> {
+        let audit = self.audit_entry(actor, AuditAction::KeyRevoke, key_target(id));
+        if self.store.revoke_key(id, &audit).await? {
             self.forget_key(id);
             Ok(())
         } else {

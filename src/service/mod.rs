@@ -1,6 +1,7 @@
 //! The application layer: what each API operation does, in terms of the engine and the store.
 //! Knows nothing of HTTP; handlers translate between the wire and these calls.
 
+pub mod audit;
 mod bank;
 pub mod dto;
 mod error;
@@ -42,6 +43,7 @@ pub struct Service {
     banks: Arc<BankCache>,
     runs: Arc<RunCache>,
     principals: Arc<keys::PrincipalCache>,
+    audit_secret: Arc<audit::AuditSecret>,
     /// SHA-256 of the bootstrap admin key, if one is configured.
     admin_key_hash: Option<String>,
     draining: Arc<AtomicBool>,
@@ -54,6 +56,7 @@ impl Service {
             banks: Arc::new(BankCache::default()),
             runs: Arc::new(RunCache::new(DEFAULT_RUN_CACHE_BYTES)),
             principals: Arc::new(keys::PrincipalCache::default()),
+            audit_secret: Arc::default(),
             admin_key_hash: admin_key.filter(|k| !k.is_empty()).map(keys::sha256_hex),
             draining: Arc::new(AtomicBool::new(false)),
         }

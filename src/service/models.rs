@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use nalgebra::{DMatrix, DVector};
 
+use super::audit::Actor;
 use super::dto::{
     CreateModel, ItemIn, ItemsPage, ModelErased, ModelList, ModelView, PriorSpec, UpsertItems,
     UpsertResult,
@@ -13,10 +14,14 @@ use super::{Service, ServiceError, check_features, check_id};
 use crate::model::elicitation::ProbeRule;
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
 use crate::model::{MAX_DIMENSIONS, Posterior};
-use crate::store::{GuardSpec, ItemRecord, ModelRecord, ModelSpec, now_ms};
+use crate::store::{AuditAction, GuardSpec, ItemRecord, ModelRecord, ModelSpec, now_ms};
 
 impl Service {
-    pub async fn create_model(&self, req: CreateModel) -> Result<ModelView, ServiceError> {
+    pub async fn create_model(
+        &self,
+        req: CreateModel,
+        actor: &Actor,
+    ) -> Result<ModelView, ServiceError> {
         check_model_name(&req.name)?;
         let j = req.dimensions.len();
         if j == 0 || j > MAX_DIMENSIONS {
@@ -68,7 +73,8 @@ impl Service {
             bank_version: 0,
             created_ms: now_ms(),
         };
-        self.store.create_model(&record).await?;
+        let audit = self.audit_entry(actor, AuditAction::ModelCreate, model_target(&record.name));
+        self.store.create_model(&record, &audit).await?;
         Ok(model_view(&record))
     }
 
@@ -88,6 +94,7 @@ impl Service {
         &self,
         model: &str,
         req: UpsertItems,
+        actor: &Actor,
     ) -> Result<UpsertResult, ServiceError> {
         let record = self.model(model).await?;
         let j = record.spec.dimensions.len();
@@ -121,7 +128,8 @@ impl Service {
                 payload: item.payload,
             });
         }
-        let bank_version = self.store.upsert_items(model, &records).await?;
+        let audit = self.audit_entry(actor, AuditAction::ItemsUpsert, model_target(model));
+        let bank_version = self.store.upsert_items(model, &records, &audit).await?;
         Ok(UpsertResult {
             upserted: records.len(),
             bank_version,
@@ -161,8 +169,13 @@ impl Service {
     }
 
     /// Deletes a model and everything of it: items, sessions, answers, profiles.
-    pub async fn delete_model(&self, name: &str) -> Result<ModelErased, ServiceError> {
-        let rows_removed = self.store.delete_model(name).await?;
+    pub async fn delete_model(
+        &self,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<ModelErased, ServiceError> {
+        let audit = self.audit_entry(actor, AuditAction::ModelDelete, model_target(name));
+        let rows_removed = self.store.delete_model(name, &audit).await?;
         self.banks.forget(name);
         Ok(ModelErased {
             model: name.to_string(),
@@ -170,9 +183,16 @@ impl Service {
         })
     }
 
-    pub async fn delete_item(&self, model: &str, id: &str) -> Result<(), ServiceError> {
+    pub async fn delete_item(
+        &self,
+        model: &str,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<(), ServiceError> {
         self.model(model).await?;
-        if self.store.delete_item(model, id).await? {
+        let target = format!("{}/items/{id}", model_target(model));
+        let audit = self.audit_entry(actor, AuditAction::ItemDelete, target);
+        if self.store.delete_item(model, id, &audit).await? {
             Ok(())
         } else {
             Err(ServiceError::NotFound(format!(
@@ -188,6 +208,11 @@ impl Service {
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("model '{name}'")))
     }
+}
+
+/// How the audit trail names a model.
+fn model_target(name: &str) -> String {
+    format!("models/{name}")
 }
 
 fn check_model_name(name: &str) -> Result<(), ServiceError> {

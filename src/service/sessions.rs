@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use std::sync::Arc;
 
+use super::audit::Actor;
 use super::bank::LoadedBank;
 use super::dto::{
     AnswerIn, AnswerView, CreateSession, CurrentQuestion, DiagnosticsView, Erased, ItemRef,
@@ -24,8 +25,9 @@ use crate::model::{
     Elicitation, ElicitationConfig, NoiseModel, Posterior, StopReason, StoppingRule,
 };
 use crate::store::{
-    AnswerCommit, AnswerRow, ModelRecord, ProfileRecord, QuestionRecord, SessionCommit,
-    SessionRecord, SessionSettings, SessionStatus, SessionUpdate, StoreError, now_ms,
+    AnswerCommit, AnswerRow, AuditAction, ModelRecord, ProfileRecord, QuestionRecord,
+    SessionCommit, SessionRecord, SessionSettings, SessionStatus, SessionUpdate, StoreError,
+    now_ms,
 };
 
 /// Questions expected to yield less than this stop the session early.
@@ -460,9 +462,11 @@ impl Service {
         })
     }
 
-    pub async fn delete_user(&self, user_id: &str) -> Result<Erased, ServiceError> {
+    pub async fn delete_user(&self, user_id: &str, actor: &Actor) -> Result<Erased, ServiceError> {
         check_id("user_id", user_id, MAX_ID_LEN)?;
-        let rows_removed = self.store.delete_user(user_id).await?;
+        let target = self.user_target(user_id).await?;
+        let audit = self.audit_entry(actor, AuditAction::UserErase, target);
+        let rows_removed = self.store.delete_user(user_id, &audit).await?;
         Ok(Erased {
             user_id: user_id.to_string(),
             rows_removed,

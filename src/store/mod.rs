@@ -237,6 +237,89 @@ pub struct ApiKeyRecord {
     pub models: Option<Vec<String>>,
 }
 
+/// What an admin did, as the audit trail names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum AuditAction {
+    #[serde(rename = "model.create")]
+    ModelCreate,
+    #[serde(rename = "model.delete")]
+    ModelDelete,
+    #[serde(rename = "items.upsert")]
+    ItemsUpsert,
+    #[serde(rename = "item.delete")]
+    ItemDelete,
+    #[serde(rename = "key.create")]
+    KeyCreate,
+    #[serde(rename = "key.rotate")]
+    KeyRotate,
+    #[serde(rename = "key.revoke")]
+    KeyRevoke,
+    #[serde(rename = "user.erase")]
+    UserErase,
+}
+
+impl AuditAction {
+    pub const ALL: [AuditAction; 8] = [
+        Self::ModelCreate,
+        Self::ModelDelete,
+        Self::ItemsUpsert,
+        Self::ItemDelete,
+        Self::KeyCreate,
+        Self::KeyRotate,
+        Self::KeyRevoke,
+        Self::UserErase,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ModelCreate => "model.create",
+            Self::ModelDelete => "model.delete",
+            Self::ItemsUpsert => "items.upsert",
+            Self::ItemDelete => "item.delete",
+            Self::KeyCreate => "key.create",
+            Self::KeyRotate => "key.rotate",
+            Self::KeyRevoke => "key.revoke",
+            Self::UserErase => "user.erase",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// One entry of the audit trail, written in the same transaction as the change it records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub at_ms: i64,
+    /// Id of the key that acted (`bootstrap`: the configured admin key; `first-run`: the
+    /// service itself on a first start).
+    pub actor: String,
+    pub action: AuditAction,
+    /// What was changed, as a path: `models/NAME`, `models/NAME/items/ID`, `keys/ID`, or
+    /// `users/HASH` (a keyed hash: the trail keeps no user id in clear).
+    pub target: String,
+    /// The `x-request-id` of the request that made the change.
+    pub request_id: Option<String>,
+}
+
+/// A stored audit entry with its place in the trail (ids grow with time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub entry: AuditEntry,
+}
+
+/// Which audit entries to read: newest first, those with an id below `before`, at most `limit`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditQuery {
+    pub action: Option<AuditAction>,
+    /// A target, which also matches everything under it (`models/m` matches `models/m/items/x`).
+    pub target: Option<String>,
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
 /// An answer to append to the log, with the body sent for it.
 #[derive(Debug, Clone)]
 pub struct AnswerCommit {
@@ -317,17 +400,31 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Inserts a model; [`StoreError::Conflict`] if the name is taken.
-    async fn create_model(&self, model: &ModelRecord) -> Result<(), StoreError>;
+    ///
+    /// Every change an admin makes takes the [`AuditEntry`] that records it and writes it in the
+    /// same transaction: the change and its entry are stored together or not at all.
+    async fn create_model(&self, model: &ModelRecord, audit: &AuditEntry)
+    -> Result<(), StoreError>;
     async fn get_model(&self, name: &str) -> Result<Option<ModelRecord>, StoreError>;
     async fn list_models(&self) -> Result<Vec<ModelRecord>, StoreError>;
     /// Deletes a model with its items, sessions, answers and profiles; returns the rows removed
     /// ([`StoreError::NotFound`] if there is no such model).
-    async fn delete_model(&self, name: &str) -> Result<u64, StoreError>;
+    async fn delete_model(&self, name: &str, audit: &AuditEntry) -> Result<u64, StoreError>;
 
     /// Inserts or replaces items in one transaction; returns the new bank version.
-    async fn upsert_items(&self, model: &str, items: &[ItemRecord]) -> Result<i64, StoreError>;
-    /// Deletes one item; false if it did not exist.
-    async fn delete_item(&self, model: &str, id: &str) -> Result<bool, StoreError>;
+    async fn upsert_items(
+        &self,
+        model: &str,
+        items: &[ItemRecord],
+        audit: &AuditEntry,
+    ) -> Result<i64, StoreError>;
+    /// Deletes one item; false (and no audit entry) if it did not exist.
+    async fn delete_item(
+        &self,
+        model: &str,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
     /// Items ordered by id, those after `after`, at most `limit`.
     async fn list_items(
         &self,
@@ -350,7 +447,7 @@ pub trait Store: Send + Sync + 'static {
         model: &str,
     ) -> Result<Option<ProfileRecord>, StoreError>;
     /// Erases every session, answer and profile of a user; returns the number of rows removed.
-    async fn delete_user(&self, user_id: &str) -> Result<u64, StoreError>;
+    async fn delete_user(&self, user_id: &str, audit: &AuditEntry) -> Result<u64, StoreError>;
 
     /// Sessions per status (for the `elicit_sessions` gauge).
     async fn sessions_by_status(&self) -> Result<Vec<(String, i64)>, StoreError>;
@@ -360,11 +457,14 @@ pub trait Store: Send + Sync + 'static {
     /// The id of the session whose token has this hash.
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<String>, StoreError>;
 
-    async fn create_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    async fn create_key(&self, key: &ApiKeyRecord, audit: &AuditEntry) -> Result<(), StoreError>;
     /// Keys, newest first, revoked ones included.
     async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
-    /// Marks a key revoked; false if there is no such live key.
-    async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// The key with this id, revoked or not.
+    async fn key_by_id(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Marks a key revoked at `audit.at_ms`; false (and no audit entry) if there is no such live
+    /// key.
+    async fn revoke_key(&self, id: &str, audit: &AuditEntry) -> Result<bool, StoreError>;
     /// Atomically: the live key `id` expires at `expires_ms` at the latest, and `successor` is
     /// created. False (and nothing changes) if there is no such live key.
     async fn rotate_key(
@@ -372,10 +472,17 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         successor: &ApiKeyRecord,
         expires_ms: i64,
+        audit: &AuditEntry,
     ) -> Result<bool, StoreError>;
     /// The key with this hash that is not revoked (it may have expired: callers compare
     /// `expires_ms` with their clock).
     async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Audit entries, newest first.
+    async fn audit_trail(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+    /// A secret the service drew for itself when the database was set up (shared by every
+    /// replica on it); [`StoreError::Corrupt`] if there is none by that name.
+    async fn service_secret(&self, name: &str) -> Result<String, StoreError>;
 }
 
 /// Milliseconds since the Unix epoch.

@@ -179,6 +179,17 @@ impl SqlStore {
         })
     }
 
+    /// A write transaction (on SQLite it holds the database's write lock from the start).
+    async fn begin_write(
+        &self,
+        what: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        self.pool
+            .begin_with(self.dialect.begin_write())
+            .await
+            .map_err(|e| classify(e, what))
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -510,6 +521,40 @@ async fn delete_rows(
     Ok(removed)
 }
 
+/// Appends `audit` to the audit trail in `tx`, the transaction of the change it records.
+async fn append_audit(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    audit: &AuditEntry,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_log (at_ms, actor, action, target, request_id) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(audit.at_ms)
+    .bind(audit.actor.clone())
+    .bind(audit.action.as_str())
+    .bind(audit.target.clone())
+    .bind(audit.request_id.clone())
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| classify(e, "audit entry"))?;
+    Ok(())
+}
+
+fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
+    let action: String = row.try_get("action")?;
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        entry: AuditEntry {
+            at_ms: row.try_get("at_ms")?,
+            actor: row.try_get("actor")?,
+            action: AuditAction::parse(&action)
+                .ok_or_else(|| StoreError::Corrupt(format!("audit action '{action}'")))?,
+            target: row.try_get("target")?,
+            request_id: row.try_get("request_id")?,
+        },
+    })
+}
+
 /// Hides a password in a database URL.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -725,7 +770,12 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn create_model(&self, model: &ModelRecord) -> Result<(), StoreError> {
+    async fn create_model(
+        &self,
+        model: &ModelRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write("model").await?;
         sqlx::query(
             "INSERT INTO models (name, spec, prior_mean, prior_cov, bank_version, created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -735,9 +785,11 @@ impl Store for SqlStore {
         .bind(encode_symmetric(&model.prior_cov))
         .bind(model.bank_version)
         .bind(model.created_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| classify(e, &format!("model '{}'", model.name)))?;
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(|e| classify(e, "model"))?;
         Ok(())
     }
 
@@ -760,12 +812,8 @@ impl Store for SqlStore {
         rows.iter().map(model_from_row).collect()
     }
 
-    async fn delete_model(&self, name: &str) -> Result<u64, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin_write())
-            .await
-            .map_err(|e| classify(e, "model"))?;
+    async fn delete_model(&self, name: &str, audit: &AuditEntry) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write("model").await?;
         let removed = delete_rows(
             &mut tx,
             &[
@@ -781,16 +829,18 @@ impl Store for SqlStore {
         if models == 0 {
             return Err(StoreError::NotFound(format!("model '{name}'")));
         }
+        append_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(|e| classify(e, "model"))?;
         Ok(removed + models)
     }
 
-    async fn upsert_items(&self, model: &str, items: &[ItemRecord]) -> Result<i64, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin_write())
-            .await
-            .map_err(|e| classify(e, "items"))?;
+    async fn upsert_items(
+        &self,
+        model: &str,
+        items: &[ItemRecord],
+        audit: &AuditEntry,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write("items").await?;
         // The version bump first: it also finds out whether the model exists.
         let version: i64 = sqlx::query_scalar("UPDATE models SET bank_version = bank_version + 1 WHERE name = $1 RETURNING bank_version")
             .bind(model)
@@ -833,16 +883,18 @@ impl Store for SqlStore {
                 .await
                 .map_err(|e| classify(e, "items"))?;
         }
+        append_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(|e| classify(e, "items"))?;
         Ok(version)
     }
 
-    async fn delete_item(&self, model: &str, id: &str) -> Result<bool, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin_write())
-            .await
-            .map_err(|e| classify(e, "item"))?;
+    async fn delete_item(
+        &self,
+        model: &str,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write("item").await?;
         let deleted = sqlx::query("DELETE FROM items WHERE model = $1 AND id = $2")
             .bind(model)
             .bind(id)
@@ -856,6 +908,7 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| classify(e, "model"))?;
+            append_audit(&mut tx, audit).await?;
         }
         tx.commit().await.map_err(|e| classify(e, "item"))?;
         Ok(deleted > 0)
@@ -998,12 +1051,8 @@ impl Store for SqlStore {
         row.as_ref().map(profile_from_row).transpose()
     }
 
-    async fn delete_user(&self, user_id: &str) -> Result<u64, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin_write())
-            .await
-            .map_err(|e| classify(e, "user"))?;
+    async fn delete_user(&self, user_id: &str, audit: &AuditEntry) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write("user").await?;
         let removed = delete_rows(
             &mut tx,
             &[
@@ -1014,6 +1063,7 @@ impl Store for SqlStore {
             user_id,
         )
         .await?;
+        append_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(|e| classify(e, "user"))?;
         Ok(removed)
     }
@@ -1026,11 +1076,14 @@ impl Store for SqlStore {
             .map_err(|e| classify(e, "session"))
     }
 
-    async fn create_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+    async fn create_key(&self, key: &ApiKeyRecord, audit: &AuditEntry) -> Result<(), StoreError> {
+        let mut tx = self.begin_write("key").await?;
         insert_key(key)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| classify(e, "key"))?;
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(|e| classify(e, "key"))?;
         Ok(())
     }
 
@@ -1039,9 +1092,10 @@ impl Store for SqlStore {
         id: &str,
         successor: &ApiKeyRecord,
         expires_ms: i64,
+        audit: &AuditEntry,
     ) -> Result<bool, StoreError> {
         // One transaction: the old key gets its end of life and the successor appears together.
-        let mut tx = self.pool.begin().await.map_err(|e| classify(e, "key"))?;
+        let mut tx = self.begin_write("key").await?;
         let shortened = sqlx::query(
             "UPDATE api_keys SET expires_ms = CASE WHEN expires_ms IS NULL OR expires_ms > $2 \
              THEN $2 ELSE expires_ms END WHERE id = $1 AND revoked_ms IS NULL",
@@ -1058,6 +1112,7 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| classify(e, "key"))?;
+        append_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(|e| classify(e, "key"))?;
         Ok(true)
     }
@@ -1071,15 +1126,31 @@ impl Store for SqlStore {
         rows.iter().map(key_from_row).collect()
     }
 
-    async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+    async fn key_by_id(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| classify(e, "key"))?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn revoke_key(&self, id: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write("key").await?;
         let done =
             sqlx::query("UPDATE api_keys SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL")
                 .bind(id)
-                .bind(at_ms)
-                .execute(&self.pool)
+                .bind(audit.at_ms)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| classify(e, "key"))?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(|e| classify(e, "key"))?;
+        Ok(true)
     }
 
     async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
@@ -1106,5 +1177,33 @@ impl Store for SqlStore {
 
     fn pool_usage(&self) -> (u32, usize) {
         (self.pool.size(), self.pool.num_idle())
+    }
+
+    async fn audit_trail(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        // Absent filters bind values that match everything, so there is one statement. A target
+        // matches itself and what lies under it (`models/m` and `models/m/items/x`).
+        let rows = sqlx::query(
+            "SELECT id, at_ms, actor, action, target, request_id FROM audit_log \
+             WHERE id < $1 AND ($2 = '' OR action = $2) \
+             AND ($3 = '' OR target = $3 OR substr(target, 1, length($3) + 1) = $3 || '/') \
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(query.before.unwrap_or(i64::MAX))
+        .bind(query.action.map_or("", AuditAction::as_str))
+        .bind(query.target.clone().unwrap_or_default())
+        .bind(query.limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| classify(e, "audit trail"))?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn service_secret(&self, name: &str) -> Result<String, StoreError> {
+        sqlx::query_scalar("SELECT value FROM service_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| classify(e, "service secret"))?
+            .ok_or_else(|| StoreError::Corrupt(format!("no service secret '{name}'")))
     }
 }

@@ -5,6 +5,7 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`). PostgreSQL being unreachable fails the
 //! PostgreSQL variants; it never skips them silently.
 
+mod audit;
 mod bad_input;
 mod concurrency;
 mod eval;

@@ -3,9 +3,9 @@
 use elicit::model::{Choice, NoiseModel, Strategy, UpdateMethod};
 use elicit::store::sql::{Dialect, PoolSettings};
 use elicit::store::{
-    AnswerCommit, AnswerRow, ApiKeyRecord, ItemRecord, ModelRecord, ModelSpec, ProfileRecord,
-    SessionCommit, SessionRecord, SessionSettings, SessionStatus, SqlStore, Store, StoreError,
-    StoredReply,
+    AnswerCommit, AnswerRow, ApiKeyRecord, AuditAction, AuditEntry, AuditQuery, ItemRecord,
+    ModelRecord, ModelSpec, ProfileRecord, SessionCommit, SessionRecord, SessionSettings,
+    SessionStatus, SqlStore, Store, StoreError, StoredReply,
 };
 use nalgebra::{DMatrix, DVector};
 use serde_json::json;
@@ -38,6 +38,33 @@ fn model(name: &str) -> ModelRecord {
         bank_version: 0,
         created_ms: 1,
     }
+}
+
+fn audit(action: AuditAction, target: &str) -> AuditEntry {
+    AuditEntry {
+        at_ms: 7,
+        actor: "k0".into(),
+        action,
+        target: target.into(),
+        request_id: Some("r1".into()),
+    }
+}
+
+/// The actions in the audit trail, oldest first.
+async fn trail(store: &SqlStore) -> Vec<(AuditAction, String)> {
+    let query = AuditQuery {
+        limit: 1000,
+        ..AuditQuery::default()
+    };
+    let mut entries: Vec<_> = store
+        .audit_trail(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.entry.action, r.entry.target))
+        .collect();
+    entries.reverse();
+    entries
 }
 
 fn item(id: &str, x: f64) -> ItemRecord {
@@ -116,23 +143,42 @@ async fn models_and_items(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let store = store(&db).await;
     store.ping().await.unwrap();
-    store.create_model(&model("m")).await.unwrap();
+    let upserted = audit(AuditAction::ItemsUpsert, "models/m");
+    let deleted = audit(AuditAction::ItemDelete, "models/m/items/x");
+    store
+        .create_model(&model("m"), &audit(AuditAction::ModelCreate, "models/m"))
+        .await
+        .unwrap();
     assert!(matches!(
-        store.create_model(&model("m")).await,
+        store
+            .create_model(&model("m"), &audit(AuditAction::ModelCreate, "models/m"))
+            .await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(store.get_model("m").await.unwrap().unwrap(), model("m"));
     assert!(store.get_model("nope").await.unwrap().is_none());
     assert_eq!(
         store
-            .upsert_items("m", &[item("x", 1.0), item("y", 2.0), item("z", 3.0)])
+            .upsert_items(
+                "m",
+                &[item("x", 1.0), item("y", 2.0), item("z", 3.0)],
+                &upserted
+            )
             .await
             .unwrap(),
         1
     );
-    assert_eq!(store.upsert_items("m", &[item("y", 5.0)]).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .upsert_items("m", &[item("y", 5.0)], &upserted)
+            .await
+            .unwrap(),
+        2
+    );
     assert!(matches!(
-        store.upsert_items("nope", &[item("q", 1.0)]).await,
+        store
+            .upsert_items("nope", &[item("q", 1.0)], &upserted)
+            .await,
         Err(StoreError::NotFound(_))
     ));
     let (version, bank) = store.load_bank("m").await.unwrap();
@@ -145,16 +191,93 @@ async fn models_and_items(backend: Backend) {
     let page = store.list_items("m", Some("x"), 1).await.unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].id, "y");
-    assert!(store.delete_item("m", "x").await.unwrap());
-    assert!(!store.delete_item("m", "x").await.unwrap());
+    assert!(store.delete_item("m", "x", &deleted).await.unwrap());
+    assert!(!store.delete_item("m", "x", &deleted).await.unwrap());
     assert_eq!(store.load_bank("m").await.unwrap().0, 3);
     assert_eq!(store.list_models().await.unwrap().len(), 1);
+    // One entry per change made; failed and no-op calls leave none.
+    let m = || "models/m".to_string();
+    assert_eq!(
+        trail(&store).await,
+        [
+            (AuditAction::ModelCreate, m()),
+            (AuditAction::ItemsUpsert, m()),
+            (AuditAction::ItemsUpsert, m()),
+            (AuditAction::ItemDelete, "models/m/items/x".into()),
+        ]
+    );
+    let erased = audit(AuditAction::ModelDelete, "models/m");
+    assert!(store.delete_model("m", &erased).await.unwrap() > 0);
+    assert!(matches!(
+        store.delete_model("m", &erased).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(trail(&store).await.len(), 5);
+}
+
+/// The trail reads newest first, filtered by action and by target (with what lies under it),
+/// in pages; the database drew its own user-hash secret.
+async fn audit_trail(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = store(&db).await;
+    for (name, created) in [("m", 1), ("m2", 2), ("mm", 3)] {
+        let record = ModelRecord {
+            created_ms: created,
+            ..model(name)
+        };
+        let entry = audit(AuditAction::ModelCreate, &format!("models/{name}"));
+        store.create_model(&record, &entry).await.unwrap();
+    }
+    let item_entry = audit(AuditAction::ItemsUpsert, "models/m/items/x");
+    store
+        .upsert_items("m", &[item("x", 1.0)], &item_entry)
+        .await
+        .unwrap();
+    let read = |action, target: Option<&str>, before, limit| AuditQuery {
+        action,
+        target: target.map(str::to_string),
+        before,
+        limit,
+    };
+    let all = store
+        .audit_trail(&read(None, None, None, 10))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert_eq!(all[0].entry, item_entry);
+    let creates = store
+        .audit_trail(&read(Some(AuditAction::ModelCreate), None, None, 10))
+        .await
+        .unwrap();
+    assert_eq!(creates.len(), 3);
+    // `models/m` is m and what lies under it, not m2 or mm.
+    let about_m = store
+        .audit_trail(&read(None, Some("models/m"), None, 10))
+        .await
+        .unwrap();
+    let targets: Vec<_> = about_m.iter().map(|r| r.entry.target.as_str()).collect();
+    assert_eq!(targets, ["models/m/items/x", "models/m"]);
+    let page = store
+        .audit_trail(&read(None, None, Some(all[1].id), 2))
+        .await
+        .unwrap();
+    assert_eq!(page, all[2..4]);
+    let secret = store.service_secret("audit_user_hash").await.unwrap();
+    assert_eq!(secret.len(), 64, "256 random bits as hex");
+    assert!(matches!(
+        store.service_secret("nope").await,
+        Err(StoreError::Corrupt(_))
+    ));
 }
 
 async fn session_mutations(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let store = store(&db).await;
-    store.create_model(&model("m")).await.unwrap();
+    store
+        .create_model(&model("m"), &audit(AuditAction::ModelCreate, "models/m"))
+        .await
+        .unwrap();
     store.create_session(&session("s1", "u")).await.unwrap();
     assert!(matches!(
         store.create_session(&session("s1", "u")).await,
@@ -237,7 +360,13 @@ async fn session_mutations(backend: Backend) {
         store.sessions_by_status().await.unwrap(),
         vec![("active".to_string(), 1)]
     );
-    assert!(store.delete_user("u").await.unwrap() >= 4);
+    assert!(
+        store
+            .delete_user("u", &audit(AuditAction::UserErase, "users/h"))
+            .await
+            .unwrap()
+            >= 4
+    );
     assert!(store.get_session("s1").await.unwrap().is_none());
     assert!(store.get_profile("u", "m").await.unwrap().is_none());
 }
@@ -258,8 +387,14 @@ async fn api_keys(backend: Backend) {
         rotated_from: None,
         models: Some(vec!["m1".into(), "m2".into()]),
     };
-    store.create_key(&key).await.unwrap();
+    store
+        .create_key(&key, &audit(AuditAction::KeyCreate, "keys/k1"))
+        .await
+        .unwrap();
     assert_eq!(store.key_by_hash("abc").await.unwrap(), Some(key.clone()));
+    assert_eq!(store.key_by_id("k1").await.unwrap(), Some(key.clone()));
+    assert_eq!(store.key_by_id("nope").await.unwrap(), None);
+    let rotated = audit(AuditAction::KeyRotate, "keys/k1");
 
     // Rotation shortens the old key's life (never lengthens it) and adds the successor at once.
     let successor = ApiKeyRecord {
@@ -269,7 +404,12 @@ async fn api_keys(backend: Backend) {
         rotated_from: Some("k1".into()),
         ..key.clone()
     };
-    assert!(store.rotate_key("k1", &successor, 500).await.unwrap());
+    assert!(
+        store
+            .rotate_key("k1", &successor, 500, &rotated)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.key_by_hash("abc").await.unwrap().unwrap().expires_ms,
         Some(500)
@@ -283,7 +423,12 @@ async fn api_keys(backend: Backend) {
         key_hash: "ghi".into(),
         ..successor.clone()
     };
-    assert!(store.rotate_key("k1", &later, 9_000).await.unwrap());
+    assert!(
+        store
+            .rotate_key("k1", &later, 9_000, &rotated)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.key_by_hash("abc").await.unwrap().unwrap().expires_ms,
         Some(500)
@@ -293,23 +438,42 @@ async fn api_keys(backend: Backend) {
         key_hash: "jkl".into(),
         ..successor.clone()
     };
-    assert!(!store.rotate_key("nope", &orphan, 1).await.unwrap());
+    assert!(
+        !store
+            .rotate_key("nope", &orphan, 1, &rotated)
+            .await
+            .unwrap()
+    );
     assert!(
         store.key_by_hash("jkl").await.unwrap().is_none(),
         "nothing changes"
     );
 
-    assert!(store.revoke_key("k1", 9).await.unwrap());
-    assert!(!store.revoke_key("k1", 10).await.unwrap());
+    let revoked = |at_ms| AuditEntry {
+        at_ms,
+        ..audit(AuditAction::KeyRevoke, "keys/k1")
+    };
+    assert!(store.revoke_key("k1", &revoked(9)).await.unwrap());
+    assert!(!store.revoke_key("k1", &revoked(10)).await.unwrap());
     assert!(store.key_by_hash("abc").await.unwrap().is_none());
     let keys = store.list_keys().await.unwrap();
     assert_eq!(
         keys.iter().find(|k| k.id == "k1").unwrap().revoked_ms,
         Some(9)
     );
+    let actions: Vec<_> = trail(&store).await.into_iter().map(|(a, _)| a).collect();
+    assert_eq!(
+        actions,
+        [
+            AuditAction::KeyCreate,
+            AuditAction::KeyRotate,
+            AuditAction::KeyRotate,
+            AuditAction::KeyRevoke
+        ]
+    );
 }
 
-crate::on_both_stores!(models_and_items, session_mutations, api_keys);
+crate::on_both_stores!(models_and_items, session_mutations, api_keys, audit_trail);
 
 /// Every PostgreSQL connection of the service runs at the configured `synchronous_commit`,
 /// whatever the server's default: what an acknowledged answer survives does not depend on it.
