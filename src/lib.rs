@@ -13,6 +13,7 @@
 pub mod app;
 pub mod bench;
 pub mod client;
+pub mod demo;
 pub mod eval;
 pub mod http;
 pub mod model;

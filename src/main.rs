@@ -273,6 +273,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = application.local_addr();
     // One line on stdout that scripts and tests wait for.
     println!("listening on http://{addr}");
+    if config.demo {
+        println!("  the demo: open http://{addr}/demo in a browser");
+    }
     if let Some(key) = application.first_run_key() {
         // Shown once, as Jupyter shows its token: only its hash is stored.
         println!(

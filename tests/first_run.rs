@@ -84,6 +84,12 @@ async fn the_first_run_prints_a_working_admin_key_once() {
         .await
         .unwrap();
     assert_eq!(models.status(), 200, "the printed key is an admin key");
+    // The embedded default loads the demo model and serves its page, and says where.
+    let models: serde_json::Value = models.json().await.unwrap();
+    assert_eq!(models["models"][0]["name"], "demo", "{models}");
+    assert!(printed.contains(&format!("{base}/demo")), "{printed}");
+    let page = reqwest::get(format!("{base}/demo")).await.unwrap();
+    assert_eq!(page.status(), 200);
     stop(child);
 
     let (child, printed) = start(&db, port);

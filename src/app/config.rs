@@ -52,6 +52,15 @@ pub struct Config {
     pub scorer_burst: u32,
     pub session_rate_per_s: f64,
     pub session_burst: u32,
+    /// Load the bundled demo model (`/demo`) on the first start of a store (none if an admin
+    /// deleted it since).
+    pub demo: bool,
+    /// Demo sessions a client address may start (requests a second and burst, per replica).
+    pub demo_rate_per_s: f64,
+    pub demo_burst: u32,
+    /// Open demo sessions (active, started within `demo_session_ttl_s`) at most; more get 503.
+    pub demo_max_open_sessions: u32,
+    pub demo_session_ttl_s: u64,
 }
 
 impl Default for Config {
@@ -81,6 +90,11 @@ impl Default for Config {
             scorer_burst: 10000,
             session_rate_per_s: 20.0,
             session_burst: 40,
+            demo: true,
+            demo_rate_per_s: 0.2,
+            demo_burst: 5,
+            demo_max_open_sessions: 1000,
+            demo_session_ttl_s: 3600,
         }
     }
 }
@@ -94,6 +108,7 @@ impl Config {
             frontend: Rate::configured(self.frontend_rate_per_s, self.frontend_burst),
             scorer: Rate::configured(self.scorer_rate_per_s, self.scorer_burst),
             session: Rate::configured(self.session_rate_per_s, self.session_burst),
+            demo: Rate::configured(self.demo_rate_per_s, self.demo_burst),
         }
     }
 

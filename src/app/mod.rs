@@ -12,6 +12,7 @@ pub use config::Config;
 
 use crate::http::{self, Limits};
 use crate::service::Service;
+use crate::service::demo::DemoLimits;
 use crate::store::SqlStore;
 use crate::store::sql::PoolSettings;
 
@@ -46,6 +47,9 @@ impl Application {
                 "no admin key configured (ELICIT_ADMIN_KEY): the stored keys call the API"
             );
         }
+        if config.demo && service.load_demo_model().await? {
+            tracing::info!("loaded the demo model: open /demo in a browser");
+        }
         let limits = Limits {
             body_bytes: config.body_limit_bytes,
             items_body_bytes: config.items_body_limit_bytes,
@@ -62,6 +66,10 @@ impl Application {
                     })
                 })
                 .collect::<anyhow::Result<_>>()?,
+            demo: config.demo.then(|| DemoLimits {
+                max_open_sessions: config.demo_max_open_sessions,
+                session_ttl: Duration::from_secs(config.demo_session_ttl_s),
+            }),
         };
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         http::metrics::handle();

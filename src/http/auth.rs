@@ -143,7 +143,7 @@ fn reaches_beyond_models(request: &Request) -> bool {
         || (request.method() == axum::http::Method::DELETE && path.starts_with("/v1/users/"))
 }
 
-fn too_many_requests(wait: Duration) -> Response {
+pub(super) fn too_many_requests(wait: Duration) -> Response {
     let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
     let mut response = Problem::new(
         StatusCode::TOO_MANY_REQUESTS,

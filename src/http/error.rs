@@ -131,6 +131,12 @@ impl From<ServiceError> for Problem {
                 "Version mismatch",
                 detail,
             ),
+            ServiceError::AtCapacity(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "at-capacity",
+                "At capacity",
+                detail,
+            ),
             ServiceError::Unavailable(cause) => {
                 tracing::warn!(%cause, "store unavailable");
                 Problem::new(

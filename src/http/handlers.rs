@@ -11,6 +11,8 @@ use super::error::Problem;
 use super::extract::{Json, Path, Query};
 #[allow(unused_imports)]
 use crate::service::audit::{Actor, AuditFilter, AuditPage};
+#[allow(unused_imports)]
+use crate::service::demo::SessionRanking;
 #[allow(unused_imports)] // the response types are named only in the OpenAPI annotations
 use crate::service::dto::{
     AnswerIn, AnswerView, CreateModel, CreateSession, CurrentQuestion, Erased, ItemsPage,
@@ -163,6 +165,29 @@ pub async fn get_question(
 ) -> Result<impl IntoResponse> {
     service.admit_session(&scope, &id).await?;
     Ok(axum::Json(service.current_question(&id).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RankingQuery {
+    /// Items at most (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+/// The items the session has not shown, ranked by its posterior beside the population's ranking
+/// (what an onboarding page shows at the end: "what we learned about you").
+#[utoipa::path(get, path = "/v1/sessions/{id}/ranking", tag = "sessions", params(("id" = String, Path), RankingQuery), security(("bearer" = [])),
+    responses((status = 200, body = SessionRanking), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn session_ranking(
+    State(service): State<Service>,
+    scope: Scope,
+    Path(id): Path<String>,
+    Query(query): Query<RankingQuery>,
+) -> Result<impl IntoResponse> {
+    service.admit_session(&scope, &id).await?;
+    Ok(axum::Json(service.session_ranking(&id, query.limit).await?))
 }
 
 /// Reads `If-Match: "7"` (or `7`) as a session version.

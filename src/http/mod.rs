@@ -2,6 +2,7 @@
 //! the middleware stack.
 
 mod auth;
+mod demo;
 pub mod error;
 mod extract;
 mod handlers;
@@ -45,6 +46,8 @@ pub struct Limits {
     pub rates: rate::RateDefaults,
     /// Browser origins allowed to call the API (CORS); none by default.
     pub cors_allowed_origins: Vec<HeaderValue>,
+    /// The public demo (`/demo`, `POST /v1/demo/sessions`); none: not served.
+    pub demo: Option<crate::service::demo::DemoLimits>,
 }
 
 impl Default for Limits {
@@ -56,6 +59,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 512,
             rates: rate::RateDefaults::default(),
+            demo: None,
             cors_allowed_origins: Vec::new(),
         }
     }
@@ -110,7 +114,8 @@ pub fn router(service: Service, limits: Limits) -> Router {
         .route("/v1/sessions/{id}", get(handlers::get_session))
         .route("/v1/sessions/{id}/question", get(handlers::get_question))
         .route("/v1/sessions/{id}/answers", post(handlers::post_answer))
-        .route("/v1/sessions/{id}/finish", post(handlers::finish_session));
+        .route("/v1/sessions/{id}/finish", post(handlers::finish_session))
+        .route("/v1/sessions/{id}/ranking", get(handlers::session_ranking));
     let scorer = Router::new()
         .route("/v1/users/{user_id}/profile", get(handlers::get_profile))
         .merge(
@@ -119,7 +124,15 @@ pub fn router(service: Service, limits: Limits) -> Router {
                 .layer(DefaultBodyLimit::max(limits.score_body_bytes)),
         );
     let limiters = Arc::new(rate::RateLimiters::new(limits.rates));
+    let public = match limits.demo {
+        Some(demo_limits) => demo::routes(demo::DemoGate {
+            limits: demo_limits,
+            limiters: limiters.clone(),
+        }),
+        None => Router::new(),
+    };
     let api = Router::new()
+        .merge(public)
         .merge(guarded(&service, &limiters, Access::Admin, admin))
         .merge(guarded(&service, &limiters, Access::Frontend, frontend))
         .merge(guarded(&service, &limiters, Access::Session, session))

@@ -16,6 +16,7 @@ use super::handlers;
         handlers::delete_item, handlers::create_session, handlers::get_session, handlers::get_question, handlers::post_answer,
         handlers::finish_session, handlers::get_profile, handlers::score, handlers::delete_user, handlers::readyz,
         handlers::create_key, handlers::list_keys, handlers::revoke_key, handlers::rotate_key, handlers::audit_trail,
+        handlers::session_ranking, super::demo::start_session,
     ),
     components(schemas(super::error::Problem)),
     modifiers(&BearerAuth, &ProblemResponses),
@@ -26,6 +27,7 @@ use super::handlers;
         (name = "users", description = "Erasure (admin)"),
         (name = "keys", description = "API keys (admin)"),
         (name = "audit", description = "The audit trail of admin changes (admin)"),
+        (name = "demo", description = "The public demo (no key; limited per client address)"),
         (name = "ops", description = "Probes"),
     )
 )]

@@ -23,6 +23,8 @@ pub struct RateDefaults {
     pub scorer: Option<Rate>,
     /// Requests carrying a session token, per client address.
     pub session: Option<Rate>,
+    /// Demo sessions started, per client address.
+    pub demo: Option<Rate>,
 }
 
 /// Addresses remembered at most before the idle ones are forgotten.
@@ -35,6 +37,7 @@ pub struct RateLimiters {
     /// bootstrap key's default may differ between configurations).
     keys: Mutex<HashMap<String, (Rate, Arc<DefaultDirectRateLimiter>)>>,
     addresses: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    demo_starts: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 fn quota(rate: Rate) -> Quota {
@@ -50,7 +53,13 @@ impl RateLimiters {
             defaults,
             keys: Mutex::default(),
             addresses: defaults.session.map(|rate| RateLimiter::keyed(quota(rate))),
+            demo_starts: defaults.demo.map(|rate| RateLimiter::keyed(quota(rate))),
         }
+    }
+
+    /// Counts one demo session started from `client`: `Ok`, or how long to wait.
+    pub fn check_demo_start(&self, client: Option<IpAddr>) -> Result<(), Duration> {
+        check_address(self.demo_starts.as_ref(), client)
     }
 
     /// Counts one request of `principal` from `client`: `Ok`, or how long to wait.
@@ -69,15 +78,7 @@ impl RateLimiters {
                 };
                 self.key_limiter(id, rate).check()
             }
-            Principal::Session(_) => {
-                let (Some(limiter), Some(client)) = (&self.addresses, client) else {
-                    return Ok(());
-                };
-                if limiter.len() > MAX_TRACKED_ADDRESSES {
-                    limiter.retain_recent();
-                }
-                limiter.check_key(&client)
-            }
+            Principal::Session(_) => return check_address(self.addresses.as_ref(), client),
         };
         outcome.map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
@@ -93,6 +94,22 @@ impl RateLimiters {
             }
         }
     }
+}
+
+/// Counts one request from `client` on a per-address limiter (none: unlimited).
+fn check_address(
+    limiter: Option<&DefaultKeyedRateLimiter<IpAddr>>,
+    client: Option<IpAddr>,
+) -> Result<(), Duration> {
+    let (Some(limiter), Some(client)) = (limiter, client) else {
+        return Ok(());
+    };
+    if limiter.len() > MAX_TRACKED_ADDRESSES {
+        limiter.retain_recent();
+    }
+    limiter
+        .check_key(&client)
+        .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ pub struct LoadedBank {
     pub ids: Vec<String>,
     pub index: HashMap<String, usize>,
     pub payloads: Vec<Option<serde_json::Value>>,
+    /// Each item's group, by name.
+    pub groups: Vec<Option<String>>,
 }
 
 impl LoadedBank {
@@ -80,6 +82,7 @@ impl BankCache {
                 .map(|(i, it)| (it.id.clone(), i))
                 .collect(),
             ids: items.iter().map(|it| it.id.clone()).collect(),
+            groups: items.iter().map(|it| it.group.clone()).collect(),
             payloads: items.into_iter().map(|it| it.payload).collect(),
         });
         self.banks

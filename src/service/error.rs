@@ -25,6 +25,9 @@ pub enum ServiceError {
     /// `If-Match` named another version.
     #[error("the session is at version {current}, not {expected}")]
     VersionMismatch { expected: i64, current: i64 },
+    /// A public resource is at its configured capacity (e.g. open demo sessions); retry later.
+    #[error("{0}")]
+    AtCapacity(String),
     /// The database is busy or unreachable.
     #[error("{0}")]
     Unavailable(String),

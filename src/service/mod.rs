@@ -3,6 +3,7 @@
 
 pub mod audit;
 mod bank;
+pub mod demo;
 pub mod dto;
 mod error;
 pub mod keys;

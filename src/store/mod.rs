@@ -449,6 +449,8 @@ pub trait Store: Send + Sync + 'static {
     /// Erases every session, answer and profile of a user; returns the number of rows removed.
     async fn delete_user(&self, user_id: &str, audit: &AuditEntry) -> Result<u64, StoreError>;
 
+    /// Active sessions of `model` created at or after `since_ms` (the demo's cap).
+    async fn open_sessions(&self, model: &str, since_ms: i64) -> Result<i64, StoreError>;
     /// Sessions per status (for the `elicit_sessions` gauge).
     async fn sessions_by_status(&self) -> Result<Vec<(String, i64)>, StoreError>;
     /// (open, idle) pooled connections.

@@ -1165,6 +1165,17 @@ impl Store for SqlStore {
         row.as_ref().map(key_from_row).transpose()
     }
 
+    async fn open_sessions(&self, model: &str, since_ms: i64) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sessions WHERE model = $1 AND status = 'active' AND created_ms >= $2",
+        )
+        .bind(model)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| classify(e, "sessions"))
+    }
+
     async fn sessions_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM sessions GROUP BY status")
             .fetch_all(&self.pool)

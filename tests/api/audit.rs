@@ -30,7 +30,14 @@ fn admin_changes(spec: &Value) -> BTreeSet<String> {
 }
 
 /// An admin call: operation id, method, path, body, expected action and target.
-type AdminCall = (&'static str, Method, String, Option<Value>, &'static str, String);
+type AdminCall = (
+    &'static str,
+    Method,
+    String,
+    Option<Value>,
+    &'static str,
+    String,
+);
 
 /// Every admin operation that changes something, as walked from `/openapi.json`, leaves exactly
 /// one audit entry naming the acting key, the action, the target and the request's id; a call

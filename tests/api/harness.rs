@@ -120,6 +120,8 @@ pub fn test_config(database_url: &str) -> Config {
         port: 0,
         database_url: database_url.to_string(),
         admin_key: Some(ADMIN_KEY.to_string()),
+        // Only the demo's own tests load the demo model.
+        demo: false,
         ..Config::default()
     }
 }

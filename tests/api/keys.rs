@@ -365,6 +365,7 @@ async fn every_route_naming_a_model_refuses_an_out_of_scope_key(backend: Backend
             "list_items",
             "post_answer",
             "score",
+            "session_ranking",
             "upsert_items",
         ]
     );

@@ -8,6 +8,7 @@
 mod audit;
 mod bad_input;
 mod concurrency;
+mod demo;
 mod eval;
 mod harness;
 mod keys;
