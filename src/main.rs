@@ -36,6 +36,51 @@ enum Command {
     Eval(EvalArgs),
     /// Load a running server: onboarding sessions and scoring; answers/s, scores/s, latency.
     Bench(BenchArgs),
+    /// Learn item features and a population prior from many users' comparisons.
+    Fit(FitArgs),
+    /// Turn ratings into pairwise comparisons (the input of `elicit fit`).
+    Comparisons(ComparisonsArgs),
+}
+
+#[derive(clap::Args)]
+struct ComparisonsArgs {
+    /// `user_id,item_id,rating[,split]` with a header.
+    #[arg(long)]
+    ratings: PathBuf,
+    /// Where to write `user_id,item_a,item_b,winner,split`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Pairs sampled per user, at most.
+    #[arg(long, default_value_t = 500)]
+    max_per_user: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(clap::Args)]
+struct FitArgs {
+    /// `user_id,item_a,item_b,winner[,split]` with a header; only `train` rows when split is there.
+    #[arg(long)]
+    comparisons: PathBuf,
+    /// J, the number of base rewards to learn.
+    #[arg(long)]
+    dims: usize,
+    /// Write the learned features as `item_id,f1..fJ` (what `elicit eval --items` reads).
+    #[arg(long)]
+    items_out: Option<PathBuf>,
+    /// Write the population prior (what `elicit eval --prior` reads).
+    #[arg(long)]
+    prior_out: Option<PathBuf>,
+    /// ℓ₂ penalty on users' coefficients and items' features.
+    #[arg(long, default_value_t = 0.05)]
+    l2: f64,
+    #[arg(long, default_value_t = 300)]
+    epochs: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -74,8 +119,9 @@ struct EvalArgs {
     method: UpdateMethod,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// isotropic: N(0, I); train: estimated from the train split's users.
-    #[arg(long, value_enum, default_value = "isotropic")]
+    /// isotropic: N(0, I); train: estimated from the train split's users; or the path of a
+    /// prior file written by `elicit fit --prior-out`.
+    #[arg(long, default_value = "isotropic")]
     prior: PriorKind,
     /// The model's answer scale β.
     #[arg(long, default_value_t = 1.0)]
@@ -169,7 +215,55 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => simulate(args),
         Command::Eval(args) => evaluate(args),
         Command::Bench(args) => runtime()?.block_on(bench(args)),
+        Command::Fit(args) => fit(args),
+        Command::Comparisons(args) => {
+            let written = elicit::eval::learn::comparisons_from_ratings(
+                &args.ratings,
+                &args.out,
+                args.max_per_user,
+                args.seed,
+            )?;
+            eprintln!("{written} comparisons written to {}", args.out.display());
+            Ok(())
+        }
     }
+}
+
+fn fit(args: FitArgs) -> anyhow::Result<()> {
+    use elicit::eval::learn;
+    let set = learn::ComparisonSet::load(&args.comparisons)?;
+    let options = learn::FitOptions {
+        basis: elicit::model::basis::BasisOptions {
+            dims: args.dims,
+            l2: args.l2,
+            epochs: args.epochs,
+            seed: args.seed,
+            ..Default::default()
+        },
+        held_out: 0.1,
+    };
+    let bar = indicatif::ProgressBar::new(args.epochs as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("fit {bar:40} {pos}/{len} epochs, loss {msg}")
+            .expect("a valid template"),
+    );
+    let fitted = learn::fit(&set, &options, |_, loss| {
+        bar.inc(1);
+        bar.set_message(format!("{loss:.4}"));
+    })?;
+    bar.finish_and_clear();
+    if let Some(path) = &args.items_out {
+        fitted.write_items(path)?;
+    }
+    if let Some(path) = &args.prior_out {
+        fitted.write_prior(path)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&fitted.report)?);
+    } else {
+        print!("{}", learn::table(&fitted.report));
+    }
+    Ok(())
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {

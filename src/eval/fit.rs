@@ -2,51 +2,22 @@
 
 use nalgebra::{DMatrix, DVector};
 
-use crate::model::numeric::sigmoid;
+use crate::model::population::logistic_map;
 
 /// An L2-regularised logistic fit without intercept: it minimises
 /// C·Σᵢ log(1 + e^{−λᵀdᵢ}) + ½‖λ‖², where dᵢ points from the loser to the winner (the
 /// convention of scikit-learn and of `bt_upper_bound.py`). Returns λ̂ and the inverse Hessian of
 /// the unscaled negative log posterior at λ̂ (a Laplace covariance).
 pub fn logistic_fit(differences: &[DVector<f64>], c: f64) -> (DVector<f64>, DMatrix<f64>) {
+    // c·Σ loss + ½‖λ‖² has the minimiser of Σ loss + ½‖λ‖²/c (prior precision I/c), and c times
+    // its Hessian.
     let j = differences.first().map_or(0, |d| d.len());
-    let mut w = DVector::zeros(j);
-    let objective = |w: &DVector<f64>| {
-        c * differences
-            .iter()
-            .map(|d| (-w.dot(d)).exp().ln_1p())
-            .sum::<f64>()
-            + 0.5 * w.norm_squared()
-    };
-    let mut hessian = DMatrix::identity(j, j);
-    for _ in 0..100 {
-        let mut gradient = w.clone();
-        hessian = DMatrix::identity(j, j);
-        for d in differences {
-            let p = sigmoid(-w.dot(d));
-            gradient.axpy(-c * p, d, 1.0);
-            hessian.ger(c * p * (1.0 - p), d, d, 1.0);
-        }
-        let Some(step) = hessian.clone().cholesky().map(|ch| ch.solve(&gradient)) else {
-            break;
-        };
-        // Backtracking keeps Newton monotone on separable data.
-        let (current, mut t) = (objective(&w), 1.0);
-        let mut next = &w - &step * t;
-        while objective(&next) > current && t > 1e-8 {
-            t *= 0.5;
-            next = &w - &step * t;
-        }
-        let moved = (&next - &w).amax();
-        w = next;
-        if moved < 1e-10 {
-            break;
-        }
-    }
-    let covariance = hessian
-        .cholesky()
-        .map_or_else(|| DMatrix::identity(j, j), |ch| ch.inverse());
-    (w, covariance)
+    let (mean, cov) = logistic_map(
+        differences,
+        &DVector::zeros(j),
+        &(DMatrix::identity(j, j) / c),
+    );
+    (mean, cov / c)
 }
 
 /// Fraction of differences (winner − loser) with λᵀd > 0, ties counting ½.

@@ -11,6 +11,7 @@
 
 pub mod data;
 pub mod fit;
+pub mod learn;
 pub mod plot;
 pub mod remote;
 
@@ -34,14 +35,28 @@ use crate::model::{
 /// Questions expected to yield less than this stop a session (the service's own rule).
 pub const MIN_INFORMATION_BITS: f64 = 0.01;
 
-/// Where the prior comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+/// Where the prior comes from: `isotropic`, `train`, or the path of a prior file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PriorKind {
     /// N(0, I).
     Isotropic,
     /// Estimated from the train-split users' own fitted coefficients (see [`train_prior`]).
     Train,
+    /// A prior file written by `elicit fit --prior-out` ([`learn::PriorFile`]).
+    File(std::path::PathBuf),
+}
+
+impl std::str::FromStr for PriorKind {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "isotropic" => Self::Isotropic,
+            "train" => Self::Train,
+            path => Self::File(path.into()),
+        })
+    }
 }
 
 /// Whether pairs a user rated equally may be asked.
@@ -221,8 +236,19 @@ pub fn tasks(dataset: &Dataset, options: &EvalOptions) -> Vec<UserTask> {
 /// per-user uncertainty has to be added back).
 pub fn train_prior(dataset: &Dataset, options: &EvalOptions) -> anyhow::Result<Posterior> {
     let j = dataset.dim();
-    if options.prior == PriorKind::Isotropic {
-        return Ok(Posterior::isotropic(j, 1.0)?);
+    match &options.prior {
+        PriorKind::Isotropic => return Ok(Posterior::isotropic(j, 1.0)?),
+        PriorKind::File(path) => {
+            let prior = learn::PriorFile::load(path)?;
+            anyhow::ensure!(
+                prior.dim() == j,
+                "{}: the prior has {} dimensions, the items {j}",
+                path.display(),
+                prior.dim()
+            );
+            return Ok(prior);
+        }
+        PriorKind::Train => {}
     }
     let train = EvalOptions {
         split: Some("train".into()),
@@ -403,7 +429,7 @@ pub fn evaluate(
         users: tasks.len(),
         questions: options.questions,
         method: options.method,
-        prior: options.prior,
+        prior: options.prior.clone(),
         equal_pairs: options.equal_pairs,
         curves: options
             .strategies

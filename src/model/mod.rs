@@ -6,11 +6,13 @@
 //! [`likelihood`], picks the next most informative comparison ([`select`]), decides when to stop
 //! and reports diagnostics ([`elicitation`]), and scores candidates ([`score`]).
 
+pub mod basis;
 pub mod elicitation;
 pub mod ep;
 pub mod guard;
 pub mod likelihood;
 pub mod numeric;
+pub mod population;
 pub mod posterior;
 pub mod reliability;
 pub mod score;
