@@ -78,6 +78,14 @@ struct FitArgs {
     epochs: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Create this model on the server at --target with the learned items and prior.
+    #[arg(long, requires = "target")]
+    model: Option<String>,
+    #[arg(long, requires = "model")]
+    target: Option<String>,
+    /// Admin key for --target.
+    #[arg(long, env = "ELICIT_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -119,8 +127,9 @@ struct EvalArgs {
     method: UpdateMethod,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// isotropic: N(0, I); train: estimated from the train split's users; or the path of a
-    /// prior file written by `elicit fit --prior-out`.
+    /// isotropic: N(0, I); train: estimated from the train split's users; refit (with
+    /// --target): learned by the server's prior:refit from the train users' sessions; or the
+    /// path of a prior file written by `elicit fit --prior-out`.
     #[arg(long, default_value = "isotropic")]
     prior: PriorKind,
     /// The model's answer scale β.
@@ -258,6 +267,14 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.prior_out {
         fitted.write_prior(path)?;
     }
+    if let (Some(model), Some(target)) = (&args.model, &args.target) {
+        let key = args
+            .api_key
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("--target needs --api-key (or ELICIT_API_KEY)"))?;
+        runtime()?.block_on(fitted.load_into(target, key, model))?;
+        eprintln!("created model '{model}' on {target}");
+    }
     if args.json {
         println!("{}", serde_json::to_string(&fitted.report)?);
     } else {
@@ -309,6 +326,10 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
     let prior = eval::train_prior(&dataset, &options)?;
     let tasks = eval::tasks(&dataset, &options);
     let started = std::time::Instant::now();
+    anyhow::ensure!(
+        options.prior != PriorKind::Refit || args.target.is_some(),
+        "--prior refit learns the prior on a server: it needs --target"
+    );
     let report = match &args.target {
         None => eval::evaluate(&dataset, &tasks, &prior, &options, |task, strategy| {
             eval::run_in_process(&dataset, task, &prior, strategy, &options)
@@ -319,6 +340,11 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
                 .as_deref()
                 .context("--target needs --api-key or ELICIT_API_KEY")?;
             let remote = eval::remote::Remote::connect(target, key, &dataset, &prior, &options)?;
+            let prior = if options.prior == PriorKind::Refit {
+                remote.learn_prior(&dataset, &options)?
+            } else {
+                prior
+            };
             eval::evaluate(&dataset, &tasks, &prior, &options, |task, strategy| {
                 remote.run_user(&dataset, task, strategy, &options)
             })?

@@ -222,6 +222,29 @@ impl Fitted {
         Ok(())
     }
 
+    /// Creates model `name` on the server at `target` with the learned items (dimensions
+    /// `f1..fJ`) and the population prior.
+    pub async fn load_into(&self, target: &str, api_key: &str, name: &str) -> anyhow::Result<()> {
+        let client = crate::client::with_key(api_key, None)?;
+        let file = PriorFile::new(&self.prior, self.report.users);
+        let definition = serde_json::json!({
+            "name": name,
+            "dimensions": file.dimensions,
+            "prior": {"mean": file.mean, "cov": file.cov},
+        });
+        let items: Vec<serde_json::Value> = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let features: Vec<f64> = self.basis.features.row(i).iter().copied().collect();
+                serde_json::json!({"id": id, "features": features})
+            })
+            .collect();
+        super::remote::upload_model(&client, target.trim_end_matches('/'), &definition, &items)
+            .await
+    }
+
     pub fn write_prior(&self, path: &Path) -> anyhow::Result<()> {
         let file = PriorFile::new(&self.prior, self.report.users);
         std::fs::write(path, serde_json::to_string_pretty(&file)?)?;

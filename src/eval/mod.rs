@@ -45,6 +45,10 @@ pub enum PriorKind {
     Train,
     /// A prior file written by `elicit fit --prior-out` ([`learn::PriorFile`]).
     File(std::path::PathBuf),
+    /// Learned by the server (`--target` only): the train users onboard through the API from
+    /// N(0, I) and finish, `prior:refit` learns the prior from their answer logs, and the
+    /// evaluated users start from it ([`remote::Remote::learn_prior`]).
+    Refit,
 }
 
 impl std::str::FromStr for PriorKind {
@@ -54,6 +58,7 @@ impl std::str::FromStr for PriorKind {
         Ok(match s {
             "isotropic" => Self::Isotropic,
             "train" => Self::Train,
+            "refit" => Self::Refit,
             path => Self::File(path.into()),
         })
     }
@@ -237,7 +242,8 @@ pub fn tasks(dataset: &Dataset, options: &EvalOptions) -> Vec<UserTask> {
 pub fn train_prior(dataset: &Dataset, options: &EvalOptions) -> anyhow::Result<Posterior> {
     let j = dataset.dim();
     match &options.prior {
-        PriorKind::Isotropic => return Ok(Posterior::isotropic(j, 1.0)?),
+        // A refit starts from N(0, I) on the server.
+        PriorKind::Isotropic | PriorKind::Refit => return Ok(Posterior::isotropic(j, 1.0)?),
         PriorKind::File(path) => {
             let prior = learn::PriorFile::load(path)?;
             anyhow::ensure!(

@@ -28,6 +28,30 @@ async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     Ok(body)
 }
 
+/// Creates a model on the server at `base` from its JSON `definition` and uploads its `items`
+/// in chunks.
+pub async fn upload_model(
+    client: &reqwest::Client,
+    base: &str,
+    definition: &Value,
+    items: &[Value],
+) -> anyhow::Result<()> {
+    let model = definition["name"].as_str().unwrap_or_default();
+    send(client.post(format!("{base}/v1/models")).json(definition))
+        .await
+        .with_context(|| format!("creating model '{model}'"))?;
+    for chunk in items.chunks(UPLOAD_CHUNK) {
+        send(
+            client
+                .put(format!("{base}/v1/models/{model}/items"))
+                .json(&json!({"items": chunk})),
+        )
+        .await
+        .context("uploading items")?;
+    }
+    Ok(())
+}
+
 impl Remote {
     /// Creates a model named `eval-…` with the dataset's items and the evaluation's prior.
     pub fn connect(
@@ -49,38 +73,69 @@ impl Remote {
             .row_iter()
             .map(|r| r.iter().copied().collect())
             .collect();
-        runtime.block_on(async {
-            send(client.post(format!("{base}/v1/models")).json(&json!({
-                "name": model,
-                "dimensions": dataset.dimensions,
-                "prior": {"mean": prior.mean().as_slice(), "cov": cov},
-                "noise": options.noise,
-                "update_method": options.method,
-            })))
-            .await
-            .context("creating the evaluation model")?;
-            let items: Vec<Value> = dataset
-                .item_ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| json!({"id": id, "features": dataset.features.column(i).as_slice()}))
-                .collect();
-            for chunk in items.chunks(UPLOAD_CHUNK) {
-                send(
-                    client
-                        .put(format!("{base}/v1/models/{model}/items"))
-                        .json(&json!({"items": chunk})),
-                )
-                .await
-                .context("uploading items")?;
-            }
-            anyhow::Ok(())
-        })?;
+        let definition = json!({
+            "name": model,
+            "dimensions": dataset.dimensions,
+            "prior": {"mean": prior.mean().as_slice(), "cov": cov},
+            "noise": options.noise,
+            "update_method": options.method,
+        });
+        let items: Vec<Value> = dataset
+            .item_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| json!({"id": id, "features": dataset.features.column(i).as_slice()}))
+            .collect();
+        runtime.block_on(upload_model(&client, &base, &definition, &items))?;
         Ok(Self {
             base,
             client,
             runtime,
             model,
+        })
+    }
+
+    /// The population prior the server learns from the train users: each onboards through the
+    /// API (the first strategy, `questions` answers) and finishes, then `prior:refit` runs EM
+    /// over their answer logs; the train users are erased afterwards. Sessions created later
+    /// start from the returned prior.
+    pub fn learn_prior(
+        &self,
+        dataset: &Dataset,
+        options: &EvalOptions,
+    ) -> anyhow::Result<Posterior> {
+        let train = EvalOptions {
+            split: Some("train".into()),
+            ..options.clone()
+        };
+        let strategy = *options.strategies.first().context("a strategy")?;
+        let tasks = super::tasks(dataset, &train);
+        anyhow::ensure!(
+            !tasks.is_empty(),
+            "--prior refit needs users in the 'train' split"
+        );
+        let mut users = Vec::with_capacity(tasks.len());
+        for task in &tasks {
+            let (user, _) = self.drive(dataset, task, strategy, options, true)?;
+            users.push(user);
+        }
+        let base = &self.base;
+        self.runtime.block_on(async {
+            let refit = send(
+                self.client
+                    .post(format!("{base}/v1/models/{}/prior:refit", self.model))
+                    .json(&json!({})),
+            )
+            .await
+            .context("refitting the prior")?;
+            for user in &users {
+                send(self.client.delete(format!("{base}/v1/users/{user}"))).await?;
+            }
+            let mean: Vec<f64> = serde_json::from_value(refit["prior"]["mean"].clone())?;
+            let cov: Vec<Vec<f64>> = serde_json::from_value(refit["prior"]["cov"].clone())?;
+            let j = mean.len();
+            let cov = nalgebra::DMatrix::from_fn(j, j, |r, c| cov[r][c]);
+            Ok(Posterior::new(nalgebra::DVector::from_vec(mean), cov)?)
         })
     }
 
@@ -92,6 +147,24 @@ impl Remote {
         strategy: Strategy,
         options: &EvalOptions,
     ) -> anyhow::Result<Vec<f64>> {
+        let (user, curve) = self.drive(dataset, task, strategy, options, false)?;
+        // The evaluation's users are not real: erase them.
+        self.runtime.block_on(async {
+            send(self.client.delete(format!("{}/v1/users/{user}", self.base))).await
+        })?;
+        Ok(curve)
+    }
+
+    /// Onboards one user through the API, finishing the session if `finish`: the user id and the
+    /// accuracy after each k = 1..=questions.
+    fn drive(
+        &self,
+        dataset: &Dataset,
+        task: &UserTask,
+        strategy: Strategy,
+        options: &EvalOptions,
+        finish: bool,
+    ) -> anyhow::Result<(String, Vec<f64>)> {
         let ids: Vec<&str> = task
             .items
             .iter()
@@ -144,9 +217,15 @@ impl Remote {
                     .context("a posterior mean")?;
                 curve.push(task.accuracy(dataset, &nalgebra::DVector::from_vec(mean)));
             }
-            // The evaluation's users are not real: erase them.
-            send(self.client.delete(format!("{base}/v1/users/{user}"))).await?;
-            Ok(curve)
+            if finish {
+                send(
+                    self.client
+                        .post(format!("{base}/v1/sessions/{session}/finish"))
+                        .json(&json!({})),
+                )
+                .await?;
+            }
+            Ok((user.clone(), curve))
         })
     }
 }

@@ -89,6 +89,7 @@ impl From<ServiceError> for Problem {
             ServiceError::AlreadyExists(_) => Some("already-exists"),
             ServiceError::StaleQuestion(_) => Some("stale-question"),
             ServiceError::SessionClosed(_) => Some("session-closed"),
+            ServiceError::NotNow(_) => Some("not-now"),
             ServiceError::IdempotencyKeyReused => Some("idempotency-key-reused"),
             ServiceError::VersionMismatch { .. } => Some("version-mismatch"),
             _ => None,
@@ -105,6 +106,12 @@ impl From<ServiceError> for Problem {
                 StatusCode::CONFLICT,
                 "already-exists",
                 "Already exists",
+                detail,
+            ),
+            ServiceError::NotNow(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "not-now",
+                "Not possible in the current state",
                 detail,
             ),
             ServiceError::StaleQuestion(_) => Problem::new(

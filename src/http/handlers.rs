@@ -21,6 +21,8 @@ use crate::service::dto::{
 };
 #[allow(unused_imports)]
 use crate::service::keys::{CreateKey, KeyCreated, KeyList, RotateKey, Scope};
+#[allow(unused_imports)]
+use crate::service::priors::{PriorChanged, RefitPrior};
 use crate::service::{Service, ServiceError};
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -88,6 +90,55 @@ pub async fn upsert_items(
 ) -> Result<impl IntoResponse> {
     scope.admit(&model)?;
     Ok(axum::Json(service.upsert_items(&model, req, &actor).await?))
+}
+
+/// Refits the model's population prior by EM over its finished sessions (the latest of each
+/// user), shrunk towards the current prior; the previous prior is kept and can be restored.
+/// Sessions keep the prior they started with.
+#[utoipa::path(post, path = "/v1/models/{model}/prior:refit", tag = "models", params(("model" = String, Path)),
+    request_body(content = Option<RefitPrior>, description = "optional; `{}` or no body: the defaults"),
+    security(("bearer" = [])),
+    responses((status = 200, body = PriorChanged), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn refit_prior(
+    State(service): State<Service>,
+    scope: Scope,
+    actor: Actor,
+    Path(model): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    scope.admit(&model)?;
+    let req: RefitPrior = optional_body(&body, "a refit request")?;
+    Ok(axum::Json(service.refit_prior(&model, req, &actor).await?))
+}
+
+/// Puts back, exactly, the prior the current one replaced (as a new version).
+#[utoipa::path(post, path = "/v1/models/{model}/prior:restore", tag = "models", params(("model" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = PriorChanged), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn restore_prior(
+    State(service): State<Service>,
+    scope: Scope,
+    actor: Actor,
+    Path(model): Path<String>,
+) -> Result<impl IntoResponse> {
+    scope.admit(&model)?;
+    Ok(axum::Json(service.restore_prior(&model, &actor).await?))
+}
+
+/// An optional JSON body: none, `null` and `{}` all mean the defaults.
+fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    Ok(serde_json::from_slice::<Option<T>>(body)
+        .map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                format!("the body is not {what}: {e}"),
+            )
+        })?
+        .unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -364,21 +415,7 @@ pub async fn rotate_key(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse> {
-    // No body, `null` and `{}` all mean the defaults.
-    let req: RotateKey = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateKey::default()
-    } else {
-        serde_json::from_slice::<Option<RotateKey>>(&body)
-            .map_err(|e| {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed-json",
-                    "Malformed JSON",
-                    format!("the body is not a rotation request: {e}"),
-                )
-            })?
-            .unwrap_or_default()
-    };
+    let req: RotateKey = optional_body(&body, "a rotation request")?;
     Ok((
         StatusCode::CREATED,
         axum::Json(service.rotate_key(&id, req, &actor).await?),

@@ -101,6 +101,14 @@ pub fn router(service: Service, limits: Limits) -> Router {
         .route("/v1/keys/{id}/rotate", post(handlers::rotate_key))
         .route("/v1/users/{user_id}", delete(handlers::delete_user))
         .route("/v1/audit", get(handlers::audit_trail))
+        .route(
+            "/v1/models/{model}/prior:refit",
+            post(handlers::refit_prior),
+        )
+        .route(
+            "/v1/models/{model}/prior:restore",
+            post(handlers::restore_prior),
+        )
         .merge(
             Router::new()
                 .route(

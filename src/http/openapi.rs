@@ -16,7 +16,7 @@ use super::handlers;
         handlers::delete_item, handlers::create_session, handlers::get_session, handlers::get_question, handlers::post_answer,
         handlers::finish_session, handlers::get_profile, handlers::score, handlers::delete_user, handlers::readyz,
         handlers::create_key, handlers::list_keys, handlers::revoke_key, handlers::rotate_key, handlers::audit_trail,
-        handlers::session_ranking, super::demo::start_session,
+        handlers::session_ranking, super::demo::start_session, handlers::refit_prior, handlers::restore_prior,
     ),
     components(schemas(super::error::Problem)),
     modifiers(&BearerAuth, &ProblemResponses),

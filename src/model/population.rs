@@ -83,41 +83,55 @@ impl Default for EmOptions {
 }
 
 /// The empirical-Bayes population prior of users whose answers are `users[u]` (directions
-/// winner − loser), by EM from `start`, shrunk towards `start` (see the module docs). Users
-/// without answers count as draws from the prior itself.
+/// winner − loser under the plain logistic likelihood), by EM from `start`, shrunk towards
+/// `start` (see the module docs).
 pub fn em_prior(
     users: &[Vec<DVector<f64>>],
     start: &Posterior,
     options: EmOptions,
 ) -> Result<Posterior, ModelError> {
-    let j = start.dim();
-    let n = users.len() as f64;
-    if users.is_empty() {
-        return Ok(start.clone());
-    }
-    let kappa = options.shrinkage.unwrap_or(j as f64 + 2.0);
-    let mut prior = start.clone();
-    for _ in 0..options.iterations.max(1) {
+    em_prior_with(users.len(), start, options, |prior| {
         let precision = prior
             .cov()
             .clone()
             .cholesky()
             .ok_or_else(|| ModelError::invalid("prior", "covariance is not positive definite"))?
             .inverse();
-        let posteriors: Vec<(DVector<f64>, DMatrix<f64>)> = users
+        Ok(users
             .iter()
             .map(|answers| logistic_map(answers, prior.mean(), &precision))
-            .collect();
+            .collect())
+    })
+}
+
+/// EM for the population prior of `n` users with any likelihood: `e_step(prior)` returns each
+/// user's posterior (mean, covariance) under `prior`; the M-step and the shrinkage towards
+/// `start` are as in the module docs. With no users the answer is `start`.
+pub fn em_prior_with(
+    n: usize,
+    start: &Posterior,
+    options: EmOptions,
+    mut e_step: impl FnMut(&Posterior) -> Result<Vec<(DVector<f64>, DMatrix<f64>)>, ModelError>,
+) -> Result<Posterior, ModelError> {
+    if n == 0 {
+        return Ok(start.clone());
+    }
+    let j = start.dim();
+    let count = n as f64;
+    let kappa = options.shrinkage.unwrap_or(j as f64 + 2.0);
+    let mut prior = start.clone();
+    for _ in 0..options.iterations.max(1) {
+        let posteriors = e_step(&prior)?;
         let mean_hat = posteriors
             .iter()
             .fold(DVector::zeros(j), |acc, (m, _)| acc + m)
-            / n;
+            / count;
         let cov_hat = posteriors.iter().fold(DMatrix::zeros(j, j), |acc, (m, s)| {
             let offset = m - &mean_hat;
             acc + s + &offset * offset.transpose()
-        }) / n;
-        let mean = (mean_hat * n + start.mean() * kappa) / (n + kappa);
-        let cov = (cov_hat * n + start.cov() * kappa) / (n + kappa);
+        }) / count;
+        let mean = (mean_hat * count + start.mean() * kappa) / (count + kappa);
+        let cov = (cov_hat * count + start.cov() * kappa) / (count + kappa);
         let cov = (&cov + cov.transpose()) * 0.5;
         let next = Posterior::new(mean, cov)?;
         let moved = (next.mean() - prior.mean()).amax() + (next.cov() - prior.cov()).amax();

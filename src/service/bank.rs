@@ -15,8 +15,10 @@ use crate::store::{BankStamp, ModelRecord, Store};
 #[derive(Debug)]
 pub struct LoadedBank {
     pub model: ModelRecord,
-    /// The model's prior, validated (factorised) once when the bank was loaded.
+    /// The model's current prior, validated (factorised) once when the bank was loaded.
     pub prior: Posterior,
+    /// Every version of the model's prior (sessions replay under the one they started from).
+    pub priors: HashMap<i64, Posterior>,
     pub version: i64,
     pub bank: Bank,
     pub ids: Vec<String>,
@@ -29,6 +31,14 @@ pub struct LoadedBank {
 impl LoadedBank {
     pub fn item_index(&self, id: &str) -> Option<usize> {
         self.index.get(id).copied()
+    }
+
+    /// The prior a session that started at prior version `version` uses.
+    pub fn prior_of(&self, version: i64) -> &Posterior {
+        self.priors.get(&version).unwrap_or_else(|| {
+            tracing::warn!(model = %self.model.name, version, "no such prior version; using the current prior");
+            &self.prior
+        })
     }
 }
 
@@ -68,12 +78,22 @@ impl BankCache {
             Bank::new(features, groups).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let prior = Posterior::new(model.prior_mean.clone(), model.prior_cov.clone())
             .map_err(|e| ServiceError::Internal(format!("model '{}' prior: {e}", model.name)))?;
+        let mut priors = HashMap::new();
+        for record in store.model_priors(&model.name).await? {
+            let version = record.version;
+            let posterior = Posterior::new(record.mean, record.cov).map_err(|e| {
+                ServiceError::Internal(format!("model '{}' prior {version}: {e}", model.name))
+            })?;
+            priors.insert(version, posterior);
+        }
+        priors.insert(model.prior_version, prior.clone());
         let loaded = Arc::new(LoadedBank {
             model: ModelRecord {
                 bank_version: version,
                 ..model.clone()
             },
             prior,
+            priors,
             version,
             bank,
             index: items

@@ -64,6 +64,8 @@ pub struct ModelView {
     pub lapse_per_user: Option<LapsePrior>,
     pub bank_version: i64,
     pub created_ms: i64,
+    /// The version of `prior` (1 when created; each refit or restore adds one).
+    pub prior_version: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -234,6 +236,8 @@ pub struct SessionView {
     pub posterior: PosteriorView,
     pub diagnostics: DiagnosticsView,
     pub question: Option<QuestionView>,
+    /// The version of the model's prior the session started from (it keeps it).
+    pub prior_version: i64,
 }
 
 /// The response to an answer: what the frontend needs for the next step. The full session
@@ -295,6 +299,8 @@ pub struct ProfileView {
     pub updated_ms: i64,
     /// The session's answers look random (see the session's diagnostics).
     pub unreliable: bool,
+    /// The version of the model's prior the profile's session started from.
+    pub prior_version: i64,
     pub posterior: PosteriorView,
 }
 

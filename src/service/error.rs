@@ -16,6 +16,10 @@ pub enum ServiceError {
     /// The answer is not for the question currently asked.
     #[error("{0}")]
     StaleQuestion(String),
+    /// The resource's current state does not allow the operation (e.g. a prior refit without
+    /// finished sessions, or another change of the same prior came first).
+    #[error("{0}")]
+    NotNow(String),
     /// The session no longer asks questions.
     #[error("{0}")]
     SessionClosed(String),

@@ -8,6 +8,7 @@ pub mod dto;
 mod error;
 pub mod keys;
 mod models;
+pub mod priors;
 mod runs;
 mod scoring;
 mod sessions;

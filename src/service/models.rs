@@ -72,6 +72,7 @@ impl Service {
             prior_cov: prior.cov().clone(),
             bank_version: 0,
             created_ms: now_ms(),
+            prior_version: 1,
         };
         let audit = self.audit_entry(actor, AuditAction::ModelCreate, model_target(&record.name));
         self.store.create_model(&record, &audit).await?;
@@ -270,6 +271,7 @@ pub(crate) fn model_view(m: &ModelRecord) -> ModelView {
         lapse_per_user: m.spec.lapse_per_user,
         bank_version: m.bank_version,
         created_ms: m.created_ms,
+        prior_version: m.prior_version,
     }
 }
 

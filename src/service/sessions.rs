@@ -147,6 +147,7 @@ impl Service {
             question: None,
             created_ms: now,
             updated_ms: now,
+            prior_version: model.prior_version,
         };
         set_next_question(&mut session, &run, &bank);
         self.store.create_session(&session).await?;
@@ -368,7 +369,7 @@ impl Service {
             return Ok(Some(session_view(&bank, &next, &answers, &posterior)));
         }
         let (refined, _) = ep::refine(
-            &bank.prior,
+            bank.prior_of(next.prior_version),
             &observations(model, &answers),
             EpOptions::default(),
         );
@@ -430,7 +431,7 @@ impl Service {
         if let Some(state) = self.runs.take(&session.id, session.version, bank.version) {
             return Ok(Elicitation::from_state(
                 &bank.bank,
-                bank.prior.clone(),
+                bank.prior_of(session.prior_version).clone(),
                 state,
                 run_config(model, &session.settings),
             )?);
@@ -459,6 +460,7 @@ impl Service {
             answers: p.answers,
             updated_ms: p.updated_ms,
             unreliable: p.unreliable,
+            prior_version: p.prior_version,
         })
     }
 
@@ -656,7 +658,7 @@ fn session_posterior(
     }
     tracing::warn!(session = %session.id, "stored posterior is not positive definite; rebuilding it from the answer log");
     let model = &bank.model;
-    let mut posterior = bank.prior.clone();
+    let mut posterior = bank.prior_of(session.prior_version).clone();
     for (x, lik) in observations(model, answers) {
         posterior.update(&x, &lik, model.spec.update_method);
     }
@@ -665,7 +667,7 @@ fn session_posterior(
 
 /// The informative answers of a log as (direction, likelihood) pairs; consistency probes are not
 /// evidence about λ and are left out.
-fn observations(
+pub(super) fn observations(
     model: &ModelRecord,
     answers: &[AnswerRow],
 ) -> Vec<(DVector<f64>, crate::model::likelihood::PairLikelihood)> {
@@ -708,7 +710,7 @@ fn resume<'b>(
     let allowed = allowed_indices(&session.settings, bank);
     let mut run = Elicitation::resume(
         &bank.bank,
-        bank.prior.clone(),
+        bank.prior_of(session.prior_version).clone(),
         session_posterior(bank, session, answers),
         history,
         run_config(&bank.model, &session.settings),
@@ -765,6 +767,7 @@ fn profile_of(session: &SessionRecord, unreliable: bool) -> ProfileRecord {
         answers: session.answers,
         updated_ms: session.updated_ms,
         unreliable,
+        prior_version: session.prior_version,
     }
 }
 
@@ -810,7 +813,12 @@ fn answer_view(
 /// A stored session's diagnostics: each answer's surprise as it came, and for the answer-quality
 /// figures each question's answer judged by the others (leave-one-out under an EP fit of the log's
 /// questions, the fit the engine makes on the answer path) and each probe by its predictive.
-fn diagnostics(bank: &LoadedBank, posterior: &Posterior, answers: &[AnswerRow]) -> Diagnostics {
+fn diagnostics(
+    bank: &LoadedBank,
+    prior: &Posterior,
+    posterior: &Posterior,
+    answers: &[AnswerRow],
+) -> Diagnostics {
     let model = &bank.model;
     let with = |a: &AnswerRow, log_evidence| AnsweredWith {
         log_evidence,
@@ -822,7 +830,7 @@ fn diagnostics(bank: &LoadedBank, posterior: &Posterior, answers: &[AnswerRow]) 
         .filter_map(|a| Some(with(a, a.log_evidence?)))
         .collect();
     let observations = observations(model, answers);
-    let (fit, sites) = ep::refine(&bank.prior, &observations, RELIABILITY_EP);
+    let (fit, sites) = ep::refine(prior, &observations, RELIABILITY_EP);
     let questions = answers
         .iter()
         .zip(&repeats)
@@ -854,7 +862,7 @@ fn diagnostics(bank: &LoadedBank, posterior: &Posterior, answers: &[AnswerRow]) 
             flips: acc.flips + usize::from(flip),
         });
     Diagnostics::compute(
-        (&bank.prior, posterior),
+        (prior, posterior),
         model.spec.noise.outcomes().len(),
         (&sequential, &leave_one_out),
         consistency,
@@ -889,7 +897,7 @@ fn session_view(
     posterior: &Posterior,
 ) -> SessionView {
     let model = &bank.model;
-    let d = diagnostics(bank, posterior, answers);
+    let d = diagnostics(bank, bank.prior_of(s.prior_version), posterior, answers);
     let r = d.reliability;
     SessionView {
         id: s.id.clone(),
@@ -915,5 +923,6 @@ fn session_view(
             unreliable: r.unreliable,
         },
         question: s.question.as_ref().map(|q| question_view(q, bank)),
+        prior_version: s.prior_version,
     }
 }

@@ -33,9 +33,30 @@ pub struct ModelRecord {
     pub spec: ModelSpec,
     pub prior_mean: DVector<f64>,
     pub prior_cov: DMatrix<f64>,
-    /// Bumped by every change to the model's items (cache key of the in-memory bank).
+    /// Bumped by every change to the model's items or prior (cache key of the in-memory bank).
     pub bank_version: i64,
     pub created_ms: i64,
+    /// The version of `prior_mean`/`prior_cov` (1 when created; each refit or restore adds one).
+    pub prior_version: i64,
+}
+
+/// One version of a model's population prior.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriorRecord {
+    pub version: i64,
+    pub mean: DVector<f64>,
+    pub cov: DMatrix<f64>,
+    /// Finished sessions it was fitted to (0: given by the model's creator, or restored).
+    pub users: i64,
+    pub created_ms: i64,
+}
+
+/// A finished session's answer log, as a refit of the population prior reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedLog {
+    pub user_id: String,
+    pub session_id: String,
+    pub answers: Vec<AnswerRow>,
 }
 
 /// The JSON-stored part of a model.
@@ -154,6 +175,8 @@ pub struct SessionRecord {
     pub question: Option<QuestionRecord>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// The version of the model's prior the session started from (and replays under).
+    pub prior_version: i64,
 }
 
 /// One row of the answer log.
@@ -214,6 +237,8 @@ pub struct ProfileRecord {
     pub updated_ms: i64,
     /// The session's answers look random (see [`crate::model::reliability`]).
     pub unreliable: bool,
+    /// The version of the model's prior its session started from.
+    pub prior_version: i64,
 }
 
 /// An API key as stored (the secret itself is never stored, only its SHA-256).
@@ -256,10 +281,14 @@ pub enum AuditAction {
     KeyRevoke,
     #[serde(rename = "user.erase")]
     UserErase,
+    #[serde(rename = "prior.refit")]
+    PriorRefit,
+    #[serde(rename = "prior.restore")]
+    PriorRestore,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 8] = [
+    pub const ALL: [AuditAction; 10] = [
         Self::ModelCreate,
         Self::ModelDelete,
         Self::ItemsUpsert,
@@ -268,6 +297,8 @@ impl AuditAction {
         Self::KeyRotate,
         Self::KeyRevoke,
         Self::UserErase,
+        Self::PriorRefit,
+        Self::PriorRestore,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -280,6 +311,8 @@ impl AuditAction {
             Self::KeyRotate => "key.rotate",
             Self::KeyRevoke => "key.revoke",
             Self::UserErase => "user.erase",
+            Self::PriorRefit => "prior.refit",
+            Self::PriorRestore => "prior.restore",
         }
     }
 
@@ -432,6 +465,21 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ItemRecord>, StoreError>;
+    /// Every version of the model's prior, oldest first.
+    async fn model_priors(&self, model: &str) -> Result<Vec<PriorRecord>, StoreError>;
+    /// Makes `prior` (whose version must be `expected_version + 1`) the model's prior, keeping
+    /// the earlier versions, and bumps the bank version so every replica reloads the model;
+    /// [`StoreError::Changed`] (and nothing written) if the model's prior is no longer at
+    /// `expected_version`, [`StoreError::NotFound`] if there is no such model.
+    async fn set_prior(
+        &self,
+        model: &str,
+        expected_version: i64,
+        prior: &PriorRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// The answer logs of the model's finished sessions, the latest one of each user.
+    async fn finished_logs(&self, model: &str) -> Result<Vec<FinishedLog>, StoreError>;
     /// The whole bank and the version it was read at.
     async fn load_bank(&self, model: &str) -> Result<(i64, Vec<ItemRecord>), StoreError>;
 

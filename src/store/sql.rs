@@ -102,12 +102,12 @@ pub struct SqlStore {
     dialect: Dialect,
 }
 
-const MODEL_COLUMNS: &str = "name, spec, prior_mean, prior_cov, bank_version, created_ms";
-const SESSION_COLUMNS: &str = "id, user_id, model, token_hash, status, stop_reason, settings, mean, cov, version, answers, question, created_ms, updated_ms";
+const MODEL_COLUMNS: &str =
+    "name, spec, prior_mean, prior_cov, bank_version, created_ms, prior_version";
+const SESSION_COLUMNS: &str = "id, user_id, model, token_hash, status, stop_reason, settings, mean, cov, version, answers, question, created_ms, updated_ms, prior_version";
 const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, created_ms, lapse";
 const KEY_COLUMNS: &str = "id, name, role, key_hash, created_ms, revoked_ms, rate_per_s, burst, expires_ms, rotated_from, models";
-const PROFILE_COLUMNS: &str =
-    "user_id, model, session_id, status, mean, cov, version, answers, updated_ms, unreliable";
+const PROFILE_COLUMNS: &str = "user_id, model, session_id, status, mean, cov, version, answers, updated_ms, unreliable, prior_version";
 
 impl SqlStore {
     /// Connects to `url` (creating a SQLite file and its directory if needed). Connections are
@@ -370,8 +370,8 @@ fn commit_statements(
                 "INSERT INTO profiles ({PROFILE_COLUMNS}) {} \
                  ON CONFLICT (user_id, model) DO UPDATE SET session_id = excluded.session_id, status = excluded.status, \
                  mean = excluded.mean, cov = excluded.cov, version = profiles.version + 1, answers = excluded.answers, updated_ms = excluded.updated_ms, \
-                 unreliable = excluded.unreliable",
-                source.of(10)
+                 unreliable = excluded.unreliable, prior_version = excluded.prior_version",
+                source.of(11)
             ),
             args: vec![
                 Arg::Text(p.user_id.clone()),
@@ -384,6 +384,7 @@ fn commit_statements(
                 Arg::Int(p.answers),
                 Arg::Int(p.updated_ms),
                 Arg::Int(i64::from(p.unreliable)),
+                Arg::Int(p.prior_version),
             ],
         });
     }
@@ -603,7 +604,39 @@ fn model_from_row(row: &AnyRow) -> Result<ModelRecord, StoreError> {
         prior_cov: decode_symmetric(&row.try_get::<Vec<u8>, _>("prior_cov")?)?,
         bank_version: row.try_get("bank_version")?,
         created_ms: row.try_get("created_ms")?,
+        prior_version: row.try_get("prior_version")?,
     })
+}
+
+fn prior_from_row(row: &AnyRow) -> Result<PriorRecord, StoreError> {
+    Ok(PriorRecord {
+        version: row.try_get("version")?,
+        mean: decode_vector(&row.try_get::<Vec<u8>, _>("mean")?)?,
+        cov: decode_symmetric(&row.try_get::<Vec<u8>, _>("cov")?)?,
+        users: row.try_get("users")?,
+        created_ms: row.try_get("created_ms")?,
+    })
+}
+
+/// Inserts one version of a model's prior.
+async fn insert_prior(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    model: &str,
+    prior: &PriorRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO model_priors (model, version, mean, cov, users, created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(model.to_string())
+    .bind(prior.version)
+    .bind(encode_vector(&prior.mean))
+    .bind(encode_symmetric(&prior.cov))
+    .bind(prior.users)
+    .bind(prior.created_ms)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| classify(e, "prior version"))?;
+    Ok(())
 }
 
 fn item_from_row(row: &AnyRow) -> Result<ItemRecord, StoreError> {
@@ -641,6 +674,7 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
         question: question.map(|q| serde_json::from_str(&q)).transpose()?,
         created_ms: row.try_get("created_ms")?,
         updated_ms: row.try_get("updated_ms")?,
+        prior_version: row.try_get("prior_version")?,
     })
 }
 
@@ -671,6 +705,7 @@ fn profile_from_row(row: &AnyRow) -> Result<ProfileRecord, StoreError> {
         answers: row.try_get("answers")?,
         updated_ms: row.try_get("updated_ms")?,
         unreliable: row.try_get::<i64, _>("unreliable")? != 0,
+        prior_version: row.try_get("prior_version")?,
     })
 }
 
@@ -777,7 +812,7 @@ impl Store for SqlStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write("model").await?;
         sqlx::query(
-            "INSERT INTO models (name, spec, prior_mean, prior_cov, bank_version, created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO models (name, spec, prior_mean, prior_cov, bank_version, created_ms, prior_version) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&model.name)
         .bind(json_text(&model.spec))
@@ -785,9 +820,18 @@ impl Store for SqlStore {
         .bind(encode_symmetric(&model.prior_cov))
         .bind(model.bank_version)
         .bind(model.created_ms)
+        .bind(model.prior_version)
         .execute(&mut *tx)
         .await
         .map_err(|e| classify(e, &format!("model '{}'", model.name)))?;
+        let prior = PriorRecord {
+            version: model.prior_version,
+            mean: model.prior_mean.clone(),
+            cov: model.prior_cov.clone(),
+            users: 0,
+            created_ms: model.created_ms,
+        };
+        insert_prior(&mut tx, &model.name, &prior).await?;
         append_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(|e| classify(e, "model"))?;
         Ok(())
@@ -821,6 +865,7 @@ impl Store for SqlStore {
                 "DELETE FROM sessions WHERE model = $1",
                 "DELETE FROM profiles WHERE model = $1",
                 "DELETE FROM items WHERE model = $1",
+                "DELETE FROM model_priors WHERE model = $1",
             ],
             name,
         )
@@ -932,6 +977,106 @@ impl Store for SqlStore {
         rows.iter().map(item_from_row).collect()
     }
 
+    async fn model_priors(&self, model: &str) -> Result<Vec<PriorRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT version, mean, cov, users, created_ms FROM model_priors WHERE model = $1 ORDER BY version",
+        )
+        .bind(model)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| classify(e, "priors"))?;
+        rows.iter().map(prior_from_row).collect()
+    }
+
+    async fn set_prior(
+        &self,
+        model: &str,
+        expected_version: i64,
+        prior: &PriorRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write("prior").await?;
+        let updated = sqlx::query(
+            "UPDATE models SET prior_mean = $3, prior_cov = $4, prior_version = $5, bank_version = bank_version + 1 \
+             WHERE name = $1 AND prior_version = $2",
+        )
+        .bind(model)
+        .bind(expected_version)
+        .bind(encode_vector(&prior.mean))
+        .bind(encode_symmetric(&prior.cov))
+        .bind(prior.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(e, "model"))?
+        .rows_affected();
+        if updated == 0 {
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT prior_version FROM models WHERE name = $1")
+                    .bind(model)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| classify(e, "model"))?;
+            return Err(match exists {
+                Some(_) => StoreError::Changed,
+                None => StoreError::NotFound(format!("model '{model}'")),
+            });
+        }
+        insert_prior(&mut tx, model, prior).await?;
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(|e| classify(e, "prior"))?;
+        Ok(())
+    }
+
+    async fn finished_logs(&self, model: &str) -> Result<Vec<FinishedLog>, StoreError> {
+        // The latest finished session of each user; its answers in order.
+        let sessions = sqlx::query(
+            "SELECT id, user_id, updated_ms FROM sessions WHERE model = $1 AND status = 'finished' ORDER BY user_id, updated_ms, id",
+        )
+        .bind(model)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| classify(e, "sessions"))?;
+        let mut latest: Vec<FinishedLog> = Vec::new();
+        for row in &sessions {
+            let user_id: String = row.try_get("user_id")?;
+            let log = FinishedLog {
+                session_id: row.try_get("id")?,
+                user_id,
+                answers: Vec::new(),
+            };
+            match latest.last_mut() {
+                Some(last) if last.user_id == log.user_id => *last = log,
+                _ => latest.push(log),
+            }
+        }
+        let sql = format!(
+            "SELECT a.session_id, {} FROM answers a JOIN sessions s ON s.id = a.session_id \
+             WHERE s.model = $1 AND s.status = 'finished' ORDER BY a.session_id, a.seq",
+            ANSWER_COLUMNS
+                .split(", ")
+                .map(|c| format!("a.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(model)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| classify(e, "answers"))?;
+        let index: std::collections::HashMap<String, usize> = latest
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.session_id.clone(), i))
+            .collect();
+        for row in &rows {
+            let session: String = row.try_get("session_id")?;
+            if let Some(&i) = index.get(&session) {
+                latest[i].answers.push(answer_from_row(row)?);
+            }
+        }
+        Ok(latest)
+    }
+
     async fn load_bank(&self, model: &str) -> Result<(i64, Vec<ItemRecord>), StoreError> {
         // One transaction, so the version and the items are consistent with each other.
         let mut tx = self.pool.begin().await.map_err(|e| classify(e, "bank"))?;
@@ -957,7 +1102,7 @@ impl Store for SqlStore {
 
     async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&s.id)
@@ -974,6 +1119,7 @@ impl Store for SqlStore {
             .bind(s.question.as_ref().map(json_text))
             .bind(s.created_ms)
             .bind(s.updated_ms)
+            .bind(s.prior_version)
             .execute(&self.pool)
             .await
             .map_err(|e| classify(e, "session"))?;

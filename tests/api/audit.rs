@@ -89,8 +89,28 @@ async fn every_admin_change_leaves_one_entry(backend: Backend) {
             "upsert_items",
             Method::PUT,
             "/v1/models/walk/items".into(),
-            Some(json!({"items": [{"id": "x", "features": [1.0, 0.0]}]})),
+            Some(json!({"items": [
+                {"id": "x", "features": [1.0, 0.0]},
+                {"id": "y", "features": [0.0, 1.0]},
+                {"id": "z", "features": [0.5, 0.5]},
+            ]})),
             "items.upsert",
+            "models/walk".into(),
+        ),
+        (
+            "refit_prior",
+            Method::POST,
+            "/v1/models/walk/prior:refit".into(),
+            Some(json!({})),
+            "prior.refit",
+            "models/walk".into(),
+        ),
+        (
+            "restore_prior",
+            Method::POST,
+            "/v1/models/walk/prior:restore".into(),
+            None,
+            "prior.restore",
             "models/walk".into(),
         ),
         (
@@ -192,6 +212,19 @@ async fn every_admin_change_leaves_one_entry(backend: Backend) {
             _ => target,
         };
         assert_eq!(entry["target"], target.as_str(), "{operation}");
+        if operation == "upsert_items" {
+            // A finished session (not an admin change) for the refit to learn from.
+            let (_, session) = server
+                .post("/v1/sessions", &json!({"model": "walk", "user_id": "w"}))
+                .await;
+            let id = session["id"].as_str().unwrap();
+            let (status, _, _) = server.answer(id, "1", "a", "w1").await;
+            assert_eq!(status, 200);
+            let (status, _) = server
+                .post(&format!("/v1/sessions/{id}/finish"), &json!({}))
+                .await;
+            assert_eq!(status, 200);
+        }
     }
     let (_, after) = server.get("/v1/audit?limit=1000").await;
     let entries = after["entries"].as_array().unwrap().clone();
@@ -245,6 +278,8 @@ async fn every_admin_change_leaves_one_entry(backend: Backend) {
         [
             "model.delete",
             "item.delete",
+            "prior.restore",
+            "prior.refit",
             "items.upsert",
             "model.create"
         ]

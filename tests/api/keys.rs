@@ -364,6 +364,8 @@ async fn every_route_naming_a_model_refuses_an_out_of_scope_key(backend: Backend
             "get_session",
             "list_items",
             "post_answer",
+            "refit_prior",
+            "restore_prior",
             "score",
             "session_ranking",
             "upsert_items",

@@ -15,5 +15,6 @@ mod keys;
 mod onboarding;
 mod ops;
 mod personalisation;
+mod prior;
 mod restart;
 mod store_contract;

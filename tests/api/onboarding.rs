@@ -193,8 +193,8 @@ async fn models_and_items_are_managed(backend: Backend) {
     let (status, erased) = server.delete("/v1/models/m").await;
     assert_eq!(status, 200, "{erased}");
     assert_eq!(erased["model"], "m");
-    // model + 24 items + session + answer + profile
-    assert_eq!(erased["rows_removed"], 28);
+    // model + its prior + 24 items + session + answer + profile
+    assert_eq!(erased["rows_removed"], 29);
     let (status, body) = server.get(&format!("/v1/sessions/{session}")).await;
     assert_problem(status, &body, 404, "not-found");
     let (status, body) = server.delete("/v1/models/m").await;

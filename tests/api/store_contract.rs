@@ -4,8 +4,8 @@ use elicit::model::{Choice, NoiseModel, Strategy, UpdateMethod};
 use elicit::store::sql::{Dialect, PoolSettings};
 use elicit::store::{
     AnswerCommit, AnswerRow, ApiKeyRecord, AuditAction, AuditEntry, AuditQuery, ItemRecord,
-    ModelRecord, ModelSpec, ProfileRecord, SessionCommit, SessionRecord, SessionSettings,
-    SessionStatus, SqlStore, Store, StoreError, StoredReply,
+    ModelRecord, ModelSpec, PriorRecord, ProfileRecord, SessionCommit, SessionRecord,
+    SessionSettings, SessionStatus, SqlStore, Store, StoreError, StoredReply,
 };
 use nalgebra::{DMatrix, DVector};
 use serde_json::json;
@@ -37,6 +37,7 @@ fn model(name: &str) -> ModelRecord {
         prior_cov: DMatrix::from_row_slice(2, 2, &[1.0, 0.2, 0.2, 2.0]),
         bank_version: 0,
         created_ms: 1,
+        prior_version: 1,
     }
 }
 
@@ -97,6 +98,7 @@ fn session(id: &str, user: &str) -> SessionRecord {
         question: None,
         created_ms: 1,
         updated_ms: 1,
+        prior_version: 1,
     }
 }
 
@@ -130,6 +132,7 @@ fn append(current: &SessionRecord, key: Option<&str>) -> SessionCommit {
             answers: next.answers,
             updated_ms: 2,
             unreliable: false,
+            prior_version: next.prior_version,
         }),
         answer: Some(AnswerCommit {
             row: answer,
@@ -473,7 +476,92 @@ async fn api_keys(backend: Backend) {
     );
 }
 
-crate::on_both_stores!(models_and_items, session_mutations, api_keys, audit_trail);
+/// Prior versions: created with the model, replaced only from the version read (bumping the bank
+/// version so caches reload), all kept; finished logs are the latest finished session per user.
+async fn prior_versions(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = store(&db).await;
+    let created = audit(AuditAction::ModelCreate, "models/m");
+    store.create_model(&model("m"), &created).await.unwrap();
+    let priors = store.model_priors("m").await.unwrap();
+    assert_eq!(priors.len(), 1);
+    assert_eq!(
+        (priors[0].version, &priors[0].mean, &priors[0].cov),
+        (1, &model("m").prior_mean, &model("m").prior_cov)
+    );
+    let next = PriorRecord {
+        version: 2,
+        mean: DVector::from_vec(vec![1.0, 2.0]),
+        cov: DMatrix::identity(2, 2) * 0.5,
+        users: 3,
+        created_ms: 9,
+    };
+    let refit = audit(AuditAction::PriorRefit, "models/m");
+    store.set_prior("m", 1, &next, &refit).await.unwrap();
+    let stored = store.get_model("m").await.unwrap().unwrap();
+    assert_eq!((stored.prior_version, stored.bank_version), (2, 1));
+    assert_eq!(
+        (&stored.prior_mean, &stored.prior_cov),
+        (&next.mean, &next.cov)
+    );
+    assert!(matches!(
+        store.set_prior("m", 1, &next, &refit).await,
+        Err(StoreError::Changed)
+    ));
+    assert!(matches!(
+        store.set_prior("nope", 1, &next, &refit).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let priors = store.model_priors("m").await.unwrap();
+    assert_eq!(priors.len(), 2);
+    assert_eq!(priors[1], next);
+    assert_eq!(trail(&store).await.len(), 2, "created and refitted once");
+
+    // u finishes s1 then s2 (one answer each); v's session is still active.
+    for (id, user, finish) in [("s1", "u", true), ("s2", "u", true), ("s3", "v", false)] {
+        store.create_session(&session(id, user)).await.unwrap();
+        let lock = store.update_session(id).await.unwrap();
+        let commit = append(lock.session(), None);
+        lock.commit(&commit).await.unwrap();
+        if finish {
+            let lock = store.update_session(id).await.unwrap();
+            let mut finished = lock.session().clone();
+            finished.version += 1;
+            finished.status = SessionStatus::Finished;
+            finished.updated_ms = if id == "s1" { 10 } else { 20 };
+            let commit = SessionCommit {
+                session: finished,
+                answer: None,
+                profile: None,
+            };
+            lock.commit(&commit).await.unwrap();
+        }
+    }
+    let logs = store.finished_logs("m").await.unwrap();
+    assert_eq!(logs.len(), 1, "the latest finished session of each user");
+    assert_eq!(
+        (logs[0].user_id.as_str(), logs[0].session_id.as_str()),
+        ("u", "s2")
+    );
+    assert_eq!(logs[0].answers.len(), 1);
+    assert_eq!(
+        store
+            .get_session("s3")
+            .await
+            .unwrap()
+            .unwrap()
+            .prior_version,
+        1
+    );
+}
+
+crate::on_both_stores!(
+    models_and_items,
+    session_mutations,
+    api_keys,
+    audit_trail,
+    prior_versions
+);
 
 /// Every PostgreSQL connection of the service runs at the configured `synchronous_commit`,
 /// whatever the server's default: what an acknowledged answer survives does not depend on it.
