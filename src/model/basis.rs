@@ -8,9 +8,11 @@
 //!
 //! The factorisation is defined only up to an invertible J × J map (λ ↦ A⁻ᵀλ, φ ↦ Aφ) and a
 //! shift of every φ. [`fit_basis`] returns the one representative where features are centred
-//! and whitened (mean 0, covariance I over items), dimensions are the principal axes of the
-//! users' coefficients in decreasing variance ("variance explained"), and each dimension points
-//! the way the average user prefers (mean coefficient ≥ 0).
+//! and, once whitened over items, rotated onto the principal axes of the users' coefficients in
+//! decreasing variance ("variance explained"); each dimension then points the way the average
+//! user prefers (mean coefficient ≥ 0) and is scaled so that users' coefficients have unit
+//! variance along it (features and users are uncorrelated across dimensions, and N(0, I) is
+//! about the population's spread).
 
 use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
@@ -244,11 +246,18 @@ fn normal_form(mut users: DMatrix<f64>, mut items: DMatrix<f64>) -> Basis {
     let rotation = DMatrix::from_fn(j, j, |r, c| axes.eigenvectors[(r, order[c])]);
     users *= &rotation;
     items *= &rotation;
-    // Each dimension points the way the average user prefers.
-    for d in 0..j {
+    // Each dimension points the way the average user prefers, and its unit is the users' spread
+    // along it: users' coefficients get unit variance, so N(0, I) is about the population's
+    // spread (the features' variances then rank the dimensions).
+    for (d, &axis) in order.iter().enumerate() {
         if users.column(d).mean() < 0.0 {
             users.column_mut(d).neg_mut();
             items.column_mut(d).neg_mut();
+        }
+        let spread = axes.eigenvalues[axis].max(0.0).sqrt();
+        if spread > 1e-12 {
+            users.column_mut(d).unscale_mut(spread);
+            items.column_mut(d).scale_mut(spread);
         }
     }
     let total: f64 = axes.eigenvalues.iter().map(|v| v.max(0.0)).sum();
