@@ -126,6 +126,7 @@ impl Service {
                 strategy: None,
                 items: None,
                 exclude_pairs: None,
+                probes: None,
             })
             .await?;
         metrics::counter!("elicit_demo_sessions_total").increment(1);

@@ -127,6 +127,8 @@ pub struct CreateSession {
     /// Pairs of item ids the session must never ask (e.g. pairs held out for evaluation).
     #[schema(value_type = Option<Vec<ItemPair>>)]
     pub exclude_pairs: Option<Vec<[String; 2]>>,
+    /// Consistency probes for this session, instead of the model's rule.
+    pub probes: Option<ProbeRule>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -325,7 +325,7 @@ pub(crate) fn check_budget(field: &str, bits: f64) -> Result<(), ServiceError> {
     Ok(())
 }
 
-fn check_probes(probes: &ProbeRule) -> Result<(), ServiceError> {
+pub(super) fn check_probes(probes: &ProbeRule) -> Result<(), ServiceError> {
     if !(2..=1000).contains(&probes.every) {
         return Err(ServiceError::invalid(
             "probes.every",

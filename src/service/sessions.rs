@@ -104,11 +104,15 @@ impl Service {
         }
         let exclude_pairs = req.exclude_pairs.unwrap_or_default();
         check_excluded_pairs(&exclude_pairs, &bank)?;
+        if let Some(probes) = &req.probes {
+            super::models::check_probes(probes)?;
+        }
         let settings = SessionSettings {
             max_questions,
             strategy: req.strategy.unwrap_or(model.spec.strategy),
             items: req.items,
             exclude_pairs,
+            probes: req.probes,
         };
         let prior = bank.prior.clone();
         let allowed = allowed_indices(&settings, &bank);
@@ -632,7 +636,7 @@ fn run_config(model: &ModelRecord, settings: &SessionSettings) -> ElicitationCon
             target_sd: None,
         },
         reliability: model.spec.reliability,
-        probes: model.spec.probes,
+        probes: settings.probes.or(model.spec.probes),
         adaptive_lapse: model.spec.lapse_per_user,
         lapse_prior: model.spec.lapse_per_user.unwrap_or_default(),
         ..Default::default()

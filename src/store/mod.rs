@@ -145,6 +145,9 @@ pub struct SessionSettings {
     /// Pairs of item ids never to ask.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_pairs: Vec<[String; 2]>,
+    /// Consistency probes for this session, instead of the model's rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<ProbeRule>,
 }
 
 /// The question currently put to the user.

@@ -285,6 +285,48 @@ async fn probes_repeat_earlier_questions_without_moving_the_posterior(backend: B
         .await;
     assert_problem(status, &body, 422, "validation");
     assert_eq!(body["field"], "probes.every");
+
+    // A session may ask for probes of its own on a model without them (and is checked the same).
+    let (status, _) = server
+        .post(
+            "/v1/models",
+            &json!({"name": "plain", "dimensions": ["a", "b"]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let features = upload_items(&server, "plain", 2, 30).await;
+    let (status, created) = server
+        .post(
+            "/v1/sessions",
+            &json!({"model": "plain", "user_id": "eve", "max_questions": 6,
+                    "probes": {"every": 2, "min_gap": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut question = created["question"].clone();
+    for n in 0..6 {
+        let (_, body) = server
+            .answer_truthfully(&id, &question, &features, &[1.0, 1.0], &format!("e{n}"))
+            .await;
+        question = body["question"].clone();
+    }
+    let (_, session) = server.get(&format!("/v1/sessions/{id}")).await;
+    // Every second question is a probe when an earlier answer is eligible.
+    let probes = session["diagnostics"]["probes"].as_u64().unwrap();
+    assert!((2..=3).contains(&probes), "{session}");
+    let (_, other) = server
+        .post("/v1/sessions", &json!({"model": "plain", "user_id": "fay"}))
+        .await;
+    assert_eq!(other["diagnostics"]["probes"], 0);
+    let (status, body) = server
+        .post(
+            "/v1/sessions",
+            &json!({"model": "plain", "user_id": "gus", "probes": {"every": 2, "min_gap": 0}}),
+        )
+        .await;
+    assert_problem(status, &body, 422, "validation");
+    assert_eq!(body["field"], "probes.min_gap");
     server.stop().await;
 }
 

@@ -90,6 +90,10 @@ fn session(id: &str, user: &str) -> SessionRecord {
             strategy: Strategy::Bald,
             items: None,
             exclude_pairs: vec![],
+            probes: Some(elicit::model::elicitation::ProbeRule {
+                every: 4,
+                min_gap: 2,
+            }),
         },
         mean: DVector::zeros(2),
         cov: DMatrix::identity(2, 2),
