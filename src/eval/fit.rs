@@ -22,23 +22,7 @@ pub fn logistic_fit(differences: &[DVector<f64>], c: f64) -> (DVector<f64>, DMat
 
 /// Fraction of differences (winner − loser) with λᵀd > 0, ties counting ½.
 pub fn agreement(lambda: &DVector<f64>, differences: &[DVector<f64>]) -> f64 {
-    if differences.is_empty() {
-        return f64::NAN;
-    }
-    differences
-        .iter()
-        .map(|d| {
-            let f = lambda.dot(d);
-            if f > 0.0 {
-                1.0
-            } else if f == 0.0 {
-                0.5
-            } else {
-                0.0
-            }
-        })
-        .sum::<f64>()
-        / differences.len() as f64
+    crate::model::score::ordered_share(differences.iter().map(|d| lambda.dot(d)))
 }
 
 #[cfg(test)]

@@ -65,22 +65,13 @@ pub struct Basis {
 }
 
 impl Basis {
-    /// Fraction of comparisons the fitted model orders right (λ_uᵀ(φ_w − φ_l) > 0; 0 counts ½).
+    /// Fraction of comparisons the fitted model orders right ([`super::score::ordered_share`] of
+    /// the margins λ_uᵀ(φ_w − φ_l)); 0 without comparisons.
     pub fn accuracy(&self, comparisons: &[Comparison]) -> f64 {
-        let right: f64 = comparisons
-            .iter()
-            .map(|c| {
-                let f = self.margin(c);
-                if f > 0.0 {
-                    1.0
-                } else if f == 0.0 {
-                    0.5
-                } else {
-                    0.0
-                }
-            })
-            .sum();
-        right / comparisons.len().max(1) as f64
+        if comparisons.is_empty() {
+            return 0.0;
+        }
+        super::score::ordered_share(comparisons.iter().map(|c| self.margin(c)))
     }
 
     /// λ_uᵀ(φ_w − φ_l).

@@ -17,6 +17,26 @@ pub struct Score {
     pub rank: usize,
 }
 
+/// The share of comparisons a model orders right, from their margins f = r(winner) − r(loser):
+/// f > 0 counts 1, f = 0 (no preference) ½, f < 0 nothing. NaN without comparisons.
+pub fn ordered_share(margins: impl IntoIterator<Item = f64>) -> f64 {
+    let (right, count) = margins.into_iter().fold((0.0, 0usize), |(right, n), f| {
+        let credit = if f > 0.0 {
+            1.0
+        } else if f == 0.0 {
+            0.5
+        } else {
+            0.0
+        };
+        (right + credit, n + 1)
+    });
+    if count == 0 {
+        f64::NAN
+    } else {
+        right / count as f64
+    }
+}
+
 /// Scores candidates given as the columns of a J×n feature matrix. O(nJ²).
 pub fn score(posterior: &Posterior, candidates: &DMatrix<f64>) -> Vec<Score> {
     let means = candidates.tr_mul(posterior.mean());

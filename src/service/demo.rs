@@ -205,16 +205,13 @@ impl Service {
 /// answer noise with ties (a demo page offers "about the same") and a small lapse rate.
 fn demo_model_request(spec: &DemoModel) -> CreateModel {
     let j = spec.dimensions.len();
-    let identity = (0..j)
-        .map(|r| (0..j).map(|c| if r == c { 1.0 } else { 0.0 }).collect())
-        .collect();
     CreateModel {
         name: spec.name.clone(),
         dimensions: spec.dimensions.clone(),
-        prior: Some(PriorSpec {
-            mean: spec.prior_mean.clone(),
-            cov: identity,
-        }),
+        prior: Some(PriorSpec::new(
+            &DVector::from_vec(spec.prior_mean.clone()),
+            &DMatrix::identity(j, j),
+        )),
         noise: Some(NoiseModel {
             beta: 1.5,
             lapse: 0.05,

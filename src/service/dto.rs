@@ -25,6 +25,19 @@ pub struct PriorSpec {
     pub cov: Vec<Vec<f64>>,
 }
 
+impl PriorSpec {
+    /// N(`mean`, `cov`) as the wire writes it (the covariance row by row).
+    pub fn new(mean: &DVector<f64>, cov: &DMatrix<f64>) -> Self {
+        Self {
+            mean: mean.iter().copied().collect(),
+            cov: cov
+                .row_iter()
+                .map(|r| r.iter().copied().collect())
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateModel {

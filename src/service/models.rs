@@ -254,14 +254,7 @@ pub(crate) fn model_view(m: &ModelRecord) -> ModelView {
     ModelView {
         name: m.name.clone(),
         dimensions: m.spec.dimensions.clone(),
-        prior: PriorSpec {
-            mean: m.prior_mean.iter().copied().collect(),
-            cov: m
-                .prior_cov
-                .row_iter()
-                .map(|r| r.iter().copied().collect())
-                .collect(),
-        },
+        prior: PriorSpec::new(&m.prior_mean, &m.prior_cov),
         noise: m.spec.noise,
         update_method: m.spec.update_method,
         strategy: m.spec.strategy,

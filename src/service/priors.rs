@@ -57,17 +57,6 @@ pub struct PriorChanged {
     pub prior: PriorSpec,
 }
 
-fn prior_spec(prior: &Posterior) -> PriorSpec {
-    PriorSpec {
-        mean: prior.mean().iter().copied().collect(),
-        cov: prior
-            .cov()
-            .row_iter()
-            .map(|r| r.iter().copied().collect())
-            .collect(),
-    }
-}
-
 impl Service {
     /// Refits the model's prior by EM over its finished sessions (the latest of each user): the
     /// E-step is each user's EP posterior from their answer log under the current estimate, the
@@ -91,7 +80,8 @@ impl Service {
             ));
         }
         let record = self.model(model).await?;
-        let bank = self.banks.get(self.store.as_ref(), &record).await?;
+        // The refit needs the current prior, not the bank.
+        let current = Posterior::new(record.prior_mean.clone(), record.prior_cov.clone())?;
         let logs = self.store.finished_logs(model).await?;
         if logs.is_empty() {
             return Err(ServiceError::NotNow(format!(
@@ -106,7 +96,7 @@ impl Service {
             iterations,
             shrinkage: req.shrinkage,
         };
-        let prior = em_prior_with(users.len(), &bank.prior, options, |estimate| {
+        let prior = em_prior_with(users.len(), &current, options, |estimate| {
             Ok(users
                 .iter()
                 .map(|answers| {
@@ -182,13 +172,12 @@ impl Service {
             }
             Err(e) => return Err(e.into()),
         }
-        let prior = Posterior::new(next.mean, next.cov)?;
         Ok(PriorChanged {
             model: model.to_string(),
             prior_version: next.version,
             previous_version: current,
             users: next.users,
-            prior: prior_spec(&prior),
+            prior: PriorSpec::new(&next.mean, &next.cov),
         })
     }
 }
