@@ -129,14 +129,21 @@ fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8], what: &s
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    // As the JSON extractor answers: 400 for text that is not JSON, 422 for JSON of the wrong
+    // shape or with a value out of range.
     Ok(serde_json::from_slice::<Option<T>>(body)
         .map_err(|e| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed JSON",
-                format!("the body is not {what}: {e}"),
-            )
+            let detail = format!("the body is not {what}: {e}");
+            if e.is_data() {
+                Problem::validation(None, detail)
+            } else {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-json",
+                    "Malformed JSON",
+                    detail,
+                )
+            }
         })?
         .unwrap_or_default())
 }

@@ -215,10 +215,23 @@ async fn a_refit_from_few_sessions_shrinks_towards_the_current_prior(backend: Ba
         .await;
     let (_, cov0) = prior_of(&unshrunk);
     assert!(cov0[0][0] < cov[(0, 0)], "{cov0:?}");
-    let (status, body) = server
-        .post("/v1/models/few/prior:refit", &json!({"iterations": 0}))
-        .await;
-    assert_eq!(status, 422, "{body}");
+    for bad in [
+        json!({"iterations": 0}),
+        json!({"iterations": 2.5}),
+        json!({"shrink": 1}),
+    ] {
+        let (status, body) = server.post("/v1/models/few/prior:refit", &bad).await;
+        assert_eq!(status, 422, "{bad}: {body}");
+    }
+    let malformed = server
+        .client
+        .post(server.url("/v1/models/few/prior:refit"))
+        .header("content-type", "application/json")
+        .body("{\"iterations\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
     server.stop().await;
 }
 
