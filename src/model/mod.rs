@@ -10,6 +10,7 @@ pub mod basis;
 pub mod elicitation;
 pub mod ep;
 pub mod guard;
+pub mod kway;
 pub mod likelihood;
 pub mod numeric;
 pub mod population;

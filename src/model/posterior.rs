@@ -121,7 +121,12 @@ impl Posterior {
     ///
     /// The covariance is updated on the upper triangle and mirrored, so it stays exactly symmetric.
     pub fn apply(&mut self, predictive: &Predictive, step: RankOne) {
-        let u = &predictive.u;
+        self.apply_along(&predictive.u, step);
+    }
+
+    /// Applies μ' = μ + c₁u, Σ' = Σ − c₂uuᵀ for any direction u (the pieces of a low-rank step,
+    /// [`crate::model::kway`]). The caller guarantees that Σ' stays SPD.
+    pub fn apply_along(&mut self, u: &DVector<f64>, step: RankOne) {
         self.mean.axpy(step.c1, u, 1.0);
         let j = self.dim();
         for col in 0..j {

@@ -177,6 +177,37 @@ impl BankStats {
         (beta * (self.m[pair.a] - self.m[pair.b]), s2.max(0.0))
     }
 
+    /// The belief N(c, S) about the utility differences zᵢ = βλᵀ(φ_{items[i+1]} − φ_{items[0]})
+    /// of a set of items: cᵢ = β(m_{i+1} − m₀), S_{ij} = β²(φ_{i+1} − φ₀)ᵀΣ(φ_{j+1} − φ₀), from the
+    /// statistics in O(k²J).
+    pub fn set_predictive(
+        &self,
+        bank: &Bank,
+        items: &[usize],
+        beta: f64,
+    ) -> (DVector<f64>, DMatrix<f64>) {
+        let r = items.len().saturating_sub(1);
+        let j = bank.dim();
+        let reference = items[0];
+        let g = |i: usize| &self.g.as_slice()[i * j..(i + 1) * j];
+        let phi = |i: usize| &bank.features.as_slice()[i * j..(i + 1) * j];
+        // φₐᵀΣφ_b for any two items, from G's column a.
+        let cross = |a: usize, b: usize| if a == b { self.q[a] } else { dot(g(a), phi(b)) };
+        let center = DVector::from_fn(r, |i, _| beta * (self.m[items[i + 1]] - self.m[reference]));
+        let mut cov = DMatrix::zeros(r, r);
+        for x in 0..r {
+            for y in x..r {
+                let (a, b) = (items[x + 1], items[y + 1]);
+                let value = beta
+                    * beta
+                    * (cross(a, b) - cross(a, reference) - cross(b, reference) + self.q[reference]);
+                cov[(x, y)] = value;
+                cov[(y, x)] = value;
+            }
+        }
+        (center, cov)
+    }
+
     /// The number of bank items these statistics describe.
     pub fn items(&self) -> usize {
         self.m.len()
@@ -460,6 +491,14 @@ impl CandidateSpace {
         if newly && candidate {
             self.asked_candidates += 1;
         }
+    }
+
+    /// The items that may share a question with `item` (its group, `item` included); empty
+    /// when `item` is not a candidate.
+    pub fn group_members(&self, item: usize) -> &[usize] {
+        self.group_of
+            .get(&item)
+            .map_or(&[], |&g| self.groups[g].as_slice())
     }
 
     pub fn was_asked(&self, pair: Pair) -> bool {

@@ -300,18 +300,28 @@ impl Posterior {
         lik: &impl Likelihood,
         method: UpdateMethod,
     ) -> UpdateOutcome {
-        let (m, v) = (predictive.mean, predictive.variance);
-        let log_evidence = if v < MIN_VARIANCE {
-            lik.log_prob(m)
-        } else {
-            log_predictive(m, v, lik)
-        };
-        let step = rank_one(method, m, v, lik);
-        self.apply(predictive, step);
-        UpdateOutcome {
-            step,
-            log_evidence,
-            det_ratio: 1.0 - step.c2 * v,
-        }
+        let outcome = step_for(predictive, lik, method);
+        self.apply(predictive, outcome.step);
+        outcome
+    }
+}
+
+/// The step an answer with likelihood `lik` along `predictive` would make, without making it.
+pub fn step_for(
+    predictive: &Predictive,
+    lik: &impl Likelihood,
+    method: UpdateMethod,
+) -> UpdateOutcome {
+    let (m, v) = (predictive.mean, predictive.variance);
+    let log_evidence = if v < MIN_VARIANCE {
+        lik.log_prob(m)
+    } else {
+        log_predictive(m, v, lik)
+    };
+    let step = rank_one(method, m, v, lik);
+    UpdateOutcome {
+        step,
+        log_evidence,
+        det_ratio: 1.0 - step.c2 * v,
     }
 }
