@@ -6,6 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use elicit::model::kway;
 use elicit::model::select::{self, BankStats, CandidateSpace, Pair, SelectionOptions};
 use elicit::model::{Bank, NoiseModel, Outcome, Posterior, Strategy, UpdateMethod, score};
 use nalgebra::{DMatrix, DVector};
@@ -226,9 +227,51 @@ fn scoring(c: &mut Criterion) {
     });
 }
 
+/// Pick one of k at J = 16 on a 1,000-item bank: choosing a 4-set (target ≤ 2 ms) against
+/// choosing a pair on the same bank in the same run, and the 4-way ADF step against the pairwise.
+fn kway(c: &mut Criterion) {
+    let mut group = c.benchmark_group("kway_J16");
+    let noise = NoiseModel {
+        lapse: 0.05,
+        ..NoiseModel::default()
+    };
+    let mut rng = StdRng::seed_from_u64(6);
+    let bank = Bank::ungrouped(gaussian(&mut rng, 16, 1000, 0.5)).unwrap();
+    let posterior = warm_posterior(&mut rng, 16);
+    let stats = BankStats::new(&bank, &posterior);
+    let space = CandidateSpace::new(&bank, None);
+    let options = SelectionOptions::default();
+    for choices in [2usize, 3, 4] {
+        group.bench_function(
+            BenchmarkId::new("select", format!("{choices} of 1000")),
+            |b| {
+                b.iter(|| {
+                    kway::select_set(
+                        &bank,
+                        &stats,
+                        &space,
+                        &noise,
+                        Strategy::Bald,
+                        &options,
+                        choices,
+                        &mut rng,
+                    )
+                })
+            },
+        );
+    }
+    for choices in [2usize, 3, 4] {
+        let shown: Vec<DVector<f64>> = (0..choices).map(|i| bank.features(i)).collect();
+        group.bench_function(BenchmarkId::new("update", format!("{choices}-way")), |b| {
+            b.iter(|| kway::choice_step(black_box(&posterior), &shown, 1, &noise))
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
-    targets = update, bank_statistics, selection, screens, answer_then_select, scoring
+    targets = update, bank_statistics, selection, screens, answer_then_select, scoring, kway
 }
 criterion_main!(benches);

@@ -208,6 +208,9 @@ struct SimulateArgs {
     /// Every N-th question re-asks an earlier one (sides swapped) as a consistency probe; 0 = none.
     #[arg(long, default_value_t = 0)]
     probe_every: usize,
+    /// Items a question shows: 2 for pairs, 3 to 6 to pick one of k.
+    #[arg(long, default_value_t = 2)]
+    choices: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -434,17 +437,19 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             .unwrap_or(sim::ModelLapse::Fixed(args.lapse)),
         responders: args.responders,
         probe_every: args.probe_every,
+        choices: args.choices,
     };
     let report = sim::run(&task).map_err(anyhow::Error::msg)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "simulate: J={} bank={} users={} scale={} strategy={} method={} lapse={} model-lapse={:?} responders={:?} seed={}",
+            "simulate: J={} bank={} users={} scale={} choices={} strategy={} method={} lapse={} model-lapse={:?} responders={:?} seed={}",
             task.dims,
             task.bank,
             task.users,
             task.scale,
+            task.choices,
             task.strategy.as_str(),
             task.method.as_str(),
             task.lapse,
@@ -453,13 +458,23 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             task.seed
         );
         println!(
-            "{:>4}  {:>9}  {:>7}  {:>6}  {:>10}  {:>5}",
-            "k", "agreement", "cosine", "bits", "unreliable", "lapse"
+            "{:>4}  {:>9}  {:>7}  {:>6}  {:>10}  {:>5}  {:>6}  {:>10}",
+            "k", "agreement", "cosine", "bits", "unreliable", "lapse", "floor", "used/floor"
         );
+        let or_dash = |v: Option<f64>, digits: usize| {
+            v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
+        };
         for p in &report.curve {
             println!(
-                "{:>4}  {:>9.4}  {:>7.4}  {:>6.2}  {:>10.3}  {:>5.3}",
-                p.k, p.agreement, p.cosine, p.bits, p.flagged_unreliable, p.lapse_rate
+                "{:>4}  {:>9.4}  {:>7.4}  {:>6.2}  {:>10.3}  {:>5.3}  {:>6}  {:>10}",
+                p.k,
+                p.agreement,
+                p.cosine,
+                p.bits,
+                p.flagged_unreliable,
+                p.lapse_rate,
+                or_dash(p.floor_questions, 2),
+                or_dash(p.floor_ratio, 2)
             );
         }
     }

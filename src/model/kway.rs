@@ -29,7 +29,7 @@ use rand::{Rng, RngExt};
 use super::Bank;
 use super::ModelError;
 use super::likelihood::{NoiseModel, Outcome};
-use super::numeric::{GaussHermite, entropy_bits};
+use super::numeric::{GaussHermite, entropy_bits, log_add_exp};
 use super::posterior::{Posterior, RankOne};
 use super::select::{
     BankStats, CandidateSpace, Pair, SelectionOptions, Strategy, information_table, select,
@@ -39,15 +39,21 @@ use super::update::{UpdateMethod, step_for};
 /// Most items a question may show.
 pub const MAX_CHOICES: usize = 6;
 
-/// Nodes per dimension of the rule for the update's moments, by rank r = k − 1 (the one-step
-/// KL to a 40-node rule is below 1e-6 nats at these sizes; `tests/kway.rs`).
+/// Nodes per dimension of the rule for the update's moments, by rank r = k − 1 (one-step KL to a
+/// rule half as fine again below 10⁻³ nats, a hundredth of the streaming step's own error
+/// against the exact posterior; `tests::rules_are_fine_enough`).
 const UPDATE_NODES: [usize; MAX_CHOICES] = [1, 32, 20, 14, 10, 8];
-/// Nodes per dimension for the information of a set (selection compares sets, so a coarser rule
-/// suffices: within 0.01 bits of the update rule, `tests/kway.rs`).
-const INFORMATION_NODES: [usize; MAX_CHOICES] = [1, 24, 12, 8, 6, 5];
+/// Nodes per dimension for the information of a set (mean error below 0.02 bits, worst 0.1,
+/// against a rule half as fine again on broad beliefs; `tests::rules_are_fine_enough`).
+const INFORMATION_NODES: [usize; MAX_CHOICES] = [1, 24, 14, 10, 8, 7];
+/// A coarser rule that screens candidate sets before the best [`SET_RESCORE`] are scored with
+/// [`INFORMATION_NODES`].
+const SCREEN_NODES: [usize; MAX_CHOICES] = [1, 12, 8, 5, 4, 3];
+/// Candidate sets re-scored with the finer rule at each greedy step.
+const SET_RESCORE: usize = 3;
 /// Candidates whose exact set information is computed at each greedy step, after a screen by
 /// their pairwise information with the items already in the set.
-const SET_SCREEN: usize = 12;
+const SET_SCREEN: usize = 16;
 
 /// A tensor-product Gauss–Hermite rule for N(0, I_r): E g(t) ≈ Σₙ wₙ g(tₙ).
 struct TensorRule {
@@ -105,6 +111,31 @@ fn update_rule(rank: usize) -> &'static TensorRule {
 fn information_rule(rank: usize) -> &'static TensorRule {
     static CACHE: [OnceLock<TensorRule>; MAX_CHOICES] = [const { OnceLock::new() }; MAX_CHOICES];
     rule(&CACHE, &INFORMATION_NODES, rank)
+}
+
+fn screen_rule(rank: usize) -> &'static TensorRule {
+    static CACHE: [OnceLock<TensorRule>; MAX_CHOICES] = [const { OnceLock::new() }; MAX_CHOICES];
+    rule(&CACHE, &SCREEN_NODES, rank)
+}
+
+/// Which rule an integral uses.
+#[derive(Clone, Copy)]
+enum Nodes {
+    /// The cached rule of a table ([`UPDATE_NODES`], [`INFORMATION_NODES`], [`SCREEN_NODES`]).
+    Table(fn(usize) -> &'static TensorRule),
+    /// This many nodes per dimension (to check a table against a finer rule).
+    #[cfg_attr(not(test), allow(dead_code))]
+    PerDimension(usize),
+}
+
+impl Nodes {
+    /// Runs `f` with the rule of rank `rank`.
+    fn with<T>(self, rank: usize, f: impl FnOnce(&TensorRule) -> T) -> T {
+        match self {
+            Nodes::Table(table) => f(table(rank)),
+            Nodes::PerDimension(n) => f(&TensorRule::new(rank, n)),
+        }
+    }
 }
 
 /// The belief N(c, S) about the utility differences zᵢ = βλᵀ(φ_{i+1} − φ₀) of a shown set
@@ -296,6 +327,39 @@ fn laplace_frame(
     (t, frame)
 }
 
+/// The rule's nodes placed on the Laplace frame t = t* + Cξ, with their log importance weights
+/// ln w + ln p(chosen | t) − ½|t|² + ½|ξ|² (points one after another, r coordinates each).
+fn tilted_nodes(
+    rule: &TensorRule,
+    belief: &SetBelief,
+    axes: &DMatrix<f64>,
+    (centre, frame): (&DVector<f64>, &DMatrix<f64>),
+    chosen: usize,
+    lapse: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let r = axes.ncols();
+    let k = belief.choices();
+    let mut points = Vec::with_capacity(rule.points.len());
+    let mut log_weights = Vec::with_capacity(rule.weights.len());
+    let mut t = vec![0.0; r];
+    let mut z = vec![0.0; k - 1];
+    let mut logs = vec![0.0; k];
+    for (xi, w) in rule.nodes() {
+        // t = t* + Cξ with C lower triangular.
+        for (a, ta) in t.iter_mut().enumerate() {
+            *ta = centre[a] + (0..=a).map(|b| frame[(a, b)] * xi[b]).sum::<f64>();
+        }
+        for (i, zi) in z.iter_mut().enumerate() {
+            *zi = belief.center[i] + (0..r).map(|c| axes[(i, c)] * t[c]).sum::<f64>();
+        }
+        log_choice_probabilities(&z, lapse, &mut logs);
+        let squares = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>();
+        log_weights.push(w.ln() + logs[chosen] - 0.5 * squares(&t) + 0.5 * squares(xi));
+        points.extend_from_slice(&t);
+    }
+    (points, log_weights)
+}
+
 /// The ADF step for the answer "`chosen` is the best of `shown`" (see the module docs).
 pub fn choice_step(
     posterior: &Posterior,
@@ -327,6 +391,17 @@ pub fn choice_step(
             pieces: vec![(predictive.u, outcome.step)],
         });
     }
+    set_step(posterior, shown, chosen, noise, Nodes::Table(update_rule))
+}
+
+/// The ADF step for k ≥ 3 by the rule `nodes`.
+fn set_step(
+    posterior: &Posterior,
+    shown: &[DVector<f64>],
+    chosen: usize,
+    noise: &NoiseModel,
+    nodes: Nodes,
+) -> Result<ChoiceStep, ModelError> {
     let (belief, lift) = SetBelief::from_posterior(posterior, shown, noise.beta);
     let (axes, to_white) = belief.whiten();
     let r = axes.ncols();
@@ -336,32 +411,49 @@ pub fn choice_step(
     // Tilted moments of t: Z = E p, m_t = E[p t]/Z, C_t = E[p ttᵀ]/Z − m_t m_tᵀ, by the rule
     // placed on the Laplace approximation t = t* + Cξ (importance weights φ(t)/φ(ξ)·|C|), with
     // log weights shifted by their largest value so that tiny predictives stay exact.
-    let rule = update_rule(r);
-    let mut nodes = Vec::with_capacity(rule.weights.len());
-    let mut z = vec![0.0; k - 1];
-    let mut logs = vec![0.0; k];
-    for (xi, w) in rule.nodes() {
-        let xi = DVector::from_column_slice(xi);
-        let t = &centre + &frame * &xi;
-        z.copy_from_slice((&belief.center + &axes * &t).as_slice());
-        log_choice_probabilities(&z, noise.lapse, &mut logs);
-        let log_weight = w.ln() + logs[chosen] - 0.5 * t.norm_squared() + 0.5 * xi.norm_squared();
-        nodes.push((t, log_weight));
-    }
-    let top = nodes.iter().map(|n| n.1).fold(f64::NEG_INFINITY, f64::max);
+    // The lapse-free part by the rule on the Laplace frame; the lapse part ε/k is flat, so its
+    // tilted density is the prior N(0, I) itself and mixes in exactly (as in the pairwise step):
+    // a rule centred on the lapse-free mode would miss the prior mass far from it.
+    let (points, log_weights) = nodes.with(r, |rule| {
+        tilted_nodes(rule, &belief, &axes, (&centre, &frame), chosen, 0.0)
+    });
+    let top = log_weights
+        .iter()
+        .cloned()
+        .fold(f64::NEG_INFINITY, f64::max);
     let mut mass = 0.0;
     let mut first = DVector::zeros(r);
     let mut second = DMatrix::<f64>::zeros(r, r);
-    for (t, log_weight) in &nodes {
+    for (t, log_weight) in points.chunks_exact(r.max(1)).zip(&log_weights) {
         let p = (log_weight - top).exp();
         mass += p;
-        first.axpy(p, t, 1.0);
-        second.ger(p, t, t, 1.0);
+        for a in 0..r {
+            first[a] += p * t[a];
+            for b in 0..=a {
+                second[(a, b)] += p * t[a] * t[b];
+            }
+        }
     }
+    if r == 0 {
+        mass = (log_weights[0] - top).exp();
+    }
+    let second = DMatrix::from_fn(r, r, |a, b| second[(a.max(b), a.min(b))] / mass);
     let mean = first / mass;
-    let mut core = second / mass - &mean * mean.transpose();
-    core = (&core + core.transpose()) * 0.5 - DMatrix::identity(r, r);
-    let log_evidence = mass.ln() + top + log_det_frame;
+    // Mixture weights of the two parts, (1 − ε)Z₀ and ε/k, normalised in log space.
+    let log_free = (-noise.lapse).ln_1p() + mass.ln() + top + log_det_frame;
+    let log_flat = if noise.lapse > 0.0 {
+        (noise.lapse / k as f64).ln()
+    } else {
+        f64::NEG_INFINITY
+    };
+    let log_evidence = log_add_exp(log_free, log_flat);
+    let (w_free, w_flat) = (
+        (log_free - log_evidence).exp(),
+        (log_flat - log_evidence).exp(),
+    );
+    let mean = mean * w_free;
+    let second = second * w_free + DMatrix::identity(r, r) * w_flat;
+    let core = second - &mean * mean.transpose() - DMatrix::identity(r, r);
     if r == 0 {
         return Ok(ChoiceStep {
             log_evidence,
@@ -394,24 +486,51 @@ pub fn choice_step(
 /// The expected information gain of a shown set in bits, I(y; λ) = H[E p(y|λ)] − E H[p(y|λ)],
 /// over the k answers (skips carry no information).
 pub fn information_bits(belief: &SetBelief, noise: &NoiseModel) -> f64 {
+    information_with(belief, noise, Nodes::Table(information_rule))
+}
+
+/// [`information_bits`] by the rule `nodes`.
+fn information_with(belief: &SetBelief, noise: &NoiseModel, nodes: Nodes) -> f64 {
     let (axes, _) = belief.whiten();
-    let r = axes.ncols();
+    nodes.with(axes.ncols(), |rule| {
+        information_by_rule(belief, &axes, noise, rule)
+    })
+}
+
+fn information_by_rule(
+    belief: &SetBelief,
+    axes: &DMatrix<f64>,
+    noise: &NoiseModel,
+    rule: &TensorRule,
+) -> f64 {
     let k = belief.choices();
-    let mut z = vec![0.0; k - 1];
-    let mut logs = vec![0.0; k];
+    let floor = noise.lapse / k as f64;
+    // Utilities (0, z) at a node; axes are read row by row from a contiguous copy.
+    let rows: Vec<Vec<f64>> = (0..k - 1)
+        .map(|i| axes.row(i).iter().copied().collect())
+        .collect();
+    let mut p = vec![0.0; k];
     let mut average = vec![0.0; k];
     let mut expected_entropy = 0.0;
-    for (t, w) in information_rule(r).nodes() {
-        for (i, zi) in z.iter_mut().enumerate() {
-            *zi = belief.center[i] + (0..r).map(|c| axes[(i, c)] * t[c]).sum::<f64>();
+    for (t, w) in rule.nodes() {
+        // P(i) = (1 − ε)·softmax(0, z)ᵢ + ε/k: k exponentials and k logarithms a node.
+        p[0] = 0.0;
+        for (i, row) in rows.iter().enumerate() {
+            p[i + 1] = belief.center[i] + row.iter().zip(t).map(|(a, x)| a * x).sum::<f64>();
         }
-        log_choice_probabilities(&z, noise.lapse, &mut logs);
+        let top = p.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let mut total = 0.0;
+        for u in p.iter_mut() {
+            *u = (*u - top).exp();
+            total += *u;
+        }
+        let keep = (1.0 - noise.lapse) / total;
         let mut entropy = 0.0;
-        for (a, &l) in average.iter_mut().zip(&logs) {
-            let p = l.exp();
-            *a += w * p;
-            if p > 0.0 {
-                entropy -= p * l;
+        for (a, u) in average.iter_mut().zip(p.iter_mut()) {
+            *u = keep * *u + floor;
+            *a += w * *u;
+            if *u > 0.0 {
+                entropy -= *u * u.ln();
             }
         }
         expected_entropy += w * entropy / std::f64::consts::LN_2;
@@ -447,6 +566,8 @@ pub fn select_set<R: Rng + ?Sized>(
     let first = select(bank, stats, space, noise, strategy, options, rng)?;
     let Pair { a, b } = first.pair;
     let mut items = vec![a, b];
+    // The information of the set so far (the pair's while it is one).
+    let mut score_bits = first.score_bits;
     let members = space.group_members(a);
     while items.len() < choices.min(members.len()) {
         let candidates = members.iter().copied().filter(|i| !items.contains(i));
@@ -469,16 +590,25 @@ pub fn select_set<R: Rng + ?Sized>(
                 .collect();
             let keep = SET_SCREEN.min(screened.len());
             screened.select_nth_unstable_by(keep - 1, |x, y| y.0.total_cmp(&x.0));
-            screened[..keep]
+            // Score the screened sets with the coarse rule, the best few with the finer one.
+            let score = |c: usize, nodes: Nodes| {
+                let mut set = items.clone();
+                set.push(c);
+                let belief = SetBelief::from_stats(stats, bank, &set, noise.beta);
+                (information_with(&belief, noise, nodes), c)
+            };
+            let mut coarse: Vec<(f64, usize)> = screened[..keep]
                 .iter()
-                .map(|&(_, c)| {
-                    let mut set = items.clone();
-                    set.push(c);
-                    let belief = SetBelief::from_stats(stats, bank, &set, noise.beta);
-                    (information_bits(&belief, noise), c)
-                })
-                .max_by(|x, y| x.0.total_cmp(&y.0).then(y.1.cmp(&x.1)))
-                .map(|(_, c)| c)?
+                .map(|&(_, c)| score(c, Nodes::Table(screen_rule)))
+                .collect();
+            let rescore = SET_RESCORE.min(coarse.len());
+            coarse.select_nth_unstable_by(rescore - 1, |x, y| y.0.total_cmp(&x.0));
+            let (bits, c) = coarse[..rescore]
+                .iter()
+                .map(|&(_, c)| score(c, Nodes::Table(information_rule)))
+                .max_by(|x, y| x.0.total_cmp(&y.0).then(y.1.cmp(&x.1)))?;
+            score_bits = bits;
+            c
         };
         items.push(next);
     }
@@ -486,14 +616,9 @@ pub fn select_set<R: Rng + ?Sized>(
     for i in (1..items.len()).rev() {
         items.swap(i, rng.random_range(0..=i));
     }
-    let score_bits = if strategy == Strategy::Random {
-        0.0
-    } else {
-        information_bits(
-            &SetBelief::from_stats(stats, bank, &items, noise.beta),
-            noise,
-        )
-    };
+    if strategy == Strategy::Random {
+        score_bits = 0.0;
+    }
     Some(ChosenSet { items, score_bits })
 }
 
@@ -502,6 +627,71 @@ pub fn mark_set_asked(space: &mut CandidateSpace, items: &[usize]) {
     for (x, &a) in items.iter().enumerate() {
         for &b in &items[x + 1..] {
             space.mark_asked(Pair { a, b });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use rand_distr::{Distribution, StandardNormal};
+
+    fn gauss(rng: &mut StdRng) -> f64 {
+        StandardNormal.sample(rng)
+    }
+
+    #[test]
+    fn rules_are_fine_enough() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let noise = NoiseModel {
+            beta: 1.0,
+            lapse: 0.05,
+            tie_threshold: 0.0,
+        };
+        let j = 5;
+        let trials = 20;
+        for k in 3..=MAX_CHOICES {
+            let r = k - 1;
+            let (mut worst_kl, mut worst_bits, mut total_bits) = (0.0f64, 0.0f64, 0.0);
+            for _ in 0..trials {
+                // Broad beliefs: utility differences with sd ≈ 2.5.
+                let a = DMatrix::from_fn(j, j, |_, _| gauss(&mut rng));
+                let cov = &a * a.transpose() / j as f64 + DMatrix::identity(j, j) * 0.1;
+                let mean = DVector::from_fn(j, |_, _| gauss(&mut rng));
+                let posterior = Posterior::new(mean, cov).unwrap();
+                let shown: Vec<DVector<f64>> = (0..k)
+                    .map(|_| DVector::from_fn(j, |_, _| 1.5 * gauss(&mut rng)))
+                    .collect();
+                let apply = |nodes| {
+                    let mut q = posterior.clone();
+                    set_step(&posterior, &shown, k - 1, &noise, nodes)
+                        .unwrap()
+                        .apply(&mut q);
+                    q
+                };
+                let fine = apply(Nodes::PerDimension(UPDATE_NODES[r] * 3 / 2));
+                let kl_bits = fine.kl_bits(&apply(Nodes::Table(update_rule))).unwrap();
+                worst_kl = worst_kl.max(kl_bits * std::f64::consts::LN_2);
+                let (belief, _) = SetBelief::from_posterior(&posterior, &shown, noise.beta);
+                let reference = Nodes::PerDimension(INFORMATION_NODES[r] * 3 / 2);
+                let bits = (information_bits(&belief, &noise)
+                    - information_with(&belief, &noise, reference))
+                .abs();
+                worst_bits = worst_bits.max(bits);
+                total_bits += bits;
+            }
+            let mean_bits = total_bits / trials as f64;
+            assert!(worst_kl < 1e-3, "k={k}: one-step KL {worst_kl}");
+            assert!(
+                mean_bits < 0.02,
+                "k={k}: information off by {mean_bits} bits on average"
+            );
+            assert!(
+                worst_bits < 0.1,
+                "k={k}: information off by {worst_bits} bits"
+            );
         }
     }
 }

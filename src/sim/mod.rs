@@ -17,8 +17,10 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
 use crate::model::elicitation::{Next, ProbeRule};
+use crate::model::kway::{self, MAX_CHOICES};
 use crate::model::numeric::sigmoid;
 use crate::model::reliability::LapsePrior;
+use crate::model::select::{BankStats, CandidateSpace, SelectionOptions};
 use crate::model::{
     Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Posterior, StoppingRule, Strategy,
     UpdateMethod,
@@ -51,6 +53,8 @@ pub struct SimulationTask {
     /// Every this many questions, re-ask an earlier one (sides swapped) as a consistency probe;
     /// 0 for none.
     pub probe_every: usize,
+    /// Items shown by each question: 2 for pairs, up to [`MAX_CHOICES`] to pick one of k.
+    pub choices: usize,
 }
 
 /// The lapse rate the engine assumes (`--model-lapse`).
@@ -100,6 +104,12 @@ pub struct CurvePoint {
     pub flagged_unreliable: f64,
     /// Mean estimated lapse rate.
     pub lapse_rate: f64,
+    /// The information floor at the reached agreement: how many answers a perfect answerer would
+    /// need to pin λ's direction that closely, B_J(θ)/log₂k with θ = π(1 − agreement)
+    /// ([`information_floor_bits`]); `None` at chance agreement.
+    pub floor_questions: Option<f64>,
+    /// Questions used per question of the floor, k / floor (≥ 1; 1 is a perfect answerer).
+    pub floor_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -130,6 +140,16 @@ pub fn validate(task: &SimulationTask) -> Result<(), String> {
     }
     if task.probe_every == 1 {
         return Err("--probe-every must be 0 (no probes) or at least 2".into());
+    }
+    if !(2..=MAX_CHOICES).contains(&task.choices) || task.choices > task.bank {
+        return Err(format!(
+            "--choices must be in 2..={MAX_CHOICES} and at most --bank"
+        ));
+    }
+    if task.choices > 2 && (task.model_lapse == ModelLapse::Auto || task.probe_every > 0) {
+        return Err(
+            "--model-lapse auto and --probe-every work with pairs (--choices 2) only".into(),
+        );
     }
     Ok(())
 }
@@ -162,13 +182,19 @@ pub fn run(task: &SimulationTask) -> Result<SimulationReport, String> {
         .map(|i| {
             let mean =
                 |f: fn(&CurvePoint) -> f64| per_user.iter().map(|c| f(&c[i])).sum::<f64>() / n;
+            let agreement = mean(|p| p.agreement);
+            let floor_questions = (agreement > 0.5).then(|| {
+                information_floor_bits(task.dims, agreement) / (task.choices as f64).log2()
+            });
             CurvePoint {
                 k: i + 1,
-                agreement: mean(|p| p.agreement),
+                agreement,
                 cosine: mean(|p| p.cosine),
                 bits: mean(|p| p.bits),
                 flagged_unreliable: mean(|p| p.flagged_unreliable),
                 lapse_rate: mean(|p| p.lapse_rate),
+                floor_questions,
+                floor_ratio: floor_questions.map(|f| (i + 1) as f64 / f),
             }
         })
         .collect();
@@ -182,38 +208,135 @@ fn gaussian_matrix(rng: &mut StdRng, rows: usize, cols: usize) -> DMatrix<f64> {
     DMatrix::from_fn(rows, cols, |_, _| StandardNormal.sample(rng))
 }
 
-/// One user: the bank, λ and the held-out pairs come from a stream that depends only on the seed
-/// and the user (so every strategy and method meets the same users); answers use a second stream.
-fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, String> {
-    let j = task.dims;
-    let mut world =
-        StdRng::seed_from_u64(task.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (user as u64));
-    let bank =
-        Bank::ungrouped(gaussian_matrix(&mut world, j, task.bank)).map_err(|e| e.to_string())?;
-    let direction = DVector::from_fn(j, |_, _| StandardNormal.sample(&mut world));
-    let lambda = direction.normalize() * task.scale;
-    let held_out = gaussian_matrix(&mut world, j, HELD_OUT_ITEMS);
-    let held_out_diffs: Vec<DVector<f64>> = (0..HELD_OUT_PAIRS)
-        .map(|_| {
-            let a = world.random_range(0..HELD_OUT_ITEMS);
-            let b = (a + world.random_range(1..HELD_OUT_ITEMS)) % HELD_OUT_ITEMS;
-            held_out.column(a) - held_out.column(b)
-        })
-        .collect();
-    let truth: Vec<f64> = held_out_diffs.iter().map(|d| lambda.dot(d)).collect();
+/// One simulated user's world: the bank, λ and held-out pairs, from a stream that depends only
+/// on the seed and the user (so every strategy, method and question type meets the same users).
+struct World {
+    bank: Bank,
+    lambda: DVector<f64>,
+    held_out_diffs: Vec<DVector<f64>>,
+    truth: Vec<f64>,
+}
 
+impl World {
+    fn new(task: &SimulationTask, user: usize) -> Result<Self, String> {
+        let j = task.dims;
+        let mut world =
+            StdRng::seed_from_u64(task.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (user as u64));
+        let bank = Bank::ungrouped(gaussian_matrix(&mut world, j, task.bank))
+            .map_err(|e| e.to_string())?;
+        let direction = DVector::from_fn(j, |_, _| StandardNormal.sample(&mut world));
+        let lambda = direction.normalize() * task.scale;
+        let held_out = gaussian_matrix(&mut world, j, HELD_OUT_ITEMS);
+        let held_out_diffs: Vec<DVector<f64>> = (0..HELD_OUT_PAIRS)
+            .map(|_| {
+                let a = world.random_range(0..HELD_OUT_ITEMS);
+                let b = (a + world.random_range(1..HELD_OUT_ITEMS)) % HELD_OUT_ITEMS;
+                held_out.column(a) - held_out.column(b)
+            })
+            .collect();
+        let truth = held_out_diffs.iter().map(|d| lambda.dot(d)).collect();
+        Ok(Self {
+            bank,
+            lambda,
+            held_out_diffs,
+            truth,
+        })
+    }
+
+    /// The curve point of a posterior mean after k questions.
+    fn point(&self, k: usize, mu: &DVector<f64>, bits: f64, reliability: (f64, f64)) -> CurvePoint {
+        let agreement = self
+            .held_out_diffs
+            .iter()
+            .zip(&self.truth)
+            .map(|(d, t)| {
+                let predicted = mu.dot(d);
+                if predicted == 0.0 {
+                    0.5
+                } else if predicted.signum() == t.signum() {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .sum::<f64>()
+            / HELD_OUT_PAIRS as f64;
+        let norm = mu.norm() * self.lambda.norm();
+        CurvePoint {
+            k,
+            agreement,
+            cosine: if norm > 0.0 {
+                mu.dot(&self.lambda) / norm
+            } else {
+                0.0
+            },
+            bits,
+            flagged_unreliable: reliability.0,
+            lapse_rate: reliability.1,
+            floor_questions: None,
+            floor_ratio: None,
+        }
+    }
+
+    /// The simulated answer to a question showing `items`: the index of the chosen one, by the
+    /// multinomial logit of λ (β = 1), or uniformly at random for a lapse or a random responder.
+    fn answer(&self, task: &SimulationTask, items: &[usize], rng: &mut StdRng) -> usize {
+        let random = task.responders == Responders::Random || rng.random_bool(task.lapse);
+        if let &[a, b] = items {
+            // Pairs draw from the stream as they always have, so pairwise figures stay put.
+            let p_a = if random {
+                0.5
+            } else {
+                sigmoid(
+                    self.lambda
+                        .dot(&(self.bank.features(a) - self.bank.features(b))),
+                )
+            };
+            return usize::from(!rng.random_bool(p_a));
+        }
+        if random {
+            return rng.random_range(0..items.len());
+        }
+        let utilities: Vec<f64> = items
+            .iter()
+            .map(|&i| self.lambda.dot(&self.bank.features(i)))
+            .collect();
+        let top = utilities.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let weights: Vec<f64> = utilities.iter().map(|u| (u - top).exp()).collect();
+        let mut r = rng.random::<f64>() * weights.iter().sum::<f64>();
+        for (i, w) in weights.iter().enumerate() {
+            if r < *w {
+                return i;
+            }
+            r -= w;
+        }
+        items.len() - 1
+    }
+}
+
+/// One user through the engine: pairs through [`Elicitation`] (with its probes and lapse
+/// estimate), larger sets through [`kway`]. Answers use their own random stream.
+fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, String> {
+    let world = World::new(task, user)?;
+    let j = task.dims;
     let prior =
         Posterior::isotropic(j, task.scale * task.scale / j as f64).map_err(|e| e.to_string())?;
     let (assumed_lapse, adaptive_lapse) = match task.model_lapse {
         ModelLapse::Fixed(rate) => (rate, None),
         ModelLapse::Auto => (0.0, Some(LapsePrior::default())),
     };
+    let noise = NoiseModel {
+        beta: 1.0,
+        lapse: assumed_lapse,
+        tie_threshold: 0.0,
+    };
+    let mut answers = StdRng::seed_from_u64(task.seed ^ 0xA5A5_5A5A ^ ((user as u64) << 20));
+    if task.choices > 2 {
+        return simulate_sets(task, &world, prior, noise, &mut answers);
+    }
+    let bank = &world.bank;
     let config = ElicitationConfig {
-        noise: NoiseModel {
-            beta: 1.0,
-            lapse: assumed_lapse,
-            tie_threshold: 0.0,
-        },
+        noise,
         method: task.method,
         strategy: task.strategy,
         stopping: StoppingRule {
@@ -228,58 +351,112 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
         }),
         ..Default::default()
     };
-    let mut run = Elicitation::new(&bank, prior, config, None).map_err(|e| e.to_string())?;
-    let mut answers = StdRng::seed_from_u64(task.seed ^ 0xA5A5_5A5A ^ ((user as u64) << 20));
+    let mut run = Elicitation::new(bank, prior, config, None).map_err(|e| e.to_string())?;
     let mut curve = Vec::with_capacity(task.questions);
     for k in 1..=task.questions {
         if let Next::Ask(question) = run.next(&mut answers) {
-            let x = bank.direction(question.pair, 1.0);
-            let p_a = sigmoid(lambda.dot(&x));
-            let random = task.responders == Responders::Random || answers.random_bool(task.lapse);
-            let choice = if random {
-                if answers.random_bool(0.5) {
-                    Choice::A
-                } else {
-                    Choice::B
-                }
-            } else if answers.random_bool(p_a) {
-                Choice::A
-            } else {
-                Choice::B
+            let pair = question.pair;
+            let choice = match world.answer(task, &[pair.a, pair.b], &mut answers) {
+                0 => Choice::A,
+                _ => Choice::B,
             };
-            run.answer(question.pair, choice)
-                .map_err(|e| e.to_string())?;
+            run.answer(pair, choice).map_err(|e| e.to_string())?;
         }
-        let mu = run.posterior().mean();
         let diagnostics = run.diagnostics();
-        let agreement = held_out_diffs
-            .iter()
-            .zip(&truth)
-            .map(|(d, t)| {
-                let predicted = mu.dot(d);
-                if predicted == 0.0 {
-                    0.5
-                } else if predicted.signum() == t.signum() {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
-            .sum::<f64>()
-            / HELD_OUT_PAIRS as f64;
-        let norm = mu.norm() * lambda.norm();
-        curve.push(CurvePoint {
+        curve.push(world.point(
             k,
-            agreement,
-            cosine: if norm > 0.0 {
-                mu.dot(&lambda) / norm
-            } else {
-                0.0
-            },
-            bits: diagnostics.bits,
-            flagged_unreliable: f64::from(u8::from(diagnostics.reliability.unreliable)),
-            lapse_rate: diagnostics.reliability.lapse_rate,
-        });
+            run.posterior().mean(),
+            diagnostics.bits,
+            (
+                f64::from(u8::from(diagnostics.reliability.unreliable)),
+                diagnostics.reliability.lapse_rate,
+            ),
+        ));
     }
     Ok(curve)
+}
+
+/// Pick-one-of-k questions: sets chosen by [`kway::select_set`], answers applied by
+/// [`kway::choice_step`] to the posterior and the bank statistics alike.
+fn simulate_sets(
+    task: &SimulationTask,
+    world: &World,
+    prior: Posterior,
+    noise: NoiseModel,
+    answers: &mut StdRng,
+) -> Result<Vec<CurvePoint>, String> {
+    let bank = &world.bank;
+    let mut posterior = prior.clone();
+    let mut stats = BankStats::new(bank, &posterior);
+    let mut space = CandidateSpace::new(bank, None);
+    let options = SelectionOptions::default();
+    let mut curve = Vec::with_capacity(task.questions);
+    for k in 1..=task.questions {
+        if let Some(set) = kway::select_set(
+            bank,
+            &stats,
+            &space,
+            &noise,
+            task.strategy,
+            &options,
+            task.choices,
+            answers,
+        ) {
+            let shown: Vec<DVector<f64>> = set.items.iter().map(|&i| bank.features(i)).collect();
+            let chosen = world.answer(task, &set.items, answers);
+            let step =
+                kway::choice_step(&posterior, &shown, chosen, &noise).map_err(|e| e.to_string())?;
+            for (u, piece) in &step.pieces {
+                posterior.apply_along(u, *piece);
+                stats.update(bank, u, *piece);
+            }
+            kway::mark_set_asked(&mut space, &set.items);
+        }
+        curve.push(world.point(
+            k,
+            posterior.mean(),
+            posterior.bits_since(&prior),
+            (0.0, noise.lapse),
+        ));
+    }
+    Ok(curve)
+}
+
+/// The information floor B_J(θ) = log₂(1/cap_J(θ)) in bits (GUIDE §8): a direction known to
+/// within angle θ occupies the fraction cap_J(θ) = ∫₀^θ sin^{J−2}t dt / ∫₀^π sin^{J−2}t dt of the
+/// unit sphere in R^J (= ½I_{sin²θ}((J − 1)/2, ½) for θ ≤ π/2), so a perfect answerer, one bit
+/// an answer, needs at least B_J(θ) answers to get there. θ = π(1 − agreement): the held-out
+/// disagreement of two directions at angle θ is θ/π for isotropic pair differences.
+pub fn information_floor_bits(dims: usize, agreement: f64) -> f64 {
+    let theta = std::f64::consts::PI * (1.0 - agreement).clamp(0.0, 1.0);
+    if dims < 2 {
+        // Two directions: one bit decides, once the sign is right.
+        return if agreement > 0.5 { 1.0 } else { 0.0 };
+    }
+    let power = (dims - 2) as i32;
+    // Simpson's rule on 2,000 intervals: the integrand is smooth and bounded by 1.
+    let integral = |upper: f64| {
+        let n = 2000;
+        let h = upper / n as f64;
+        (0..=n)
+            .map(|i| {
+                let weight = if i == 0 || i == n {
+                    1.0
+                } else if i % 2 == 1 {
+                    4.0
+                } else {
+                    2.0
+                };
+                weight * (i as f64 * h).sin().powi(power)
+            })
+            .sum::<f64>()
+            * h
+            / 3.0
+    };
+    let cap = integral(theta) / integral(std::f64::consts::PI);
+    if cap <= 0.0 {
+        f64::INFINITY
+    } else {
+        -cap.log2()
+    }
 }
