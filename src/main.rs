@@ -189,9 +189,9 @@ struct SimulateArgs {
     scale: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// bald | dopt | random
+    /// bald | dopt | random | epig (pairs aimed at held-out target items)
     #[arg(long, default_value = "bald")]
-    strategy: Strategy,
+    strategy: sim::Questioning,
     /// adf | rvga | jj
     #[arg(long, default_value = "adf")]
     method: UpdateMethod,
@@ -458,17 +458,18 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             task.seed
         );
         println!(
-            "{:>4}  {:>9}  {:>7}  {:>6}  {:>10}  {:>5}  {:>6}  {:>10}",
-            "k", "agreement", "cosine", "bits", "unreliable", "lapse", "floor", "used/floor"
+            "{:>4}  {:>9}  {:>6}  {:>7}  {:>6}  {:>10}  {:>5}  {:>6}  {:>10}",
+            "k", "agreement", "se", "cosine", "bits", "unreliable", "lapse", "floor", "used/floor"
         );
         let or_dash = |v: Option<f64>, digits: usize| {
             v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
         };
         for p in &report.curve {
             println!(
-                "{:>4}  {:>9.4}  {:>7.4}  {:>6.2}  {:>10.3}  {:>5.3}  {:>6}  {:>10}",
+                "{:>4}  {:>9.4}  {:>6.4}  {:>7.4}  {:>6.2}  {:>10.3}  {:>5.3}  {:>6}  {:>10}",
                 p.k,
                 p.agreement,
+                p.agreement_se,
                 p.cosine,
                 p.bits,
                 p.flagged_unreliable,

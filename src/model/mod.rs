@@ -9,6 +9,7 @@
 pub mod basis;
 pub mod elicitation;
 pub mod ep;
+pub mod epig;
 pub mod guard;
 pub mod kway;
 pub mod likelihood;

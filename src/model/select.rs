@@ -501,6 +501,11 @@ impl CandidateSpace {
             .map_or(&[], |&g| self.groups[g].as_slice())
     }
 
+    /// Every candidate pair not asked yet.
+    pub fn unasked_pairs(&self) -> impl Iterator<Item = Pair> + '_ {
+        all_pairs(&self.groups).filter(|p| !self.was_asked(*p))
+    }
+
     pub fn was_asked(&self, pair: Pair) -> bool {
         self.asked.contains(&pair.unordered())
     }

@@ -17,13 +17,14 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
 use crate::model::elicitation::{Next, ProbeRule};
+use crate::model::epig;
 use crate::model::kway::{self, MAX_CHOICES};
 use crate::model::numeric::sigmoid;
 use crate::model::reliability::LapsePrior;
 use crate::model::select::{BankStats, CandidateSpace, SelectionOptions};
 use crate::model::{
-    Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Posterior, StoppingRule, Strategy,
-    UpdateMethod,
+    Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Outcome, Posterior, StoppingRule,
+    Strategy, UpdateMethod,
 };
 
 /// A probe repeats an answer at least this many questions old (GUIDE §6).
@@ -32,6 +33,9 @@ const PROBE_MIN_GAP: usize = 5;
 /// Held-out evaluation: this many fresh items, this many random pairs among them.
 const HELD_OUT_ITEMS: usize = 200;
 const HELD_OUT_PAIRS: usize = 2000;
+/// Target pairs among the held-out items for `--strategy epig` (drawn apart from the pairs the
+/// agreement is measured on: the targets say which items matter, not which answers).
+pub const TARGET_PAIRS: usize = 100;
 
 /// The flags of one `elicit simulate` run.
 #[derive(Debug, Clone, Serialize)]
@@ -42,7 +46,7 @@ pub struct SimulationTask {
     pub questions: usize,
     pub scale: f64,
     pub seed: u64,
-    pub strategy: Strategy,
+    pub strategy: Questioning,
     pub method: UpdateMethod,
     /// The simulated users' rate of random answers.
     pub lapse: f64,
@@ -55,6 +59,56 @@ pub struct SimulationTask {
     pub probe_every: usize,
     /// Items shown by each question: 2 for pairs, up to [`MAX_CHOICES`] to pick one of k.
     pub choices: usize,
+}
+
+/// How questions are chosen (`--strategy`): one of the engine's strategies, or `epig`, pairs
+/// aimed at held-out target items ([`epig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Questioning {
+    Engine(Strategy),
+    /// Expected predictive information gain about [`TARGET_PAIRS`] pairs of held-out items.
+    Epig,
+}
+
+impl Questioning {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Questioning::Engine(strategy) => strategy.as_str(),
+            Questioning::Epig => "epig",
+        }
+    }
+
+    /// The engine's strategy for the loops that use one (EPIG has its own loop).
+    fn engine(self) -> Strategy {
+        match self {
+            Questioning::Engine(strategy) => strategy,
+            Questioning::Epig => Strategy::Bald,
+        }
+    }
+}
+
+impl From<Strategy> for Questioning {
+    fn from(strategy: Strategy) -> Self {
+        Questioning::Engine(strategy)
+    }
+}
+
+impl std::str::FromStr for Questioning {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "epig" {
+            return Ok(Questioning::Epig);
+        }
+        s.parse::<Strategy>()
+            .map(Questioning::Engine)
+            .map_err(|_| format!("unknown strategy '{s}' (bald, dopt, random, epig)"))
+    }
+}
+
+impl Serialize for Questioning {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// The lapse rate the engine assumes (`--model-lapse`).
@@ -96,6 +150,8 @@ pub struct CurvePoint {
     pub k: usize,
     /// Fraction of held-out pairs on which sign(μᵀd) = sign(λᵀd).
     pub agreement: f64,
+    /// Standard error of the mean agreement over users (0 for one user's own point).
+    pub agreement_se: f64,
     /// cos(μ, λ).
     pub cosine: f64,
     /// ½log₂det(Σ₀Σ⁻¹).
@@ -151,6 +207,11 @@ pub fn validate(task: &SimulationTask) -> Result<(), String> {
             "--model-lapse auto and --probe-every work with pairs (--choices 2) only".into(),
         );
     }
+    if task.strategy == Questioning::Epig
+        && (task.choices > 2 || task.model_lapse == ModelLapse::Auto || task.probe_every > 0)
+    {
+        return Err("--strategy epig asks pairs with a fixed lapse rate and no probes".into());
+    }
     Ok(())
 }
 
@@ -183,12 +244,19 @@ pub fn run(task: &SimulationTask) -> Result<SimulationReport, String> {
             let mean =
                 |f: fn(&CurvePoint) -> f64| per_user.iter().map(|c| f(&c[i])).sum::<f64>() / n;
             let agreement = mean(|p| p.agreement);
+            let spread = per_user
+                .iter()
+                .map(|c| (c[i].agreement - agreement).powi(2))
+                .sum::<f64>()
+                / (n - 1.0).max(1.0);
+            let agreement_se = (spread / n).sqrt();
             let floor_questions = (agreement > 0.5).then(|| {
                 information_floor_bits(task.dims, agreement) / (task.choices as f64).log2()
             });
             CurvePoint {
                 k: i + 1,
                 agreement,
+                agreement_se,
                 cosine: mean(|p| p.cosine),
                 bits: mean(|p| p.bits),
                 flagged_unreliable: mean(|p| p.flagged_unreliable),
@@ -215,6 +283,8 @@ struct World {
     lambda: DVector<f64>,
     held_out_diffs: Vec<DVector<f64>>,
     truth: Vec<f64>,
+    /// Feature differences of the target pairs (for `epig`).
+    targets: Vec<DVector<f64>>,
 }
 
 impl World {
@@ -235,11 +305,20 @@ impl World {
             })
             .collect();
         let truth = held_out_diffs.iter().map(|d| lambda.dot(d)).collect();
+        // Drawn last, so that everything above is the same whether or not targets are used.
+        let targets = (0..TARGET_PAIRS)
+            .map(|_| {
+                let a = world.random_range(0..HELD_OUT_ITEMS);
+                let b = (a + world.random_range(1..HELD_OUT_ITEMS)) % HELD_OUT_ITEMS;
+                held_out.column(a) - held_out.column(b)
+            })
+            .collect();
         Ok(Self {
             bank,
             lambda,
             held_out_diffs,
             truth,
+            targets,
         })
     }
 
@@ -265,6 +344,7 @@ impl World {
         CurvePoint {
             k,
             agreement,
+            agreement_se: 0.0,
             cosine: if norm > 0.0 {
                 mu.dot(&self.lambda) / norm
             } else {
@@ -334,11 +414,14 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
     if task.choices > 2 {
         return simulate_sets(task, &world, prior, noise, &mut answers);
     }
+    if task.strategy == Questioning::Epig {
+        return simulate_targeted(task, &world, prior, noise, &mut answers);
+    }
     let bank = &world.bank;
     let config = ElicitationConfig {
         noise,
         method: task.method,
-        strategy: task.strategy,
+        strategy: task.strategy.engine(),
         stopping: StoppingRule {
             max_questions: task.questions,
             min_information_bits: f64::NEG_INFINITY,
@@ -397,7 +480,7 @@ fn simulate_sets(
             &stats,
             &space,
             &noise,
-            task.strategy,
+            task.strategy.engine(),
             &options,
             task.choices,
             answers,
@@ -411,6 +494,43 @@ fn simulate_sets(
                 stats.update(bank, u, *piece);
             }
             kway::mark_set_asked(&mut space, &set.items);
+        }
+        curve.push(world.point(
+            k,
+            posterior.mean(),
+            posterior.bits_since(&prior),
+            (0.0, noise.lapse),
+        ));
+    }
+    Ok(curve)
+}
+
+/// Pairs chosen by EPIG for the world's target pairs ([`epig::select_for_targets`]), answers
+/// applied by the pairwise update.
+fn simulate_targeted(
+    task: &SimulationTask,
+    world: &World,
+    prior: Posterior,
+    noise: NoiseModel,
+    answers: &mut StdRng,
+) -> Result<Vec<CurvePoint>, String> {
+    let bank = &world.bank;
+    let targets = epig::Targets::new(world.targets.clone());
+    let mut posterior = prior.clone();
+    let mut space = CandidateSpace::new(bank, None);
+    let mut curve = Vec::with_capacity(task.questions);
+    for k in 1..=task.questions {
+        if let Some(question) =
+            epig::select_for_targets(bank, &space, &posterior, &noise, &targets, answers)
+        {
+            let pair = question.pair;
+            let outcome = match world.answer(task, &[pair.a, pair.b], answers) {
+                0 => Outcome::A,
+                _ => Outcome::B,
+            };
+            let likelihood = noise.likelihood(outcome).map_err(|e| e.to_string())?;
+            posterior.update(&bank.direction(pair, noise.beta), &likelihood, task.method);
+            space.mark_asked(pair);
         }
         curve.push(world.point(
             k,
