@@ -4,7 +4,9 @@
 //! scores λᵀφ(y). The engine keeps a Gaussian belief N(μ, Σ) over λ ([`posterior`]), updates it
 //! after each answer with a rank-one step ([`update`], [`ep`]) under the answer model of
 //! [`likelihood`], picks the next most informative comparison ([`select`]), decides when to stop
-//! and reports diagnostics ([`elicitation`]), and scores candidates ([`score`]).
+//! and reports diagnostics ([`elicitation`]), and scores candidates ([`score`]). Questions that
+//! show k items and are answered with one have their own likelihood, update and set search
+//! ([`kway`]); [`epig`] aims pair questions at target items instead of at λ.
 
 pub mod basis;
 pub mod elicitation;
