@@ -148,6 +148,9 @@ struct EvalArgs {
     /// ask: any pair of rated items, equal ratings answered tie or skip.
     #[arg(long, value_enum, default_value = "exclude")]
     equal_pairs: EqualPairs,
+    /// Items a question shows: 2 for pairs, 3 to 6 to pick one (the highest-rated; in-process).
+    #[arg(long, default_value_t = 2)]
+    choices: usize,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -313,6 +316,15 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
         "--strategy needs at least one strategy"
     );
     anyhow::ensure!(args.questions >= 1, "--questions must be at least 1");
+    anyhow::ensure!(
+        (2..=elicit::model::kway::MAX_CHOICES).contains(&args.choices),
+        "--choices must be in 2..={}",
+        elicit::model::kway::MAX_CHOICES
+    );
+    anyhow::ensure!(
+        args.choices == 2 || args.target.is_none(),
+        "--choices above 2 runs in-process: the HTTP API asks pairs"
+    );
     let options = EvalOptions {
         split: Some(args.split),
         questions: args.questions,
@@ -324,6 +336,7 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
         max_items_per_user: args.max_items.max(2),
         max_scored_pairs: 2000,
         equal_pairs: args.equal_pairs,
+        choices: args.choices,
     };
     let dataset = Dataset::load(&args.items, &args.ratings)?;
     let prior = eval::train_prior(&dataset, &options)?;

@@ -26,7 +26,8 @@ use sha2::{Digest, Sha256};
 
 use self::data::{Dataset, UserRatings};
 use crate::model::elicitation::Next;
-use crate::model::select::Pair;
+use crate::model::kway;
+use crate::model::select::{BankStats, CandidateSpace, Pair, SelectionOptions};
 use crate::model::{
     Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Posterior, StoppingRule, Strategy,
     UpdateMethod,
@@ -92,6 +93,8 @@ pub struct EvalOptions {
     /// At most this many held-out pairs are scored per user.
     pub max_scored_pairs: usize,
     pub equal_pairs: EqualPairs,
+    /// Items a question shows (2: pairs; 3–6: pick one, answered with the highest-rated).
+    pub choices: usize,
 }
 
 /// One user's evaluation task: items are local indices into `items`.
@@ -301,6 +304,9 @@ pub fn run_in_process(
         dataset.features[(r, task.items[c])]
     });
     let bank = Bank::ungrouped(features)?;
+    if options.choices > 2 {
+        return run_sets_in_process(dataset, task, &bank, prior, strategy, options);
+    }
     let config = ElicitationConfig {
         noise: options.noise,
         method: options.method,
@@ -326,6 +332,64 @@ pub fn run_in_process(
             run.answer(q.pair, task.answer(q.pair.a, q.pair.b, &options.noise))?;
         }
         curve.push(task.accuracy(dataset, run.posterior().mean()));
+    }
+    Ok(curve)
+}
+
+/// [`run_in_process`] with pick-one-of-k questions ([`kway`]): the answer is the shown item the
+/// user rated highest, and a skip (no update, a question spent) when that rating is shared.
+fn run_sets_in_process(
+    dataset: &Dataset,
+    task: &UserTask,
+    bank: &Bank,
+    prior: &Posterior,
+    strategy: Strategy,
+    options: &EvalOptions,
+) -> anyhow::Result<Vec<f64>> {
+    let noise = options.noise;
+    let mut posterior = prior.clone();
+    let mut stats = BankStats::new(bank, &posterior);
+    let mut space = CandidateSpace::new(bank, None);
+    for &(a, b) in &task.never_asked {
+        space.mark_asked(Pair { a, b });
+    }
+    let mut rng = StdRng::seed_from_u64(seed_for(
+        options.seed,
+        &["sets", &task.user, strategy.as_str()],
+    ));
+    let selection = SelectionOptions::default();
+    let mut curve = Vec::with_capacity(options.questions);
+    for _ in 0..options.questions {
+        if let Some(set) = kway::select_set(
+            bank,
+            &stats,
+            &space,
+            &noise,
+            strategy,
+            &selection,
+            options.choices,
+            &mut rng,
+        ) {
+            kway::mark_set_asked(&mut space, &set.items);
+            let best = set
+                .items
+                .iter()
+                .map(|&i| task.ratings[i])
+                .fold(f64::NEG_INFINITY, f64::max);
+            let top: Vec<usize> = (0..set.items.len())
+                .filter(|&i| task.ratings[set.items[i]] == best)
+                .collect();
+            if let [chosen] = top[..] {
+                let shown: Vec<DVector<f64>> =
+                    set.items.iter().map(|&i| bank.features(i)).collect();
+                let step = kway::choice_step(&posterior, &shown, chosen, &noise)?;
+                for (u, piece) in &step.pieces {
+                    posterior.apply_along(u, *piece);
+                    stats.update(bank, u, *piece);
+                }
+            }
+        }
+        curve.push(task.accuracy(dataset, posterior.mean()));
     }
     Ok(curve)
 }

@@ -546,12 +546,12 @@ pub struct ChosenSet {
     pub score_bits: f64,
 }
 
-/// Chooses up to `choices` items of one group to show together: the best pair by the strategy
-/// (never a pair asked before, so never a set asked before once the caller marks every pair of
-/// an asked set), then greedily the item that raises the set's information most, among the
+/// Chooses up to `choices` items of one group to show together, no two of which were compared
+/// before (the caller marks every pair of an asked set, so no set or pair repeats): the best pair
+/// by the strategy, then greedily the item that raises the set's information most, among the
 /// [`SET_SCREEN`] whose smallest pairwise information with the set's items is largest. Greedy
 /// keeps about 98 % of an exhaustive search's information (research/questions.md) at a small
-/// fraction of its cost. A group with fewer than `choices` items gives a smaller set.
+/// fraction of its cost. When the group runs out of such items the set is smaller.
 #[allow(clippy::too_many_arguments)]
 pub fn select_set<R: Rng + ?Sized>(
     bank: &Bank,
@@ -570,9 +570,18 @@ pub fn select_set<R: Rng + ?Sized>(
     let mut score_bits = first.score_bits;
     let members = space.group_members(a);
     while items.len() < choices.min(members.len()) {
-        let candidates = members.iter().copied().filter(|i| !items.contains(i));
+        // Never an item that would compare a pair again: pairs asked before, or excluded (held
+        // out for evaluation, known already), are not compared a second time inside a set.
+        let candidates = members.iter().copied().filter(|&c| {
+            items
+                .iter()
+                .all(|&i| i != c && !space.was_asked(Pair { a: i, b: c }))
+        });
         let next = if strategy == Strategy::Random {
             let candidates: Vec<usize> = candidates.collect();
+            if candidates.is_empty() {
+                break;
+            }
             candidates[rng.random_range(0..candidates.len())]
         } else {
             let mut screened: Vec<(f64, usize)> = candidates
@@ -588,6 +597,9 @@ pub fn select_set<R: Rng + ?Sized>(
                     (weakest, c)
                 })
                 .collect();
+            if screened.is_empty() {
+                break;
+            }
             let keep = SET_SCREEN.min(screened.len());
             screened.select_nth_unstable_by(keep - 1, |x, y| y.0.total_cmp(&x.0));
             // Score the screened sets with the coarse rule, the best few with the finer one.

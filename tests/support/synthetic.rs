@@ -82,5 +82,6 @@ pub fn options(strategies: Vec<Strategy>) -> EvalOptions {
         max_items_per_user: 200,
         max_scored_pairs: 2000,
         equal_pairs: EqualPairs::Exclude,
+        choices: 2,
     }
 }
