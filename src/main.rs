@@ -214,6 +214,10 @@ struct SimulateArgs {
     /// Items a question shows: 2 for pairs, 3 to 6 to pick one of k.
     #[arg(long, default_value_t = 2)]
     choices: usize,
+    /// Graded pairwise answers ("slightly" or "clearly" better) with this strength threshold θ
+    /// (an ordered logit), for the simulated users and the engine.
+    #[arg(long)]
+    graded: Option<f64>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -451,6 +455,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         responders: args.responders,
         probe_every: args.probe_every,
         choices: args.choices,
+        graded: args.graded,
     };
     let report = sim::run(&task).map_err(anyhow::Error::msg)?;
     if args.json {

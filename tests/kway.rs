@@ -10,9 +10,10 @@
 use elicit::model::kway::{
     MAX_CHOICES, SetBelief, choice_step, information_bits, mark_set_asked, select_set,
 };
+use elicit::model::likelihood::Likelihood;
 use elicit::model::numeric::{gauss_hermite_96, sigmoid};
 use elicit::model::select::{BankStats, CandidateSpace, SelectionOptions};
-use elicit::model::{Bank, NoiseModel, Outcome, Posterior, Strategy, UpdateMethod};
+use elicit::model::{Bank, NoiseModel, Outcome, Posterior, Strategy, Strength, UpdateMethod};
 use nalgebra::{DMatrix, DVector};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -393,5 +394,53 @@ fn sets_come_from_one_group_and_are_never_repeated() {
         }
         assert_eq!(space.remaining(), 0);
         space = CandidateSpace::new(&bank, None);
+    }
+}
+
+/// Graded pairwise answers (ordered logit, threshold θ = 1) against the grid posterior, under the
+/// same bounds as the k-way step.
+#[test]
+fn graded_answers_are_as_close_to_the_exact_posterior_as_plain_ones() {
+    let noise = NoiseModel::default();
+    let threshold = 1.0;
+    for (item_sd, mean_bound, max_bound) in [(1.0, 0.08, 0.3), (3f64.sqrt(), 0.2, 1.0)] {
+        let mut kls = Vec::new();
+        for user in 0..20u64 {
+            let mut rng = StdRng::seed_from_u64(9_000 + user);
+            let lambda = normal_vector(&mut rng, 2, 1.0).normalize() * 2.0;
+            let mut q = Posterior::isotropic(2, PRIOR_VARIANCE).unwrap();
+            let mut exact = Grid::new(2, 241, 5.0);
+            for _ in 0..20 {
+                let x = normal_vector(&mut rng, 2, item_sd) - normal_vector(&mut rng, 2, item_sd);
+                let f = lambda.dot(&x);
+                let outcome = if rng.random_bool(sigmoid(f)) {
+                    Outcome::A
+                } else {
+                    Outcome::B
+                };
+                let side = if outcome == Outcome::A { f } else { -f };
+                let strength = if rng.random_bool(sigmoid(side - threshold) / sigmoid(side)) {
+                    Strength::Clearly
+                } else {
+                    Strength::Slightly
+                };
+                let likelihood = noise
+                    .graded_likelihood(outcome, strength, threshold)
+                    .unwrap();
+                q.update(&x, &likelihood, UpdateMethod::Adf);
+                for (p, l) in exact.points.iter().zip(exact.log_density.iter_mut()) {
+                    *l += likelihood.log_prob(x[0] * p[0] + x[1] * p[1]);
+                }
+            }
+            let (m, c) = exact.moments();
+            kls.push(gaussian_kl(&m, &c, &q));
+        }
+        let mean = kls.iter().sum::<f64>() / kls.len() as f64;
+        let max = kls.iter().cloned().fold(0.0, f64::max);
+        eprintln!("graded sd={item_sd:.2}: KL mean {mean:.4} max {max:.4} nats");
+        assert!(
+            mean <= mean_bound && max <= max_bound,
+            "sd={item_sd}: {mean} / {max}"
+        );
     }
 }

@@ -43,6 +43,13 @@ pub enum Outcome {
     Tie,
 }
 
+/// How strongly a graded answer prefers its side ("slightly" or "clearly" better).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strength {
+    Slightly,
+    Clearly,
+}
+
 /// Answer-noise parameters of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -106,6 +113,46 @@ impl NoiseModel {
             return Err(ModelError::TiesDisabled);
         }
         Ok(PairLikelihood::new(*self, outcome))
+    }
+
+    /// The likelihood of a graded answer, an ordered logit: the preferred side's mass σ(±f − η)
+    /// is split at a strength threshold θ > 0 into "clearly", σ(±f − η − θ), and "slightly",
+    /// σ(±f − η) − σ(±f − η − θ) = σ(±f − η)·σ(θ + η ∓ f)·(1 − e^{−θ}) (a product of two logistic
+    /// terms, like a tie). A lapse answers uniformly over the K = 4 graded outcomes (5 with ties).
+    pub fn graded_likelihood(
+        &self,
+        outcome: Outcome,
+        strength: Strength,
+        threshold: f64,
+    ) -> Result<PairLikelihood, ModelError> {
+        if !(threshold.is_finite() && threshold > 0.0) {
+            return Err(ModelError::invalid(
+                "strength_threshold",
+                "must be positive and finite",
+            ));
+        }
+        let sign = match outcome {
+            Outcome::A => 1.0,
+            Outcome::B => -1.0,
+            Outcome::Tie => {
+                return Err(ModelError::invalid("strength", "a tie has no strength"));
+            }
+        };
+        let eta = self.tie_threshold;
+        let t = |sign: f64, offset: f64| LogisticTerm { sign, offset };
+        let (terms, n_terms, log_const) = match strength {
+            Strength::Clearly => ([t(sign, -eta - threshold), t(0.0, 0.0)], 1, 0.0),
+            Strength::Slightly => (
+                [t(sign, -eta), t(-sign, threshold + eta)],
+                2,
+                (-(-threshold).exp_m1()).ln(),
+            ),
+        };
+        Ok(PairLikelihood::from_terms(
+            *self,
+            (terms, n_terms, log_const),
+            self.outcomes().len() + 2,
+        ))
     }
 
     /// P(outcome | f) for each outcome of [`Self::outcomes`], in that order.
@@ -198,10 +245,17 @@ impl PairLikelihood {
                 (-(-2.0 * eta).exp_m1()).ln(),
             ),
         };
-        let lapse = (noise.lapse > 0.0).then(|| {
-            let k = noise.outcomes().len() as f64;
-            ((noise.lapse / k).ln(), (-noise.lapse).ln_1p())
-        });
+        Self::from_terms(noise, (terms, n_terms, log_const), noise.outcomes().len())
+    }
+
+    /// g(f) = exp(log_const)·Π σ(terms), mixed with a lapse floor ε/K over K outcomes.
+    fn from_terms(
+        noise: NoiseModel,
+        (terms, n_terms, log_const): ([LogisticTerm; 2], usize, f64),
+        outcomes: usize,
+    ) -> Self {
+        let lapse = (noise.lapse > 0.0)
+            .then(|| ((noise.lapse / outcomes as f64).ln(), (-noise.lapse).ln_1p()));
         Self {
             terms,
             n_terms,
@@ -335,6 +389,67 @@ mod tests {
                 assert!((total - 1.0).abs() < 1e-12, "{model:?} f={f}: {total}");
             }
         }
+    }
+
+    /// The graded answers, with the tie when the model has one, are a distribution over f; a
+    /// graded "a" splits the ungraded "a" exactly, and the likelihoods' derivatives are right.
+    #[test]
+    fn graded_outcomes_split_the_answer_and_sum_to_one() {
+        let threshold = 1.4;
+        let h = 1e-5;
+        for model in [noise(0.0, 0.0), noise(0.1, 0.0), noise(0.2, 0.8)] {
+            let graded = |o, s| model.graded_likelihood(o, s, threshold).unwrap();
+            for f in [-30.0, -2.0, 0.0, 0.4, 5.0, 40.0] {
+                let mut total = if model.ties_enabled() {
+                    let plain_tie = NoiseModel {
+                        lapse: 0.0,
+                        ..model
+                    }
+                    .likelihood(Outcome::Tie);
+                    let tie = plain_tie.unwrap().log_prob(f).exp();
+                    // The tie keeps its lapse-free share; the floor is ε/5 for every outcome.
+                    model.lapse / 5.0 + (1.0 - model.lapse) * tie
+                } else {
+                    0.0
+                };
+                for o in [Outcome::A, Outcome::B] {
+                    let split: f64 = [Strength::Slightly, Strength::Clearly]
+                        .iter()
+                        .map(|&s| graded(o, s).log_prob(f).exp())
+                        .sum();
+                    total += split;
+                    if model.lapse == 0.0 {
+                        let whole = model.likelihood(o).unwrap().log_prob(f).exp();
+                        assert!((split - whole).abs() < 1e-12, "{o:?} f={f}");
+                    }
+                }
+                assert!((total - 1.0).abs() < 1e-12, "{model:?} f={f}: {total}");
+            }
+            for o in [Outcome::A, Outcome::B] {
+                for s in [Strength::Slightly, Strength::Clearly] {
+                    let l = graded(o, s);
+                    for f in [-4.0, -0.3, 0.0, 1.1, 6.0] {
+                        let (d1, d2) = l.log_prob_derivatives(f);
+                        let fd1 = (l.log_prob(f + h) - l.log_prob(f - h)) / (2.0 * h);
+                        let fd2 =
+                            (l.log_prob(f + h) - 2.0 * l.log_prob(f) + l.log_prob(f - h)) / (h * h);
+                        assert!((d1 - fd1).abs() < 1e-7, "{o:?} {s:?} f={f}");
+                        assert!((d2 - fd2).abs() < 1e-4, "{o:?} {s:?} f={f}");
+                    }
+                }
+            }
+        }
+        let model = noise(0.0, 0.0);
+        assert!(
+            model
+                .graded_likelihood(Outcome::Tie, Strength::Slightly, 1.0)
+                .is_err()
+        );
+        assert!(
+            model
+                .graded_likelihood(Outcome::A, Strength::Slightly, 0.0)
+                .is_err()
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod select;
 pub mod update;
 
 pub use elicitation::{Elicitation, ElicitationConfig, RunState, StopReason, StoppingRule};
-pub use likelihood::{Choice, NoiseModel, Outcome};
+pub use likelihood::{Choice, NoiseModel, Outcome, Strength};
 pub use posterior::{MAX_DIMENSIONS, Posterior, RankOne};
 pub use select::{Bank, Strategy};
 pub use update::UpdateMethod;

@@ -21,10 +21,10 @@ use crate::model::epig;
 use crate::model::kway::{self, MAX_CHOICES};
 use crate::model::numeric::sigmoid;
 use crate::model::reliability::LapsePrior;
-use crate::model::select::{BankStats, CandidateSpace, SelectionOptions};
+use crate::model::select::{BankStats, CandidateSpace, Pair, SelectionOptions, select};
 use crate::model::{
     Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Outcome, Posterior, StoppingRule,
-    Strategy, UpdateMethod,
+    Strategy, Strength, UpdateMethod,
 };
 
 /// A probe repeats an answer at least this many questions old (GUIDE §6).
@@ -59,6 +59,9 @@ pub struct SimulationTask {
     pub probe_every: usize,
     /// Items shown by each question: 2 for pairs, up to [`MAX_CHOICES`] to pick one of k.
     pub choices: usize,
+    /// Graded answers ("slightly"/"clearly") with this strength threshold θ, for the simulated
+    /// users and the engine alike; `None` for plain pairwise answers.
+    pub graded: Option<f64>,
 }
 
 /// How questions are chosen (`--strategy`): one of the engine's strategies, or `epig`, pairs
@@ -161,7 +164,8 @@ pub struct CurvePoint {
     /// Mean estimated lapse rate.
     pub lapse_rate: f64,
     /// The information floor at the reached agreement: how many answers a perfect answerer would
-    /// need to pin λ's direction that closely, B_J(θ)/log₂k with θ = π(1 − agreement)
+    /// need to pin λ's direction that closely, B_J(θ)/log₂K with θ = π(1 − agreement) and K the
+    /// answers a question allows (k, or 4 for graded pairs)
     /// ([`information_floor_bits`]); `None` at chance agreement.
     pub floor_questions: Option<f64>,
     /// Questions used per question of the floor, k / floor (≥ 1; 1 is a perfect answerer).
@@ -172,6 +176,17 @@ pub struct CurvePoint {
 pub struct SimulationReport {
     pub task: SimulationTask,
     pub curve: Vec<CurvePoint>,
+}
+
+impl SimulationTask {
+    /// How many answers a question allows: k for a set, four for a graded pair.
+    fn outcomes(&self) -> usize {
+        if self.graded.is_some() {
+            4
+        } else {
+            self.choices
+        }
+    }
 }
 
 /// Checks the task's numbers before anything runs.
@@ -207,10 +222,17 @@ pub fn validate(task: &SimulationTask) -> Result<(), String> {
             "--model-lapse auto and --probe-every work with pairs (--choices 2) only".into(),
         );
     }
-    if task.strategy == Questioning::Epig
+    if (task.strategy == Questioning::Epig || task.graded.is_some())
         && (task.choices > 2 || task.model_lapse == ModelLapse::Auto || task.probe_every > 0)
     {
-        return Err("--strategy epig asks pairs with a fixed lapse rate and no probes".into());
+        return Err(
+            "--strategy epig and --graded ask pairs with a fixed lapse rate and no probes".into(),
+        );
+    }
+    if let Some(threshold) = task.graded
+        && !(threshold.is_finite() && threshold > 0.0)
+    {
+        return Err("--graded needs a positive strength threshold".into());
     }
     Ok(())
 }
@@ -251,7 +273,7 @@ pub fn run(task: &SimulationTask) -> Result<SimulationReport, String> {
                 / (n - 1.0).max(1.0);
             let agreement_se = (spread / n).sqrt();
             let floor_questions = (agreement > 0.5).then(|| {
-                information_floor_bits(task.dims, agreement) / (task.choices as f64).log2()
+                information_floor_bits(task.dims, agreement) / (task.outcomes() as f64).log2()
             });
             CurvePoint {
                 k: i + 1,
@@ -358,6 +380,34 @@ impl World {
         }
     }
 
+    /// How strongly the simulated user states a preference for `outcome`'s side of `pair`, by
+    /// the ordered logit given the side: P(clearly | side) = P(side, clearly)/P(side) under the
+    /// lapse mixture (a random responder grades at random).
+    fn strength(
+        &self,
+        task: &SimulationTask,
+        pair: Pair,
+        outcome: Outcome,
+        threshold: f64,
+        rng: &mut StdRng,
+    ) -> Strength {
+        let clearly = if task.responders == Responders::Random {
+            0.5
+        } else {
+            let f = self
+                .lambda
+                .dot(&(self.bank.features(pair.a) - self.bank.features(pair.b)));
+            let f = if outcome == Outcome::A { f } else { -f };
+            let side = task.lapse / 2.0 + (1.0 - task.lapse) * sigmoid(f);
+            (task.lapse / 4.0 + (1.0 - task.lapse) * sigmoid(f - threshold)) / side
+        };
+        if rng.random_bool(clearly.clamp(0.0, 1.0)) {
+            Strength::Clearly
+        } else {
+            Strength::Slightly
+        }
+    }
+
     /// The simulated answer to a question showing `items`: the index of the chosen one, by the
     /// multinomial logit of λ (β = 1), or uniformly at random for a lapse or a random responder.
     fn answer(&self, task: &SimulationTask, items: &[usize], rng: &mut StdRng) -> usize {
@@ -414,8 +464,8 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
     if task.choices > 2 {
         return simulate_sets(task, &world, prior, noise, &mut answers);
     }
-    if task.strategy == Questioning::Epig {
-        return simulate_targeted(task, &world, prior, noise, &mut answers);
+    if task.strategy == Questioning::Epig || task.graded.is_some() {
+        return simulate_pairs_directly(task, &world, prior, noise, &mut answers);
     }
     let bank = &world.bank;
     let config = ElicitationConfig {
@@ -505,9 +555,10 @@ fn simulate_sets(
     Ok(curve)
 }
 
-/// Pairs chosen by EPIG for the world's target pairs ([`epig::select_for_targets`]), answers
-/// applied by the pairwise update.
-fn simulate_targeted(
+/// Pairs outside [`Elicitation`]: chosen by EPIG for the world's target pairs
+/// ([`epig::select_for_targets`]) or by the engine's strategy, answered with a strength when the
+/// task grades answers ([`NoiseModel::graded_likelihood`]), applied by the pairwise update.
+fn simulate_pairs_directly(
     task: &SimulationTask,
     world: &World,
     prior: Posterior,
@@ -517,19 +568,38 @@ fn simulate_targeted(
     let bank = &world.bank;
     let targets = epig::Targets::new(world.targets.clone());
     let mut posterior = prior.clone();
+    let mut stats = BankStats::new(bank, &posterior);
     let mut space = CandidateSpace::new(bank, None);
+    let options = SelectionOptions::default();
     let mut curve = Vec::with_capacity(task.questions);
     for k in 1..=task.questions {
-        if let Some(question) =
-            epig::select_for_targets(bank, &space, &posterior, &noise, &targets, answers)
-        {
+        let question = match task.strategy {
+            Questioning::Epig => {
+                epig::select_for_targets(bank, &space, &posterior, &noise, &targets, answers)
+            }
+            Questioning::Engine(strategy) => {
+                select(bank, &stats, &space, &noise, strategy, &options, answers)
+            }
+        };
+        if let Some(question) = question {
             let pair = question.pair;
             let outcome = match world.answer(task, &[pair.a, pair.b], answers) {
                 0 => Outcome::A,
                 _ => Outcome::B,
             };
-            let likelihood = noise.likelihood(outcome).map_err(|e| e.to_string())?;
-            posterior.update(&bank.direction(pair, noise.beta), &likelihood, task.method);
+            let likelihood = match task.graded {
+                Some(threshold) => {
+                    let strength = world.strength(task, pair, outcome, threshold, answers);
+                    noise.graded_likelihood(outcome, strength, threshold)
+                }
+                None => noise.likelihood(outcome),
+            }
+            .map_err(|e| e.to_string())?;
+            let predictive = posterior.predictive(&bank.direction(pair, noise.beta));
+            let step = posterior
+                .update_along(&predictive, &likelihood, task.method)
+                .step;
+            stats.update(bank, &predictive.u, step);
             space.mark_asked(pair);
         }
         curve.push(world.point(
