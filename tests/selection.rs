@@ -149,26 +149,36 @@ fn questions_stay_within_groups_and_never_repeat() {
     }
 }
 
-fn simulate(strategy: Strategy) -> Vec<sim::CurvePoint> {
-    simulate_choices(strategy, 2)
-}
-
-fn simulate_choices(strategy: Strategy, choices: usize) -> Vec<sim::CurvePoint> {
-    let task = SimulationTask {
+/// The acceptance task of `elicit simulate` (`--dims 6 --bank 40 --users 100 --questions 30
+/// --scale 2 --seed 0`, BALD pairs, no lapses); tests change what they vary.
+fn acceptance_task() -> SimulationTask {
+    SimulationTask {
         dims: 6,
         bank: 40,
         users: 100,
         questions: 30,
         scale: 2.0,
         seed: 0,
-        strategy: strategy.into(),
+        strategy: Strategy::Bald.into(),
         method: UpdateMethod::Adf,
         lapse: 0.0,
         model_lapse: sim::ModelLapse::Fixed(0.0),
         responders: sim::Responders::Genuine,
         probe_every: 0,
-        choices,
+        choices: 2,
         graded: None,
+    }
+}
+
+fn simulate(strategy: Strategy) -> Vec<sim::CurvePoint> {
+    simulate_choices(strategy, 2)
+}
+
+fn simulate_choices(strategy: Strategy, choices: usize) -> Vec<sim::CurvePoint> {
+    let task = SimulationTask {
+        strategy: strategy.into(),
+        choices,
+        ..acceptance_task()
     };
     sim::run(&task).unwrap().curve
 }
@@ -199,20 +209,10 @@ fn four_way_questions_learn_faster_than_pairs() {
 fn epig_for_targets_like_the_bank_does_as_well_as_bald() {
     let run = |strategy: sim::Questioning| {
         let task = SimulationTask {
-            dims: 6,
-            bank: 40,
             users: 40,
             questions: 10,
-            scale: 2.0,
-            seed: 0,
             strategy,
-            method: UpdateMethod::Adf,
-            lapse: 0.0,
-            model_lapse: sim::ModelLapse::Fixed(0.0),
-            responders: sim::Responders::Genuine,
-            probe_every: 0,
-            choices: 2,
-            graded: None,
+            ..acceptance_task()
         };
         sim::run(&task).unwrap().curve
     };
@@ -236,20 +236,9 @@ fn epig_for_targets_like_the_bank_does_as_well_as_bald() {
 fn graded_answers_learn_faster_than_plain_ones() {
     let run = |graded: Option<f64>| {
         let task = SimulationTask {
-            dims: 6,
-            bank: 40,
-            users: 100,
             questions: 10,
-            scale: 2.0,
-            seed: 0,
-            strategy: Strategy::Bald.into(),
-            method: UpdateMethod::Adf,
-            lapse: 0.0,
-            model_lapse: sim::ModelLapse::Fixed(0.0),
-            responders: sim::Responders::Genuine,
-            probe_every: 0,
-            choices: 2,
             graded,
+            ..acceptance_task()
         };
         sim::run(&task).unwrap().curve
     };
@@ -318,20 +307,12 @@ fn pairs_outside_the_candidate_space_do_not_count_against_it() {
 /// for users who answer by coin flips, without and with a consistency probe every 4th question.
 fn flagged_after_20(responders: sim::Responders, probe_every: usize) -> f64 {
     let task = SimulationTask {
-        dims: 6,
-        bank: 40,
-        users: 100,
         questions: 20,
-        scale: 2.0,
-        seed: 0,
-        strategy: Strategy::Bald.into(),
-        method: UpdateMethod::Adf,
         lapse: 0.1,
         model_lapse: sim::ModelLapse::Fixed(0.1),
         responders,
         probe_every,
-        choices: 2,
-        graded: None,
+        ..acceptance_task()
     };
     sim::run(&task).unwrap().curve[19].flagged_unreliable
 }
