@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use elicit::eval::{self, EqualPairs, EvalOptions, PriorKind, data::Dataset};
-use elicit::model::{NoiseModel, Strategy, UpdateMethod};
+use elicit::model::epig::Questioning;
+use elicit::model::{NoiseModel, UpdateMethod};
 use elicit::sim::{self, SimulationTask};
 use elicit::store::SqlStore;
 use elicit::store::sql::redact;
@@ -119,9 +120,9 @@ struct EvalArgs {
     split: String,
     #[arg(long, default_value_t = 30)]
     questions: usize,
-    /// Comma-separated: bald,dopt,random.
+    /// Comma-separated: bald,dopt,random,epig (epig needs --targets).
     #[arg(long, default_value = "bald,dopt,random", value_delimiter = ',')]
-    strategy: Vec<Strategy>,
+    strategy: Vec<Questioning>,
     /// adf | rvga | jj
     #[arg(long, default_value = "adf")]
     method: UpdateMethod,
@@ -151,6 +152,10 @@ struct EvalArgs {
     /// Items a question shows: 2 for pairs, 3 to 6 to pick one (the highest-rated; in-process).
     #[arg(long, default_value_t = 2)]
     choices: usize,
+    /// Target items, one item id a line (a header line `item_id` is allowed): questions never
+    /// show them, and accuracy is measured on each user's pairs among them (in-process).
+    #[arg(long)]
+    targets: Option<PathBuf>,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -326,9 +331,22 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
         elicit::model::kway::MAX_CHOICES
     );
     anyhow::ensure!(
-        args.choices == 2 || args.target.is_none(),
-        "--choices above 2 runs in-process: the HTTP API asks pairs"
+        args.target.is_none()
+            || (args.choices == 2
+                && args.targets.is_none()
+                && !args.strategy.contains(&Questioning::Epig)),
+        "--choices above 2, --targets and epig run in-process: the HTTP API asks plain pairs"
     );
+    anyhow::ensure!(
+        !args.strategy.contains(&Questioning::Epig) || args.targets.is_some(),
+        "--strategy epig aims at target items: it needs --targets"
+    );
+    let dataset = Dataset::load(&args.items, &args.ratings)?;
+    let targets = args
+        .targets
+        .as_deref()
+        .map(|path| dataset.item_set(path))
+        .transpose()?;
     let options = EvalOptions {
         split: Some(args.split),
         questions: args.questions,
@@ -341,8 +359,8 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
         max_scored_pairs: 2000,
         equal_pairs: args.equal_pairs,
         choices: args.choices,
+        targets,
     };
-    let dataset = Dataset::load(&args.items, &args.ratings)?;
     let prior = eval::train_prior(&dataset, &options)?;
     let tasks = eval::tasks(&dataset, &options);
     let started = std::time::Instant::now();
@@ -366,7 +384,7 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
                 prior
             };
             eval::evaluate(&dataset, &tasks, &prior, &options, |task, strategy| {
-                remote.run_user(&dataset, task, strategy, &options)
+                remote.run_user(&dataset, task, strategy.engine(), &options)
             })?
         }
     };

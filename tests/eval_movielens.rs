@@ -23,7 +23,7 @@ fn bald_beats_random_on_movielens_test_users() {
     let options = EvalOptions {
         split: Some("test".into()),
         questions: 30,
-        strategies: vec![Strategy::Bald, Strategy::Random],
+        strategies: vec![Strategy::Bald.into(), Strategy::Random.into()],
         method: UpdateMethod::Adf,
         seed: 0,
         prior: PriorKind::Isotropic,
@@ -32,6 +32,7 @@ fn bald_beats_random_on_movielens_test_users() {
         max_scored_pairs: 2000,
         equal_pairs: EqualPairs::Exclude,
         choices: 2,
+        targets: None,
     };
     let prior = eval::train_prior(&dataset, &options).unwrap();
     let tasks = eval::tasks(&dataset, &options);
@@ -76,4 +77,40 @@ fn bald_beats_random_on_movielens_test_users() {
         bald[9]
     );
     assert!(four_bald[9].accuracy > four_random[9].accuracy + 0.01);
+}
+
+/// `--targets`: questions never show a target item and accuracy is measured on pairs among them.
+#[test]
+fn target_items_are_never_asked_and_are_what_is_scored() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/movielens");
+    let dataset = Dataset::load(&dir.join("items.csv"), &dir.join("ratings.csv")).unwrap();
+    let targets = dataset.item_set(&dir.join("targets.csv")).unwrap();
+    assert_eq!(targets.len(), 278);
+    let options = EvalOptions {
+        split: Some("test".into()),
+        questions: 10,
+        strategies: vec![Strategy::Bald.into()],
+        method: UpdateMethod::Adf,
+        seed: 0,
+        prior: PriorKind::Isotropic,
+        noise: NoiseModel::default(),
+        max_items_per_user: 200,
+        max_scored_pairs: 2000,
+        equal_pairs: EqualPairs::Exclude,
+        choices: 2,
+        targets: Some(targets.clone()),
+    };
+    let tasks = eval::tasks(&dataset, &options);
+    assert!(tasks.len() > 250, "{} users", tasks.len());
+    for task in &tasks {
+        let is_target = |i: usize| targets.contains(&task.items[i]);
+        let askable = task.askable.as_ref().unwrap();
+        assert!(askable.iter().all(|&i| !is_target(i)));
+        assert_eq!(askable.len() + task.targets.len(), task.items.len());
+        assert!(
+            task.scored
+                .iter()
+                .all(|&(w, l)| is_target(w) && is_target(l))
+        );
+    }
 }

@@ -30,6 +30,28 @@ impl Dataset {
         self.features.nrows()
     }
 
+    /// The dataset indices of the item ids listed in `path`, one a line (blank lines and a
+    /// header line `item_id` are skipped); an unknown id is an error.
+    pub fn item_set(&self, path: &Path) -> anyhow::Result<std::collections::HashSet<usize>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let index: HashMap<&str, usize> = self
+            .item_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        text.lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && *line != "item_id")
+            .map(|id| {
+                index.get(id).copied().ok_or_else(|| {
+                    anyhow::anyhow!("{}: item '{id}' is not in the items file", path.display())
+                })
+            })
+            .collect()
+    }
+
     /// `items`: `item_id,f1..fJ` with a header (any J); `ratings`: `user_id,item_id,rating[,split]`
     /// with a header. Ratings of items missing from `items` are ignored.
     pub fn load(items: &Path, ratings: &Path) -> anyhow::Result<Self> {

@@ -15,7 +15,7 @@ pub mod learn;
 pub mod plot;
 pub mod remote;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use self::data::{Dataset, UserRatings};
 use crate::model::elicitation::Next;
+use crate::model::epig::{self, Questioning};
 use crate::model::kway;
 use crate::model::select::{BankStats, CandidateSpace, Pair, SelectionOptions};
 use crate::model::{
@@ -83,7 +84,7 @@ pub struct EvalOptions {
     /// Evaluate the users of this split (all users when `None` or when the file has no split).
     pub split: Option<String>,
     pub questions: usize,
-    pub strategies: Vec<Strategy>,
+    pub strategies: Vec<Questioning>,
     pub method: UpdateMethod,
     pub seed: u64,
     pub prior: PriorKind,
@@ -95,6 +96,9 @@ pub struct EvalOptions {
     pub equal_pairs: EqualPairs,
     /// Items a question shows (2: pairs; 3–6: pick one, answered with the highest-rated).
     pub choices: usize,
+    /// Target items (dataset indices, `--targets`): never asked about, and the held-out pairs
+    /// are the user's comparable pairs among them; `None` for the 30 % held-out pairs protocol.
+    pub targets: Option<HashSet<usize>>,
 }
 
 /// One user's evaluation task: items are local indices into `items`.
@@ -112,6 +116,10 @@ pub struct UserTask {
     pub scored: Vec<(usize, usize)>,
     /// Every comparable pair as (winner, loser): the ceiling's data.
     pub comparable: Vec<(usize, usize)>,
+    /// The items questions may show (local indices); `None`: all of them.
+    pub askable: Option<Vec<usize>>,
+    /// The user's rated target items (local indices; empty without `--targets`).
+    pub targets: Vec<usize>,
 }
 
 impl UserTask {
@@ -195,16 +203,39 @@ pub fn prepare(user: &UserRatings, options: &EvalOptions) -> Option<UserTask> {
     if comparable.len() < 2 {
         return None;
     }
-    let mut shuffled = comparable.clone();
-    shuffled.shuffle(&mut rng);
-    let held = ((shuffled.len() as f64 * 0.3).round() as usize).max(1);
-    let held_out: Vec<(usize, usize)> = shuffled[..held].to_vec();
-    let scored = held_out
-        .iter()
-        .take(options.max_scored_pairs)
-        .copied()
-        .collect();
-    let mut never_asked = held_out;
+    let is_target = |local: usize| {
+        options
+            .targets
+            .as_ref()
+            .is_some_and(|t| t.contains(&rated[local].0))
+    };
+    let targets: Vec<usize> = (0..rated.len()).filter(|&i| is_target(i)).collect();
+    let (scored, mut never_asked, askable) = if options.targets.is_some() {
+        // Targets: ask only about the other items, score the pairs among the targets.
+        let mut among: Vec<(usize, usize)> = comparable
+            .iter()
+            .copied()
+            .filter(|&(w, l)| is_target(w) && is_target(l))
+            .collect();
+        let askable: Vec<usize> = (0..rated.len()).filter(|&i| !is_target(i)).collect();
+        if among.len() < 2 || askable.len() < 2 {
+            return None;
+        }
+        among.shuffle(&mut rng);
+        among.truncate(options.max_scored_pairs);
+        (among, Vec::new(), Some(askable))
+    } else {
+        let mut shuffled = comparable.clone();
+        shuffled.shuffle(&mut rng);
+        let held = ((shuffled.len() as f64 * 0.3).round() as usize).max(1);
+        let held_out: Vec<(usize, usize)> = shuffled[..held].to_vec();
+        let scored = held_out
+            .iter()
+            .take(options.max_scored_pairs)
+            .copied()
+            .collect();
+        (scored, held_out, None)
+    };
     if options.equal_pairs == EqualPairs::Exclude {
         for a in 0..rated.len() {
             for b in a + 1..rated.len() {
@@ -221,6 +252,8 @@ pub fn prepare(user: &UserRatings, options: &EvalOptions) -> Option<UserTask> {
         never_asked,
         scored,
         comparable,
+        askable,
+        targets,
     })
 }
 
@@ -297,13 +330,17 @@ pub fn run_in_process(
     dataset: &Dataset,
     task: &UserTask,
     prior: &Posterior,
-    strategy: Strategy,
+    questioning: Questioning,
     options: &EvalOptions,
 ) -> anyhow::Result<Vec<f64>> {
     let features = DMatrix::from_fn(dataset.dim(), task.items.len(), |r, c| {
         dataset.features[(r, task.items[c])]
     });
     let bank = Bank::ungrouped(features)?;
+    let strategy = match questioning {
+        Questioning::Epig => return run_targeted_in_process(dataset, task, &bank, prior, options),
+        Questioning::Engine(strategy) => strategy,
+    };
     if options.choices > 2 {
         return run_sets_in_process(dataset, task, &bank, prior, strategy, options);
     }
@@ -318,7 +355,7 @@ pub fn run_in_process(
         },
         ..Default::default()
     };
-    let mut run = Elicitation::new(&bank, prior.clone(), config, None)?;
+    let mut run = Elicitation::new(&bank, prior.clone(), config, task.askable.as_deref())?;
     for &(a, b) in &task.never_asked {
         run.exclude(Pair { a, b });
     }
@@ -349,7 +386,7 @@ fn run_sets_in_process(
     let noise = options.noise;
     let mut posterior = prior.clone();
     let mut stats = BankStats::new(bank, &posterior);
-    let mut space = CandidateSpace::new(bank, None);
+    let mut space = CandidateSpace::new(bank, task.askable.as_deref());
     for &(a, b) in &task.never_asked {
         space.mark_asked(Pair { a, b });
     }
@@ -387,6 +424,64 @@ fn run_sets_in_process(
                     posterior.apply_along(u, *piece);
                     stats.update(bank, u, *piece);
                 }
+            }
+        }
+        curve.push(task.accuracy(dataset, posterior.mean()));
+    }
+    Ok(curve)
+}
+
+/// Target pairs EPIG aims at: up to this many pairs among the user's target items.
+const EPIG_TARGET_PAIRS: usize = 100;
+
+/// [`run_in_process`] with pairs chosen by EPIG for pairs among the user's target items
+/// ([`epig::select_for_targets`]; which of each pair the user prefers is never used).
+fn run_targeted_in_process(
+    dataset: &Dataset,
+    task: &UserTask,
+    bank: &Bank,
+    prior: &Posterior,
+    options: &EvalOptions,
+) -> anyhow::Result<Vec<f64>> {
+    anyhow::ensure!(
+        task.targets.len() >= 2,
+        "--strategy epig needs target items (--targets)"
+    );
+    let noise = options.noise;
+    let mut rng = StdRng::seed_from_u64(seed_for(options.seed, &["epig", &task.user]));
+    let mut target_pairs: Vec<(usize, usize)> = task
+        .targets
+        .iter()
+        .enumerate()
+        .flat_map(|(x, &a)| task.targets[x + 1..].iter().map(move |&b| (a, b)))
+        .collect();
+    target_pairs.shuffle(&mut rng);
+    target_pairs.truncate(EPIG_TARGET_PAIRS);
+    let targets = epig::Targets::new(
+        target_pairs
+            .iter()
+            .map(|&(a, b)| bank.features(a) - bank.features(b))
+            .collect(),
+    );
+    let mut posterior = prior.clone();
+    let mut space = CandidateSpace::new(bank, task.askable.as_deref());
+    for &(a, b) in &task.never_asked {
+        space.mark_asked(Pair { a, b });
+    }
+    let mut curve = Vec::with_capacity(options.questions);
+    for _ in 0..options.questions {
+        if let Some(question) =
+            epig::select_for_targets(bank, &space, &posterior, &noise, &targets, &mut rng)
+        {
+            let pair = question.pair;
+            space.mark_asked(pair);
+            if let Some(outcome) = task.answer(pair.a, pair.b, &noise).outcome() {
+                let likelihood = noise.likelihood(outcome)?;
+                posterior.update(
+                    &bank.direction(pair, noise.beta),
+                    &likelihood,
+                    options.method,
+                );
             }
         }
         curve.push(task.accuracy(dataset, posterior.mean()));
@@ -444,7 +539,7 @@ pub fn evaluate(
     tasks: &[UserTask],
     prior: &Posterior,
     options: &EvalOptions,
-    runner: impl Fn(&UserTask, Strategy) -> anyhow::Result<Vec<f64>> + Sync,
+    runner: impl Fn(&UserTask, Questioning) -> anyhow::Result<Vec<f64>> + Sync,
 ) -> anyhow::Result<EvalReport> {
     anyhow::ensure!(
         !tasks.is_empty(),
@@ -461,7 +556,7 @@ pub fn evaluate(
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(tasks.len());
-    let mut curves: HashMap<Strategy, Curves> = HashMap::new();
+    let mut curves: HashMap<Questioning, Curves> = HashMap::new();
     for &strategy in &options.strategies {
         let per_user: Vec<anyhow::Result<(usize, Vec<f64>)>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)

@@ -19,7 +19,8 @@ use rand_distr::{Distribution, StandardNormal};
 use super::likelihood::NoiseModel;
 use super::numeric::sigmoid;
 use super::posterior::Posterior;
-use super::select::{Bank, CandidateSpace, Pair, Selected};
+use super::select::{Bank, CandidateSpace, Pair, Selected, Strategy};
+use serde::Serialize;
 
 /// Posterior draws per question.
 pub const SAMPLES: usize = 1024;
@@ -136,6 +137,57 @@ pub fn select_for_targets<R: Rng + ?Sized>(
         pair,
         score_bits: score,
     })
+}
+
+/// How questions are chosen (`--strategy` of `elicit simulate` and `elicit eval`): one of the
+/// engine's strategies, or `epig`, pairs aimed at target items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Questioning {
+    Engine(Strategy),
+    /// Expected predictive information gain about target pairs ([`select_for_targets`]).
+    Epig,
+}
+
+impl Questioning {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Questioning::Engine(strategy) => strategy.as_str(),
+            Questioning::Epig => "epig",
+        }
+    }
+
+    /// The engine's strategy for the loops that use one (EPIG has its own loop; BALD picks the
+    /// first pair of a set).
+    pub fn engine(self) -> Strategy {
+        match self {
+            Questioning::Engine(strategy) => strategy,
+            Questioning::Epig => Strategy::Bald,
+        }
+    }
+}
+
+impl From<Strategy> for Questioning {
+    fn from(strategy: Strategy) -> Self {
+        Questioning::Engine(strategy)
+    }
+}
+
+impl std::str::FromStr for Questioning {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "epig" {
+            return Ok(Questioning::Epig);
+        }
+        s.parse::<Strategy>()
+            .map(Questioning::Engine)
+            .map_err(|_| format!("unknown strategy '{s}' (bald, dopt, random, epig)"))
+    }
+}
+
+impl Serialize for Questioning {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 #[cfg(test)]

@@ -18,13 +18,14 @@ use serde::Serialize;
 
 use crate::model::elicitation::{Next, ProbeRule};
 use crate::model::epig;
+pub use crate::model::epig::Questioning;
 use crate::model::kway::{self, MAX_CHOICES};
 use crate::model::numeric::sigmoid;
 use crate::model::reliability::LapsePrior;
 use crate::model::select::{BankStats, CandidateSpace, Pair, SelectionOptions, select};
 use crate::model::{
     Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Outcome, Posterior, StoppingRule,
-    Strategy, Strength, UpdateMethod,
+    Strength, UpdateMethod,
 };
 
 /// A probe repeats an answer at least this many questions old (GUIDE §6).
@@ -62,56 +63,6 @@ pub struct SimulationTask {
     /// Graded answers ("slightly"/"clearly") with this strength threshold θ, for the simulated
     /// users and the engine alike; `None` for plain pairwise answers.
     pub graded: Option<f64>,
-}
-
-/// How questions are chosen (`--strategy`): one of the engine's strategies, or `epig`, pairs
-/// aimed at held-out target items ([`epig`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Questioning {
-    Engine(Strategy),
-    /// Expected predictive information gain about [`TARGET_PAIRS`] pairs of held-out items.
-    Epig,
-}
-
-impl Questioning {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Questioning::Engine(strategy) => strategy.as_str(),
-            Questioning::Epig => "epig",
-        }
-    }
-
-    /// The engine's strategy for the loops that use one (EPIG has its own loop).
-    fn engine(self) -> Strategy {
-        match self {
-            Questioning::Engine(strategy) => strategy,
-            Questioning::Epig => Strategy::Bald,
-        }
-    }
-}
-
-impl From<Strategy> for Questioning {
-    fn from(strategy: Strategy) -> Self {
-        Questioning::Engine(strategy)
-    }
-}
-
-impl std::str::FromStr for Questioning {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "epig" {
-            return Ok(Questioning::Epig);
-        }
-        s.parse::<Strategy>()
-            .map(Questioning::Engine)
-            .map_err(|_| format!("unknown strategy '{s}' (bald, dopt, random, epig)"))
-    }
-}
-
-impl Serialize for Questioning {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
 }
 
 /// The lapse rate the engine assumes (`--model-lapse`).

@@ -74,7 +74,7 @@ pub fn options(strategies: Vec<Strategy>) -> EvalOptions {
     EvalOptions {
         split: Some("test".into()),
         questions: 20,
-        strategies,
+        strategies: strategies.into_iter().map(Into::into).collect(),
         method: UpdateMethod::Adf,
         seed: 7,
         prior: PriorKind::Isotropic,
@@ -83,5 +83,6 @@ pub fn options(strategies: Vec<Strategy>) -> EvalOptions {
         max_scored_pairs: 2000,
         equal_pairs: EqualPairs::Exclude,
         choices: 2,
+        targets: None,
     }
 }
