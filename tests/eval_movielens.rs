@@ -6,6 +6,25 @@
 use elicit::eval::{self, EqualPairs, EvalOptions, PriorKind, data::Dataset};
 use elicit::model::{NoiseModel, Strategy, UpdateMethod};
 
+/// The protocol of BENCHMARKS.md's MovieLens section: test users, 30 questions, BALD and random,
+/// isotropic prior, seed 0.
+fn test_options() -> EvalOptions {
+    EvalOptions {
+        split: Some("test".into()),
+        questions: 30,
+        strategies: vec![Strategy::Bald.into(), Strategy::Random.into()],
+        method: UpdateMethod::Adf,
+        seed: 0,
+        prior: PriorKind::Isotropic,
+        noise: NoiseModel::default(),
+        max_items_per_user: 200,
+        max_scored_pairs: 2000,
+        equal_pairs: EqualPairs::Exclude,
+        choices: 2,
+        targets: None,
+    }
+}
+
 #[test]
 fn bald_beats_random_on_movielens_test_users() {
     let dir = std::env::var("ELICIT_MOVIELENS_DIR")
@@ -20,20 +39,7 @@ fn bald_beats_random_on_movielens_test_users() {
                 dir.display()
             )
         });
-    let options = EvalOptions {
-        split: Some("test".into()),
-        questions: 30,
-        strategies: vec![Strategy::Bald.into(), Strategy::Random.into()],
-        method: UpdateMethod::Adf,
-        seed: 0,
-        prior: PriorKind::Isotropic,
-        noise: NoiseModel::default(),
-        max_items_per_user: 200,
-        max_scored_pairs: 2000,
-        equal_pairs: EqualPairs::Exclude,
-        choices: 2,
-        targets: None,
-    };
+    let options = test_options();
     let prior = eval::train_prior(&dataset, &options).unwrap();
     let tasks = eval::tasks(&dataset, &options);
     assert_eq!(tasks.len(), 302);
@@ -87,18 +93,10 @@ fn target_items_are_never_asked_and_are_what_is_scored() {
     let targets = dataset.item_set(&dir.join("targets.csv")).unwrap();
     assert_eq!(targets.len(), 278);
     let options = EvalOptions {
-        split: Some("test".into()),
         questions: 10,
         strategies: vec![Strategy::Bald.into()],
-        method: UpdateMethod::Adf,
-        seed: 0,
-        prior: PriorKind::Isotropic,
-        noise: NoiseModel::default(),
-        max_items_per_user: 200,
-        max_scored_pairs: 2000,
-        equal_pairs: EqualPairs::Exclude,
-        choices: 2,
         targets: Some(targets.clone()),
+        ..test_options()
     };
     let tasks = eval::tasks(&dataset, &options);
     assert!(tasks.len() > 250, "{} users", tasks.len());

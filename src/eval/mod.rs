@@ -148,6 +148,15 @@ impl UserTask {
         fit::agreement(lambda, &differences)
     }
 
+    /// The pairs the session may ask about: among the askable items, never the held-out ones.
+    fn candidate_space(&self, bank: &Bank) -> CandidateSpace {
+        let mut space = CandidateSpace::new(bank, self.askable.as_deref());
+        for &(a, b) in &self.never_asked {
+            space.mark_asked(Pair { a, b });
+        }
+        space
+    }
+
     fn difference(&self, dataset: &Dataset, winner: usize, loser: usize) -> DVector<f64> {
         dataset.features.column(self.items[winner]) - dataset.features.column(self.items[loser])
     }
@@ -386,10 +395,7 @@ fn run_sets_in_process(
     let noise = options.noise;
     let mut posterior = prior.clone();
     let mut stats = BankStats::new(bank, &posterior);
-    let mut space = CandidateSpace::new(bank, task.askable.as_deref());
-    for &(a, b) in &task.never_asked {
-        space.mark_asked(Pair { a, b });
-    }
+    let mut space = task.candidate_space(bank);
     let mut rng = StdRng::seed_from_u64(seed_for(
         options.seed,
         &["sets", &task.user, strategy.as_str()],
@@ -420,10 +426,7 @@ fn run_sets_in_process(
                 let shown: Vec<DVector<f64>> =
                     set.items.iter().map(|&i| bank.features(i)).collect();
                 let step = kway::choice_step(&posterior, &shown, chosen, &noise)?;
-                for (u, piece) in &step.pieces {
-                    posterior.apply_along(u, *piece);
-                    stats.update(bank, u, *piece);
-                }
+                step.apply_with_stats(&mut posterior, bank, &mut stats);
             }
         }
         curve.push(task.accuracy(dataset, posterior.mean()));
@@ -464,10 +467,7 @@ fn run_targeted_in_process(
             .collect(),
     );
     let mut posterior = prior.clone();
-    let mut space = CandidateSpace::new(bank, task.askable.as_deref());
-    for &(a, b) in &task.never_asked {
-        space.mark_asked(Pair { a, b });
-    }
+    let mut space = task.candidate_space(bank);
     let mut curve = Vec::with_capacity(options.questions);
     for _ in 0..options.questions {
         if let Some(question) =

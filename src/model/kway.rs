@@ -235,6 +235,14 @@ impl ChoiceStep {
             posterior.apply_along(u, *step);
         }
     }
+
+    /// Applies the step to a posterior and the bank statistics that follow it, piece by piece.
+    pub fn apply_with_stats(&self, posterior: &mut Posterior, bank: &Bank, stats: &mut BankStats) {
+        for (u, step) in &self.pieces {
+            posterior.apply_along(u, *step);
+            stats.update(bank, u, *step);
+        }
+    }
 }
 
 /// Checks a shown set: 2…[`MAX_CHOICES`] items of the posterior's dimension, finite features.

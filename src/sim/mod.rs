@@ -490,10 +490,7 @@ fn simulate_sets(
             let chosen = world.answer(task, &set.items, answers);
             let step =
                 kway::choice_step(&posterior, &shown, chosen, &noise).map_err(|e| e.to_string())?;
-            for (u, piece) in &step.pieces {
-                posterior.apply_along(u, *piece);
-                stats.update(bank, u, *piece);
-            }
+            step.apply_with_stats(&mut posterior, bank, &mut stats);
             kway::mark_set_asked(&mut space, &set.items);
         }
         curve.push(world.point(
