@@ -7,8 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use elicit::eval::{self, EqualPairs, EvalOptions, PriorKind, data::Dataset};
-use elicit::model::epig::Questioning;
-use elicit::model::{NoiseModel, UpdateMethod};
+use elicit::model::{NoiseModel, Strategy, UpdateMethod};
 use elicit::sim::{self, SimulationTask};
 use elicit::store::SqlStore;
 use elicit::store::sql::redact;
@@ -122,7 +121,7 @@ struct EvalArgs {
     questions: usize,
     /// Comma-separated: bald,dopt,random,epig (epig needs --targets).
     #[arg(long, default_value = "bald,dopt,random", value_delimiter = ',')]
-    strategy: Vec<Questioning>,
+    strategy: Vec<Strategy>,
     /// adf | rvga | jj
     #[arg(long, default_value = "adf")]
     method: UpdateMethod,
@@ -199,7 +198,7 @@ struct SimulateArgs {
     seed: u64,
     /// bald | dopt | random | epig (pairs aimed at held-out target items)
     #[arg(long, default_value = "bald")]
-    strategy: sim::Questioning,
+    strategy: Strategy,
     /// adf | rvga | jj
     #[arg(long, default_value = "adf")]
     method: UpdateMethod,
@@ -334,11 +333,11 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
         args.target.is_none()
             || (args.choices == 2
                 && args.targets.is_none()
-                && !args.strategy.contains(&Questioning::Epig)),
+                && !args.strategy.contains(&Strategy::Epig)),
         "--choices above 2, --targets and epig run in-process: the HTTP API asks plain pairs"
     );
     anyhow::ensure!(
-        !args.strategy.contains(&Questioning::Epig) || args.targets.is_some(),
+        !args.strategy.contains(&Strategy::Epig) || args.targets.is_some(),
         "--strategy epig aims at target items: it needs --targets"
     );
     let dataset = Dataset::load(&args.items, &args.ratings)?;
@@ -384,7 +383,7 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
                 prior
             };
             eval::evaluate(&dataset, &tasks, &prior, &options, |task, strategy| {
-                remote.run_user(&dataset, task, strategy.engine(), &options)
+                remote.run_user(&dataset, task, strategy, &options)
             })?
         }
     };

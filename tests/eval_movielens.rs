@@ -12,7 +12,7 @@ fn test_options() -> EvalOptions {
     EvalOptions {
         split: Some("test".into()),
         questions: 30,
-        strategies: vec![Strategy::Bald.into(), Strategy::Random.into()],
+        strategies: vec![Strategy::Bald, Strategy::Random],
         method: UpdateMethod::Adf,
         seed: 0,
         prior: PriorKind::Isotropic,
@@ -94,7 +94,7 @@ fn target_items_are_never_asked_and_are_what_is_scored() {
     assert_eq!(targets.len(), 278);
     let options = EvalOptions {
         questions: 10,
-        strategies: vec![Strategy::Bald.into()],
+        strategies: vec![Strategy::Bald],
         targets: Some(targets.clone()),
         ..test_options()
     };

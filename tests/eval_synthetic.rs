@@ -19,8 +19,7 @@ fn questions_chosen_by_information_beat_random_ones_on_real_shaped_data() {
     assert_eq!(tasks.len(), 40, "only test users are evaluated");
     for task in &tasks {
         // Held-out pairs are never candidates.
-        let run =
-            eval::run_in_process(&dataset, task, &prior, Strategy::Bald.into(), &options).unwrap();
+        let run = eval::run_in_process(&dataset, task, &prior, Strategy::Bald, &options).unwrap();
         assert_eq!(run.len(), 20);
     }
     let report = eval::evaluate(&dataset, &tasks, &prior, &options, |t, s| {

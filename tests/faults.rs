@@ -21,10 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use elicit::model::elicitation::Response;
 use elicit::model::select::Pair;
-use elicit::model::{Bank, Choice, Elicitation, ElicitationConfig, Posterior, StoppingRule};
+use elicit::model::{Bank, Elicitation, ElicitationConfig, Posterior, StoppingRule};
 use elicit::store::sql::PoolSettings;
-use elicit::store::{SqlStore, Store};
+use elicit::store::{LoggedAnswer, SqlStore, Store};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -443,17 +444,21 @@ async fn verify(database_url: &str, tally: &Tally) -> (usize, usize, usize) {
                 _ => doubled += 1,
             }
         }
-        let answers: Vec<(Pair, Choice)> = log
+        let answers: Vec<Response> = log
             .iter()
             .map(|r| {
                 let index = |id: &str| id.trim_start_matches('i').parse::<usize>().unwrap();
-                (
-                    Pair {
+                let LoggedAnswer::Pair { choice, strength } = r.answer else {
+                    panic!("the load answers pairs only");
+                };
+                Response::Pair {
+                    pair: Pair {
                         a: index(&r.item_a),
                         b: index(&r.item_b),
                     },
-                    r.choice,
-                )
+                    choice,
+                    strength,
+                }
             })
             .collect();
         let config = ElicitationConfig {

@@ -159,7 +159,7 @@ fn acceptance_task() -> SimulationTask {
         questions: 30,
         scale: 2.0,
         seed: 0,
-        strategy: Strategy::Bald.into(),
+        strategy: Strategy::Bald,
         method: UpdateMethod::Adf,
         lapse: 0.0,
         model_lapse: sim::ModelLapse::Fixed(0.0),
@@ -176,7 +176,7 @@ fn simulate(strategy: Strategy) -> Vec<sim::CurvePoint> {
 
 fn simulate_choices(strategy: Strategy, choices: usize) -> Vec<sim::CurvePoint> {
     let task = SimulationTask {
-        strategy: strategy.into(),
+        strategy,
         choices,
         ..acceptance_task()
     };
@@ -207,7 +207,7 @@ fn four_way_questions_learn_faster_than_pairs() {
 /// full task, BENCHMARKS.md: within ±0.02 at every k); a smaller run here, with room for noise.
 #[test]
 fn epig_for_targets_like_the_bank_does_as_well_as_bald() {
-    let run = |strategy: sim::Questioning| {
+    let run = |strategy: Strategy| {
         let task = SimulationTask {
             users: 40,
             questions: 10,
@@ -216,8 +216,8 @@ fn epig_for_targets_like_the_bank_does_as_well_as_bald() {
         };
         sim::run(&task).unwrap().curve
     };
-    let bald = run(Strategy::Bald.into());
-    let epig = run(sim::Questioning::Epig);
+    let bald = run(Strategy::Bald);
+    let epig = run(Strategy::Epig);
     for k in [4, 9] {
         assert!(
             epig[k].agreement >= bald[k].agreement - 0.03,

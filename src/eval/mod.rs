@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use self::data::{Dataset, UserRatings};
 use crate::model::elicitation::Next;
-use crate::model::epig::{self, Questioning};
+use crate::model::epig;
 use crate::model::kway;
 use crate::model::select::{BankStats, CandidateSpace, Pair, SelectionOptions};
 use crate::model::{
@@ -84,7 +84,7 @@ pub struct EvalOptions {
     /// Evaluate the users of this split (all users when `None` or when the file has no split).
     pub split: Option<String>,
     pub questions: usize,
-    pub strategies: Vec<Questioning>,
+    pub strategies: Vec<Strategy>,
     pub method: UpdateMethod,
     pub seed: u64,
     pub prior: PriorKind,
@@ -339,7 +339,7 @@ pub fn run_in_process(
     dataset: &Dataset,
     task: &UserTask,
     prior: &Posterior,
-    questioning: Questioning,
+    questioning: Strategy,
     options: &EvalOptions,
 ) -> anyhow::Result<Vec<f64>> {
     let features = DMatrix::from_fn(dataset.dim(), task.items.len(), |r, c| {
@@ -347,8 +347,8 @@ pub fn run_in_process(
     });
     let bank = Bank::ungrouped(features)?;
     let strategy = match questioning {
-        Questioning::Epig => return run_targeted_in_process(dataset, task, &bank, prior, options),
-        Questioning::Engine(strategy) => strategy,
+        Strategy::Epig => return run_targeted_in_process(dataset, task, &bank, prior, options),
+        strategy => strategy,
     };
     if options.choices > 2 {
         return run_sets_in_process(dataset, task, &bank, prior, strategy, options);
@@ -434,9 +434,6 @@ fn run_sets_in_process(
     Ok(curve)
 }
 
-/// Target pairs EPIG aims at: up to this many pairs among the user's target items.
-const EPIG_TARGET_PAIRS: usize = 100;
-
 /// [`run_in_process`] with pairs chosen by EPIG for pairs among the user's target items
 /// ([`epig::select_for_targets`]; which of each pair the user prefers is never used).
 fn run_targeted_in_process(
@@ -452,36 +449,25 @@ fn run_targeted_in_process(
     );
     let noise = options.noise;
     let mut rng = StdRng::seed_from_u64(seed_for(options.seed, &["epig", &task.user]));
-    let mut target_pairs: Vec<(usize, usize)> = task
-        .targets
-        .iter()
-        .enumerate()
-        .flat_map(|(x, &a)| task.targets[x + 1..].iter().map(move |&b| (a, b)))
-        .collect();
-    target_pairs.shuffle(&mut rng);
-    target_pairs.truncate(EPIG_TARGET_PAIRS);
-    let targets = epig::Targets::new(
-        target_pairs
-            .iter()
-            .map(|&(a, b)| bank.features(a) - bank.features(b))
-            .collect(),
-    );
+    let targets = epig::Targets::among(bank, &task.targets, &mut rng);
     let mut posterior = prior.clone();
+    let mut stats = BankStats::new(bank, &posterior);
     let mut space = task.candidate_space(bank);
+    let selection = SelectionOptions::default();
     let mut curve = Vec::with_capacity(options.questions);
     for _ in 0..options.questions {
-        if let Some(question) =
-            epig::select_for_targets(bank, &space, &posterior, &noise, &targets, &mut rng)
-        {
+        if let Some(question) = epig::select_for_targets(
+            bank, &stats, &space, &posterior, &noise, &targets, &selection, &mut rng,
+        ) {
             let pair = question.pair;
             space.mark_asked(pair);
             if let Some(outcome) = task.answer(pair.a, pair.b, &noise).outcome() {
                 let likelihood = noise.likelihood(outcome)?;
-                posterior.update(
-                    &bank.direction(pair, noise.beta),
-                    &likelihood,
-                    options.method,
-                );
+                let predictive = posterior.predictive(&bank.direction(pair, noise.beta));
+                let step = posterior
+                    .update_along(&predictive, &likelihood, options.method)
+                    .step;
+                stats.update(bank, &predictive.u, step);
             }
         }
         curve.push(task.accuracy(dataset, posterior.mean()));
@@ -539,7 +525,7 @@ pub fn evaluate(
     tasks: &[UserTask],
     prior: &Posterior,
     options: &EvalOptions,
-    runner: impl Fn(&UserTask, Questioning) -> anyhow::Result<Vec<f64>> + Sync,
+    runner: impl Fn(&UserTask, Strategy) -> anyhow::Result<Vec<f64>> + Sync,
 ) -> anyhow::Result<EvalReport> {
     anyhow::ensure!(
         !tasks.is_empty(),
@@ -556,7 +542,7 @@ pub fn evaluate(
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(tasks.len());
-    let mut curves: HashMap<Questioning, Curves> = HashMap::new();
+    let mut curves: HashMap<Strategy, Curves> = HashMap::new();
     for &strategy in &options.strategies {
         let per_user: Vec<anyhow::Result<(usize, Vec<f64>)>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)

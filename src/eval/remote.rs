@@ -108,7 +108,7 @@ impl Remote {
             split: Some("train".into()),
             ..options.clone()
         };
-        let strategy = options.strategies.first().context("a strategy")?.engine();
+        let strategy = *options.strategies.first().context("a strategy")?;
         let tasks = super::tasks(dataset, &train);
         anyhow::ensure!(
             !tasks.is_empty(),

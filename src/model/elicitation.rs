@@ -7,16 +7,17 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelError;
 use super::ep::{self, EpOptions};
-use super::likelihood::{Choice, NoiseModel, PairLikelihood};
+use super::epig::{self, Targets};
+use super::kway::{self, ChosenSet, MAX_CHOICES};
+use super::likelihood::{Choice, NoiseModel, Outcome, PairLikelihood, Strength};
 use super::posterior::Posterior;
-use super::posterior::RankOne;
 use super::reliability::{
     self, AnsweredWith, Consistency, LapsePrior, Reliability, ReliabilityRule,
 };
 use super::select::{
     self, Bank, BankStats, CandidateSpace, Pair, Selected, SelectionOptions, Strategy,
 };
-use super::update::{UpdateMethod, UpdateOutcome, log_predictive};
+use super::update::{UpdateMethod, log_predictive};
 
 /// When to stop asking.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -67,8 +68,12 @@ impl StopReason {
     }
 }
 
+/// The strength threshold θ of graded answers when none is configured: "clearly" then means a
+/// utility margin beyond θ = 1 on the logit scale.
+pub const DEFAULT_STRENGTH_THRESHOLD: f64 = 1.0;
+
 /// Everything that parameterises a run besides the bank and the prior.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ElicitationConfig {
     /// The answer model; its lapse rate is the one assumed unless `adaptive_lapse` is set.
     pub noise: NoiseModel,
@@ -85,6 +90,29 @@ pub struct ElicitationConfig {
     pub reliability: ReliabilityRule,
     /// Consistency probes: re-ask earlier pairs with the sides swapped (none by default).
     pub probes: Option<ProbeRule>,
+    /// Items a question shows: 2 asks pairs; 3 to [`MAX_CHOICES`] asks "pick one of k" sets
+    /// ([`kway::select_set`]); probes are always pairs.
+    pub choices: usize,
+    /// θ of graded pair answers ([`NoiseModel::graded_likelihood`]).
+    pub strength_threshold: f64,
+}
+
+impl Default for ElicitationConfig {
+    fn default() -> Self {
+        Self {
+            noise: NoiseModel::default(),
+            method: UpdateMethod::default(),
+            strategy: Strategy::default(),
+            stopping: StoppingRule::default(),
+            selection: SelectionOptions::default(),
+            adaptive_lapse: None,
+            lapse_prior: LapsePrior::default(),
+            reliability: ReliabilityRule::default(),
+            probes: None,
+            choices: 2,
+            strength_threshold: DEFAULT_STRENGTH_THRESHOLD,
+        }
+    }
 }
 
 /// When to re-ask an earlier question as a consistency probe (GUIDE §6).
@@ -108,11 +136,53 @@ impl Default for ProbeRule {
     }
 }
 
+/// A question and what the user said to it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// A pair question: a, b, tie or skip, and for a or b optionally how strongly.
+    Pair {
+        pair: Pair,
+        choice: Choice,
+        strength: Option<Strength>,
+    },
+    /// A question showing three or more items, in display order: the index of the one picked,
+    /// `None` for a skip.
+    Pick {
+        shown: Vec<usize>,
+        chosen: Option<usize>,
+    },
+}
+
+impl Response {
+    /// A plain (ungraded) pair answer.
+    pub fn pair(pair: Pair, choice: Choice) -> Self {
+        Response::Pair {
+            pair,
+            choice,
+            strength: None,
+        }
+    }
+
+    /// The pair and choice of a pair answer, which consistency probes compare; for a pick of k
+    /// the first two items shown and a skip, which no probe ever repeats.
+    fn as_pair(&self) -> (Pair, Choice) {
+        match self {
+            Response::Pair { pair, choice, .. } => (*pair, *choice),
+            Response::Pick { shown, .. } => (
+                Pair {
+                    a: shown[0],
+                    b: shown[1],
+                },
+                Choice::Skip,
+            ),
+        }
+    }
+}
+
 /// One answered question.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AnswerRecord {
-    pub pair: Pair,
-    pub choice: Choice,
+    pub response: Response,
     /// log p(answer | earlier answers) for informative answers.
     pub log_evidence: Option<f64>,
     /// The lapse rate of the likelihood that this answer updated with.
@@ -128,28 +198,22 @@ pub struct AnswerRecord {
 /// [`reliability::repeat_of`]).
 fn repeated(history: &[AnswerRecord], pair: Pair) -> Option<usize> {
     reliability::repeat_of(
-        history
-            .iter()
-            .map(|r| (r.pair.a, r.pair.b, r.choice, r.repeats)),
+        history.iter().map(|r| {
+            let (pair, choice) = r.response.as_pair();
+            (pair.a, pair.b, choice, r.repeats)
+        }),
         &pair.a,
         &pair.b,
     )
 }
 
-impl AnswerRecord {
-    /// The answer as the quality figures need it; `None` for a skip.
-    pub fn answered_with(&self) -> Option<AnsweredWith> {
-        Some(AnsweredWith {
-            log_evidence: self.log_evidence?,
-            lapse: self.lapse,
-        })
-    }
-}
-
 /// What to do next.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Next {
+    /// Ask a pair.
     Ask(Selected),
+    /// Ask the user to pick one of three or more items.
+    AskSet(ChosenSet),
     Stop(StopReason),
 }
 
@@ -158,9 +222,9 @@ pub enum Next {
 pub struct Diagnostics {
     /// Information acquired, ½log₂det(Σ₀Σ⁻¹) bits.
     pub bits: f64,
-    /// Evidence against random answering from the sequential predictive, log₂BF = Σₜ log₂(K·Zₜ)
-    /// with K outcomes (2, or 3 with ties): positive means the answers were more predictable
-    /// than coin flips as they came.
+    /// Evidence against random answering from the sequential predictive, log₂BF = Σₜ log₂(Kₜ·Zₜ)
+    /// with Kₜ the outcomes answer t allowed (2, 3 with ties, 4 or 5 graded, k for a pick of k):
+    /// positive means the answers were more predictable than random clicks as they came.
     pub log2_bayes_factor: f64,
     /// Surprise of each informative answer, −log₂Zₜ bits.
     pub surprise_bits: Vec<f64>,
@@ -170,11 +234,9 @@ pub struct Diagnostics {
 
 impl Diagnostics {
     /// The diagnostics of a posterior reached from `prior` through informative answers with
-    /// sequential predictive probabilities `sequential` and leave-one-out ones `leave_one_out`,
-    /// under a model with `outcomes` possible answers.
+    /// sequential predictive probabilities `sequential` and leave-one-out ones `leave_one_out`.
     pub fn compute(
         (prior, posterior): (&Posterior, &Posterior),
-        outcomes: usize,
         (sequential, leave_one_out): (&[AnsweredWith], &[AnsweredWith]),
         consistency: Consistency,
         lapse_prior: LapsePrior,
@@ -184,18 +246,15 @@ impl Diagnostics {
             .iter()
             .map(|a| -a.log_evidence / std::f64::consts::LN_2)
             .collect();
-        let k = (outcomes as f64).log2();
         Self {
             bits: posterior.bits_since(prior),
-            log2_bayes_factor: surprise_bits.iter().map(|s| k - s).sum(),
+            log2_bayes_factor: sequential
+                .iter()
+                .zip(&surprise_bits)
+                .map(|(a, s)| (a.outcomes as f64).log2() - s)
+                .sum(),
             surprise_bits,
-            reliability: reliability::assess(
-                leave_one_out,
-                consistency,
-                outcomes,
-                lapse_prior,
-                rule,
-            ),
+            reliability: reliability::assess(leave_one_out, consistency, lapse_prior, rule),
         }
     }
 }
@@ -245,6 +304,8 @@ pub struct Elicitation<'a> {
     config: ElicitationConfig,
     prior: Posterior,
     state: RunState,
+    /// The target pairs of the `epig` strategy ([`Elicitation::aim_at`]).
+    targets: Option<Targets>,
 }
 
 impl<'a> Elicitation<'a> {
@@ -289,8 +350,16 @@ impl<'a> Elicitation<'a> {
         let mut space = CandidateSpace::new(bank, allowed);
         let mut history = history;
         for i in 0..history.len() {
-            history[i].repeats = repeated(&history[..i], history[i].pair);
-            space.mark_asked(history[i].pair);
+            history[i].repeats = match &history[i].response {
+                Response::Pair { pair, .. } => {
+                    space.mark_asked(*pair);
+                    repeated(&history[..i], *pair)
+                }
+                Response::Pick { shown, .. } => {
+                    kway::mark_set_asked(&mut space, shown);
+                    None
+                }
+            };
         }
         let stats = BankStats::new(bank, &posterior);
         Ok(Self {
@@ -303,6 +372,7 @@ impl<'a> Elicitation<'a> {
                 space,
                 history,
             },
+            targets: None,
         })
     }
 
@@ -326,7 +396,14 @@ impl<'a> Elicitation<'a> {
             config,
             prior,
             state,
+            targets: None,
         })
+    }
+
+    /// Aims the `epig` strategy at these target pairs (other strategies ignore them).
+    pub fn aim_at(mut self, targets: Targets) -> Self {
+        self.targets = Some(targets);
+        self
     }
 
     /// What the run has learned, to continue it later with [`Elicitation::from_state`].
@@ -340,11 +417,11 @@ impl<'a> Elicitation<'a> {
         prior: Posterior,
         config: ElicitationConfig,
         allowed: Option<&[usize]>,
-        answers: &[(Pair, Choice)],
+        answers: &[Response],
     ) -> Result<Self, ModelError> {
         let mut run = Self::new(bank, prior, config, allowed)?;
-        for &(pair, choice) in answers {
-            run.answer(pair, choice)?;
+        for response in answers {
+            run.respond(response.clone())?;
         }
         Ok(run)
     }
@@ -370,10 +447,32 @@ impl<'a> Elicitation<'a> {
     pub fn noise(&self) -> NoiseModel {
         let mut noise = self.config.noise;
         if let Some(prior) = self.config.adaptive_lapse {
-            noise.lapse =
-                reliability::lapse_estimate(&self.answered(), noise.outcomes().len(), prior);
+            noise.lapse = reliability::lapse_estimate(&self.answered(), prior);
         }
         noise
+    }
+
+    /// The outcomes answer `r` could have had: a lapse picks each with equal probability.
+    fn outcomes(&self, r: &AnswerRecord) -> usize {
+        let pair_outcomes = self.config.noise.outcomes().len();
+        match &r.response {
+            // Each side splits into slightly and clearly.
+            Response::Pair {
+                strength: Some(_), ..
+            } => pair_outcomes + 2,
+            Response::Pair { .. } => pair_outcomes,
+            Response::Pick { shown, .. } => shown.len(),
+        }
+    }
+
+    /// An informative answer as the quality figures need it, with predictive log-probability
+    /// `log_evidence`.
+    fn answered_with(&self, r: &AnswerRecord, log_evidence: f64) -> AnsweredWith {
+        AnsweredWith {
+            log_evidence,
+            lapse: r.lapse,
+            outcomes: self.outcomes(r),
+        }
     }
 
     /// The informative answers so far, each with its sequential predictive probability.
@@ -381,13 +480,14 @@ impl<'a> Elicitation<'a> {
         self.state
             .history
             .iter()
-            .filter_map(AnswerRecord::answered_with)
+            .filter_map(|r| Some(self.answered_with(r, r.log_evidence?)))
             .collect()
     }
 
-    /// The informative answers so far, each judged by all the others: a question's answer by
-    /// its leave-one-out predictive under an EP fit of the run's other answers
-    /// ([`ep::leave_one_out`]), a probe's by its predictive given everything before it.
+    /// The informative answers so far, each judged by all the others: a pair question's answer
+    /// by its leave-one-out predictive under an EP fit of the run's other pair answers
+    /// ([`ep::leave_one_out`]); a probe's, and a pick of k's (EP's sites are pairwise), by its
+    /// predictive given everything before it.
     fn answered_leave_one_out(&self) -> Vec<AnsweredWith> {
         let (records, observations): (Vec<&AnswerRecord>, Vec<_>) = self
             .state
@@ -396,20 +496,17 @@ impl<'a> Elicitation<'a> {
             .filter_map(|r| Some((r, self.observation(r)?)))
             .unzip();
         let (posterior, sites) = ep::refine(&self.prior, &observations, RELIABILITY_EP);
-        let probes = self
+        let sequential = self
             .state
             .history
             .iter()
-            .filter(|r| r.repeats.is_some())
-            .filter_map(AnswerRecord::answered_with);
+            .filter(|r| r.repeats.is_some() || matches!(r.response, Response::Pick { .. }))
+            .filter_map(|r| Some(self.answered_with(r, r.log_evidence?)));
         ep::leave_one_out(&posterior, &observations, &sites)
             .into_iter()
             .zip(records)
-            .map(|(log_evidence, r)| AnsweredWith {
-                log_evidence,
-                lapse: r.lapse,
-            })
-            .chain(probes)
+            .map(|(log_evidence, r)| self.answered_with(r, log_evidence))
+            .chain(sequential)
             .collect()
     }
 
@@ -441,24 +538,59 @@ impl<'a> Elicitation<'a> {
                 score_bits: 0.0,
             });
         }
-        let chosen = select::select(
-            self.bank,
-            &self.state.stats,
-            &self.state.space,
-            &self.noise(),
-            self.config.strategy,
-            &self.config.selection,
-            rng,
-        );
+        let noise = self.noise();
+        let (state, strategy) = (&self.state, self.config.strategy);
+        let chosen = if self.config.choices > 2 {
+            kway::select_set(
+                self.bank,
+                &state.stats,
+                &state.space,
+                &noise,
+                strategy,
+                &self.config.selection,
+                self.config.choices,
+                rng,
+            )
+        } else {
+            let pair = match (strategy, &self.targets) {
+                (Strategy::Epig, Some(targets)) => epig::select_for_targets(
+                    self.bank,
+                    &state.stats,
+                    &state.space,
+                    &state.posterior,
+                    &noise,
+                    targets,
+                    &self.config.selection,
+                    rng,
+                ),
+                _ => select::select(
+                    self.bank,
+                    &state.stats,
+                    &state.space,
+                    &noise,
+                    strategy,
+                    &self.config.selection,
+                    rng,
+                ),
+            };
+            pair.map(|s| ChosenSet {
+                items: vec![s.pair.a, s.pair.b],
+                score_bits: s.score_bits,
+            })
+        };
         match chosen {
             None => Next::Stop(StopReason::Exhausted),
-            Some(s)
-                if self.config.strategy != Strategy::Random
-                    && s.score_bits < rule.min_information_bits =>
-            {
+            Some(s) if strategy != Strategy::Random && s.score_bits < rule.min_information_bits => {
                 Next::Stop(StopReason::Information)
             }
-            Some(s) => Next::Ask(s),
+            Some(s) if s.items.len() == 2 => Next::Ask(Selected {
+                pair: Pair {
+                    a: s.items[0],
+                    b: s.items[1],
+                },
+                score_bits: s.score_bits,
+            }),
+            Some(s) => Next::AskSet(s),
         }
     }
 
@@ -476,12 +608,12 @@ impl<'a> Elicitation<'a> {
         }
         let probed: Vec<usize> = history.iter().filter_map(|r| r.repeats).collect();
         let noise = self.noise();
-        let expected_repeat = |r: &AnswerRecord| -> Option<f64> {
-            let lik = noise.likelihood(r.choice.outcome()?).ok()?;
+        let expected_repeat = |pair: Pair, choice: Choice| -> Option<f64> {
+            let lik = noise.likelihood(choice.outcome()?).ok()?;
             let predictive = self
                 .state
                 .posterior
-                .predictive(&self.bank.direction(r.pair, noise.beta));
+                .predictive(&self.bank.direction(pair, noise.beta));
             Some(log_predictive(
                 predictive.mean,
                 predictive.variance.max(0.0),
@@ -492,16 +624,19 @@ impl<'a> Elicitation<'a> {
             .iter()
             .enumerate()
             .take(history.len().saturating_sub(rule.min_gap))
-            .filter(|(i, r)| {
-                r.repeats.is_none()
-                    && matches!(r.choice, Choice::A | Choice::B)
-                    && !probed.contains(i)
+            .filter(|(i, r)| r.repeats.is_none() && !probed.contains(i))
+            .filter_map(|(_, r)| match r.response {
+                Response::Pair {
+                    pair,
+                    choice: choice @ (Choice::A | Choice::B),
+                    ..
+                } => Some((expected_repeat(pair, choice)?, pair)),
+                _ => None,
             })
-            .filter_map(|(_, r)| Some((expected_repeat(r)?, r)))
             .max_by(|x, y| x.0.total_cmp(&y.0))
-            .map(|(_, r)| Pair {
-                a: r.pair.b,
-                b: r.pair.a,
+            .map(|(_, pair)| Pair {
+                a: pair.b,
+                b: pair.a,
             })
     }
 
@@ -509,7 +644,10 @@ impl<'a> Elicitation<'a> {
     /// repeat.
     pub fn consistency(&self) -> Consistency {
         let history = &self.state.history;
-        let shown = |r: &AnswerRecord| (r.pair.a, r.pair.b, r.choice);
+        let shown = |r: &AnswerRecord| {
+            let (pair, choice) = r.response.as_pair();
+            (pair.a, pair.b, choice)
+        };
         history
             .iter()
             .filter_map(|probe| {
@@ -523,58 +661,126 @@ impl<'a> Elicitation<'a> {
             })
     }
 
-    /// Applies an answer to `pair` (a skip only marks the pair as asked). Returns the update for
-    /// informative answers.
-    pub fn answer(
-        &mut self,
-        pair: Pair,
-        choice: Choice,
-    ) -> Result<Option<UpdateOutcome>, ModelError> {
-        if pair.a >= self.bank.len() || pair.b >= self.bank.len() || pair.a == pair.b {
-            return Err(ModelError::invalid(
-                "question",
-                "the pair must name two different bank items",
-            ));
-        }
+    /// Applies a plain answer to `pair` ([`Elicitation::respond`]).
+    pub fn answer(&mut self, pair: Pair, choice: Choice) -> Result<Option<f64>, ModelError> {
+        self.respond(Response::pair(pair, choice))
+    }
+
+    /// Applies an answer: a pair answer by the exact 1-D step (graded ones through the
+    /// ordered-logit likelihood), a pick of k by the ADF step on its (k − 1)-dimensional tilted
+    /// density ([`kway::choice_step`]); a skip only marks the question as asked. A pair asked
+    /// before is a consistency probe and leaves the posterior alone. Returns the answer's
+    /// predictive log-probability ln Z for informative answers.
+    pub fn respond(&mut self, response: Response) -> Result<Option<f64>, ModelError> {
         let noise = self.noise();
-        let repeats = repeated(&self.state.history, pair);
-        let outcome = match choice.outcome() {
-            None => None,
-            Some(outcome) => {
-                let lik = noise.likelihood(outcome)?;
-                let x = self.bank.direction(pair, noise.beta);
-                let state = &mut self.state;
-                let predictive = state.posterior.predictive(&x);
-                if repeats.is_some() {
-                    // A probe: its predictive probability is evidence about the user, not λ.
-                    Some(UpdateOutcome {
-                        step: RankOne { c1: 0.0, c2: 0.0 },
-                        log_evidence: log_predictive(
-                            predictive.mean,
-                            predictive.variance.max(0.0),
-                            &lik,
-                        ),
-                        det_ratio: 1.0,
-                    })
-                } else {
-                    let update =
-                        state
-                            .posterior
-                            .update_along(&predictive, &lik, self.config.method);
-                    state.stats.update(self.bank, &predictive.u, update.step);
-                    Some(update)
+        let (log_evidence, repeats) = match &response {
+            Response::Pair {
+                pair,
+                choice,
+                strength,
+            } => {
+                self.check_items(&[pair.a, pair.b])?;
+                let repeats = repeated(&self.state.history, *pair);
+                let log_evidence = match choice.outcome() {
+                    None if strength.is_some() => {
+                        return Err(ModelError::invalid("strength", "a skip has no strength"));
+                    }
+                    None => None,
+                    Some(outcome) => {
+                        let lik = self.pair_likelihood(&noise, outcome, *strength)?;
+                        Some(self.update_on_pair(*pair, &lik, &noise, repeats.is_some()))
+                    }
+                };
+                self.state.space.mark_asked(*pair);
+                (log_evidence, repeats)
+            }
+            Response::Pick { shown, chosen } => {
+                if !(3..=MAX_CHOICES).contains(&shown.len()) {
+                    return Err(ModelError::invalid(
+                        "question",
+                        format!("a pick-one question shows 3 to {MAX_CHOICES} items"),
+                    ));
                 }
+                self.check_items(shown)?;
+                let log_evidence = match chosen {
+                    None => None,
+                    Some(c) => {
+                        let features: Vec<_> =
+                            shown.iter().map(|&i| self.bank.features(i)).collect();
+                        let state = &mut self.state;
+                        let step = kway::choice_step(&state.posterior, &features, *c, &noise)?;
+                        step.apply_with_stats(&mut state.posterior, self.bank, &mut state.stats);
+                        Some(step.log_evidence)
+                    }
+                };
+                kway::mark_set_asked(&mut self.state.space, shown);
+                (log_evidence, None)
             }
         };
-        self.state.space.mark_asked(pair);
         self.state.history.push(AnswerRecord {
-            pair,
-            choice,
-            log_evidence: outcome.map(|o| o.log_evidence),
+            response,
+            log_evidence,
             lapse: noise.lapse,
             repeats,
         });
-        Ok(outcome)
+        Ok(log_evidence)
+    }
+
+    /// The items of a question must be different items of the bank.
+    fn check_items(&self, items: &[usize]) -> Result<(), ModelError> {
+        let distinct = items
+            .iter()
+            .enumerate()
+            .all(|(x, i)| !items[x + 1..].contains(i));
+        if !distinct || items.iter().any(|&i| i >= self.bank.len()) {
+            return Err(ModelError::invalid(
+                "question",
+                "a question must show different bank items",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The likelihood of a pair answer: plain, or graded at the configured threshold.
+    fn pair_likelihood(
+        &self,
+        noise: &NoiseModel,
+        outcome: Outcome,
+        strength: Option<Strength>,
+    ) -> Result<PairLikelihood, ModelError> {
+        match (strength, outcome) {
+            (None, _) => noise.likelihood(outcome),
+            (Some(_), Outcome::Tie) => Err(ModelError::invalid(
+                "strength",
+                "a tie has no strength; grade an answer for a or b",
+            )),
+            (Some(strength), _) => {
+                noise.graded_likelihood(outcome, strength, self.config.strength_threshold)
+            }
+        }
+    }
+
+    /// Updates the posterior and the bank statistics on an informative pair answer, or for a
+    /// consistency probe only evaluates its predictive probability (evidence about the user, not
+    /// λ). Returns ln Z.
+    fn update_on_pair(
+        &mut self,
+        pair: Pair,
+        lik: &PairLikelihood,
+        noise: &NoiseModel,
+        probe: bool,
+    ) -> f64 {
+        let x = self.bank.direction(pair, noise.beta);
+        let state = &mut self.state;
+        let predictive = state.posterior.predictive(&x);
+        if probe {
+            return log_predictive(predictive.mean, predictive.variance.max(0.0), lik);
+        }
+        let update = state
+            .posterior
+            .update_along(&predictive, lik, self.config.method);
+        state.stats.update(self.bank, &predictive.u, update.step);
+        update.log_evidence
     }
 
     /// The reliability rule's verdict. Before the rule's minimum number of answers it is always
@@ -595,7 +801,6 @@ impl<'a> Elicitation<'a> {
         reliability::assess(
             &self.answered_leave_one_out(),
             self.consistency(),
-            self.config.noise.outcomes().len(),
             self.config
                 .adaptive_lapse
                 .unwrap_or(self.config.lapse_prior),
@@ -608,7 +813,6 @@ impl<'a> Elicitation<'a> {
     pub fn diagnostics(&self) -> Diagnostics {
         Diagnostics::compute(
             (&self.prior, &self.state.posterior),
-            self.config.noise.outcomes().len(),
             (&self.answered(), &self.answered_leave_one_out()),
             self.consistency(),
             self.config
@@ -619,8 +823,21 @@ impl<'a> Elicitation<'a> {
     }
 
     /// The EP-refined posterior over this run's informative answers (order-independent, closer to
-    /// the exact posterior than the streaming one).
+    /// the exact posterior than the streaming one). EP's sites are pairwise: a run with an
+    /// answered pick of k keeps its streaming posterior.
     pub fn refined(&self, options: EpOptions) -> Posterior {
+        let picked = self.state.history.iter().any(|r| {
+            matches!(
+                r.response,
+                Response::Pick {
+                    chosen: Some(_),
+                    ..
+                }
+            )
+        });
+        if picked {
+            return self.state.posterior.clone();
+        }
         let observations: Vec<_> = self
             .state
             .history
@@ -630,9 +847,17 @@ impl<'a> Elicitation<'a> {
         ep::refine(&self.prior, &observations, options).0
     }
 
-    /// An answer as evidence about λ: its direction and its likelihood with the lapse rate it
-    /// was applied with; `None` for skips and consistency probes.
+    /// A pair answer as evidence about λ: its direction and its likelihood with the lapse rate
+    /// it was applied with; `None` for skips, consistency probes and picks of k.
     fn observation(&self, r: &AnswerRecord) -> Option<(nalgebra::DVector<f64>, PairLikelihood)> {
+        let Response::Pair {
+            pair,
+            choice,
+            strength,
+        } = r.response
+        else {
+            return None;
+        };
         if r.repeats.is_some() {
             return None;
         }
@@ -640,7 +865,9 @@ impl<'a> Elicitation<'a> {
             lapse: r.lapse,
             ..self.config.noise
         };
-        let lik = noise.likelihood(r.choice.outcome()?).ok()?;
-        Some((self.bank.direction(r.pair, noise.beta), lik))
+        let lik = self
+            .pair_likelihood(&noise, choice.outcome()?, strength)
+            .ok()?;
+        Some((self.bank.direction(pair, noise.beta), lik))
     }
 }

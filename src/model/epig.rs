@@ -13,17 +13,19 @@
 //! pays when the targets differ from the bank (research/questions.md).
 
 use nalgebra::{DMatrix, DVector};
+use rand::seq::SliceRandom;
 use rand::{Rng, RngExt};
 use rand_distr::{Distribution, StandardNormal};
 
 use super::likelihood::NoiseModel;
 use super::numeric::sigmoid;
 use super::posterior::Posterior;
-use super::select::{Bank, CandidateSpace, Pair, Selected, Strategy};
-use serde::Serialize;
+use super::select::{self, Bank, BankStats, CandidateSpace, Pair, Selected, SelectionOptions};
 
 /// Posterior draws per question.
 pub const SAMPLES: usize = 1024;
+/// Target pairs at most: the average information over more pairs than this changes little.
+pub const TARGET_PAIRS: usize = 100;
 
 /// The directions x = β(φa − φb) of the target pairs.
 #[derive(Debug, Clone)]
@@ -37,6 +39,25 @@ impl Targets {
         Self {
             directions: differences,
         }
+    }
+
+    /// Up to [`TARGET_PAIRS`] pairs among the target items `items` (bank indices), drawn at
+    /// random when there are more: how the user will rank these items against each other is
+    /// what the questions aim at.
+    pub fn among<R: Rng + ?Sized>(bank: &Bank, items: &[usize], rng: &mut R) -> Self {
+        let mut pairs: Vec<(usize, usize)> = items
+            .iter()
+            .enumerate()
+            .flat_map(|(x, &a)| items[x + 1..].iter().map(move |&b| (a, b)))
+            .collect();
+        pairs.shuffle(rng);
+        pairs.truncate(TARGET_PAIRS);
+        Self::new(
+            pairs
+                .iter()
+                .map(|&(a, b)| bank.features(a) - bank.features(b))
+                .collect(),
+        )
     }
 
     pub fn len(&self) -> usize {
@@ -91,19 +112,37 @@ fn pair_information(a: f64, b: f64, c: f64) -> f64 {
         .max(0.0)
 }
 
+/// Unasked pairs up to which every one is scored by Monte Carlo; above, a screen picks
+/// [`SCREENED_PAIRS`] of them first.
+pub const EXHAUSTIVE_PAIRS: usize = 2048;
+/// Pairs the screen keeps for the Monte Carlo score.
+pub const SCREENED_PAIRS: usize = 256;
+
 /// The unasked candidate pair with the largest EPIG for `targets`, shown in a random order;
-/// `None` when every pair has been asked. Scores every candidate: O(Q·S·T), meant for banks of
-/// up to a few thousand pairs.
+/// `None` when every pair has been asked. Up to [`EXHAUSTIVE_PAIRS`] unasked pairs every one is
+/// scored (O(Q·S·T)); a larger bank is first screened by the linear-Gaussian EPIG
+/// ([`screen_for_targets`]), so one question costs O(P·T) for the P pairs screened plus a fixed
+/// Monte Carlo part.
+#[allow(clippy::too_many_arguments)]
 pub fn select_for_targets<R: Rng + ?Sized>(
     bank: &Bank,
+    stats: &BankStats,
     space: &CandidateSpace,
     posterior: &Posterior,
     noise: &NoiseModel,
     targets: &Targets,
+    options: &SelectionOptions,
     rng: &mut R,
 ) -> Option<Selected> {
-    let candidates: Vec<Pair> = space.unasked_pairs().collect();
-    if candidates.is_empty() || targets.is_empty() {
+    if space.remaining() == 0 || targets.is_empty() {
+        return None;
+    }
+    let candidates: Vec<Pair> = if space.remaining() <= EXHAUSTIVE_PAIRS {
+        space.unasked_pairs().collect()
+    } else {
+        screen_for_targets(bank, stats, space, posterior, noise, targets, options, rng)
+    };
+    if candidates.is_empty() {
         return None;
     }
     let draws = draw(posterior, SAMPLES, rng);
@@ -139,55 +178,64 @@ pub fn select_for_targets<R: Rng + ?Sized>(
     })
 }
 
-/// How questions are chosen (`--strategy` of `elicit simulate` and `elicit eval`): one of the
-/// engine's strategies, or `epig`, pairs aimed at target items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Questioning {
-    Engine(Strategy),
-    /// Expected predictive information gain about target pairs ([`select_for_targets`]).
-    Epig,
-}
+/// Variance of the logistic answer noise, π²/3: an answer read as f + noise in the screen.
+const LOGISTIC_VARIANCE: f64 = std::f64::consts::PI * std::f64::consts::PI / 3.0;
 
-impl Questioning {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Questioning::Engine(strategy) => strategy.as_str(),
-            Questioning::Epig => "epig",
-        }
+/// The [`SCREENED_PAIRS`] unasked pairs with the largest linear-Gaussian EPIG: with the latent
+/// utilities f = βλᵀx jointly Gaussian under the posterior and an answer read as f_q plus
+/// logistic-variance noise v, I(y_q; f_t) = −½log₂(1 − c²/((s_q² + v)s_t²)), c = β²x_qᵀΣx_t,
+/// averaged over the targets. The covariances come from one N × T product (G = β²ΦᵀΣX_T, so c =
+/// G_a − G_b), and each pair costs O(T). Banks with more pairs than the selection's exhaustive
+/// limit screen the candidates the BALD selection generates ([`select::generate_candidates`]).
+#[allow(clippy::too_many_arguments)]
+fn screen_for_targets<R: Rng + ?Sized>(
+    bank: &Bank,
+    stats: &BankStats,
+    space: &CandidateSpace,
+    posterior: &Posterior,
+    noise: &NoiseModel,
+    targets: &Targets,
+    options: &SelectionOptions,
+    rng: &mut R,
+) -> Vec<Pair> {
+    let beta2 = noise.beta * noise.beta;
+    let x_t = DMatrix::from_columns(&targets.directions);
+    let sigma_x = posterior.cov() * &x_t;
+    let target_var: Vec<f64> = (0..targets.len())
+        .map(|t| beta2 * x_t.column(t).dot(&sigma_x.column(t)))
+        .collect();
+    let features = DMatrix::from_columns(
+        &(0..bank.len())
+            .map(|i| bank.features(i))
+            .collect::<Vec<_>>(),
+    );
+    let g = features.transpose() * sigma_x * beta2;
+    let score = |pair: Pair| {
+        let (_, s2) = stats.pair_predictive(bank, pair, noise.beta);
+        let total: f64 = (0..targets.len())
+            .map(|t| {
+                let c = g[(pair.a, t)] - g[(pair.b, t)];
+                let rho2 = (c * c / ((s2 + LOGISTIC_VARIANCE) * target_var[t])).min(1.0 - 1e-12);
+                -0.5 * (1.0 - rho2).log2()
+            })
+            .sum();
+        total
+    };
+    let pairs: Vec<Pair> = if space.pair_count() <= options.exhaustive_limit {
+        space.unasked_pairs().collect()
+    } else {
+        select::generate_candidates(stats, space, options, rng)
+            .into_iter()
+            .filter(|&p| !space.was_asked(p))
+            .collect()
+    };
+    let mut scored: Vec<(f64, Pair)> = pairs.into_iter().map(|p| (score(p), p)).collect();
+    let keep = SCREENED_PAIRS.min(scored.len());
+    if keep > 0 && keep < scored.len() {
+        scored.select_nth_unstable_by(keep - 1, |x, y| y.0.total_cmp(&x.0));
     }
-
-    /// The engine's strategy for the loops that use one (EPIG has its own loop; BALD picks the
-    /// first pair of a set).
-    pub fn engine(self) -> Strategy {
-        match self {
-            Questioning::Engine(strategy) => strategy,
-            Questioning::Epig => Strategy::Bald,
-        }
-    }
-}
-
-impl From<Strategy> for Questioning {
-    fn from(strategy: Strategy) -> Self {
-        Questioning::Engine(strategy)
-    }
-}
-
-impl std::str::FromStr for Questioning {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "epig" {
-            return Ok(Questioning::Epig);
-        }
-        s.parse::<Strategy>()
-            .map(Questioning::Engine)
-            .map_err(|_| format!("unknown strategy '{s}' (bald, dopt, random, epig)"))
-    }
-}
-
-impl Serialize for Questioning {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
+    scored.truncate(keep);
+    scored.into_iter().map(|(_, p)| p).collect()
 }
 
 #[cfg(test)]

@@ -44,7 +44,8 @@ pub enum Outcome {
 }
 
 /// How strongly a graded answer prefers its side ("slightly" or "clearly" better).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Strength {
     Slightly,
     Clearly,

@@ -1,7 +1,9 @@
 //! Is this user answering, or clicking? Per-session answer-quality figures (GUIDE §6).
 //!
 //! Each informative answer t carries a predictive probability Zₜ under a model whose lapse rate
-//! was εₜ (with K outcomes a lapse picks each with probability 1/K). A session judges each answer
+//! was εₜ (with Kₜ outcomes a lapse picks each with probability 1/Kₜ; Kₜ is 2 for a or b, 3 with
+//! ties, 4 or 5 for graded answers and k for a pick of k, so K below is each answer's own). A
+//! session judges each answer
 //! by all the others: Zₜ = p(yₜ | y₋ₜ), the leave-one-out predictive of an EP fit
 //! ([`crate::model::ep::leave_one_out`]). The sequential predictive p(yₜ | y₍<ₜ₎) is a poor judge
 //! under adaptive questions: each question was chosen to be a coin flip for the model when asked,
@@ -14,7 +16,7 @@
 //! From these the session gets
 //! - **the lapse rate ε** of this user: a Beta(a₀, b₀) prior and mean-field EM over which answers
 //!   were lapses (responsibility rₜ = (ε/K)/(ε/K + (1 − ε)pₜ); posterior Beta(a₀ + Σr, b₀ + Σ(1 − r)));
-//! - **a person-fit z score** (l_z, Drasgow, Levine & Williams 1985) over binary answers:
+//! - **a person-fit z score** (l_z, Drasgow, Levine & Williams 1985) when every answer is binary:
 //!   z = (ℓ − E ℓ)/√Var ℓ with ℓ = Σ ln Zₜ, E ℓ = Σ [Z ln Z + (1 − Z) ln(1 − Z)] and
 //!   Var ℓ = Σ Z(1 − Z) ln²(Z/(1 − Z)), moments under the model's own predictive: strongly
 //!   negative when the answers are less predictable than the model expects;
@@ -67,13 +69,21 @@ pub struct AnsweredWith {
     pub log_evidence: f64,
     /// εₜ, that model's lapse rate.
     pub lapse: f64,
+    /// Kₜ, the answers the question allowed (2 for a or b, 3 with ties, 4 or 5 graded, k for a
+    /// pick of k): a lapse picks each with probability 1/Kₜ.
+    pub outcomes: usize,
 }
 
 impl AnsweredWith {
-    /// pₜ = (Zₜ − εₜ/K)/(1 − εₜ), the probability of the answer for an attentive user.
-    fn attentive(&self, outcomes: f64) -> f64 {
+    /// pₜ = (Zₜ − εₜ/Kₜ)/(1 − εₜ), the probability of the answer for an attentive user.
+    fn attentive(&self) -> f64 {
         let z = self.log_evidence.exp();
-        ((z - self.lapse / outcomes) / (1.0 - self.lapse)).clamp(1e-12, 1.0)
+        ((z - self.lapse / self.outcomes as f64) / (1.0 - self.lapse)).clamp(1e-12, 1.0)
+    }
+
+    /// log₂(Kₜ·Zₜ): the answer's evidence against random answering.
+    fn log2_bayes_factor(&self) -> f64 {
+        self.log_evidence / std::f64::consts::LN_2 + (self.outcomes as f64).log2()
     }
 }
 
@@ -136,16 +146,18 @@ pub struct Consistency {
 const LAPSE_EM_STEPS: usize = 50;
 
 /// The posterior Beta(a, b) of a user's lapse rate given the answers.
-pub fn lapse_posterior(answers: &[AnsweredWith], outcomes: usize, prior: LapsePrior) -> (f64, f64) {
-    let k = outcomes as f64;
-    let attentive: Vec<f64> = answers.iter().map(|a| a.attentive(k)).collect();
+pub fn lapse_posterior(answers: &[AnsweredWith], prior: LapsePrior) -> (f64, f64) {
+    let attentive: Vec<(f64, f64)> = answers
+        .iter()
+        .map(|a| (a.attentive(), a.outcomes as f64))
+        .collect();
     let n = attentive.len() as f64;
     let mut eps = prior.a / (prior.a + prior.b);
     let mut lapses = 0.0;
     for _ in 0..LAPSE_EM_STEPS {
         lapses = attentive
             .iter()
-            .map(|&p| {
+            .map(|&(p, k)| {
                 let random = eps / k;
                 random / (random + (1.0 - eps) * p)
             })
@@ -161,8 +173,8 @@ pub fn lapse_posterior(answers: &[AnsweredWith], outcomes: usize, prior: LapsePr
 }
 
 /// The posterior mean of the lapse rate, for a likelihood that adapts to the user.
-pub fn lapse_estimate(answers: &[AnsweredWith], outcomes: usize, prior: LapsePrior) -> f64 {
-    let (a, b) = lapse_posterior(answers, outcomes, prior);
+pub fn lapse_estimate(answers: &[AnsweredWith], prior: LapsePrior) -> f64 {
+    let (a, b) = lapse_posterior(answers, prior);
     a / (a + b)
 }
 
@@ -180,22 +192,19 @@ pub fn person_fit_z(predictive: impl Iterator<Item = f64>) -> Option<f64> {
     (n >= 2 && variance > 1e-12).then(|| (observed - expected) / variance.sqrt())
 }
 
-/// The quality figures of a session whose informative answers are `answers`, under a model with
-/// `outcomes` possible answers.
+/// The quality figures of a session whose informative answers are `answers`.
 pub fn assess(
     answers: &[AnsweredWith],
     consistency: Consistency,
-    outcomes: usize,
     prior: LapsePrior,
     rule: &ReliabilityRule,
 ) -> Reliability {
-    let (a, b) = lapse_posterior(answers, outcomes, prior);
-    let k = outcomes as f64;
+    let (a, b) = lapse_posterior(answers, prior);
     let log2_bayes_factor = answers
         .iter()
-        .map(|x| x.log_evidence / std::f64::consts::LN_2 + k.log2())
+        .map(AnsweredWith::log2_bayes_factor)
         .sum::<f64>();
-    let binary = outcomes == 2;
+    let binary = answers.iter().all(|a| a.outcomes == 2);
     let person_fit_z = if binary {
         person_fit_z(answers.iter().map(|x| x.log_evidence.exp()))
     } else {
@@ -221,6 +230,7 @@ mod tests {
         AnsweredWith {
             log_evidence: z.ln(),
             lapse,
+            outcomes: 2,
         }
     }
 
@@ -230,7 +240,6 @@ mod tests {
         let r = assess(
             &answers,
             Consistency::default(),
-            2,
             LapsePrior::default(),
             &ReliabilityRule::default(),
         );
@@ -247,7 +256,6 @@ mod tests {
         let r = assess(
             &answers,
             Consistency::default(),
-            2,
             LapsePrior::default(),
             &ReliabilityRule::default(),
         );
@@ -262,7 +270,6 @@ mod tests {
         let r = assess(
             &answers,
             Consistency::default(),
-            2,
             LapsePrior::default(),
             &ReliabilityRule::default(),
         );
@@ -273,7 +280,7 @@ mod tests {
     fn attentive_probability_inverts_the_lapse_mixture() {
         // Z = ε/2 + (1 − ε)p with ε = 0.2, p = 0.7.
         let z = 0.1 + 0.8 * 0.7;
-        assert!((answered(z, 0.2).attentive(2.0) - 0.7).abs() < 1e-12);
+        assert!((answered(z, 0.2).attentive() - 0.7).abs() < 1e-12);
     }
 
     #[test]
@@ -314,7 +321,7 @@ mod tests {
 
     #[test]
     fn no_answers_give_the_prior() {
-        let (a, b) = lapse_posterior(&[], 2, LapsePrior::default());
+        let (a, b) = lapse_posterior(&[], LapsePrior::default());
         assert_eq!((a, b), (1.0, 9.0));
     }
 }

@@ -34,6 +34,10 @@ pub enum Strategy {
     Dopt,
     /// A uniformly random pair not asked yet (the baseline).
     Random,
+    /// Expected predictive information gain about target pairs ([`super::epig`]): pairs aimed at
+    /// how the user will rank some target items. Without targets it asks like BALD (which also
+    /// picks the first pair of a set).
+    Epig,
 }
 
 impl Strategy {
@@ -44,6 +48,7 @@ impl Strategy {
             Strategy::Bald => "bald",
             Strategy::Dopt => "dopt",
             Strategy::Random => "random",
+            Strategy::Epig => "epig",
         }
     }
 }
@@ -55,7 +60,10 @@ impl std::str::FromStr for Strategy {
             "bald" => Ok(Self::Bald),
             "dopt" => Ok(Self::Dopt),
             "random" => Ok(Self::Random),
-            other => Err(format!("unknown strategy '{other}' (bald, dopt, random)")),
+            "epig" => Ok(Self::Epig),
+            other => Err(format!(
+                "unknown strategy '{other}' (bald, dopt, random, epig)"
+            )),
         }
     }
 }
@@ -516,6 +524,11 @@ impl CandidateSpace {
     }
 
     /// Approximate heap size in bytes (hash tables counted at about twice their entries).
+    /// Within-group pairs of the allowed items, asked or not.
+    pub fn pair_count(&self) -> usize {
+        self.pair_count
+    }
+
     pub fn size_bytes(&self) -> usize {
         let word = std::mem::size_of::<usize>();
         self.groups.iter().map(|g| g.len() * word).sum::<usize>()
@@ -607,7 +620,7 @@ pub fn select<R: Rng + ?Sized>(
             pair,
             score_bits: 0.0,
         }),
-        Strategy::Bald | Strategy::Dopt => {
+        Strategy::Bald | Strategy::Dopt | Strategy::Epig => {
             best_pair(bank, stats, space, noise, strategy, options, rng)
         }
     }?;
@@ -683,7 +696,7 @@ fn best_pair<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Option<Selected> {
     let beta = noise.beta;
-    let bald = strategy == Strategy::Bald;
+    let bald = strategy != Strategy::Dopt;
     // The s²-only bound prunes pairs that cannot reach the current top list. It bounds the true
     // information, so it is compared with the screen threshold less the screen's own error. With
     // ties (three outcomes) the binary bound does not hold, and D-optimal scores are not bits.
@@ -788,7 +801,7 @@ fn best_pair<R: Rng + ?Sized>(
 /// 2. every within-group pair among the `top_items` items of largest qᵢ (where s² can be large);
 /// 3. for those top items, their neighbours in the order of mᵢ within their group (pairs with
 ///    small |m|, the most uncertain outcomes).
-fn generate_candidates<R: Rng + ?Sized>(
+pub(crate) fn generate_candidates<R: Rng + ?Sized>(
     stats: &BankStats,
     space: &CandidateSpace,
     options: &SelectionOptions,

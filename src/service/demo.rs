@@ -127,6 +127,8 @@ impl Service {
                 items: None,
                 exclude_pairs: None,
                 probes: None,
+                choices: None,
+                targets: None,
             })
             .await?;
         metrics::counter!("elicit_demo_sessions_total").increment(1);
@@ -222,6 +224,9 @@ fn demo_model_request(spec: &DemoModel) -> CreateModel {
         reliability: None,
         guard: None,
         probes: None,
+        choices: None,
+        strength_threshold: None,
+        targets: None,
         lapse_per_user: None,
     }
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::elicitation::ProbeRule;
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
-use crate::model::{Choice, NoiseModel, StopReason, Strategy, UpdateMethod};
+use crate::model::{NoiseModel, StopReason, Strategy, Strength, UpdateMethod};
 use crate::store::{GuardSpec, SessionStatus};
 
 /// An identifier as the API accepts it: 1 to 256 characters, none of them a control character.
@@ -61,6 +61,17 @@ pub struct CreateModel {
     /// Estimate each user's lapse rate ε from this Beta(a, b) prior and their answers, and use it
     /// in the likelihood instead of `noise.lapse` (default: the model's fixed rate).
     pub lapse_per_user: Option<LapsePrior>,
+    /// Items a question shows (default 2): 2 asks pairs, 3 to 6 asks the user to pick one.
+    #[schema(minimum = 2, maximum = 6)]
+    pub choices: Option<usize>,
+    /// θ of graded answers (default 1): an answer "clearly" better means a utility margin beyond
+    /// θ on the logit scale, "slightly" one within it (an ordered logit).
+    #[schema(exclusive_minimum = 0.0, maximum = 20.0)]
+    pub strength_threshold: Option<f64>,
+    /// Items the `epig` strategy aims at unless a session names its own (e.g. the candidates a
+    /// gateway will score).
+    #[schema(max_items = 1000, value_type = Option<Vec<Identifier>>)]
+    pub targets: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -75,6 +86,10 @@ pub struct ModelView {
     pub guard: GuardSpec,
     pub probes: Option<ProbeRule>,
     pub lapse_per_user: Option<LapsePrior>,
+    /// Items a question shows by default.
+    pub choices: usize,
+    pub strength_threshold: f64,
+    pub targets: Vec<String>,
     pub bank_version: i64,
     pub created_ms: i64,
     /// The version of `prior` (1 when created; each refit or restore adds one).
@@ -142,6 +157,13 @@ pub struct CreateSession {
     pub exclude_pairs: Option<Vec<[String; 2]>>,
     /// Consistency probes for this session, instead of the model's rule.
     pub probes: Option<ProbeRule>,
+    /// Items a question shows, instead of the model's: 2 asks pairs, 3 to 6 asks the user to
+    /// pick one.
+    #[schema(minimum = 2, maximum = 6)]
+    pub choices: Option<usize>,
+    /// The items whose ranking the questions aim at (strategy `epig`), instead of the model's.
+    #[schema(min_items = 2, max_items = 1000, value_type = Option<Vec<Identifier>>)]
+    pub targets: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -232,7 +254,9 @@ pub struct ItemRef {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuestionView {
     pub id: String,
-    /// The two items to compare: "a" first, "b" second.
+    /// The items to choose from, in display order: two to compare ("a" first, "b" second), or
+    /// three to six to pick one of.
+    #[schema(min_items = 2, max_items = 6)]
     pub items: Vec<ItemRef>,
     pub information_bits: f64,
 }
@@ -247,6 +271,11 @@ pub struct SessionView {
     pub answers: i64,
     pub max_questions: usize,
     pub strategy: Strategy,
+    /// Items a question shows.
+    pub choices: usize,
+    /// The session's own target items, if it named any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<String>>,
     pub stop_reason: Option<StopReason>,
     pub posterior: PosteriorView,
     pub diagnostics: DiagnosticsView,
@@ -300,7 +329,16 @@ pub struct AnswerIn {
         pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
     )]
     pub question_id: String,
-    pub choice: Choice,
+    /// For a pair question: a, b, tie (models with ties), skip, or the id of one of its two
+    /// items. For a question of three or more items: the id of the one picked, or skip.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    pub choice: String,
+    /// How strongly a pair answer for a or b prefers its item (graded answers; none: plain).
+    pub strength: Option<Strength>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

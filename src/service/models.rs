@@ -12,8 +12,9 @@ use super::dto::{
 use super::limits::{MAX_ID_LEN, MAX_ITEMS_PER_UPSERT, MAX_MODEL_NAME_LEN, MAX_PAGE};
 use super::{Service, ServiceError, check_features, check_id};
 use crate::model::elicitation::ProbeRule;
+use crate::model::kway::MAX_CHOICES;
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
-use crate::model::{MAX_DIMENSIONS, Posterior};
+use crate::model::{MAX_DIMENSIONS, Posterior, Strategy};
 use crate::store::{AuditAction, GuardSpec, ItemRecord, ModelRecord, ModelSpec, now_ms};
 
 impl Service {
@@ -56,17 +57,37 @@ impl Service {
         if let Some(prior) = &req.lapse_per_user {
             check_lapse_prior(prior)?;
         }
+        let strategy = req.strategy.unwrap_or_default();
+        let choices = req.choices.unwrap_or(2);
+        check_questions(strategy, choices)?;
+        let strength_threshold = req
+            .strength_threshold
+            .unwrap_or(crate::model::elicitation::DEFAULT_STRENGTH_THRESHOLD);
+        if !(strength_threshold.is_finite()
+            && strength_threshold > 0.0
+            && strength_threshold <= 20.0)
+        {
+            return Err(ServiceError::invalid(
+                "strength_threshold",
+                "must be a number in (0, 20]",
+            ));
+        }
+        let targets = req.targets.unwrap_or_default();
+        check_targets(&targets)?;
         let record = ModelRecord {
             name: req.name,
             spec: ModelSpec {
                 dimensions: req.dimensions,
                 noise,
                 update_method: req.update_method.unwrap_or_default(),
-                strategy: req.strategy.unwrap_or_default(),
+                strategy,
                 reliability,
                 guard,
                 probes: req.probes,
                 lapse_per_user: req.lapse_per_user,
+                choices,
+                strength_threshold,
+                targets,
             },
             prior_mean: prior.mean().clone(),
             prior_cov: prior.cov().clone(),
@@ -262,6 +283,9 @@ pub(crate) fn model_view(m: &ModelRecord) -> ModelView {
         guard: m.spec.guard.clone(),
         probes: m.spec.probes,
         lapse_per_user: m.spec.lapse_per_user,
+        choices: m.spec.choices,
+        strength_threshold: m.spec.strength_threshold,
+        targets: m.spec.targets.clone(),
         bank_version: m.bank_version,
         created_ms: m.created_ms,
         prior_version: m.prior_version,
@@ -314,6 +338,45 @@ pub(crate) fn check_budget(field: &str, bits: f64) -> Result<(), ServiceError> {
             field,
             "must be a number of bits in [0, 1e6]",
         ));
+    }
+    Ok(())
+}
+
+/// Questions show 2 to [`MAX_CHOICES`] items; EPIG aims pairs only.
+pub(super) fn check_questions(strategy: Strategy, choices: usize) -> Result<(), ServiceError> {
+    if !(2..=MAX_CHOICES).contains(&choices) {
+        return Err(ServiceError::invalid(
+            "choices",
+            format!("must be between 2 and {MAX_CHOICES}"),
+        ));
+    }
+    if strategy == Strategy::Epig && choices > 2 {
+        return Err(ServiceError::invalid(
+            "choices",
+            "strategy epig asks pairs: choices must be 2",
+        ));
+    }
+    Ok(())
+}
+
+/// A model's target items: ids, none twice (the bank may not hold them yet).
+fn check_targets(targets: &[String]) -> Result<(), ServiceError> {
+    const MAX_TARGETS: usize = 1000;
+    if targets.len() > MAX_TARGETS {
+        return Err(ServiceError::invalid(
+            "targets",
+            format!("at most {MAX_TARGETS} items"),
+        ));
+    }
+    let mut seen = HashSet::with_capacity(targets.len());
+    for (i, id) in targets.iter().enumerate() {
+        check_id(&format!("targets[{i}]"), id, MAX_ID_LEN)?;
+        if !seen.insert(id) {
+            return Err(ServiceError::invalid(
+                format!("targets[{i}]"),
+                format!("'{id}' appears twice"),
+            ));
+        }
     }
     Ok(())
 }

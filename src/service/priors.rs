@@ -6,10 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::audit::Actor;
 use super::dto::PriorSpec;
-use super::sessions::observations;
+use super::sessions::log_posterior;
 use super::{Service, ServiceError};
 use crate::model::Posterior;
-use crate::model::ep::{self, EpOptions};
 use crate::model::population::{EmOptions, em_prior_with};
 use crate::store::{AuditAction, PriorRecord, StoreError, now_ms};
 
@@ -88,19 +87,16 @@ impl Service {
                 "model '{model}' has no finished sessions to learn a prior from"
             )));
         }
-        let users: Vec<_> = logs
-            .iter()
-            .map(|log| observations(&record, &log.answers))
-            .collect();
+
         let options = EmOptions {
             iterations,
             shrinkage: req.shrinkage,
         };
-        let prior = em_prior_with(users.len(), &current, options, |estimate| {
-            Ok(users
+        let prior = em_prior_with(logs.len(), &current, options, |estimate| {
+            Ok(logs
                 .iter()
-                .map(|answers| {
-                    let (posterior, _) = ep::refine(estimate, answers, EpOptions::default());
+                .map(|log| {
+                    let posterior = log_posterior(&record, estimate, &log.answers);
                     (posterior.mean().clone(), posterior.cov().clone())
                 })
                 .collect())
@@ -109,7 +105,7 @@ impl Service {
             version: record.prior_version + 1,
             mean: prior.mean().clone(),
             cov: prior.cov().clone(),
-            users: users.len() as i64,
+            users: logs.len() as i64,
             created_ms: now_ms(),
         };
         self.set_prior(

@@ -17,15 +17,19 @@ use super::dto::{
 };
 use super::limits::{MAX_ID_LEN, MAX_QUESTIONS};
 use super::{Service, ServiceError, check_id};
-use crate::model::elicitation::{AnswerRecord, Diagnostics, Next, RELIABILITY_EP};
+use crate::model::elicitation::{AnswerRecord, Diagnostics, Next, RELIABILITY_EP, Response};
 use crate::model::ep::{self, EpOptions};
+use crate::model::epig::Targets;
+use crate::model::kway;
+use crate::model::likelihood::PairLikelihood;
 use crate::model::reliability::{self, AnsweredWith, Consistency};
 use crate::model::select::Pair;
 use crate::model::{
-    Elicitation, ElicitationConfig, NoiseModel, Posterior, StopReason, StoppingRule,
+    Choice, Elicitation, ElicitationConfig, NoiseModel, Posterior, StopReason, StoppingRule,
+    Strategy,
 };
 use crate::store::{
-    AnswerCommit, AnswerRow, AuditAction, ModelRecord, ProfileRecord, QuestionRecord,
+    AnswerCommit, AnswerRow, AuditAction, LoggedAnswer, ModelRecord, ProfileRecord, QuestionRecord,
     SessionCommit, SessionRecord, SessionSettings, SessionStatus, SessionUpdate, StoreError,
     now_ms,
 };
@@ -100,12 +104,15 @@ impl Service {
         let model = self.model(&req.model).await?;
         let bank = self.banks.get(self.store.as_ref(), &model).await?;
         if let Some(items) = &req.items {
-            check_allowed_items(items, &bank)?;
+            check_known_items("items", items, &bank)?;
         }
         let exclude_pairs = req.exclude_pairs.unwrap_or_default();
         check_excluded_pairs(&exclude_pairs, &bank)?;
         if let Some(probes) = &req.probes {
             super::models::check_probes(probes)?;
+        }
+        if let Some(targets) = &req.targets {
+            check_known_items("targets", targets, &bank)?;
         }
         let settings = SessionSettings {
             max_questions,
@@ -113,15 +120,26 @@ impl Service {
             items: req.items,
             exclude_pairs,
             probes: req.probes,
+            choices: req.choices.unwrap_or(model.spec.choices),
+            targets: req.targets,
         };
+        super::models::check_questions(settings.strategy, settings.choices)?;
+        if settings.strategy == Strategy::Epig && target_indices(&settings, &bank).len() < 2 {
+            return Err(ServiceError::invalid(
+                "targets",
+                "strategy epig needs at least two target items of the bank (on the session or the model)",
+            ));
+        }
         let prior = bank.prior.clone();
         let allowed = allowed_indices(&settings, &bank);
-        let mut run = Elicitation::new(
+        let id = uuid::Uuid::now_v7().to_string();
+        let run = Elicitation::new(
             &bank.bank,
             prior.clone(),
             run_config(&model, &settings),
             allowed.as_deref(),
         )?;
+        let mut run = aimed(run, &id, &settings, &bank);
         apply_exclusions(&mut run, &settings, &bank);
         if run.remaining_pairs() == 0 {
             return Err(ServiceError::invalid(
@@ -133,7 +151,6 @@ impl Service {
                 "no two of the session's items share a group, so no question can be asked",
             ));
         }
-        let id = uuid::Uuid::now_v7().to_string();
         let token = hex::encode(rand::rng().random::<[u8; 32]>());
         let now = now_ms();
         let mut session = SessionRecord {
@@ -251,10 +268,7 @@ impl Service {
         check_id("question_id", &req.question_id, MAX_ID_LEN)?;
         check_session_id(id)?;
         let request = AnswerRequest {
-            request_hash: hex::encode(Sha256::digest(format!(
-                "{}\u{1f}{:?}",
-                req.question_id, req.choice
-            ))),
+            request_hash: request_hash(&req),
             req,
             idempotency_key,
             if_match,
@@ -299,12 +313,13 @@ impl Service {
                 replayed: true,
             }));
         }
-        let pair = answerable_pair(update.session(), &bank, req, *if_match)?;
+        let (response, logged) = answerable(update.session(), &bank, req, *if_match)?;
         let mut next = update.session().clone();
         let question = next.question.take().expect("checked answerable");
         let mut run = self.run(update.as_mut(), &bank).await?;
         let started = std::time::Instant::now();
-        let outcome = run.answer(pair, req.choice)?;
+        let direction = answer_direction(&bank, &response);
+        let log_evidence = run.respond(response)?;
         metrics::histogram!("elicit_update_duration_seconds")
             .record(started.elapsed().as_secs_f64());
 
@@ -325,9 +340,9 @@ impl Service {
                     seq: next.answers,
                     item_a: question.item_a,
                     item_b: question.item_b,
-                    choice: req.choice,
-                    log_evidence: outcome.map(|u| u.log_evidence),
-                    direction: bank.bank.direction(pair, bank.model.spec.noise.beta),
+                    answer: logged,
+                    log_evidence,
+                    direction,
                     idempotency_key: idempotency_key.clone(),
                     request_hash: request_hash.clone(),
                     created_ms: now,
@@ -372,11 +387,7 @@ impl Service {
             let posterior = session_posterior(&bank, &next, &answers);
             return Ok(Some(session_view(&bank, &next, &answers, &posterior)));
         }
-        let (refined, _) = ep::refine(
-            bank.prior_of(next.prior_version),
-            &observations(model, &answers),
-            EpOptions::default(),
-        );
+        let refined = log_posterior(model, bank.prior_of(next.prior_version), &answers);
         next.version += 1;
         next.status = SessionStatus::Finished;
         next.stop_reason = Some(next.stop_reason.unwrap_or(StopReason::Finished));
@@ -433,12 +444,13 @@ impl Service {
         let session = update.session();
         let model = &bank.model;
         if let Some(state) = self.runs.take(&session.id, session.version, bank.version) {
-            return Ok(Elicitation::from_state(
+            let run = Elicitation::from_state(
                 &bank.bank,
                 bank.prior_of(session.prior_version).clone(),
                 state,
                 run_config(model, &session.settings),
-            )?);
+            )?;
+            return Ok(aimed(run, &session.id, &session.settings, bank));
         }
         let answers = update.answers().await?;
         resume(bank, update.session(), &answers)
@@ -515,14 +527,37 @@ fn check_session_id(id: &str) -> Result<(), ServiceError> {
     }
 }
 
-/// The pair of the current question if `req` answers it: the session must be active, at the
-/// `If-Match` version if one was sent, and the question's items still in the bank.
-fn answerable_pair(
+/// The fingerprint of an answer request, which a retry with the same Idempotency-Key must
+/// match. A plain pair answer keeps the form answers had before strengths and picks existed, so
+/// a retry across that upgrade still matches.
+fn request_hash(req: &AnswerIn) -> String {
+    let plain = match (req.choice.as_str(), req.strength) {
+        ("a", None) => Some(Choice::A),
+        ("b", None) => Some(Choice::B),
+        ("tie", None) => Some(Choice::Tie),
+        ("skip", None) => Some(Choice::Skip),
+        _ => None,
+    };
+    let text = match plain {
+        Some(choice) => format!("{}\u{1f}{choice:?}", req.question_id),
+        None => format!(
+            "{}\u{1f}{}\u{1f}{:?}",
+            req.question_id, req.choice, req.strength
+        ),
+    };
+    hex::encode(Sha256::digest(text))
+}
+
+/// What `req` says about the current question, for the engine and for the log: the session
+/// must be active, at the `If-Match` version if one was sent, and the question's items still in
+/// the bank. A pair question takes a, b, tie, skip or one of its two item ids (with an optional
+/// strength for a or b); a question of three or more takes one of its item ids or skip.
+fn answerable(
     current: &SessionRecord,
     bank: &LoadedBank,
     req: &AnswerIn,
     if_match: Option<i64>,
-) -> Result<Pair, ServiceError> {
+) -> Result<(Response, LoggedAnswer), ServiceError> {
     if let Some(expected) = if_match
         && expected != current.version
     {
@@ -547,14 +582,93 @@ fn answerable_pair(
             req.question_id, question.id
         )));
     }
-    match (
-        bank.item_index(&question.item_a),
-        bank.item_index(&question.item_b),
-    ) {
-        (Some(a), Some(b)) => Ok(Pair { a, b }),
-        _ => Err(ServiceError::StaleQuestion(
+    let items: Vec<usize> = question
+        .items()
+        .map(|id| bank.item_index(id))
+        .collect::<Option<_>>()
+        .ok_or_else(|| ServiceError::StaleQuestion(
             "an item of the current question was deleted from the bank; GET the question again for a new one".into(),
-        )),
+        ))?;
+    let shown: Vec<&String> = question.items().collect();
+    let position = shown.iter().position(|id| **id == req.choice);
+    if items.len() == 2 {
+        let choice = match (req.choice.as_str(), position) {
+            ("a", _) | (_, Some(0)) => Choice::A,
+            ("b", _) | (_, Some(1)) => Choice::B,
+            ("tie", _) => Choice::Tie,
+            ("skip", _) => Choice::Skip,
+            _ => {
+                return Err(ServiceError::invalid(
+                    "choice",
+                    "must be a, b, tie, skip or the id of one of the question's two items",
+                ));
+            }
+        };
+        if req.strength.is_some() && !matches!(choice, Choice::A | Choice::B) {
+            return Err(ServiceError::invalid(
+                "strength",
+                "only an answer for a or b has a strength",
+            ));
+        }
+        let pair = Pair {
+            a: items[0],
+            b: items[1],
+        };
+        return Ok((
+            Response::Pair {
+                pair,
+                choice,
+                strength: req.strength,
+            },
+            LoggedAnswer::Pair {
+                choice,
+                strength: req.strength,
+            },
+        ));
+    }
+    if req.strength.is_some() {
+        return Err(ServiceError::invalid(
+            "strength",
+            "a pick-one question has no strength; strengths grade pair answers",
+        ));
+    }
+    let chosen = match (req.choice.as_str(), position) {
+        (_, Some(p)) => Some(p),
+        ("skip", None) => None,
+        _ => {
+            return Err(ServiceError::invalid(
+                "choice",
+                "must be the id of one of the question's items, or skip",
+            ));
+        }
+    };
+    Ok((
+        Response::Pick {
+            shown: items,
+            chosen,
+        },
+        LoggedAnswer::Pick {
+            items: shown.into_iter().cloned().collect(),
+            chosen,
+        },
+    ))
+}
+
+/// What the log keeps of a question's items so that it alone rebuilds the posterior: x = β(φa −
+/// φb) for a pair, β·φ of every shown item, stacked, for a pick of k.
+fn answer_direction(bank: &LoadedBank, response: &Response) -> DVector<f64> {
+    let beta = bank.model.spec.noise.beta;
+    match response {
+        Response::Pair { pair, .. } => bank.bank.direction(*pair, beta),
+        Response::Pick { shown, .. } => {
+            let j = bank.bank.dim();
+            DVector::from_iterator(
+                shown.len() * j,
+                shown
+                    .iter()
+                    .flat_map(|&i| (bank.bank.features(i) * beta).data.as_vec().clone()),
+            )
+        }
     }
 }
 
@@ -563,24 +677,22 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn check_allowed_items(items: &[String], bank: &LoadedBank) -> Result<(), ServiceError> {
+/// A list of items (`field`) must name at least two different items of the bank.
+fn check_known_items(field: &str, items: &[String], bank: &LoadedBank) -> Result<(), ServiceError> {
     if items.len() < 2 {
-        return Err(ServiceError::invalid(
-            "items",
-            "must name at least two items",
-        ));
+        return Err(ServiceError::invalid(field, "must name at least two items"));
     }
     let mut seen = HashSet::with_capacity(items.len());
     for (i, id) in items.iter().enumerate() {
         if !seen.insert(id) {
             return Err(ServiceError::invalid(
-                format!("items[{i}]"),
+                format!("{field}[{i}]"),
                 format!("'{id}' appears twice"),
             ));
         }
         if bank.item_index(id).is_none() {
             return Err(ServiceError::invalid(
-                format!("items[{i}]"),
+                format!("{field}[{i}]"),
                 format!("unknown item '{id}'"),
             ));
         }
@@ -639,8 +751,38 @@ fn run_config(model: &ModelRecord, settings: &SessionSettings) -> ElicitationCon
         probes: settings.probes.or(model.spec.probes),
         adaptive_lapse: model.spec.lapse_per_user,
         lapse_prior: model.spec.lapse_per_user.unwrap_or_default(),
+        choices: settings.choices,
+        strength_threshold: model.spec.strength_threshold,
         ..Default::default()
     }
+}
+
+/// Bank indices of the items the session's questions aim at: its own targets, else the model's
+/// (items deleted since are dropped).
+fn target_indices(settings: &SessionSettings, bank: &LoadedBank) -> Vec<usize> {
+    settings
+        .targets
+        .as_ref()
+        .unwrap_or(&bank.model.spec.targets)
+        .iter()
+        .filter_map(|id| bank.item_index(id))
+        .collect()
+}
+
+/// A run of the `epig` strategy aimed at the session's target pairs (drawn from the session id,
+/// so every replica aims at the same ones); other strategies need no targets.
+fn aimed<'b>(
+    run: Elicitation<'b>,
+    session_id: &str,
+    settings: &SessionSettings,
+    bank: &'b LoadedBank,
+) -> Elicitation<'b> {
+    if settings.strategy != Strategy::Epig {
+        return run;
+    }
+    let mut rng = question_rng(session_id, -1);
+    let targets = Targets::among(&bank.bank, &target_indices(settings, bank), &mut rng);
+    run.aim_at(targets)
 }
 
 /// Bank indices of the session's allowed items (items deleted since are dropped).
@@ -661,33 +803,122 @@ fn session_posterior(
         return p;
     }
     tracing::warn!(session = %session.id, "stored posterior is not positive definite; rebuilding it from the answer log");
-    let model = &bank.model;
-    let mut posterior = bank.prior_of(session.prior_version).clone();
-    for (x, lik) in observations(model, answers) {
-        posterior.update(&x, &lik, model.spec.update_method);
-    }
-    posterior
+    replayed(&bank.model, bank.prior_of(session.prior_version), answers)
 }
 
-/// The informative answers of a log as (direction, likelihood) pairs; consistency probes are not
+/// The evidence about λ in one answer of a log, from its stored direction(s).
+enum Evidence {
+    Pair(DVector<f64>, PairLikelihood),
+    /// β·φ of each shown item (so the noise model's β is 1) and the index picked.
+    Pick(Vec<DVector<f64>>, usize, NoiseModel),
+}
+
+/// The informative answers of a log as evidence about λ, in order; consistency probes are not
 /// evidence about λ and are left out.
-pub(super) fn observations(
-    model: &ModelRecord,
-    answers: &[AnswerRow],
-) -> Vec<(DVector<f64>, crate::model::likelihood::PairLikelihood)> {
+fn evidence(model: &ModelRecord, answers: &[AnswerRow]) -> Vec<Evidence> {
     answers
         .iter()
         .zip(repeats_in(answers))
         .filter(|(_, repeats)| repeats.is_none())
-        .filter_map(|(a, _)| {
-            let noise = NoiseModel {
-                lapse: a.lapse.unwrap_or(model.spec.noise.lapse),
-                ..model.spec.noise
+        .filter_map(|(a, _)| answer_evidence(model, a))
+        .collect()
+}
+
+/// One answer's evidence about λ (`None` for a skip), with the lapse rate it was applied with.
+fn answer_evidence(model: &ModelRecord, a: &AnswerRow) -> Option<Evidence> {
+    let noise = NoiseModel {
+        lapse: a.lapse.unwrap_or(model.spec.noise.lapse),
+        ..model.spec.noise
+    };
+    match &a.answer {
+        LoggedAnswer::Pair { choice, strength } => {
+            let outcome = choice.outcome()?;
+            let lik = match strength {
+                None => noise.likelihood(outcome),
+                Some(s) => noise.graded_likelihood(outcome, *s, model.spec.strength_threshold),
             };
-            let lik = noise.likelihood(a.choice.outcome()?).ok()?;
-            Some((a.direction.clone(), lik))
+            Some(Evidence::Pair(a.direction.clone(), lik.ok()?))
+        }
+        LoggedAnswer::Pick { items, chosen } => {
+            let j = a.direction.len() / items.len().max(1);
+            let shown = (0..items.len())
+                .map(|i| a.direction.rows(i * j, j).into_owned())
+                .collect();
+            Some(Evidence::Pick(
+                shown,
+                (*chosen)?,
+                NoiseModel { beta: 1.0, ..noise },
+            ))
+        }
+    }
+}
+
+/// The outcomes answer `a` could have had (a lapse picks each with equal probability).
+fn outcomes(model: &ModelRecord, a: &AnswerRow) -> usize {
+    let pair_outcomes = model.spec.noise.outcomes().len();
+    match &a.answer {
+        LoggedAnswer::Pair {
+            strength: Some(_), ..
+        } => pair_outcomes + 2,
+        LoggedAnswer::Pair { .. } => pair_outcomes,
+        LoggedAnswer::Pick { items, .. } => items.len(),
+    }
+}
+
+/// The first two items an answer showed and its pair choice (a skip for a pick of k, which no
+/// probe repeats).
+fn as_pair(a: &AnswerRow) -> (&str, &str, Choice) {
+    let choice = match a.answer {
+        LoggedAnswer::Pair { choice, .. } => choice,
+        LoggedAnswer::Pick { .. } => Choice::Skip,
+    };
+    (&a.item_a, &a.item_b, choice)
+}
+
+/// The posterior of a log replayed answer by answer from `prior` (the streaming steps).
+fn replayed(model: &ModelRecord, prior: &Posterior, answers: &[AnswerRow]) -> Posterior {
+    let mut posterior = prior.clone();
+    for e in evidence(model, answers) {
+        match e {
+            Evidence::Pair(x, lik) => {
+                posterior.update(&x, &lik, model.spec.update_method);
+            }
+            Evidence::Pick(shown, chosen, noise) => {
+                if let Ok(step) = kway::choice_step(&posterior, &shown, chosen, &noise) {
+                    step.apply(&mut posterior);
+                }
+            }
+        }
+    }
+    posterior
+}
+
+/// The pair answers of a log as EP observations; `None` if the log holds an answered pick of k
+/// (EP's sites are pairwise).
+fn pair_observations(
+    model: &ModelRecord,
+    answers: &[AnswerRow],
+) -> Option<Vec<(DVector<f64>, PairLikelihood)>> {
+    evidence(model, answers)
+        .into_iter()
+        .map(|e| match e {
+            Evidence::Pair(x, lik) => Some((x, lik)),
+            Evidence::Pick(..) => None,
         })
         .collect()
+}
+
+/// A log's final posterior from `prior`: EP over its answers (order-independent, closer to the
+/// exact posterior than the streaming one), or, for a log with picks of k, the streaming replay.
+pub(super) fn log_posterior(
+    model: &ModelRecord,
+    prior: &Posterior,
+    answers: &[AnswerRow],
+) -> Posterior {
+    match pair_observations(model, answers) {
+        Some(observations) => ep::refine(prior, &observations, EpOptions::default()).0,
+        None => replayed(model, prior, answers),
+    }
 }
 
 /// Resumes the engine on a stored session.
@@ -699,12 +930,25 @@ fn resume<'b>(
     let history = answers
         .iter()
         .filter_map(|a| {
-            Some(AnswerRecord {
-                pair: Pair {
-                    a: bank.item_index(&a.item_a)?,
-                    b: bank.item_index(&a.item_b)?,
+            let response = match &a.answer {
+                LoggedAnswer::Pair { choice, strength } => Response::Pair {
+                    pair: Pair {
+                        a: bank.item_index(&a.item_a)?,
+                        b: bank.item_index(&a.item_b)?,
+                    },
+                    choice: *choice,
+                    strength: *strength,
                 },
-                choice: a.choice,
+                LoggedAnswer::Pick { items, chosen } => Response::Pick {
+                    shown: items
+                        .iter()
+                        .map(|id| bank.item_index(id))
+                        .collect::<Option<_>>()?,
+                    chosen: *chosen,
+                },
+            };
+            Some(AnswerRecord {
+                response,
                 log_evidence: a.log_evidence,
                 lapse: a.lapse.unwrap_or(bank.model.spec.noise.lapse),
                 repeats: None,
@@ -720,6 +964,7 @@ fn resume<'b>(
         run_config(&bank.model, &session.settings),
         allowed.as_deref(),
     )?;
+    run = aimed(run, &session.id, &session.settings, bank);
     apply_exclusions(&mut run, &session.settings, bank);
     Ok(run)
 }
@@ -727,6 +972,7 @@ fn resume<'b>(
 /// A question-selection stream that depends only on the session and how far it got, so every
 /// replica picks the same next question for the same state.
 fn question_rng(session_id: &str, answers: i64) -> StdRng {
+    // (−1 draws the session's target pairs.)
     let digest = Sha256::digest(format!("{session_id}/{answers}").as_bytes());
     StdRng::seed_from_u64(u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")))
 }
@@ -738,15 +984,8 @@ fn set_next_question(session: &mut SessionRecord, run: &Elicitation<'_>, bank: &
     metrics::histogram!("elicit_selection_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     match next {
-        Next::Ask(q) => {
-            metrics::counter!("elicit_questions_served_total").increment(1);
-            session.question = Some(QuestionRecord {
-                id: (session.answers + 1).to_string(),
-                item_a: bank.ids[q.pair.a].clone(),
-                item_b: bank.ids[q.pair.b].clone(),
-                information_bits: q.score_bits,
-            });
-        }
+        Next::Ask(q) => ask(session, &[q.pair.a, q.pair.b], q.score_bits, bank),
+        Next::AskSet(set) => ask(session, &set.items, set.score_bits, bank),
         Next::Stop(reason) => {
             session.question = None;
             session.status = SessionStatus::Completed;
@@ -755,8 +994,21 @@ fn set_next_question(session: &mut SessionRecord, run: &Elicitation<'_>, bank: &
     }
 }
 
+/// Records the question showing `items` (bank indices, in display order) on the session.
+fn ask(session: &mut SessionRecord, items: &[usize], information_bits: f64, bank: &LoadedBank) {
+    metrics::counter!("elicit_questions_served_total").increment(1);
+    let id = |i: usize| bank.ids[items[i]].clone();
+    session.question = Some(QuestionRecord {
+        id: (session.answers + 1).to_string(),
+        item_a: id(0),
+        item_b: id(1),
+        more_items: (2..items.len()).map(id).collect(),
+        information_bits,
+    });
+}
+
 fn asks_about_deleted_item(question: &QuestionRecord, bank: &LoadedBank) -> bool {
-    bank.item_index(&question.item_a).is_none() || bank.item_index(&question.item_b).is_none()
+    question.items().any(|id| bank.item_index(id).is_none())
 }
 
 fn profile_of(session: &SessionRecord, unreliable: bool) -> ProfileRecord {
@@ -782,7 +1034,7 @@ fn question_view(q: &QuestionRecord, bank: &LoadedBank) -> QuestionView {
     };
     QuestionView {
         id: q.id.clone(),
-        items: vec![item(&q.item_a), item(&q.item_b)],
+        items: q.items().map(|id| item(id)).collect(),
         information_bits: q.information_bits,
     }
 }
@@ -815,8 +1067,9 @@ fn answer_view(
 }
 
 /// A stored session's diagnostics: each answer's surprise as it came, and for the answer-quality
-/// figures each question's answer judged by the others (leave-one-out under an EP fit of the log's
-/// questions, the fit the engine makes on the answer path) and each probe by its predictive.
+/// figures each pair question's answer judged by the others (leave-one-out under an EP fit of the
+/// log's pair questions, the fit the engine makes on the answer path), each probe and each pick of
+/// k by its predictive.
 fn diagnostics(
     bank: &LoadedBank,
     prior: &Posterior,
@@ -827,39 +1080,37 @@ fn diagnostics(
     let with = |a: &AnswerRow, log_evidence| AnsweredWith {
         log_evidence,
         lapse: a.lapse.unwrap_or(model.spec.noise.lapse),
+        outcomes: outcomes(model, a),
     };
     let repeats = repeats_in(answers);
     let sequential: Vec<AnsweredWith> = answers
         .iter()
         .filter_map(|a| Some(with(a, a.log_evidence?)))
         .collect();
-    let observations = observations(model, answers);
+    let (mut observations, mut judged, mut as_they_came) = (Vec::new(), Vec::new(), Vec::new());
+    for (a, repeats) in answers.iter().zip(&repeats) {
+        match (repeats, answer_evidence(model, a)) {
+            (None, Some(Evidence::Pair(x, lik))) => {
+                observations.push((x, lik));
+                judged.push(a);
+            }
+            _ => as_they_came.extend(a.log_evidence.map(|z| with(a, z))),
+        }
+    }
     let (fit, sites) = ep::refine(prior, &observations, RELIABILITY_EP);
-    let questions = answers
-        .iter()
-        .zip(&repeats)
-        .filter(|(a, r)| r.is_none() && a.choice.outcome().is_some())
-        .map(|(a, _)| a);
-    let probes = answers
-        .iter()
-        .zip(&repeats)
-        .filter(|(_, r)| r.is_some())
-        .filter_map(|(a, _)| Some(with(a, a.log_evidence?)));
     let leave_one_out: Vec<AnsweredWith> = ep::leave_one_out(&fit, &observations, &sites)
         .into_iter()
-        .zip(questions)
+        .zip(judged)
         .map(|(log_evidence, a)| with(a, log_evidence))
-        .chain(probes)
+        .chain(as_they_came)
         .collect();
     let consistency = answers
         .iter()
         .zip(&repeats)
         .filter_map(|(probe, r)| {
-            let earlier = &answers[(*r)?];
-            reliability::flipped(
-                (&earlier.item_a, &earlier.item_b, earlier.choice),
-                (&probe.item_a, &probe.item_b, probe.choice),
-            )
+            let (a, b, choice) = as_pair(&answers[(*r)?]);
+            let (pa, pb, probe_choice) = as_pair(probe);
+            reliability::flipped((&a, &b, choice), (&pa, &pb, probe_choice))
         })
         .fold(Consistency::default(), |acc, flip| Consistency {
             probes: acc.probes + 1,
@@ -867,7 +1118,6 @@ fn diagnostics(
         });
     Diagnostics::compute(
         (prior, posterior),
-        model.spec.noise.outcomes().len(),
         (&sequential, &leave_one_out),
         consistency,
         model.spec.lapse_per_user.unwrap_or_default(),
@@ -879,10 +1129,10 @@ fn diagnostics(
 fn repeats_in(answers: &[AnswerRow]) -> Vec<Option<usize>> {
     let mut repeats: Vec<Option<usize>> = Vec::with_capacity(answers.len());
     for a in answers {
-        let earlier = answers
-            .iter()
-            .zip(&repeats)
-            .map(|(e, r)| (e.item_a.as_str(), e.item_b.as_str(), e.choice, *r));
+        let earlier = answers.iter().zip(&repeats).map(|(e, r)| {
+            let (x, y, choice) = as_pair(e);
+            (x, y, choice, *r)
+        });
         repeats.push(reliability::repeat_of(
             earlier,
             &a.item_a.as_str(),
@@ -912,6 +1162,8 @@ fn session_view(
         answers: s.answers,
         max_questions: s.settings.max_questions,
         strategy: s.settings.strategy,
+        choices: s.settings.choices,
+        targets: s.settings.targets.clone(),
         stop_reason: s.stop_reason,
         posterior: PosteriorView::new(&model.spec.dimensions, posterior.mean(), posterior.cov()),
         diagnostics: DiagnosticsView {

@@ -18,14 +18,13 @@ use serde::Serialize;
 
 use crate::model::elicitation::{Next, ProbeRule};
 use crate::model::epig;
-pub use crate::model::epig::Questioning;
 use crate::model::kway::{self, MAX_CHOICES};
 use crate::model::numeric::sigmoid;
 use crate::model::reliability::LapsePrior;
 use crate::model::select::{BankStats, CandidateSpace, Pair, SelectionOptions, select};
 use crate::model::{
     Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Outcome, Posterior, StoppingRule,
-    Strength, UpdateMethod,
+    Strategy, Strength, UpdateMethod,
 };
 
 /// A probe repeats an answer at least this many questions old (GUIDE §6).
@@ -47,7 +46,7 @@ pub struct SimulationTask {
     pub questions: usize,
     pub scale: f64,
     pub seed: u64,
-    pub strategy: Questioning,
+    pub strategy: Strategy,
     pub method: UpdateMethod,
     /// The simulated users' rate of random answers.
     pub lapse: f64,
@@ -173,7 +172,7 @@ pub fn validate(task: &SimulationTask) -> Result<(), String> {
             "--model-lapse auto and --probe-every work with pairs (--choices 2) only".into(),
         );
     }
-    if (task.strategy == Questioning::Epig || task.graded.is_some())
+    if (task.strategy == Strategy::Epig || task.graded.is_some())
         && (task.choices > 2 || task.model_lapse == ModelLapse::Auto || task.probe_every > 0)
     {
         return Err(
@@ -415,14 +414,14 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
     if task.choices > 2 {
         return simulate_sets(task, &world, prior, noise, &mut answers);
     }
-    if task.strategy == Questioning::Epig || task.graded.is_some() {
+    if task.strategy == Strategy::Epig || task.graded.is_some() {
         return simulate_pairs_directly(task, &world, prior, noise, &mut answers);
     }
     let bank = &world.bank;
     let config = ElicitationConfig {
         noise,
         method: task.method,
-        strategy: task.strategy.engine(),
+        strategy: task.strategy,
         stopping: StoppingRule {
             max_questions: task.questions,
             min_information_bits: f64::NEG_INFINITY,
@@ -481,7 +480,7 @@ fn simulate_sets(
             &stats,
             &space,
             &noise,
-            task.strategy.engine(),
+            task.strategy,
             &options,
             task.choices,
             answers,
@@ -522,12 +521,10 @@ fn simulate_pairs_directly(
     let mut curve = Vec::with_capacity(task.questions);
     for k in 1..=task.questions {
         let question = match task.strategy {
-            Questioning::Epig => {
-                epig::select_for_targets(bank, &space, &posterior, &noise, &targets, answers)
-            }
-            Questioning::Engine(strategy) => {
-                select(bank, &stats, &space, &noise, strategy, &options, answers)
-            }
+            Strategy::Epig => epig::select_for_targets(
+                bank, &stats, &space, &posterior, &noise, &targets, &options, answers,
+            ),
+            strategy => select(bank, &stats, &space, &noise, strategy, &options, answers),
         };
         if let Some(question) = question {
             let pair = question.pair;

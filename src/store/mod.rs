@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::elicitation::ProbeRule;
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
-use crate::model::{Choice, NoiseModel, StopReason, Strategy, UpdateMethod};
+use crate::model::{Choice, NoiseModel, StopReason, Strategy, Strength, UpdateMethod};
 
 pub use sql::{Dialect, SqlStore};
 
@@ -79,6 +79,19 @@ pub struct ModelSpec {
     /// `noise.lapse` (none by default: the model's fixed rate).
     #[serde(default)]
     pub lapse_per_user: Option<LapsePrior>,
+    /// Items a question shows by default (2: pairs; up to six: pick one).
+    #[serde(default = "pairs")]
+    pub choices: usize,
+    /// θ of graded answers: "clearly" means a utility margin beyond θ on the logit scale.
+    #[serde(default = "default_strength_threshold")]
+    pub strength_threshold: f64,
+    /// The items the `epig` strategy aims at by default (e.g. the candidates a gateway scores).
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+fn default_strength_threshold() -> f64 {
+    crate::model::elicitation::DEFAULT_STRENGTH_THRESHOLD
 }
 
 /// The over-personalisation guard of a model, by dimension name.
@@ -148,6 +161,30 @@ pub struct SessionSettings {
     /// Consistency probes for this session, instead of the model's rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<ProbeRule>,
+    /// Items a question shows (2: pairs; up to six: pick one).
+    #[serde(default = "pairs", skip_serializing_if = "is_pairs")]
+    pub choices: usize,
+    /// The items whose ranking the session's questions aim at (the `epig` strategy); `None`:
+    /// the model's targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<String>>,
+}
+
+fn pairs() -> usize {
+    2
+}
+
+fn is_pairs(choices: &usize) -> bool {
+    *choices == 2
+}
+
+impl QuestionRecord {
+    /// Every item shown, in display order.
+    pub fn items(&self) -> impl Iterator<Item = &String> {
+        [&self.item_a, &self.item_b]
+            .into_iter()
+            .chain(&self.more_items)
+    }
 }
 
 /// The question currently put to the user.
@@ -157,6 +194,9 @@ pub struct QuestionRecord {
     pub id: String,
     pub item_a: String,
     pub item_b: String,
+    /// The items shown after the first two, for a question of three or more ("pick one").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_items: Vec<String>,
     /// Expected information gain of this question when chosen (bits).
     pub information_bits: f64,
 }
@@ -182,15 +222,33 @@ pub struct SessionRecord {
     pub prior_version: i64,
 }
 
+/// What an answer said, as the log keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoggedAnswer {
+    /// To a pair question (`item_a`, `item_b`): a, b, tie or skip, optionally how strongly.
+    Pair {
+        choice: Choice,
+        strength: Option<Strength>,
+    },
+    /// To a question of three or more items: all of them in display order (the first two are
+    /// also `item_a` and `item_b`) and the index of the one picked (`None`: skipped).
+    Pick {
+        items: Vec<String>,
+        chosen: Option<usize>,
+    },
+}
+
 /// One row of the answer log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnswerRow {
     pub seq: i64,
+    /// The first two items shown.
     pub item_a: String,
     pub item_b: String,
-    pub choice: Choice,
+    pub answer: LoggedAnswer,
     pub log_evidence: Option<f64>,
-    /// x = β(φa − φb) at the time of the answer.
+    /// At the time of the answer: x = β(φa − φb) for a pair, β·φ of every shown item stacked
+    /// (kJ numbers) for a pick of k.
     pub direction: DVector<f64>,
     pub idempotency_key: Option<String>,
     pub request_hash: String,

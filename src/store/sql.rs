@@ -105,7 +105,7 @@ pub struct SqlStore {
 const MODEL_COLUMNS: &str =
     "name, spec, prior_mean, prior_cov, bank_version, created_ms, prior_version";
 const SESSION_COLUMNS: &str = "id, user_id, model, token_hash, status, stop_reason, settings, mean, cov, version, answers, question, created_ms, updated_ms, prior_version";
-const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, created_ms, lapse";
+const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, created_ms, lapse, strength, shown, chosen";
 const KEY_COLUMNS: &str = "id, name, role, key_hash, created_ms, revoked_ms, rate_per_s, burst, expires_ms, rotated_from, models";
 const PROFILE_COLUMNS: &str = "user_id, model, session_id, status, mean, cov, version, answers, updated_ms, unreliable, prior_version";
 
@@ -225,6 +225,7 @@ enum Arg {
     Text(String),
     OptText(Option<String>),
     Int(i64),
+    OptInt(Option<i64>),
     OptFloat(Option<f64>),
     Bytes(Vec<u8>),
 }
@@ -253,6 +254,7 @@ fn bind_all<'q>(
             Arg::Text(v) => query.bind(v.as_str()),
             Arg::OptText(v) => query.bind(v.as_deref()),
             Arg::Int(v) => query.bind(*v),
+            Arg::OptInt(v) => query.bind(*v),
             Arg::OptFloat(v) => bind_f64(query, *v),
             Arg::Bytes(v) => query.bind(v.as_slice()),
         };
@@ -345,7 +347,7 @@ fn commit_statements(
         statements.push(Statement {
             sql: format!(
                 "INSERT INTO answers (session_id, user_id, {ANSWER_COLUMNS}, response) {}",
-                source.of(13)
+                source.of(16)
             ),
             args: vec![
                 Arg::Text(s.id.clone()),
@@ -353,13 +355,16 @@ fn commit_statements(
                 Arg::Int(a.seq),
                 Arg::Text(a.item_a.clone()),
                 Arg::Text(a.item_b.clone()),
-                Arg::Text(text_of(&a.choice)),
+                Arg::Text(choice_text(&a.answer)),
                 Arg::OptFloat(a.log_evidence),
                 Arg::Bytes(encode_vector(&a.direction)),
                 Arg::OptText(a.idempotency_key.clone()),
                 Arg::Text(a.request_hash.clone()),
                 Arg::Int(a.created_ms),
                 Arg::OptFloat(a.lapse),
+                Arg::OptText(strength_text(&a.answer)),
+                Arg::OptText(shown_text(&a.answer)),
+                Arg::OptInt(chosen_index(&a.answer)),
                 Arg::Text(response.clone()),
             ],
         });
@@ -678,12 +683,70 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
     })
 }
 
+/// The `choice` column: a, b, tie or skip for a pair; pick or skip for a pick of k.
+fn choice_text(answer: &LoggedAnswer) -> String {
+    match answer {
+        LoggedAnswer::Pair { choice, .. } => text_of(choice),
+        LoggedAnswer::Pick {
+            chosen: Some(_), ..
+        } => "pick".into(),
+        LoggedAnswer::Pick { chosen: None, .. } => "skip".into(),
+    }
+}
+
+fn strength_text(answer: &LoggedAnswer) -> Option<String> {
+    match answer {
+        LoggedAnswer::Pair {
+            strength: Some(s), ..
+        } => Some(text_of(s)),
+        _ => None,
+    }
+}
+
+fn shown_text(answer: &LoggedAnswer) -> Option<String> {
+    match answer {
+        LoggedAnswer::Pick { items, .. } => Some(json_text(items)),
+        LoggedAnswer::Pair { .. } => None,
+    }
+}
+
+fn chosen_index(answer: &LoggedAnswer) -> Option<i64> {
+    match answer {
+        LoggedAnswer::Pick {
+            chosen: Some(c), ..
+        } => Some(*c as i64),
+        _ => None,
+    }
+}
+
+fn logged_answer(row: &AnyRow) -> Result<LoggedAnswer, StoreError> {
+    let text = |column: &str| -> Result<Option<String>, StoreError> { Ok(row.try_get(column)?) };
+    fn parse<T: serde::de::DeserializeOwned>(value: String) -> Result<T, serde_json::Error> {
+        serde_json::from_value(serde_json::Value::String(value))
+    }
+    Ok(match text("shown")? {
+        Some(items) => LoggedAnswer::Pick {
+            items: serde_json::from_str(&items)?,
+            chosen: row
+                .try_get::<Option<i64>, _>("chosen")?
+                .map(|c| {
+                    usize::try_from(c).map_err(|_| StoreError::Corrupt(format!("answer pick {c}")))
+                })
+                .transpose()?,
+        },
+        None => LoggedAnswer::Pair {
+            choice: parse(row.try_get("choice")?)?,
+            strength: text("strength")?.map(parse).transpose()?,
+        },
+    })
+}
+
 fn answer_from_row(row: &AnyRow) -> Result<AnswerRow, StoreError> {
     Ok(AnswerRow {
         seq: row.try_get("seq")?,
         item_a: row.try_get("item_a")?,
         item_b: row.try_get("item_b")?,
-        choice: serde_json::from_value(serde_json::Value::String(row.try_get("choice")?))?,
+        answer: logged_answer(row)?,
         log_evidence: row.try_get("log_evidence")?,
         direction: decode_vector(&row.try_get::<Vec<u8>, _>("direction")?)?,
         idempotency_key: row.try_get("idempotency_key")?,

@@ -31,7 +31,7 @@ async fn the_http_path_matches_in_process(backend: Backend) {
             .unwrap();
             let client = Remote::connect(&target, ADMIN_KEY, &dataset, &prior, &options).unwrap();
             let remote = eval::evaluate(&dataset, &tasks, &prior, &options, |t, s| {
-                client.run_user(&dataset, t, s.engine(), &options)
+                client.run_user(&dataset, t, s, &options)
             })
             .unwrap();
             let _ = std::fs::remove_dir_all(&dir);

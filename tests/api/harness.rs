@@ -379,17 +379,29 @@ pub fn replayed_posterior_with(
     answers: &[(usize, usize, &str)],
     config: elicit::model::ElicitationConfig,
 ) -> elicit::model::Posterior {
-    use elicit::model::{Bank, Choice, Elicitation, ElicitationConfig, Posterior, select::Pair};
+    use elicit::model::elicitation::Response;
+    use elicit::model::{Choice, select::Pair};
+    let log: Vec<Response> = answers
+        .iter()
+        .map(|&(a, b, choice)| {
+            let choice: Choice = serde_json::from_value(json!(choice)).unwrap();
+            Response::pair(Pair { a, b }, choice)
+        })
+        .collect();
+    replayed_log(features, &log, config)
+}
+
+/// The posterior the engine reaches from an isotropic unit prior by replaying answers of any
+/// kind in order, under `config` with its stopping rule lifted.
+pub fn replayed_log(
+    features: &[Vec<f64>],
+    log: &[elicit::model::elicitation::Response],
+    config: elicit::model::ElicitationConfig,
+) -> elicit::model::Posterior {
+    use elicit::model::{Bank, Elicitation, ElicitationConfig, Posterior};
     let dims = features[0].len();
     let matrix = nalgebra::DMatrix::from_fn(dims, features.len(), |d, i| features[i][d]);
     let bank = Bank::ungrouped(matrix).unwrap();
-    let log: Vec<(Pair, Choice)> = answers
-        .iter()
-        .map(|&(a, b, choice)| {
-            let choice = serde_json::from_value(json!(choice)).unwrap();
-            (Pair { a, b }, choice)
-        })
-        .collect();
     let config = ElicitationConfig {
         stopping: elicit::model::StoppingRule {
             max_questions: usize::MAX,
@@ -398,7 +410,7 @@ pub fn replayed_posterior_with(
         ..config
     };
     let prior = Posterior::isotropic(dims, 1.0).unwrap();
-    Elicitation::replay(&bank, prior, config, None, &log)
+    Elicitation::replay(&bank, prior, config, None, log)
         .unwrap()
         .posterior()
         .clone()

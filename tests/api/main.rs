@@ -16,5 +16,6 @@ mod onboarding;
 mod ops;
 mod personalisation;
 mod prior;
+mod questions;
 mod restart;
 mod store_contract;

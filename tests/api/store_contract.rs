@@ -1,11 +1,12 @@
 //! The `Store` contract, checked directly against both implementations.
 
-use elicit::model::{Choice, NoiseModel, Strategy, UpdateMethod};
+use elicit::model::{Choice, NoiseModel, Strategy, Strength, UpdateMethod};
 use elicit::store::sql::{Dialect, PoolSettings};
 use elicit::store::{
     AnswerCommit, AnswerRow, ApiKeyRecord, AuditAction, AuditEntry, AuditQuery, ItemRecord,
-    ModelRecord, ModelSpec, PriorRecord, ProfileRecord, SessionCommit, SessionRecord,
-    SessionSettings, SessionStatus, SqlStore, Store, StoreError, StoredReply,
+    LoggedAnswer, ModelRecord, ModelSpec, PriorRecord, ProfileRecord, QuestionRecord,
+    SessionCommit, SessionRecord, SessionSettings, SessionStatus, SqlStore, Store, StoreError,
+    StoredReply,
 };
 use nalgebra::{DMatrix, DVector};
 use serde_json::json;
@@ -32,6 +33,9 @@ fn model(name: &str) -> ModelRecord {
             guard: Default::default(),
             probes: None,
             lapse_per_user: None,
+            choices: 4,
+            strength_threshold: 1.5,
+            targets: vec!["x".into(), "y".into()],
         },
         prior_mean: DVector::from_vec(vec![0.5, -0.5]),
         prior_cov: DMatrix::from_row_slice(2, 2, &[1.0, 0.2, 0.2, 2.0]),
@@ -94,6 +98,8 @@ fn session(id: &str, user: &str) -> SessionRecord {
                 every: 4,
                 min_gap: 2,
             }),
+            choices: 3,
+            targets: Some(vec!["x".into(), "z".into()]),
         },
         mean: DVector::zeros(2),
         cov: DMatrix::identity(2, 2),
@@ -106,17 +112,44 @@ fn session(id: &str, user: &str) -> SessionRecord {
     }
 }
 
+/// Answers of every kind the log keeps: plain, graded, a pick of three, a skipped pick.
+fn answer_of_kind(seq: i64) -> LoggedAnswer {
+    let pick = |chosen| LoggedAnswer::Pick {
+        items: vec!["x".into(), "y".into(), "z".into()],
+        chosen,
+    };
+    match seq {
+        1 => LoggedAnswer::Pair {
+            choice: Choice::A,
+            strength: None,
+        },
+        2 => LoggedAnswer::Pair {
+            choice: Choice::B,
+            strength: Some(Strength::Clearly),
+        },
+        3 => pick(Some(2)),
+        _ => pick(None),
+    }
+}
+
 /// A mutator that appends one answer and bumps the version.
 fn append(current: &SessionRecord, key: Option<&str>) -> SessionCommit {
     let mut next = current.clone();
     next.version += 1;
     next.answers += 1;
     next.mean[0] += 1.0;
+    next.question = Some(QuestionRecord {
+        id: (next.answers + 1).to_string(),
+        item_a: "x".into(),
+        item_b: "y".into(),
+        more_items: vec!["z".into()],
+        information_bits: 0.5,
+    });
     let answer = AnswerRow {
         seq: next.answers,
         item_a: "x".into(),
         item_b: "y".into(),
-        choice: Choice::A,
+        answer: answer_of_kind(next.answers),
         log_evidence: Some(-0.5),
         direction: DVector::from_vec(vec![1.0, 2.0]),
         idempotency_key: key.map(str::to_string),
@@ -363,6 +396,19 @@ async fn session_mutations(backend: Backend) {
     lock.commit(&commit).await.unwrap();
     let profile = store.get_profile("u", "m").await.unwrap().unwrap();
     assert_eq!((profile.version, profile.answers), (3, 3));
+    // Every kind of answer, the question of three items and the session's settings read back as
+    // written.
+    let kinds: Vec<LoggedAnswer> = store
+        .session_answers("s1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.answer)
+        .collect();
+    assert_eq!(kinds, (1..=3).map(answer_of_kind).collect::<Vec<_>>());
+    let stored = store.get_session("s1").await.unwrap().unwrap();
+    assert_eq!(stored.question, commit.session.question);
+    assert_eq!(stored.settings, commit.session.settings);
     assert_eq!(
         store.sessions_by_status().await.unwrap(),
         vec![("active".to_string(), 1)]

@@ -74,7 +74,7 @@ pub fn options(strategies: Vec<Strategy>) -> EvalOptions {
     EvalOptions {
         split: Some("test".into()),
         questions: 20,
-        strategies: strategies.into_iter().map(Into::into).collect(),
+        strategies: strategies.into_iter().collect(),
         method: UpdateMethod::Adf,
         seed: 7,
         prior: PriorKind::Isotropic,
