@@ -71,6 +71,10 @@ struct FitArgs {
     /// Write the population prior (what `elicit eval --prior` reads).
     #[arg(long)]
     prior_out: Option<PathBuf>,
+    /// A CSV with `item_id` and `title` columns: the ends of each dimension are listed by title
+    /// (`datasets/movielens/item_info.csv`).
+    #[arg(long)]
+    titles: Option<PathBuf>,
     /// ℓ₂ penalty on users' coefficients and items' features.
     #[arg(long, default_value_t = 0.05)]
     l2: f64,
@@ -254,6 +258,10 @@ fn main() -> anyhow::Result<()> {
 
 fn fit(args: FitArgs) -> anyhow::Result<()> {
     use elicit::eval::learn;
+    let titles = match &args.titles {
+        Some(path) => learn::read_titles(path)?,
+        None => Default::default(),
+    };
     let set = learn::ComparisonSet::load(&args.comparisons)?;
     let options = learn::FitOptions {
         basis: elicit::model::basis::BasisOptions {
@@ -292,7 +300,7 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&fitted.report)?);
     } else {
-        print!("{}", learn::table(&fitted.report));
+        print!("{}", learn::table(&fitted.report, &titles));
     }
     Ok(())
 }

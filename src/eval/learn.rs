@@ -252,8 +252,34 @@ impl Fitted {
     }
 }
 
-/// The report as text.
-pub fn table(report: &FitReport) -> String {
+/// Item titles by id, from a CSV with a header naming at least `item_id` and `title` (such as
+/// `datasets/movielens/item_info.csv`), so that the ends of each learned dimension can be read.
+pub fn read_titles(path: &Path) -> anyhow::Result<HashMap<String, String>> {
+    #[derive(Deserialize)]
+    struct TitleRow {
+        item_id: String,
+        title: String,
+    }
+    let mut reader =
+        csv::Reader::from_path(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    reader
+        .deserialize::<TitleRow>()
+        .enumerate()
+        .map(|(line, row)| {
+            let row =
+                row.map_err(|e| anyhow::anyhow!("{} row {}: {e}", path.display(), line + 2))?;
+            Ok((row.item_id, row.title))
+        })
+        .collect()
+}
+
+/// The report as text; items are shown by title where `titles` has one.
+pub fn table(report: &FitReport, titles: &HashMap<String, String>) -> String {
+    let name = |id: &String| match titles.get(id) {
+        Some(title) => format!("{title} [{id}]"),
+        None => id.clone(),
+    };
+    let names = |ids: &[String]| ids.iter().map(name).collect::<Vec<_>>().join("; ");
     let mut out = format!(
         "fit: {} users, {} items, {} comparisons, J = {}\n  pairwise accuracy: train {:.3}, held-out {:.3}\n",
         report.users,
@@ -270,11 +296,11 @@ pub fn table(report: &FitReport) -> String {
         .enumerate()
     {
         out.push_str(&format!(
-            "  f{}: {:.1} % of users' variance; low end {}; high end {}\n",
+            "  f{}: {:.1} % of users' variance\n    low end:  {}\n    high end: {}\n",
             d + 1,
             share * 100.0,
-            low.join(", "),
-            high.join(", ")
+            names(low),
+            names(high)
         ));
     }
     out
@@ -354,6 +380,33 @@ pub fn comparisons_from_ratings(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shipped MovieLens titles read by id, quoted commas and all, and name the ends of a
+    /// dimension in the text report.
+    #[test]
+    fn titles_name_the_ends_of_each_dimension() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/movielens/item_info.csv");
+        let titles = read_titles(&path).unwrap();
+        assert_eq!(titles.len(), 1393);
+        assert_eq!(titles["1"], "Toy Story (1995)");
+        assert_eq!(titles["11"], "American President, The (1995)");
+        let report = FitReport {
+            users: 1,
+            items: 3,
+            comparisons: 2,
+            dims: 1,
+            train_accuracy: 1.0,
+            held_out_accuracy: 1.0,
+            variance_explained: vec![1.0],
+            extremes: vec![(vec!["1".into()], vec!["11".into(), "no-title".into()])],
+        };
+        let text = table(&report, &titles);
+        assert!(text.contains("low end:  Toy Story (1995) [1]"), "{text}");
+        assert!(
+            text.contains("high end: American President, The (1995) [11]; no-title"),
+            "{text}"
+        );
+    }
 
     /// Ratings → comparisons → fit → files, and the prior file reads back as written.
     #[test]

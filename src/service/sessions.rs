@@ -266,6 +266,7 @@ impl Service {
             check_id("Idempotency-Key", key, MAX_ID_LEN)?;
         }
         check_id("question_id", &req.question_id, MAX_ID_LEN)?;
+        check_id("choice", &req.choice, MAX_ID_LEN)?;
         check_session_id(id)?;
         let request = AnswerRequest {
             request_hash: request_hash(&req),
