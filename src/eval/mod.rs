@@ -25,10 +25,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use self::data::{Dataset, UserRatings};
-use crate::model::elicitation::Next;
+use crate::model::elicitation::{Next, Response};
 use crate::model::epig;
-use crate::model::kway;
-use crate::model::select::{BankStats, CandidateSpace, Pair, SelectionOptions};
+use crate::model::select::Pair;
 use crate::model::{
     Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Posterior, StoppingRule, Strategy,
     UpdateMethod,
@@ -148,13 +147,20 @@ impl UserTask {
         fit::agreement(lambda, &differences)
     }
 
-    /// The pairs the session may ask about: among the askable items, never the held-out ones.
-    fn candidate_space(&self, bank: &Bank) -> CandidateSpace {
-        let mut space = CandidateSpace::new(bank, self.askable.as_deref());
-        for &(a, b) in &self.never_asked {
-            space.mark_asked(Pair { a, b });
+    /// The answer to "which of these do you like best?": the shown item (by its index in
+    /// `items`) the user rated highest; `None`, a skip, when that rating is shared.
+    pub fn pick(&self, items: &[usize]) -> Option<usize> {
+        let best = items
+            .iter()
+            .map(|&i| self.ratings[i])
+            .fold(f64::NEG_INFINITY, f64::max);
+        let top: Vec<usize> = (0..items.len())
+            .filter(|&i| self.ratings[items[i]] == best)
+            .collect();
+        match top[..] {
+            [chosen] => Some(chosen),
+            _ => None,
         }
-        space
     }
 
     fn difference(&self, dataset: &Dataset, winner: usize, loser: usize) -> DVector<f64> {
@@ -333,144 +339,78 @@ pub fn train_prior(dataset: &Dataset, options: &EvalOptions) -> anyhow::Result<P
     Ok(Posterior::new(mean, (&cov + cov.transpose()) * 0.5)?)
 }
 
-/// Runs one user through the engine in-process; accuracy after each k = 1..=questions (a session
-/// that stops early keeps its last accuracy).
+/// Runs one user through the engine in-process ([`Elicitation`], as a session of the service
+/// would); accuracy after each k = 1..=questions (a session that stops early keeps its last
+/// accuracy). With `--choices K` the questions are picks of K ([`UserTask::pick`]); with EPIG they
+/// aim at pairs among the user's target items.
 pub fn run_in_process(
     dataset: &Dataset,
     task: &UserTask,
     prior: &Posterior,
-    questioning: Strategy,
+    strategy: Strategy,
     options: &EvalOptions,
 ) -> anyhow::Result<Vec<f64>> {
     let features = DMatrix::from_fn(dataset.dim(), task.items.len(), |r, c| {
         dataset.features[(r, task.items[c])]
     });
     let bank = Bank::ungrouped(features)?;
-    let strategy = match questioning {
-        Strategy::Epig => return run_targeted_in_process(dataset, task, &bank, prior, options),
-        strategy => strategy,
+    let epig = strategy == Strategy::Epig;
+    anyhow::ensure!(
+        !epig || task.targets.len() >= 2,
+        "--strategy epig needs target items (--targets)"
+    );
+    // Each kind of run keeps the random stream it was measured with; EPIG's scores are bits
+    // about the targets, not λ, and the k-way figures ran the whole budget: neither stops early.
+    let sets = options.choices > 2 && !epig;
+    let (stream, min_information_bits) = if epig {
+        (vec!["epig", &task.user], f64::NEG_INFINITY)
+    } else if sets {
+        (
+            vec!["sets", &task.user, strategy.as_str()],
+            f64::NEG_INFINITY,
+        )
+    } else {
+        (
+            vec!["questions", &task.user, strategy.as_str()],
+            MIN_INFORMATION_BITS,
+        )
     };
-    if options.choices > 2 {
-        return run_sets_in_process(dataset, task, &bank, prior, strategy, options);
-    }
     let config = ElicitationConfig {
         noise: options.noise,
         method: options.method,
         strategy,
         stopping: StoppingRule {
             max_questions: options.questions,
-            min_information_bits: MIN_INFORMATION_BITS,
+            min_information_bits,
             target_sd: None,
         },
+        choices: if sets { options.choices } else { 2 },
         ..Default::default()
     };
     let mut run = Elicitation::new(&bank, prior.clone(), config, task.askable.as_deref())?;
     for &(a, b) in &task.never_asked {
         run.exclude(Pair { a, b });
     }
-    let mut rng = StdRng::seed_from_u64(seed_for(
-        options.seed,
-        &["questions", &task.user, strategy.as_str()],
-    ));
+    let mut rng = StdRng::seed_from_u64(seed_for(options.seed, &stream));
+    if epig {
+        run = run.aim_at(epig::Targets::among(&bank, &task.targets, &mut rng));
+    }
     let mut curve = Vec::with_capacity(options.questions);
     for _ in 0..options.questions {
-        if let Next::Ask(q) = run.next(&mut rng) {
-            run.answer(q.pair, task.answer(q.pair.a, q.pair.b, &options.noise))?;
+        match run.next(&mut rng) {
+            Next::Ask(q) => {
+                run.answer(q.pair, task.answer(q.pair.a, q.pair.b, &options.noise))?;
+            }
+            Next::AskSet(set) => {
+                let chosen = task.pick(&set.items);
+                run.respond(Response::Pick {
+                    shown: set.items,
+                    chosen,
+                })?;
+            }
+            Next::Stop(_) => {}
         }
         curve.push(task.accuracy(dataset, run.posterior().mean()));
-    }
-    Ok(curve)
-}
-
-/// [`run_in_process`] with pick-one-of-k questions ([`kway`]): the answer is the shown item the
-/// user rated highest, and a skip (no update, a question spent) when that rating is shared.
-fn run_sets_in_process(
-    dataset: &Dataset,
-    task: &UserTask,
-    bank: &Bank,
-    prior: &Posterior,
-    strategy: Strategy,
-    options: &EvalOptions,
-) -> anyhow::Result<Vec<f64>> {
-    let noise = options.noise;
-    let mut posterior = prior.clone();
-    let mut stats = BankStats::new(bank, &posterior);
-    let mut space = task.candidate_space(bank);
-    let mut rng = StdRng::seed_from_u64(seed_for(
-        options.seed,
-        &["sets", &task.user, strategy.as_str()],
-    ));
-    let selection = SelectionOptions::default();
-    let mut curve = Vec::with_capacity(options.questions);
-    for _ in 0..options.questions {
-        if let Some(set) = kway::select_set(
-            bank,
-            &stats,
-            &space,
-            &noise,
-            strategy,
-            &selection,
-            options.choices,
-            &mut rng,
-        ) {
-            kway::mark_set_asked(&mut space, &set.items);
-            let best = set
-                .items
-                .iter()
-                .map(|&i| task.ratings[i])
-                .fold(f64::NEG_INFINITY, f64::max);
-            let top: Vec<usize> = (0..set.items.len())
-                .filter(|&i| task.ratings[set.items[i]] == best)
-                .collect();
-            if let [chosen] = top[..] {
-                let shown: Vec<DVector<f64>> =
-                    set.items.iter().map(|&i| bank.features(i)).collect();
-                let step = kway::choice_step(&posterior, &shown, chosen, &noise)?;
-                step.apply_with_stats(&mut posterior, bank, &mut stats);
-            }
-        }
-        curve.push(task.accuracy(dataset, posterior.mean()));
-    }
-    Ok(curve)
-}
-
-/// [`run_in_process`] with pairs chosen by EPIG for pairs among the user's target items
-/// ([`epig::select_for_targets`]; which of each pair the user prefers is never used).
-fn run_targeted_in_process(
-    dataset: &Dataset,
-    task: &UserTask,
-    bank: &Bank,
-    prior: &Posterior,
-    options: &EvalOptions,
-) -> anyhow::Result<Vec<f64>> {
-    anyhow::ensure!(
-        task.targets.len() >= 2,
-        "--strategy epig needs target items (--targets)"
-    );
-    let noise = options.noise;
-    let mut rng = StdRng::seed_from_u64(seed_for(options.seed, &["epig", &task.user]));
-    let targets = epig::Targets::among(bank, &task.targets, &mut rng);
-    let mut posterior = prior.clone();
-    let mut stats = BankStats::new(bank, &posterior);
-    let mut space = task.candidate_space(bank);
-    let selection = SelectionOptions::default();
-    let mut curve = Vec::with_capacity(options.questions);
-    for _ in 0..options.questions {
-        if let Some(question) = epig::select_for_targets(
-            bank, &stats, &space, &posterior, &noise, &targets, &selection, &mut rng,
-        ) {
-            let pair = question.pair;
-            space.mark_asked(pair);
-            if let Some(outcome) = task.answer(pair.a, pair.b, &noise).outcome() {
-                let likelihood = noise.likelihood(outcome)?;
-                let predictive = posterior.predictive(&bank.direction(pair, noise.beta));
-                let step = posterior
-                    .update_along(&predictive, &likelihood, options.method)
-                    .step;
-                stats.update(bank, &predictive.u, step);
-            }
-        }
-        curve.push(task.accuracy(dataset, posterior.mean()));
     }
     Ok(curve)
 }

@@ -16,12 +16,12 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
-use crate::model::elicitation::{Next, ProbeRule};
+use crate::model::elicitation::{DEFAULT_STRENGTH_THRESHOLD, Next, ProbeRule, Response};
 use crate::model::epig;
-use crate::model::kway::{self, MAX_CHOICES};
+use crate::model::kway::MAX_CHOICES;
 use crate::model::numeric::sigmoid;
 use crate::model::reliability::LapsePrior;
-use crate::model::select::{BankStats, CandidateSpace, Pair, SelectionOptions, select};
+use crate::model::select::Pair;
 use crate::model::{
     Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Outcome, Posterior, StoppingRule,
     Strategy, Strength, UpdateMethod,
@@ -167,16 +167,11 @@ pub fn validate(task: &SimulationTask) -> Result<(), String> {
             "--choices must be in 2..={MAX_CHOICES} and at most --bank"
         ));
     }
-    if task.choices > 2 && (task.model_lapse == ModelLapse::Auto || task.probe_every > 0) {
-        return Err(
-            "--model-lapse auto and --probe-every work with pairs (--choices 2) only".into(),
-        );
-    }
-    if (task.strategy == Strategy::Epig || task.graded.is_some())
-        && (task.choices > 2 || task.model_lapse == ModelLapse::Auto || task.probe_every > 0)
+    if task.choices > 2
+        && (task.probe_every > 0 || task.strategy == Strategy::Epig || task.graded.is_some())
     {
         return Err(
-            "--strategy epig and --graded ask pairs with a fixed lapse rate and no probes".into(),
+            "--probe-every, --strategy epig and --graded work with pairs (--choices 2) only".into(),
         );
     }
     if let Some(threshold) = task.graded
@@ -394,8 +389,9 @@ impl World {
     }
 }
 
-/// One user through the engine: pairs through [`Elicitation`] (with its probes and lapse
-/// estimate), larger sets through [`kway`]. Answers use their own random stream.
+/// One user through the engine ([`Elicitation`]): pairs or sets of `--choices` items, chosen by
+/// the strategy (EPIG aimed at the world's target pairs), answered by the simulated user (with a
+/// strength when the task grades answers). Answers use their own random stream.
 fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, String> {
     let world = World::new(task, user)?;
     let j = task.dims;
@@ -411,12 +407,6 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
         tie_threshold: 0.0,
     };
     let mut answers = StdRng::seed_from_u64(task.seed ^ 0xA5A5_5A5A ^ ((user as u64) << 20));
-    if task.choices > 2 {
-        return simulate_sets(task, &world, prior, noise, &mut answers);
-    }
-    if task.strategy == Strategy::Epig || task.graded.is_some() {
-        return simulate_pairs_directly(task, &world, prior, noise, &mut answers);
-    }
     let bank = &world.bank;
     let config = ElicitationConfig {
         noise,
@@ -432,18 +422,43 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
             every: task.probe_every,
             min_gap: PROBE_MIN_GAP,
         }),
+        choices: task.choices,
+        strength_threshold: task.graded.unwrap_or(DEFAULT_STRENGTH_THRESHOLD),
         ..Default::default()
     };
     let mut run = Elicitation::new(bank, prior, config, None).map_err(|e| e.to_string())?;
+    if task.strategy == Strategy::Epig {
+        run = run.aim_at(epig::Targets::new(world.targets.clone()));
+    }
     let mut curve = Vec::with_capacity(task.questions);
     for k in 1..=task.questions {
-        if let Next::Ask(question) = run.next(&mut answers) {
-            let pair = question.pair;
-            let choice = match world.answer(task, &[pair.a, pair.b], &mut answers) {
-                0 => Choice::A,
-                _ => Choice::B,
-            };
-            run.answer(pair, choice).map_err(|e| e.to_string())?;
+        let response = match run.next(&mut answers) {
+            Next::Ask(question) => {
+                let pair = question.pair;
+                let (choice, outcome) = match world.answer(task, &[pair.a, pair.b], &mut answers) {
+                    0 => (Choice::A, Outcome::A),
+                    _ => (Choice::B, Outcome::B),
+                };
+                let strength = task
+                    .graded
+                    .map(|threshold| world.strength(task, pair, outcome, threshold, &mut answers));
+                Some(Response::Pair {
+                    pair,
+                    choice,
+                    strength,
+                })
+            }
+            Next::AskSet(set) => {
+                let chosen = world.answer(task, &set.items, &mut answers);
+                Some(Response::Pick {
+                    shown: set.items,
+                    chosen: Some(chosen),
+                })
+            }
+            Next::Stop(_) => None,
+        };
+        if let Some(response) = response {
+            run.respond(response).map_err(|e| e.to_string())?;
         }
         let diagnostics = run.diagnostics();
         curve.push(world.point(
@@ -454,104 +469,6 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
                 f64::from(u8::from(diagnostics.reliability.unreliable)),
                 diagnostics.reliability.lapse_rate,
             ),
-        ));
-    }
-    Ok(curve)
-}
-
-/// Pick-one-of-k questions: sets chosen by [`kway::select_set`], answers applied by
-/// [`kway::choice_step`] to the posterior and the bank statistics alike.
-fn simulate_sets(
-    task: &SimulationTask,
-    world: &World,
-    prior: Posterior,
-    noise: NoiseModel,
-    answers: &mut StdRng,
-) -> Result<Vec<CurvePoint>, String> {
-    let bank = &world.bank;
-    let mut posterior = prior.clone();
-    let mut stats = BankStats::new(bank, &posterior);
-    let mut space = CandidateSpace::new(bank, None);
-    let options = SelectionOptions::default();
-    let mut curve = Vec::with_capacity(task.questions);
-    for k in 1..=task.questions {
-        if let Some(set) = kway::select_set(
-            bank,
-            &stats,
-            &space,
-            &noise,
-            task.strategy,
-            &options,
-            task.choices,
-            answers,
-        ) {
-            let shown: Vec<DVector<f64>> = set.items.iter().map(|&i| bank.features(i)).collect();
-            let chosen = world.answer(task, &set.items, answers);
-            let step =
-                kway::choice_step(&posterior, &shown, chosen, &noise).map_err(|e| e.to_string())?;
-            step.apply_with_stats(&mut posterior, bank, &mut stats);
-            kway::mark_set_asked(&mut space, &set.items);
-        }
-        curve.push(world.point(
-            k,
-            posterior.mean(),
-            posterior.bits_since(&prior),
-            (0.0, noise.lapse),
-        ));
-    }
-    Ok(curve)
-}
-
-/// Pairs outside [`Elicitation`]: chosen by EPIG for the world's target pairs
-/// ([`epig::select_for_targets`]) or by the engine's strategy, answered with a strength when the
-/// task grades answers ([`NoiseModel::graded_likelihood`]), applied by the pairwise update.
-fn simulate_pairs_directly(
-    task: &SimulationTask,
-    world: &World,
-    prior: Posterior,
-    noise: NoiseModel,
-    answers: &mut StdRng,
-) -> Result<Vec<CurvePoint>, String> {
-    let bank = &world.bank;
-    let targets = epig::Targets::new(world.targets.clone());
-    let mut posterior = prior.clone();
-    let mut stats = BankStats::new(bank, &posterior);
-    let mut space = CandidateSpace::new(bank, None);
-    let options = SelectionOptions::default();
-    let mut curve = Vec::with_capacity(task.questions);
-    for k in 1..=task.questions {
-        let question = match task.strategy {
-            Strategy::Epig => epig::select_for_targets(
-                bank, &stats, &space, &posterior, &noise, &targets, &options, answers,
-            ),
-            strategy => select(bank, &stats, &space, &noise, strategy, &options, answers),
-        };
-        if let Some(question) = question {
-            let pair = question.pair;
-            let outcome = match world.answer(task, &[pair.a, pair.b], answers) {
-                0 => Outcome::A,
-                _ => Outcome::B,
-            };
-            let likelihood = match task.graded {
-                Some(threshold) => {
-                    let strength = world.strength(task, pair, outcome, threshold, answers);
-                    noise.graded_likelihood(outcome, strength, threshold)
-                }
-                None => noise.likelihood(outcome),
-            }
-            .map_err(|e| e.to_string())?;
-            let predictive = posterior.predictive(&bank.direction(pair, noise.beta));
-            let step = posterior
-                .update_along(&predictive, &likelihood, task.method)
-                .step;
-            stats.update(bank, &predictive.u, step);
-            space.mark_asked(pair);
-        }
-        curve.push(world.point(
-            k,
-            posterior.mean(),
-            posterior.bits_since(&prior),
-            (0.0, noise.lapse),
         ));
     }
     Ok(curve)
