@@ -6,9 +6,9 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use elicit::model::kway;
 use elicit::model::select::{self, BankStats, CandidateSpace, Pair, SelectionOptions};
 use elicit::model::{Bank, NoiseModel, Outcome, Posterior, Strategy, UpdateMethod, score};
+use elicit::model::{epig, kway};
 use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -269,9 +269,48 @@ fn kway(c: &mut Criterion) {
     group.finish();
 }
 
+/// EPIG at J = 16 against BALD on the same bank in the same run: a 40-item bank (every unasked
+/// pair scored by Monte Carlo) and a 1,000-item bank (the linear-Gaussian screen first), 100
+/// target pairs among 20 target items.
+fn epig(c: &mut Criterion) {
+    let mut group = c.benchmark_group("epig_J16");
+    let noise = NoiseModel::default();
+    let mut rng = StdRng::seed_from_u64(8);
+    let posterior = warm_posterior(&mut rng, 16);
+    let options = SelectionOptions::default();
+    for items in [40usize, 1000] {
+        let bank = Bank::ungrouped(gaussian(&mut rng, 16, items, 0.5)).unwrap();
+        let stats = BankStats::new(&bank, &posterior);
+        let space = CandidateSpace::new(&bank, None);
+        let target_items: Vec<usize> = (0..20).collect();
+        let targets = epig::Targets::among(&bank, &target_items, &mut rng);
+        group.bench_function(BenchmarkId::new("bald (baseline)", items), |b| {
+            b.iter(|| {
+                select::select(
+                    &bank,
+                    &stats,
+                    &space,
+                    &noise,
+                    Strategy::Bald,
+                    &options,
+                    &mut rng,
+                )
+            })
+        });
+        group.bench_function(BenchmarkId::new("epig", items), |b| {
+            b.iter(|| {
+                epig::select_for_targets(
+                    &bank, &stats, &space, &posterior, &noise, &targets, &options, &mut rng,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
-    targets = update, bank_statistics, selection, screens, answer_then_select, scoring, kway
+    targets = update, bank_statistics, selection, screens, answer_then_select, scoring, kway, epig
 }
 criterion_main!(benches);
