@@ -250,6 +250,31 @@ impl TestServer {
         (choice, body)
     }
 
+    /// Uploads `items` random items (ids `item-<i>`, features from `seed`) into an existing
+    /// model; returns their features.
+    pub async fn upload_items(
+        &self,
+        model: &str,
+        dims: usize,
+        items: usize,
+        seed: u64,
+    ) -> Vec<Vec<f64>> {
+        let features = random_features(items, dims, seed);
+        let items_json: Vec<Value> = features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| json!({"id": format!("item-{i}"), "features": f}))
+            .collect();
+        let (status, body) = self
+            .put(
+                &format!("/v1/models/{model}/items"),
+                &json!({"items": items_json}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        features
+    }
+
     /// Creates a model with `dims` dimensions and uploads `items` random items with a fixed seed.
     pub async fn create_model_with_items(
         &self,

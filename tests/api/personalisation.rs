@@ -5,30 +5,6 @@ use serde_json::{Value, json};
 
 use crate::harness::{Backend, TestDatabase, TestServer, assert_problem, random_features};
 
-/// Uploads `items` random items into an existing model.
-async fn upload_items(
-    server: &TestServer,
-    model: &str,
-    dims: usize,
-    items: usize,
-) -> Vec<Vec<f64>> {
-    let features = random_features(items, dims, 7);
-    let items_json: Vec<Value> = features
-        .iter()
-        .enumerate()
-        .map(|(i, f)| json!({"id": format!("item-{i}"), "features": f}))
-        .collect();
-    let (status, body) = server
-        .put(
-            &format!("/v1/models/{model}/items"),
-            &json!({"items": items_json}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    features
-}
-
-/// Onboards `user` with `answers` truthful answers for λ and finishes the session.
 async fn onboard(
     server: &TestServer,
     model: &str,
@@ -71,7 +47,7 @@ async fn the_guard_bounds_the_divergence_and_fixes_dimensions(backend: Backend) 
         .await;
     assert_eq!(status, 201, "{model}");
     assert_eq!(model["guard"]["fixed_dimensions"], json!(["safety"]));
-    let features = upload_items(&server, "g", 3, 40).await;
+    let features = server.upload_items("g", 3, 40, 7).await;
     onboard(&server, "g", "alice", &features, &[2.5, -2.0, 2.0], 20).await;
 
     let candidates = json!([
@@ -131,7 +107,7 @@ async fn the_guard_bounds_the_divergence_and_fixes_dimensions(backend: Backend) 
         )
         .await;
     assert_eq!(status, 201);
-    let free_features = upload_items(&server, "free", 2, 30).await;
+    let free_features = server.upload_items("free", 2, 30, 7).await;
     onboard(&server, "free", "bob", &free_features, &[1.0, -1.0], 8).await;
     let (_, plain) = server
         .post("/v1/score", &json!({"model": "free", "user_id": "bob", "candidates": [{"id": "x", "features": [1.0, 0.0]}]}))
@@ -180,7 +156,7 @@ async fn unreliable_users_are_scored_with_the_population(backend: Backend) {
         )
         .await;
     assert_eq!(status, 201);
-    let features = upload_items(&server, "r", 2, 30).await;
+    let features = server.upload_items("r", 2, 30, 7).await;
     let finished = onboard(&server, "r", "carol", &features, &[1.0, 1.0], 5).await;
     let diagnostics = &finished["diagnostics"];
     assert_eq!(diagnostics["unreliable"], true, "{finished}");
@@ -227,7 +203,7 @@ async fn probes_repeat_earlier_questions_without_moving_the_posterior(backend: B
         .await;
     assert_eq!(status, 201, "{model}");
     assert_eq!(model["probes"], json!({"every": 3, "min_gap": 1}));
-    let features = upload_items(&server, "p", 2, 30).await;
+    let features = server.upload_items("p", 2, 30, 7).await;
     let (_, created) = server
         .post(
             "/v1/sessions",
@@ -294,7 +270,7 @@ async fn probes_repeat_earlier_questions_without_moving_the_posterior(backend: B
         )
         .await;
     assert_eq!(status, 201);
-    let features = upload_items(&server, "plain", 2, 30).await;
+    let features = server.upload_items("plain", 2, 30, 7).await;
     let (status, created) = server
         .post(
             "/v1/sessions",

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{
     Backend, TestDatabase, TestServer, assert_problem, posterior_distance, question_item,
-    random_features, replayed_log,
+    replayed_log,
 };
 
 /// Creates model `name` with the given extra settings and `items` random items in `dims`
@@ -26,20 +26,7 @@ async fn model_with(
         .extend(settings.as_object().unwrap().clone());
     let (status, model) = server.post("/v1/models", &body).await;
     assert_eq!(status, 201, "{model}");
-    let features = random_features(items, dims, 3);
-    let items: Vec<Value> = features
-        .iter()
-        .enumerate()
-        .map(|(i, f)| json!({"id": format!("item-{i}"), "features": f}))
-        .collect();
-    let (status, body) = server
-        .put(
-            &format!("/v1/models/{name}/items"),
-            &json!({"items": items}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    features
+    server.upload_items(name, dims, items, 3).await
 }
 
 fn reward(features: &[f64], lambda: &[f64]) -> f64 {
@@ -344,14 +331,7 @@ async fn questions_aimed_at_targets(backend: Backend) {
         )
         .await;
     assert_eq!(status, 201);
-    let items: Vec<Value> = features
-        .iter()
-        .enumerate()
-        .map(|(i, f)| json!({"id": format!("item-{i}"), "features": f}))
-        .collect();
-    server
-        .put("/v1/models/aimed/items", &json!({"items": items}))
-        .await;
+    assert_eq!(server.upload_items("aimed", 3, 40, 3).await, features);
     let (status, created) = server
         .post("/v1/sessions", &json!({"model": "aimed", "user_id": "t2"}))
         .await;
