@@ -219,6 +219,10 @@ struct SimulateArgs {
     /// Every N-th question re-asks an earlier one (sides swapped) as a consistency probe; 0 = none.
     #[arg(long, default_value_t = 0)]
     probe_every: usize,
+    /// Every N-th question is an attention check, the unasked pair whose answer the posterior is
+    /// surest of; 0 = none.
+    #[arg(long, default_value_t = 0)]
+    check_every: usize,
     /// Items a question shows: 2 for pairs, 3 to 6 to pick one of k.
     #[arg(long, default_value_t = 2)]
     choices: usize,
@@ -479,6 +483,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             .unwrap_or(sim::ModelLapse::Fixed(args.lapse)),
         responders: args.responders,
         probe_every: args.probe_every,
+        check_every: args.check_every,
         choices: args.choices,
         graded: args.graded,
     };

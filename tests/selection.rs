@@ -165,6 +165,7 @@ fn acceptance_task() -> SimulationTask {
         model_lapse: sim::ModelLapse::Fixed(0.0),
         responders: sim::Responders::Genuine,
         probe_every: 0,
+        check_every: 0,
         choices: 2,
         graded: None,
     }
@@ -303,15 +304,18 @@ fn pairs_outside_the_candidate_space_do_not_count_against_it() {
     assert_eq!(space.remaining(), 2);
 }
 
-/// The reliability flag after 20 questions (lapse 0.1 known to the model), for genuine users and
-/// for users who answer by coin flips, without and with a consistency probe every 4th question.
-fn flagged_after_20(responders: sim::Responders, probe_every: usize) -> f64 {
+/// The share of 200 users whose sessions the reliability flag marks after 20 questions (lapse 0.1
+/// known to the model), for genuine users or users who answer by coin flips, with a consistency
+/// probe every `probe_every`-th question and an attention check every `check_every`-th (0: none).
+fn flagged_after_20(responders: sim::Responders, probe_every: usize, check_every: usize) -> f64 {
     let task = SimulationTask {
+        users: 200,
         questions: 20,
         lapse: 0.1,
         model_lapse: sim::ModelLapse::Fixed(0.1),
         responders,
         probe_every,
+        check_every,
         ..acceptance_task()
     };
     sim::run(&task).unwrap().curve[19].flagged_unreliable
@@ -319,15 +323,20 @@ fn flagged_after_20(responders: sim::Responders, probe_every: usize) -> f64 {
 
 /// Adaptive questions are coin flips for the model when asked, so a random responder looks
 /// plausible on them; re-asking the earlier questions the model is surest about exposes one.
-/// Measured (BENCHMARKS.md, 200 users): genuine 6 % / 4 %, random 17 % / 55 % without / with
-/// probes. The bounds leave room for the smaller sample.
+/// Measured (BENCHMARKS.md): genuine 6 % / 4 %, random 17 % / 55 % without / with probes.
 #[test]
 fn probes_expose_random_responders_without_flagging_genuine_users() {
     use sim::Responders::{Genuine, Random};
-    let (genuine, genuine_probed) = (flagged_after_20(Genuine, 0), flagged_after_20(Genuine, 4));
-    let (random, random_probed) = (flagged_after_20(Random, 0), flagged_after_20(Random, 4));
+    let (genuine, genuine_probed) = (
+        flagged_after_20(Genuine, 0, 0),
+        flagged_after_20(Genuine, 4, 0),
+    );
+    let (random, random_probed) = (
+        flagged_after_20(Random, 0, 0),
+        flagged_after_20(Random, 4, 0),
+    );
     assert!(
-        genuine <= 0.12 && genuine_probed <= 0.10,
+        genuine <= 0.10 && genuine_probed <= 0.10,
         "{genuine} {genuine_probed}"
     );
     assert!(
@@ -335,4 +344,18 @@ fn probes_expose_random_responders_without_flagging_genuine_users() {
         "random responders flagged {random_probed} with probes"
     );
     assert!(random_probed >= 2.0 * random, "{random} → {random_probed}");
+}
+
+/// Issue 11's bar: after 20 questions, ≥ 80 % of random responders flagged and ≤ 10 % of genuine
+/// users (lapse 0.1). An attention check every 4th question (the unasked pair the posterior is
+/// surest of) meets it where repeats of earlier answers do not: a genuine user's first answer to
+/// a probe was itself a close call, so genuine users flip probes too, while a check compares a
+/// fresh answer with a confident prediction. Measured: genuine 7.5 %, random 83.5 %.
+#[test]
+fn attention_checks_flag_random_responders_and_spare_genuine_users() {
+    use sim::Responders::{Genuine, Random};
+    let genuine = flagged_after_20(Genuine, 0, 4);
+    let random = flagged_after_20(Random, 0, 4);
+    assert!(genuine <= 0.10, "genuine users flagged: {genuine}");
+    assert!(random >= 0.80, "random responders flagged: {random}");
 }

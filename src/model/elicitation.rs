@@ -90,6 +90,8 @@ pub struct ElicitationConfig {
     pub reliability: ReliabilityRule,
     /// Consistency probes: re-ask earlier pairs with the sides swapped (none by default).
     pub probes: Option<ProbeRule>,
+    /// Attention checks: ask the pair whose answer the posterior is surest of (none by default).
+    pub checks: Option<CheckRule>,
     /// Items a question shows: 2 asks pairs; 3 to [`MAX_CHOICES`] asks "pick one of k" sets
     /// ([`kway::select_set`]); probes are always pairs.
     pub choices: usize,
@@ -109,6 +111,7 @@ impl Default for ElicitationConfig {
             lapse_prior: LapsePrior::default(),
             reliability: ReliabilityRule::default(),
             probes: None,
+            checks: None,
             choices: 2,
             strength_threshold: DEFAULT_STRENGTH_THRESHOLD,
         }
@@ -177,6 +180,19 @@ impl Response {
             ),
         }
     }
+}
+
+/// When to ask an attention check (GUIDE §6): every `every`-th question (unless a consistency
+/// probe is due) is the unasked pair whose answer the posterior predicts most surely. An attentive
+/// user answers it as predicted almost always, a random responder half the time, so each check
+/// says much about which of the two the user is, and, unlike a probe, it is independent evidence:
+/// it updates the posterior like any answer. Adaptive questions are close calls by design, which
+/// is why random answers to them hardly stand out.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRule {
+    #[schema(minimum = 2, maximum = 1000)]
+    pub every: usize,
 }
 
 /// One answered question.
@@ -532,7 +548,7 @@ impl<'a> Elicitation<'a> {
         {
             return Next::Stop(StopReason::Uncertainty);
         }
-        if let Some(pair) = self.probe_due() {
+        if let Some(pair) = self.probe_due().or_else(|| self.check_due(rng)) {
             return Next::Ask(Selected {
                 pair,
                 score_bits: 0.0,
@@ -638,6 +654,24 @@ impl<'a> Elicitation<'a> {
                 a: pair.b,
                 b: pair.a,
             })
+    }
+
+    /// The attention check to ask now, if the check rule says this question is one
+    /// ([`CheckRule`]).
+    fn check_due<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<Pair> {
+        let rule = self.config.checks?;
+        let number = self.state.history.len() + 1;
+        if rule.every < 2 || !number.is_multiple_of(rule.every) {
+            return None;
+        }
+        select::most_predictable(
+            self.bank,
+            &self.state.stats,
+            &self.state.space,
+            self.noise().beta,
+            &self.config.selection,
+            rng,
+        )
     }
 
     /// Consistency probes answered so far and how many of them contradicted the answer they

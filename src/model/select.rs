@@ -602,6 +602,44 @@ impl TopK {
     }
 }
 
+/// The unasked pair whose answer the posterior predicts most surely, the largest
+/// |m|/√(1 + πs²/8) (the probit approximation of the predictive's distance from a coin flip),
+/// shown in a random order; `None` when every allowed pair has been asked. Scans the pairs the
+/// selection would (every pair up to its exhaustive limit, else the generated candidates).
+pub fn most_predictable<R: Rng + ?Sized>(
+    bank: &Bank,
+    stats: &BankStats,
+    space: &CandidateSpace,
+    beta: f64,
+    options: &SelectionOptions,
+    rng: &mut R,
+) -> Option<Pair> {
+    let sureness = |pair: Pair| {
+        let (m, s2) = stats.pair_predictive(bank, pair, beta);
+        m.abs() / (1.0 + std::f64::consts::PI * s2 / 8.0).sqrt()
+    };
+    let candidates: Vec<Pair> = if space.pair_count <= options.exhaustive_limit {
+        space.unasked_pairs().collect()
+    } else {
+        generate_candidates(stats, space, options, rng)
+            .into_iter()
+            .filter(|p| !space.was_asked(*p))
+            .collect()
+    };
+    let (_, best) = candidates
+        .into_iter()
+        .map(|p| (sureness(p), p))
+        .max_by(|x, y| x.0.total_cmp(&y.0))?;
+    Some(if rng.random_bool(0.5) {
+        best
+    } else {
+        Pair {
+            a: best.b,
+            b: best.a,
+        }
+    })
+}
+
 /// Picks the next question, or `None` when every allowed pair has been asked.
 pub fn select<R: Rng + ?Sized>(
     bank: &Bank,

@@ -127,6 +127,7 @@ impl Service {
                 items: None,
                 exclude_pairs: None,
                 probes: None,
+                checks: None,
                 choices: None,
                 targets: None,
             })
@@ -224,6 +225,7 @@ fn demo_model_request(spec: &DemoModel) -> CreateModel {
         reliability: None,
         guard: None,
         probes: None,
+        checks: None,
         choices: None,
         strength_threshold: None,
         targets: None,

@@ -3,7 +3,7 @@
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
-use crate::model::elicitation::ProbeRule;
+use crate::model::elicitation::{CheckRule, ProbeRule};
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
 use crate::model::{NoiseModel, StopReason, Strategy, Strength, UpdateMethod};
 use crate::store::{GuardSpec, SessionStatus};
@@ -58,6 +58,10 @@ pub struct CreateModel {
     /// at least `min_gap` questions old (default: none). A probe's answer does not move the
     /// posterior; it counts towards the session's consistency and reliability figures.
     pub probes: Option<ProbeRule>,
+    /// Attention checks: every `every`-th question (unless a probe is due) is the unasked pair
+    /// whose answer the posterior predicts most surely (default: none). Random responders get
+    /// these wrong half the time, attentive users almost never; the answer counts like any other.
+    pub checks: Option<CheckRule>,
     /// Estimate each user's lapse rate ε from this Beta(a, b) prior and their answers, and use it
     /// in the likelihood instead of `noise.lapse` (default: the model's fixed rate).
     pub lapse_per_user: Option<LapsePrior>,
@@ -85,6 +89,7 @@ pub struct ModelView {
     pub reliability: ReliabilityRule,
     pub guard: GuardSpec,
     pub probes: Option<ProbeRule>,
+    pub checks: Option<CheckRule>,
     pub lapse_per_user: Option<LapsePrior>,
     /// Items a question shows by default.
     pub choices: usize,
@@ -157,6 +162,8 @@ pub struct CreateSession {
     pub exclude_pairs: Option<Vec<[String; 2]>>,
     /// Consistency probes for this session, instead of the model's rule.
     pub probes: Option<ProbeRule>,
+    /// Attention checks for this session, instead of the model's rule.
+    pub checks: Option<CheckRule>,
     /// Items a question shows, instead of the model's: 2 asks pairs, 3 to 6 asks the user to
     /// pick one.
     #[schema(minimum = 2, maximum = 6)]

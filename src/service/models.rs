@@ -11,7 +11,7 @@ use super::dto::{
 };
 use super::limits::{MAX_ID_LEN, MAX_ITEMS_PER_UPSERT, MAX_MODEL_NAME_LEN, MAX_PAGE};
 use super::{Service, ServiceError, check_features, check_id};
-use crate::model::elicitation::ProbeRule;
+use crate::model::elicitation::{CheckRule, ProbeRule};
 use crate::model::kway::MAX_CHOICES;
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
 use crate::model::{MAX_DIMENSIONS, Posterior, Strategy};
@@ -54,6 +54,9 @@ impl Service {
         if let Some(probes) = &req.probes {
             check_probes(probes)?;
         }
+        if let Some(checks) = &req.checks {
+            check_checks(checks)?;
+        }
         if let Some(prior) = &req.lapse_per_user {
             check_lapse_prior(prior)?;
         }
@@ -84,6 +87,7 @@ impl Service {
                 reliability,
                 guard,
                 probes: req.probes,
+                checks: req.checks,
                 lapse_per_user: req.lapse_per_user,
                 choices,
                 strength_threshold,
@@ -282,6 +286,7 @@ pub(crate) fn model_view(m: &ModelRecord) -> ModelView {
         reliability: m.spec.reliability,
         guard: m.spec.guard.clone(),
         probes: m.spec.probes,
+        checks: m.spec.checks,
         lapse_per_user: m.spec.lapse_per_user,
         choices: m.spec.choices,
         strength_threshold: m.spec.strength_threshold,
@@ -377,6 +382,16 @@ fn check_targets(targets: &[String]) -> Result<(), ServiceError> {
                 format!("'{id}' appears twice"),
             ));
         }
+    }
+    Ok(())
+}
+
+pub(super) fn check_checks(checks: &CheckRule) -> Result<(), ServiceError> {
+    if !(2..=1000).contains(&checks.every) {
+        return Err(ServiceError::invalid(
+            "checks.every",
+            "must be between 2 and 1000",
+        ));
     }
     Ok(())
 }

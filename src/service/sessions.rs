@@ -111,6 +111,9 @@ impl Service {
         if let Some(probes) = &req.probes {
             super::models::check_probes(probes)?;
         }
+        if let Some(checks) = &req.checks {
+            super::models::check_checks(checks)?;
+        }
         if let Some(targets) = &req.targets {
             check_known_items("targets", targets, &bank)?;
         }
@@ -120,6 +123,7 @@ impl Service {
             items: req.items,
             exclude_pairs,
             probes: req.probes,
+            checks: req.checks,
             choices: req.choices.unwrap_or(model.spec.choices),
             targets: req.targets,
         };
@@ -750,6 +754,7 @@ fn run_config(model: &ModelRecord, settings: &SessionSettings) -> ElicitationCon
         },
         reliability: model.spec.reliability,
         probes: settings.probes.or(model.spec.probes),
+        checks: settings.checks.or(model.spec.checks),
         adaptive_lapse: model.spec.lapse_per_user,
         lapse_prior: model.spec.lapse_per_user.unwrap_or_default(),
         choices: settings.choices,

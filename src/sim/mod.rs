@@ -16,7 +16,7 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
-use crate::model::elicitation::{DEFAULT_STRENGTH_THRESHOLD, Next, ProbeRule, Response};
+use crate::model::elicitation::{CheckRule, DEFAULT_STRENGTH_THRESHOLD, Next, ProbeRule, Response};
 use crate::model::epig;
 use crate::model::kway::MAX_CHOICES;
 use crate::model::numeric::sigmoid;
@@ -57,6 +57,8 @@ pub struct SimulationTask {
     /// Every this many questions, re-ask an earlier one (sides swapped) as a consistency probe;
     /// 0 for none.
     pub probe_every: usize,
+    /// Every this many questions an attention check (0: none).
+    pub check_every: usize,
     /// Items shown by each question: 2 for pairs, up to [`MAX_CHOICES`] to pick one of k.
     pub choices: usize,
     /// Graded answers ("slightly"/"clearly") with this strength threshold θ, for the simulated
@@ -162,16 +164,23 @@ pub fn validate(task: &SimulationTask) -> Result<(), String> {
     if task.probe_every == 1 {
         return Err("--probe-every must be 0 (no probes) or at least 2".into());
     }
+    if task.check_every == 1 {
+        return Err("--check-every must be 0 (no checks) or at least 2".into());
+    }
     if !(2..=MAX_CHOICES).contains(&task.choices) || task.choices > task.bank {
         return Err(format!(
             "--choices must be in 2..={MAX_CHOICES} and at most --bank"
         ));
     }
     if task.choices > 2
-        && (task.probe_every > 0 || task.strategy == Strategy::Epig || task.graded.is_some())
+        && (task.probe_every > 0
+            || task.check_every > 0
+            || task.strategy == Strategy::Epig
+            || task.graded.is_some())
     {
         return Err(
-            "--probe-every, --strategy epig and --graded work with pairs (--choices 2) only".into(),
+            "--probe-every, --check-every, --strategy epig and --graded work with pairs (--choices 2) only"
+                .into(),
         );
     }
     if let Some(threshold) = task.graded
@@ -421,6 +430,9 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
         probes: (task.probe_every > 0).then_some(ProbeRule {
             every: task.probe_every,
             min_gap: PROBE_MIN_GAP,
+        }),
+        checks: (task.check_every > 0).then_some(CheckRule {
+            every: task.check_every,
         }),
         choices: task.choices,
         strength_threshold: task.graded.unwrap_or(DEFAULT_STRENGTH_THRESHOLD),

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
-use crate::model::elicitation::ProbeRule;
+use crate::model::elicitation::{CheckRule, ProbeRule};
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
 use crate::model::{Choice, NoiseModel, StopReason, Strategy, Strength, UpdateMethod};
 
@@ -75,6 +75,9 @@ pub struct ModelSpec {
     /// Consistency probes: re-ask earlier questions with the sides swapped (none by default).
     #[serde(default)]
     pub probes: Option<ProbeRule>,
+    /// Attention checks: ask the pair the posterior is surest of (none by default).
+    #[serde(default)]
+    pub checks: Option<CheckRule>,
     /// Estimate each user's lapse rate from this prior and use it in the likelihood instead of
     /// `noise.lapse` (none by default: the model's fixed rate).
     #[serde(default)]
@@ -161,6 +164,9 @@ pub struct SessionSettings {
     /// Consistency probes for this session, instead of the model's rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<ProbeRule>,
+    /// Attention checks for this session, instead of the model's rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<CheckRule>,
     /// Items a question shows (2: pairs; up to six: pick one).
     #[serde(default = "pairs", skip_serializing_if = "is_pairs")]
     pub choices: usize,

@@ -403,7 +403,71 @@ async fn a_per_user_lapse_rate_is_used_and_replayed_across_replicas(backend: Bac
     }
 }
 
+/// A model with attention checks asks, every third question, the unasked pair its posterior is
+/// surest of: a truthful user answers it as predicted, and it moves the posterior like any answer.
+async fn attention_checks_ask_what_the_posterior_is_surest_of(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let (status, problem) = server
+        .post(
+            "/v1/models",
+            &json!({"name": "bad", "dimensions": ["a"], "checks": {"every": 1}}),
+        )
+        .await;
+    assert_problem(status, &problem, 422, "validation");
+    assert_eq!(problem["field"], "checks.every");
+    let (status, model) = server
+        .post(
+            "/v1/models",
+            &json!({"name": "c", "dimensions": ["a", "b"], "checks": {"every": 3}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{model}");
+    assert_eq!(model["checks"], json!({"every": 3}));
+    let features = server.upload_items("c", 2, 30, 7).await;
+    let lambda = [1.5, -1.0];
+    let (_, created) = server
+        .post(
+            "/v1/sessions",
+            &json!({"model": "c", "user_id": "eve", "max_questions": 9}),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut question = created["question"].clone();
+    let mut means = vec![created["posterior"]["mean"].clone()];
+    for n in 1..=9 {
+        // Questions 3, 6 and 9 are checks: scored 0 bits (they are not asked for information);
+        // the others are chosen for it.
+        let bits = question["information_bits"].as_f64().unwrap();
+        assert_eq!(bits == 0.0, n % 3 == 0, "question {n}: {question}");
+        let (_, body) = server
+            .answer_truthfully(&id, &question, &features, &lambda, &format!("c{n}"))
+            .await;
+        means.push(body["posterior"]["mean"].clone());
+        question = body["question"].clone();
+    }
+    for check in [3, 6, 9] {
+        assert_ne!(
+            means[check],
+            means[check - 1],
+            "a check is evidence like any answer"
+        );
+    }
+    let (_, session) = server.get(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(session["diagnostics"]["unreliable"], false, "{session}");
+    // A session may set its own checks, validated the same way.
+    let (status, problem) = server
+        .post(
+            "/v1/sessions",
+            &json!({"model": "c", "user_id": "eve", "checks": {"every": 0}}),
+        )
+        .await;
+    assert_problem(status, &problem, 422, "validation");
+    server.stop().await;
+}
+
 crate::on_both_stores!(
+    attention_checks_ask_what_the_posterior_is_surest_of,
     a_per_user_lapse_rate_is_used_and_replayed_across_replicas,
     the_guard_bounds_the_divergence_and_fixes_dimensions,
     unreliable_users_are_scored_with_the_population,
