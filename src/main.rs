@@ -506,21 +506,33 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             task.seed
         );
         println!(
-            "{:>4}  {:>9}  {:>6}  {:>7}  {:>6}  {:>10}  {:>5}  {:>6}  {:>10}",
-            "k", "agreement", "se", "cosine", "bits", "unreliable", "lapse", "floor", "used/floor"
+            "{:>4}  {:>9}  {:>6}  {:>7}  {:>6}  {:>10}  {:>7}  {:>10}  {:>5}  {:>6}  {:>10}",
+            "k",
+            "agreement",
+            "se",
+            "cosine",
+            "bits",
+            "unreliable",
+            "log2 BF",
+            "seq. flag",
+            "lapse",
+            "floor",
+            "used/floor"
         );
         let or_dash = |v: Option<f64>, digits: usize| {
             v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
         };
         for p in &report.curve {
             println!(
-                "{:>4}  {:>9.4}  {:>6.4}  {:>7.4}  {:>6.2}  {:>10.3}  {:>5.3}  {:>6}  {:>10}",
+                "{:>4}  {:>9.4}  {:>6.4}  {:>7.4}  {:>6.2}  {:>10.3}  {:>7.2}  {:>10.3}  {:>5.3}  {:>6}  {:>10}",
                 p.k,
                 p.agreement,
                 p.agreement_se,
                 p.cosine,
                 p.bits,
                 p.flagged_unreliable,
+                p.log2_bayes_factor,
+                p.flagged_sequential,
                 p.lapse_rate,
                 or_dash(p.floor_questions, 2),
                 or_dash(p.floor_ratio, 2)

@@ -16,11 +16,13 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
-use crate::model::elicitation::{CheckRule, DEFAULT_STRENGTH_THRESHOLD, Next, ProbeRule, Response};
+use crate::model::elicitation::{
+    CheckRule, DEFAULT_STRENGTH_THRESHOLD, Diagnostics, Next, ProbeRule, Response,
+};
 use crate::model::epig;
 use crate::model::kway::MAX_CHOICES;
 use crate::model::numeric::sigmoid;
-use crate::model::reliability::LapsePrior;
+use crate::model::reliability::{LapsePrior, ReliabilityRule};
 use crate::model::select::Pair;
 use crate::model::{
     Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Outcome, Posterior, StoppingRule,
@@ -113,6 +115,12 @@ pub struct CurvePoint {
     pub bits: f64,
     /// Fraction of users whose session the reliability rule flags as unreliable.
     pub flagged_unreliable: f64,
+    /// Mean sequential log₂ Bayes factor against random answering, Σₜ log₂(Kₜ·Zₜ) over the
+    /// answers as they came (GUIDE §6).
+    pub log2_bayes_factor: f64,
+    /// Fraction of users the same rule would flag on the sequential factor instead of the
+    /// leave-one-out one (the exact marginal-likelihood ratio, valid under adaptive questions).
+    pub flagged_sequential: f64,
     /// Mean estimated lapse rate.
     pub lapse_rate: f64,
     /// The information floor at the reached agreement: how many answers a perfect answerer would
@@ -236,6 +244,8 @@ pub fn run(task: &SimulationTask) -> Result<SimulationReport, String> {
                 cosine: mean(|p| p.cosine),
                 bits: mean(|p| p.bits),
                 flagged_unreliable: mean(|p| p.flagged_unreliable),
+                log2_bayes_factor: mean(|p| p.log2_bayes_factor),
+                flagged_sequential: mean(|p| p.flagged_sequential),
                 lapse_rate: mean(|p| p.lapse_rate),
                 floor_questions,
                 floor_ratio: floor_questions.map(|f| (i + 1) as f64 / f),
@@ -298,8 +308,8 @@ impl World {
         })
     }
 
-    /// The curve point of a posterior mean after k questions.
-    fn point(&self, k: usize, mu: &DVector<f64>, bits: f64, reliability: (f64, f64)) -> CurvePoint {
+    /// The curve point of a posterior mean after k questions, with the session's diagnostics.
+    fn point(&self, k: usize, mu: &DVector<f64>, diagnostics: &Diagnostics) -> CurvePoint {
         let agreement = self
             .held_out_diffs
             .iter()
@@ -317,6 +327,7 @@ impl World {
             .sum::<f64>()
             / HELD_OUT_PAIRS as f64;
         let norm = mu.norm() * self.lambda.norm();
+        let (reliability, rule) = (&diagnostics.reliability, ReliabilityRule::default());
         CurvePoint {
             k,
             agreement,
@@ -326,9 +337,14 @@ impl World {
             } else {
                 0.0
             },
-            bits,
-            flagged_unreliable: reliability.0,
-            lapse_rate: reliability.1,
+            bits: diagnostics.bits,
+            flagged_unreliable: f64::from(u8::from(reliability.unreliable)),
+            log2_bayes_factor: diagnostics.log2_bayes_factor,
+            flagged_sequential: f64::from(u8::from(
+                reliability.answers >= rule.min_answers
+                    && diagnostics.log2_bayes_factor < rule.min_log2_bayes_factor,
+            )),
+            lapse_rate: reliability.lapse_rate,
             floor_questions: None,
             floor_ratio: None,
         }
@@ -472,16 +488,7 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
         if let Some(response) = response {
             run.respond(response).map_err(|e| e.to_string())?;
         }
-        let diagnostics = run.diagnostics();
-        curve.push(world.point(
-            k,
-            run.posterior().mean(),
-            diagnostics.bits,
-            (
-                f64::from(u8::from(diagnostics.reliability.unreliable)),
-                diagnostics.reliability.lapse_rate,
-            ),
-        ));
+        curve.push(world.point(k, run.posterior().mean(), &run.diagnostics()));
     }
     Ok(curve)
 }
