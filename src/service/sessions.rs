@@ -976,9 +976,9 @@ fn resume<'b>(
 }
 
 /// A question-selection stream that depends only on the session and how far it got, so every
-/// replica picks the same next question for the same state.
+/// replica picks the same next question for the same state (`answers` = −1 is the stream that
+/// draws the session's target pairs).
 fn question_rng(session_id: &str, answers: i64) -> StdRng {
-    // (−1 draws the session's target pairs.)
     let digest = Sha256::digest(format!("{session_id}/{answers}").as_bytes());
     StdRng::seed_from_u64(u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")))
 }
