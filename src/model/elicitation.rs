@@ -9,7 +9,7 @@ use super::ModelError;
 use super::ep::{self, EpOptions};
 use super::epig::{self, Targets};
 use super::kway::{self, ChosenSet, MAX_CHOICES};
-use super::likelihood::{Choice, NoiseModel, Outcome, PairLikelihood, Strength};
+use super::likelihood::{Choice, NoiseModel, PairLikelihood, Strength};
 use super::posterior::Posterior;
 use super::reliability::{
     self, AnsweredWith, Consistency, LapsePrior, Reliability, ReliabilityRule,
@@ -293,6 +293,9 @@ pub struct RunState {
     stats: BankStats,
     space: CandidateSpace,
     history: Vec<AnswerRecord>,
+    /// The target pairs of the `epig` strategy ([`Elicitation::aim_at`]), kept with the run so
+    /// that a resumed run need not draw them again.
+    targets: Option<Targets>,
 }
 
 impl RunState {
@@ -320,8 +323,6 @@ pub struct Elicitation<'a> {
     config: ElicitationConfig,
     prior: Posterior,
     state: RunState,
-    /// The target pairs of the `epig` strategy ([`Elicitation::aim_at`]).
-    targets: Option<Targets>,
 }
 
 impl<'a> Elicitation<'a> {
@@ -387,8 +388,8 @@ impl<'a> Elicitation<'a> {
                 stats,
                 space,
                 history,
+                targets: None,
             },
-            targets: None,
         })
     }
 
@@ -412,14 +413,18 @@ impl<'a> Elicitation<'a> {
             config,
             prior,
             state,
-            targets: None,
         })
     }
 
     /// Aims the `epig` strategy at these target pairs (other strategies ignore them).
     pub fn aim_at(mut self, targets: Targets) -> Self {
-        self.targets = Some(targets);
+        self.state.targets = Some(targets);
         self
+    }
+
+    /// Whether the run has target pairs ([`Elicitation::aim_at`]).
+    pub fn is_aimed(&self) -> bool {
+        self.state.targets.is_some()
     }
 
     /// What the run has learned, to continue it later with [`Elicitation::from_state`].
@@ -470,13 +475,10 @@ impl<'a> Elicitation<'a> {
 
     /// The outcomes answer `r` could have had: a lapse picks each with equal probability.
     fn outcomes(&self, r: &AnswerRecord) -> usize {
-        let pair_outcomes = self.config.noise.outcomes().len();
         match &r.response {
-            // Each side splits into slightly and clearly.
-            Response::Pair {
-                strength: Some(_), ..
-            } => pair_outcomes + 2,
-            Response::Pair { .. } => pair_outcomes,
+            Response::Pair { strength, .. } => {
+                self.config.noise.answer_outcomes(strength.is_some())
+            }
             Response::Pick { shown, .. } => shown.len(),
         }
     }
@@ -568,7 +570,7 @@ impl<'a> Elicitation<'a> {
                 rng,
             )
         } else {
-            let pair = match (strategy, &self.targets) {
+            let pair = match (strategy, &state.targets) {
                 (Strategy::Epig, Some(targets)) => epig::select_for_targets(
                     self.bank,
                     &state.stats,
@@ -721,7 +723,11 @@ impl<'a> Elicitation<'a> {
                     }
                     None => None,
                     Some(outcome) => {
-                        let lik = self.pair_likelihood(&noise, outcome, *strength)?;
+                        let lik = noise.answer_likelihood(
+                            outcome,
+                            *strength,
+                            self.config.strength_threshold,
+                        )?;
                         Some(self.update_on_pair(*pair, &lik, &noise, repeats.is_some()))
                     }
                 };
@@ -773,25 +779,6 @@ impl<'a> Elicitation<'a> {
             ));
         }
         Ok(())
-    }
-
-    /// The likelihood of a pair answer: plain, or graded at the configured threshold.
-    fn pair_likelihood(
-        &self,
-        noise: &NoiseModel,
-        outcome: Outcome,
-        strength: Option<Strength>,
-    ) -> Result<PairLikelihood, ModelError> {
-        match (strength, outcome) {
-            (None, _) => noise.likelihood(outcome),
-            (Some(_), Outcome::Tie) => Err(ModelError::invalid(
-                "strength",
-                "a tie has no strength; grade an answer for a or b",
-            )),
-            (Some(strength), _) => {
-                noise.graded_likelihood(outcome, strength, self.config.strength_threshold)
-            }
-        }
     }
 
     /// Updates the posterior and the bank statistics on an informative pair answer, or for a
@@ -899,8 +886,8 @@ impl<'a> Elicitation<'a> {
             lapse: r.lapse,
             ..self.config.noise
         };
-        let lik = self
-            .pair_likelihood(&noise, choice.outcome()?, strength)
+        let lik = noise
+            .answer_likelihood(choice.outcome()?, strength, self.config.strength_threshold)
             .ok()?;
         Some((self.bank.direction(pair, noise.beta), lik))
     }

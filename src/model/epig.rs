@@ -186,9 +186,7 @@ const LOGISTIC_VARIANCE: f64 = std::f64::consts::PI * std::f64::consts::PI / 3.0
 /// −½log₂(1 − ρₜ²) ≈ ρₜ²/(2 ln 2), ρₜ² = cₜ²/((s_q² + v)s_t²) with cₜ = β²x_qᵀΣxₜ. Summed over
 /// the targets, Σₜ cₜ²/s_t² = dᵀMd for the pair's feature difference d = φa − φb and the J × J
 /// matrix M = β⁴ΣX_T diag(1/s_t²)X_TᵀΣ; with M = LLᵀ and wᵢ = Lᵀφᵢ it is ‖w_a − w_b‖², so a pair
-/// costs O(J) whatever the number of targets. Banks with more pairs than the selection's
-/// exhaustive limit screen the candidates the BALD selection generates
-/// ([`select::generate_candidates`]).
+/// costs O(J) whatever the number of targets. It scans [`select::unasked_candidates`].
 #[allow(clippy::too_many_arguments)]
 fn screen_for_targets<R: Rng + ?Sized>(
     bank: &Bank,
@@ -225,15 +223,10 @@ fn screen_for_targets<R: Rng + ?Sized>(
         let spread = (w.row(pair.a) - w.row(pair.b)).norm_squared();
         spread / (s2 + LOGISTIC_VARIANCE)
     };
-    let pairs: Vec<Pair> = if space.pair_count() <= options.exhaustive_limit {
-        space.unasked_pairs().collect()
-    } else {
-        select::generate_candidates(stats, space, options, rng)
-            .into_iter()
-            .filter(|&p| !space.was_asked(p))
-            .collect()
-    };
-    let mut scored: Vec<(f64, Pair)> = pairs.into_iter().map(|p| (score(p), p)).collect();
+    let mut scored: Vec<(f64, Pair)> = select::unasked_candidates(stats, space, options, rng)
+        .into_iter()
+        .map(|p| (score(p), p))
+        .collect();
     let keep = SCREENED_PAIRS.min(scored.len());
     if keep > 0 && keep < scored.len() {
         scored.select_nth_unstable_by(keep - 1, |x, y| y.0.total_cmp(&x.0));

@@ -108,6 +108,30 @@ impl NoiseModel {
         }
     }
 
+    /// The likelihood of a pair answer: plain, or graded with strength threshold `threshold`
+    /// ([`NoiseModel::graded_likelihood`]); a tie has no strength.
+    pub fn answer_likelihood(
+        &self,
+        outcome: Outcome,
+        strength: Option<Strength>,
+        threshold: f64,
+    ) -> Result<PairLikelihood, ModelError> {
+        match (strength, outcome) {
+            (None, _) => self.likelihood(outcome),
+            (Some(_), Outcome::Tie) => Err(ModelError::invalid(
+                "strength",
+                "a tie has no strength; grade an answer for a or b",
+            )),
+            (Some(strength), _) => self.graded_likelihood(outcome, strength, threshold),
+        }
+    }
+
+    /// The answers a pair question allows, among which a lapse picks uniformly: a, b (and a tie
+    /// when ties are enabled), each side split in two when the answer is graded.
+    pub fn answer_outcomes(&self, graded: bool) -> usize {
+        self.outcomes().len() + if graded { 2 } else { 0 }
+    }
+
     /// The likelihood of `outcome` as a function of f; an error for a tie when ties are disabled.
     pub fn likelihood(&self, outcome: Outcome) -> Result<PairLikelihood, ModelError> {
         if outcome == Outcome::Tie && !self.ties_enabled() {

@@ -524,11 +524,6 @@ impl CandidateSpace {
     }
 
     /// Approximate heap size in bytes (hash tables counted at about twice their entries).
-    /// Within-group pairs of the allowed items, asked or not.
-    pub fn pair_count(&self) -> usize {
-        self.pair_count
-    }
-
     pub fn size_bytes(&self) -> usize {
         let word = std::mem::size_of::<usize>();
         self.groups.iter().map(|g| g.len() * word).sum::<usize>()
@@ -602,10 +597,28 @@ impl TopK {
     }
 }
 
+/// The unasked pairs a scan over the bank considers: every one up to the selection's exhaustive
+/// limit, else the unasked ones among the generated candidates ([`generate_candidates`]).
+pub fn unasked_candidates<R: Rng + ?Sized>(
+    stats: &BankStats,
+    space: &CandidateSpace,
+    options: &SelectionOptions,
+    rng: &mut R,
+) -> Vec<Pair> {
+    if space.pair_count <= options.exhaustive_limit {
+        space.unasked_pairs().collect()
+    } else {
+        generate_candidates(stats, space, options, rng)
+            .into_iter()
+            .filter(|p| !space.was_asked(*p))
+            .collect()
+    }
+}
+
 /// The unasked pair whose answer the posterior predicts most surely, the largest
 /// |m|/√(1 + πs²/8) (the probit approximation of the predictive's distance from a coin flip),
-/// shown in a random order; `None` when every allowed pair has been asked. Scans the pairs the
-/// selection would (every pair up to its exhaustive limit, else the generated candidates).
+/// shown in a random order; `None` when every allowed pair has been asked. Scans
+/// [`unasked_candidates`].
 pub fn most_predictable<R: Rng + ?Sized>(
     bank: &Bank,
     stats: &BankStats,
@@ -618,15 +631,7 @@ pub fn most_predictable<R: Rng + ?Sized>(
         let (m, s2) = stats.pair_predictive(bank, pair, beta);
         m.abs() / (1.0 + std::f64::consts::PI * s2 / 8.0).sqrt()
     };
-    let candidates: Vec<Pair> = if space.pair_count <= options.exhaustive_limit {
-        space.unasked_pairs().collect()
-    } else {
-        generate_candidates(stats, space, options, rng)
-            .into_iter()
-            .filter(|p| !space.was_asked(*p))
-            .collect()
-    };
-    let (_, best) = candidates
+    let (_, best) = unasked_candidates(stats, space, options, rng)
         .into_iter()
         .map(|p| (sureness(p), p))
         .max_by(|x, y| x.0.total_cmp(&y.0))?;
@@ -839,7 +844,7 @@ fn best_pair<R: Rng + ?Sized>(
 /// 2. every within-group pair among the `top_items` items of largest qᵢ (where s² can be large);
 /// 3. for those top items, their neighbours in the order of mᵢ within their group (pairs with
 ///    small |m|, the most uncertain outcomes).
-pub(crate) fn generate_candidates<R: Rng + ?Sized>(
+fn generate_candidates<R: Rng + ?Sized>(
     stats: &BankStats,
     space: &CandidateSpace,
     options: &SelectionOptions,

@@ -669,9 +669,13 @@ fn answer_direction(bank: &LoadedBank, response: &Response) -> DVector<f64> {
             let j = bank.bank.dim();
             DVector::from_iterator(
                 shown.len() * j,
-                shown
-                    .iter()
-                    .flat_map(|&i| (bank.bank.features(i) * beta).data.as_vec().clone()),
+                shown.iter().flat_map(|&i| {
+                    bank.bank
+                        .features(i)
+                        .iter()
+                        .map(|f| f * beta)
+                        .collect::<Vec<_>>()
+                }),
             )
         }
     }
@@ -776,14 +780,15 @@ fn target_indices(settings: &SessionSettings, bank: &LoadedBank) -> Vec<usize> {
 }
 
 /// A run of the `epig` strategy aimed at the session's target pairs (drawn from the session id,
-/// so every replica aims at the same ones); other strategies need no targets.
+/// so every replica aims at the same ones; a run from the cache keeps its own); other strategies
+/// need no targets.
 fn aimed<'b>(
     run: Elicitation<'b>,
     session_id: &str,
     settings: &SessionSettings,
     bank: &'b LoadedBank,
 ) -> Elicitation<'b> {
-    if settings.strategy != Strategy::Epig {
+    if settings.strategy != Strategy::Epig || run.is_aimed() {
         return run;
     }
     let mut rng = question_rng(session_id, -1);
@@ -838,12 +843,10 @@ fn answer_evidence(model: &ModelRecord, a: &AnswerRow) -> Option<Evidence> {
     };
     match &a.answer {
         LoggedAnswer::Pair { choice, strength } => {
-            let outcome = choice.outcome()?;
-            let lik = match strength {
-                None => noise.likelihood(outcome),
-                Some(s) => noise.graded_likelihood(outcome, *s, model.spec.strength_threshold),
-            };
-            Some(Evidence::Pair(a.direction.clone(), lik.ok()?))
+            let lik = noise
+                .answer_likelihood(choice.outcome()?, *strength, model.spec.strength_threshold)
+                .ok()?;
+            Some(Evidence::Pair(a.direction.clone(), lik))
         }
         LoggedAnswer::Pick { items, chosen } => {
             let j = a.direction.len() / items.len().max(1);
@@ -861,12 +864,8 @@ fn answer_evidence(model: &ModelRecord, a: &AnswerRow) -> Option<Evidence> {
 
 /// The outcomes answer `a` could have had (a lapse picks each with equal probability).
 fn outcomes(model: &ModelRecord, a: &AnswerRow) -> usize {
-    let pair_outcomes = model.spec.noise.outcomes().len();
     match &a.answer {
-        LoggedAnswer::Pair {
-            strength: Some(_), ..
-        } => pair_outcomes + 2,
-        LoggedAnswer::Pair { .. } => pair_outcomes,
+        LoggedAnswer::Pair { strength, .. } => model.spec.noise.answer_outcomes(strength.is_some()),
         LoggedAnswer::Pick { items, .. } => items.len(),
     }
 }
