@@ -63,6 +63,26 @@ fn a_fit_recovers_the_subspace_and_the_population() {
     assert!(report.held_out_accuracy > 0.75, "{report:?}");
     assert!(report.train_accuracy >= report.held_out_accuracy - 0.02);
 
+    // The normal form (module docs of `elicit::model::basis`): centred, uncorrelated features, the
+    // population prior's second moment the identity (N(0, I) is the population's zero-mean
+    // summary), dimensions ordered by their share of it, each pointing the way the average user
+    // prefers.
+    let basis = &fitted.basis;
+    assert!(basis.features.row_mean().norm() < 1e-9);
+    let feature_cov = basis.features.transpose() * &basis.features;
+    let off_diagonal = &feature_cov - DMatrix::from_diagonal(&feature_cov.diagonal());
+    assert!(off_diagonal.norm() < 1e-9 * feature_cov.norm(), "{feature_cov}");
+    let (prior_mean, prior_cov) = (fitted.prior.mean(), fitted.prior.cov());
+    let second_moment = prior_cov + prior_mean * prior_mean.transpose();
+    assert!(
+        (&second_moment - DMatrix::identity(J, J)).norm() < 1e-9,
+        "{second_moment}"
+    );
+    assert!(prior_mean.iter().all(|&m| m >= 0.0), "{prior_mean}");
+    let shares = &basis.second_moment_share;
+    assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    assert!(shares.windows(2).all(|w| w[0] >= w[1]), "{shares:?}");
+
     // Subspace: the learned features span the true (centred) ones.
     let mut centred = features.clone();
     let centre = centred.row_mean();

@@ -97,7 +97,7 @@ pub struct FitReport {
     pub dims: usize,
     pub train_accuracy: f64,
     pub held_out_accuracy: f64,
-    pub variance_explained: Vec<f64>,
+    pub second_moment_share: Vec<f64>,
     /// Per dimension: the item ids at its low and high ends.
     pub extremes: Vec<(Vec<String>, Vec<String>)>,
 }
@@ -162,7 +162,7 @@ pub fn fit(
     shuffled.shuffle(&mut rng);
     let held = (shuffled.len() as f64 * options.held_out).round() as usize;
     let (held_out, train) = shuffled.split_at(held);
-    let fitted = basis::fit_basis(
+    let mut fitted = basis::fit_basis(
         train,
         set.users.len(),
         set.items.len(),
@@ -175,11 +175,17 @@ pub fn fit(
         by_user[c.user].push(d.transpose());
     }
     let j = options.basis.dims;
-    let prior = em_prior(
+    let em = em_prior(
         &by_user,
         &Posterior::isotropic(j, 1.0)?,
         EmOptions::default(),
     )?;
+    // The fit's normal form makes the point estimates' second moment I; the EM prior also counts
+    // each user's uncertainty, and its spread is what a new user's N(0, I) should match (module
+    // docs of `basis`), so the basis is re-expressed in its terms.
+    let second_moment = em.cov() + em.mean() * em.mean().transpose();
+    let map = fitted.align(&second_moment, em.mean());
+    let prior = Posterior::new(&map * em.mean(), &map * em.cov() * map.transpose())?;
     let extremes = (0..j)
         .map(|d| {
             let (low, high) = basis::extremes(&fitted, d, 5);
@@ -194,7 +200,7 @@ pub fn fit(
         dims: j,
         train_accuracy: fitted.accuracy(train),
         held_out_accuracy: fitted.accuracy(held_out),
-        variance_explained: fitted.variance_explained.clone(),
+        second_moment_share: fitted.second_moment_share.clone(),
         extremes,
     };
     Ok(Fitted {
@@ -292,11 +298,11 @@ pub fn table(report: &FitReport, titles: &HashMap<String, String>) -> String {
     for (d, ((low, high), share)) in report
         .extremes
         .iter()
-        .zip(&report.variance_explained)
+        .zip(&report.second_moment_share)
         .enumerate()
     {
         out.push_str(&format!(
-            "  f{}: {:.1} % of users' variance\n    low end:  {}\n    high end: {}\n",
+            "  f{}: {:.1} % of the population's E‖λ‖²\n    low end:  {}\n    high end: {}\n",
             d + 1,
             share * 100.0,
             names(low),
@@ -397,7 +403,7 @@ mod tests {
             dims: 1,
             train_accuracy: 1.0,
             held_out_accuracy: 1.0,
-            variance_explained: vec![1.0],
+            second_moment_share: vec![1.0],
             extremes: vec![(vec!["1".into()], vec!["11".into(), "no-title".into()])],
         };
         let text = table(&report, &titles);

@@ -6,13 +6,18 @@
 //! from a truncated SVD of the imputed user × item preference matrix (each user's net win rate
 //! of each item, 0 where unseen), with full-batch Adam.
 //!
-//! The factorisation is defined only up to an invertible J × J map (λ ↦ A⁻ᵀλ, φ ↦ Aφ) and a
-//! shift of every φ. [`fit_basis`] returns the one representative where features are centred
-//! and, once whitened over items, rotated onto the principal axes of the users' coefficients in
-//! decreasing variance ("variance explained"); each dimension then points the way the average
-//! user prefers (mean coefficient ≥ 0) and is scaled so that users' coefficients have unit
-//! variance along it (features and users are uncorrelated across dimensions, and N(0, I) is
-//! about the population's spread).
+//! The factorisation is defined only up to an invertible J × J map (λ ↦ Tλ, φ ↦ T⁻ᵀφ) and a
+//! shift of every φ. The representative kept ([`Basis::align`]) has centred features and makes a
+//! population second moment M = E[λλᵀ] the identity, with features uncorrelated across
+//! dimensions, the dimensions in decreasing share of E‖λ‖² and each pointing the way the average
+//! user prefers (mean coefficient ≥ 0). [`fit_basis`] aligns to the fitted users' own point
+//! estimates; `elicit fit` then re-aligns to its EM population prior, which also counts each
+//! user's uncertainty (`eval::learn`). The second moment and not the covariance, because a new
+//! user starts from the zero-mean prior N(0, I): of all zero-mean Gaussians, the one closest to
+//! the population (in KL from it) has covariance M, so N(0, I) is then the population's own
+//! zero-mean summary. On MovieLens (test users, J = 8, BALD) whitening the point estimates'
+//! covariance gave 0.694 at 10 questions, their second moment 0.704, the EM prior's 0.702 and
+//! 0.731 at 30 (0.728 for the point estimates'): BENCHMARKS.md.
 
 use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
@@ -60,8 +65,9 @@ pub struct Basis {
     pub features: DMatrix<f64>,
     /// Row u is user u's coefficients λ_u.
     pub users: DMatrix<f64>,
-    /// Share of the users' coefficient variance along each dimension (sums to 1).
-    pub variance_explained: Vec<f64>,
+    /// Each dimension's share of E‖λ‖², the trace of the population second moment the basis is
+    /// aligned to ([`Basis::align`]); sums to 1.
+    pub second_moment_share: Vec<f64>,
 }
 
 impl Basis {
@@ -205,62 +211,80 @@ fn svd_start(
     (users, items)
 }
 
-/// The representative of (Λ, Φ) described in the module docs.
-fn normal_form(mut users: DMatrix<f64>, mut items: DMatrix<f64>) -> Basis {
-    let j = items.ncols();
+/// The representative of (Λ, Φ) described in the module docs, for the fitted users' own second
+/// moment.
+fn normal_form(users: DMatrix<f64>, mut items: DMatrix<f64>) -> Basis {
     // Centre the features: differences, and so every prediction, are unchanged.
     let centre = items.row_mean();
     for mut row in items.row_iter_mut() {
         row -= &centre;
     }
-    // Whiten: Φ ← Φ W, Λ ← Λ W⁻¹ with W = C^{-1/2}, C the features' covariance.
-    let cov = items.transpose() * &items / items.nrows() as f64;
-    let eigen = cov.symmetric_eigen();
-    let floor = eigen.eigenvalues.max() * 1e-12 + f64::MIN_POSITIVE;
-    let root = DMatrix::from_diagonal(&eigen.eigenvalues.map(|v| v.max(floor).sqrt()));
-    let inverse_root =
-        DMatrix::from_diagonal(&eigen.eigenvalues.map(|v| 1.0 / v.max(floor).sqrt()));
-    let whiten = &eigen.eigenvectors * inverse_root * eigen.eigenvectors.transpose();
-    let unwhiten = &eigen.eigenvectors * root * eigen.eigenvectors.transpose();
-    items *= whiten;
-    users *= unwhiten;
-    // Rotate onto the users' principal axes, in decreasing variance.
-    let mean = users.row_mean();
-    let mut centred = users.clone();
-    for mut row in centred.row_iter_mut() {
-        row -= &mean;
-    }
-    let user_cov = centred.transpose() * &centred / users.nrows().max(1) as f64;
-    let axes = user_cov.symmetric_eigen();
-    let mut order: Vec<usize> = (0..j).collect();
-    order.sort_by(|&a, &b| axes.eigenvalues[b].total_cmp(&axes.eigenvalues[a]));
-    let rotation = DMatrix::from_fn(j, j, |r, c| axes.eigenvectors[(r, order[c])]);
-    users *= &rotation;
-    items *= &rotation;
-    // Each dimension points the way the average user prefers, and its unit is the users' spread
-    // along it: users' coefficients get unit variance, so N(0, I) is about the population's
-    // spread (the features' variances then rank the dimensions).
-    for (d, &axis) in order.iter().enumerate() {
-        if users.column(d).mean() < 0.0 {
-            users.column_mut(d).neg_mut();
-            items.column_mut(d).neg_mut();
-        }
-        let spread = axes.eigenvalues[axis].max(0.0).sqrt();
-        if spread > 1e-12 {
-            users.column_mut(d).unscale_mut(spread);
-            items.column_mut(d).scale_mut(spread);
-        }
-    }
-    let total: f64 = axes.eigenvalues.iter().map(|v| v.max(0.0)).sum();
-    let variance_explained = order
-        .iter()
-        .map(|&i| axes.eigenvalues[i].max(0.0) / total.max(f64::MIN_POSITIVE))
-        .collect();
-    Basis {
+    let second_moment = users.transpose() * &users / users.nrows().max(1) as f64;
+    let mean = users.row_mean().transpose();
+    let j = items.ncols();
+    let mut basis = Basis {
         features: items,
         users,
-        variance_explained,
+        second_moment_share: vec![1.0 / j as f64; j],
+    };
+    basis.align(&second_moment, &mean);
+    basis
+}
+
+impl Basis {
+    /// Re-expresses the basis (λ ↦ Tλ, φ ↦ T⁻ᵀφ: every prediction unchanged) so that a population
+    /// of coefficients with second moment `second_moment` = E[λλᵀ] and mean `mean`, both in the
+    /// current coordinates, gets second moment I; returns T.
+    ///
+    /// T = S D^{-1/2} Uᵀ C^{1/2}, with C the (centred) features' covariance and U D Uᵀ the
+    /// eigendecomposition of C^{1/2} E[λλᵀ] C^{1/2} in decreasing order: features are then
+    /// uncorrelated with variances D (they rank the dimensions, [`Basis::second_moment_share`]),
+    /// and the signs S make each dimension point the way the mean prefers.
+    pub fn align(&mut self, second_moment: &DMatrix<f64>, mean: &DVector<f64>) -> DMatrix<f64> {
+        let j = self.features.ncols();
+        let (root_c, inverse_root_c) = symmetric_roots(
+            &(self.features.transpose() * &self.features / self.features.nrows().max(1) as f64),
+        );
+        let whitened = &root_c * second_moment * &root_c;
+        let eigen = whitened.symmetric_eigen();
+        let mut order: Vec<usize> = (0..j).collect();
+        order.sort_by(|&a, &b| eigen.eigenvalues[b].total_cmp(&eigen.eigenvalues[a]));
+        let floor = eigen.eigenvalues.max().max(0.0) * 1e-12 + f64::MIN_POSITIVE;
+        let scale: Vec<f64> = order
+            .iter()
+            .map(|&k| eigen.eigenvalues[k].max(floor).sqrt())
+            .collect();
+        let axes = DMatrix::from_fn(j, j, |r, c| eigen.eigenvectors[(r, order[c])]);
+        // T without the signs, then the signs from the mean in the new coordinates.
+        let mut map = DMatrix::from_fn(j, j, |r, c| axes[(c, r)] / scale[r]) * &root_c;
+        let mut inverse =
+            &inverse_root_c * &axes * DMatrix::from_diagonal(&DVector::from_vec(scale.clone()));
+        let aligned_mean = &map * mean;
+        for d in 0..j {
+            if aligned_mean[d] < 0.0 {
+                map.row_mut(d).neg_mut();
+                inverse.column_mut(d).neg_mut();
+            }
+        }
+        self.users = &self.users * map.transpose();
+        self.features = &self.features * inverse;
+        let total: f64 = scale.iter().map(|s| s * s).sum();
+        self.second_moment_share = scale.iter().map(|s| s * s / total).collect();
+        map
     }
+}
+
+/// C^{1/2} and C^{-1/2} of a symmetric positive semi-definite C (eigenvalues floored, so that a
+/// direction the data do not span stays finite).
+fn symmetric_roots(c: &DMatrix<f64>) -> (DMatrix<f64>, DMatrix<f64>) {
+    let eigen = c.clone().symmetric_eigen();
+    let floor = eigen.eigenvalues.max().max(0.0) * 1e-12 + f64::MIN_POSITIVE;
+    let root = eigen.eigenvalues.map(|v| v.max(floor).sqrt());
+    let vectors = &eigen.eigenvectors;
+    (
+        vectors * DMatrix::from_diagonal(&root) * vectors.transpose(),
+        vectors * DMatrix::from_diagonal(&root.map(|v| 1.0 / v)) * vectors.transpose(),
+    )
 }
 
 /// Adam's moment estimates for one parameter matrix.
