@@ -71,7 +71,10 @@ fn a_fit_recovers_the_subspace_and_the_population() {
     assert!(basis.features.row_mean().norm() < 1e-9);
     let feature_cov = basis.features.transpose() * &basis.features;
     let off_diagonal = &feature_cov - DMatrix::from_diagonal(&feature_cov.diagonal());
-    assert!(off_diagonal.norm() < 1e-9 * feature_cov.norm(), "{feature_cov}");
+    assert!(
+        off_diagonal.norm() < 1e-9 * feature_cov.norm(),
+        "{feature_cov}"
+    );
     let (prior_mean, prior_cov) = (fitted.prior.mean(), fitted.prior.cov());
     let second_moment = prior_cov + prior_mean * prior_mean.transpose();
     assert!(

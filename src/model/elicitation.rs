@@ -296,6 +296,26 @@ pub struct RunState {
     /// The target pairs of the `epig` strategy ([`Elicitation::aim_at`]), kept with the run so
     /// that a resumed run need not draw them again.
     targets: Option<Targets>,
+    /// The last reliability verdict taken ([`Elicitation::is_unreliable`]).
+    verdict: Option<Verdict>,
+}
+
+/// The reliability rule's verdict on the first `answers` answers of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Verdict {
+    answers: usize,
+    unreliable: bool,
+}
+
+/// The number of answers after which the reliability verdict on `answers` answers was taken:
+/// every one of the first 32, then every 2^(⌊log₂ n⌋ − 4)-th (every 2nd up to 64, every 4th up to
+/// 128, …). Judging fits EP to all the answers, O(n·J²), so taking it on every answer would make
+/// a session's n-th answer cost grow with n; on this schedule it costs O(J²) per answer amortised,
+/// and the verdict is never more than n/16 answers old. A function of the count alone, so every
+/// replica, with a cached run or a rebuilt one, reaches the same verdict.
+fn judged_at(answers: usize) -> usize {
+    let step = 1usize << answers.max(1).ilog2().saturating_sub(4);
+    answers - answers % step
 }
 
 impl RunState {
@@ -389,6 +409,7 @@ impl<'a> Elicitation<'a> {
                 space,
                 history,
                 targets: None,
+                verdict: None,
             },
         })
     }
@@ -506,17 +527,13 @@ impl<'a> Elicitation<'a> {
     /// by its leave-one-out predictive under an EP fit of the run's other pair answers
     /// ([`ep::leave_one_out`]); a probe's, and a pick of k's (EP's sites are pairwise), by its
     /// predictive given everything before it.
-    fn answered_leave_one_out(&self) -> Vec<AnsweredWith> {
-        let (records, observations): (Vec<&AnswerRecord>, Vec<_>) = self
-            .state
-            .history
+    fn answered_leave_one_out(&self, history: &[AnswerRecord]) -> Vec<AnsweredWith> {
+        let (records, observations): (Vec<&AnswerRecord>, Vec<_>) = history
             .iter()
             .filter_map(|r| Some((r, self.observation(r)?)))
             .unzip();
         let (posterior, sites) = ep::refine(&self.prior, &observations, RELIABILITY_EP);
-        let sequential = self
-            .state
-            .history
+        let sequential = history
             .iter()
             .filter(|r| r.repeats.is_some() || matches!(r.response, Response::Pick { .. }))
             .filter_map(|r| Some(self.answered_with(r, r.log_evidence?)));
@@ -679,22 +696,7 @@ impl<'a> Elicitation<'a> {
     /// Consistency probes answered so far and how many of them contradicted the answer they
     /// repeat.
     pub fn consistency(&self) -> Consistency {
-        let history = &self.state.history;
-        let shown = |r: &AnswerRecord| {
-            let (pair, choice) = r.response.as_pair();
-            (pair.a, pair.b, choice)
-        };
-        history
-            .iter()
-            .filter_map(|probe| {
-                let (a, b, c) = shown(&history[probe.repeats?]);
-                let (pa, pb, pc) = shown(probe);
-                reliability::flipped((&a, &b, c), (&pa, &pb, pc))
-            })
-            .fold(Consistency::default(), |acc, flip| Consistency {
-                probes: acc.probes + 1,
-                flips: acc.flips + usize::from(flip),
-            })
+        consistency_of(&self.state.history)
     }
 
     /// Applies a plain answer to `pair` ([`Elicitation::respond`]).
@@ -804,24 +806,39 @@ impl<'a> Elicitation<'a> {
         update.log_evidence
     }
 
-    /// The reliability rule's verdict. Before the rule's minimum number of answers it is always
-    /// `false`, so the EP fit behind it is skipped there (this runs on every answer).
-    pub fn is_unreliable(&self) -> bool {
-        let informative = self
-            .state
-            .history
-            .iter()
-            .filter(|r| r.log_evidence.is_some())
-            .count();
-        informative >= self.config.reliability.min_answers && self.reliability().unreliable
+    /// The reliability rule's verdict on the run's first [`judged_at`] answers (all of them early
+    /// in a session, at most n/16 short of them later), kept in the run state so that each is
+    /// taken once. Before the rule's minimum number of answers it is always `false`, and the EP
+    /// fit behind it is skipped.
+    pub fn is_unreliable(&mut self) -> bool {
+        let answers = judged_at(self.state.history.len());
+        if let Some(verdict) = self.state.verdict
+            && verdict.answers == answers
+        {
+            return verdict.unreliable;
+        }
+        let judged = &self.state.history[..answers];
+        let informative = judged.iter().filter(|r| r.log_evidence.is_some()).count();
+        let unreliable = informative >= self.config.reliability.min_answers
+            && self.reliability_of(judged).unreliable;
+        self.state.verdict = Some(Verdict {
+            answers,
+            unreliable,
+        });
+        unreliable
     }
 
     /// The answer-quality figures alone, from the answers' leave-one-out predictive
     /// probabilities (an EP fit: O(answers·J²) a sweep).
     pub fn reliability(&self) -> Reliability {
+        self.reliability_of(&self.state.history)
+    }
+
+    /// [`Elicitation::reliability`] of the answers in `history`.
+    fn reliability_of(&self, history: &[AnswerRecord]) -> Reliability {
         reliability::assess(
-            &self.answered_leave_one_out(),
-            self.consistency(),
+            &self.answered_leave_one_out(history),
+            consistency_of(history),
             self.config
                 .adaptive_lapse
                 .unwrap_or(self.config.lapse_prior),
@@ -834,7 +851,10 @@ impl<'a> Elicitation<'a> {
     pub fn diagnostics(&self) -> Diagnostics {
         Diagnostics::compute(
             (&self.prior, &self.state.posterior),
-            (&self.answered(), &self.answered_leave_one_out()),
+            (
+                &self.answered(),
+                &self.answered_leave_one_out(&self.state.history),
+            ),
             self.consistency(),
             self.config
                 .adaptive_lapse
@@ -890,5 +910,45 @@ impl<'a> Elicitation<'a> {
             .answer_likelihood(choice.outcome()?, strength, self.config.strength_threshold)
             .ok()?;
         Some((self.bank.direction(pair, noise.beta), lik))
+    }
+}
+
+/// Consistency probes among `history` and how many of them contradicted the answer they repeat.
+fn consistency_of(history: &[AnswerRecord]) -> Consistency {
+    let shown = |r: &AnswerRecord| {
+        let (pair, choice) = r.response.as_pair();
+        (pair.a, pair.b, choice)
+    };
+    history
+        .iter()
+        .filter_map(|probe| {
+            let (a, b, c) = shown(&history[probe.repeats?]);
+            let (pa, pb, pc) = shown(probe);
+            reliability::flipped((&a, &b, c), (&pa, &pb, pc))
+        })
+        .fold(Consistency::default(), |acc, flip| Consistency {
+            probes: acc.probes + 1,
+            flips: acc.flips + usize::from(flip),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::judged_at;
+
+    #[test]
+    fn verdicts_are_taken_on_every_early_answer_then_at_most_n_over_16_apart() {
+        for n in 0..=32 {
+            assert_eq!(judged_at(n), n);
+        }
+        for n in 33..5_000 {
+            let at = judged_at(n);
+            assert!(at <= n && n - at <= n / 16, "{n}: judged at {at}");
+            assert_eq!(judged_at(at), at, "{n}: {at} is not on the schedule");
+            assert!(judged_at(n + 1) >= at);
+        }
+        // O(n) answers judged in all over a session of n, so O(1) a session's answer, amortised.
+        let judged: usize = (1..=4_096).filter(|&n| judged_at(n) == n).sum();
+        assert!(judged <= 32 * 4_096, "{judged}");
     }
 }
