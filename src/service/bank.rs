@@ -29,6 +29,14 @@ pub struct LoadedBank {
 }
 
 impl LoadedBank {
+    /// Which model and bank version this is.
+    pub fn stamp(&self) -> BankStamp {
+        BankStamp {
+            model_created_ms: self.model.created_ms,
+            version: self.version,
+        }
+    }
+
     pub fn item_index(&self, id: &str) -> Option<usize> {
         self.index.get(id).copied()
     }

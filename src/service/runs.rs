@@ -1,9 +1,10 @@
-//! Per-replica cache of what each session's next question needs (the engine's [`RunState`]:
-//! posterior, bank statistics, asked pairs), so that an answer costs O(NJ) whatever the length of
-//! the session, instead of a rebuild from the answer log.
+//! Per-replica cache of each session as this replica last committed it: the session row, the bank
+//! it was computed against and the engine's [`RunState`] (posterior, bank statistics, asked
+//! pairs). An answer to the question the cached session has open is computed from it without
+//! reading the session (the commit is conditional on the session's and the bank's version, so a
+//! session another replica advanced, or a bank changed since, fails the commit and is read
+//! again), and costs O(NJ) whatever the length of the session instead of a rebuild from the log.
 //!
-//! An entry is valid for one session version and one bank version: a session advanced by another
-//! replica, or a bank changed since, is a miss, and the caller rebuilds the state from the log.
 //! Entries are taken out while an answer is computed and put back only after its commit, so a
 //! failed commit can never leave a state ahead of the database. Least recently used entries are
 //! evicted past a byte budget.
@@ -12,11 +13,37 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::model::RunState;
+use crate::store::{BankStamp, SessionRecord};
+
+/// A session as committed by this replica, with the engine state that produced it.
+pub struct CachedRun {
+    pub session: SessionRecord,
+    /// The model and bank version the state was computed over.
+    pub bank: BankStamp,
+    pub state: RunState,
+}
+
+impl CachedRun {
+    /// Whether this is the state of `session` as read from the store over the bank `bank`.
+    pub fn matches(&self, session: &SessionRecord, bank: BankStamp) -> bool {
+        self.session.version == session.version && self.bank == bank
+    }
+
+    fn size_bytes(&self) -> usize {
+        let s = &self.session;
+        let floats = s.mean.len() + s.cov.len();
+        self.state.size_bytes()
+            + floats * std::mem::size_of::<f64>()
+            + std::mem::size_of::<Self>()
+            + s.id.len()
+            + s.user_id.len()
+            + s.model.len()
+            + s.token_hash.len()
+    }
+}
 
 struct Entry {
-    version: i64,
-    bank_version: i64,
-    state: RunState,
+    run: CachedRun,
     bytes: usize,
     used: u64,
 }
@@ -41,37 +68,27 @@ impl RunCache {
         }
     }
 
-    /// Removes and returns the state of `session` if it was left at exactly this session and
-    /// bank version.
-    pub fn take(&self, session: &str, version: i64, bank_version: i64) -> Option<RunState> {
+    /// Removes and returns what this replica last committed for `session`, if it still has it.
+    pub fn take(&self, session: &str) -> Option<CachedRun> {
         let mut entries = self.entries.lock().expect("run cache lock");
         let entry = entries.by_session.remove(session)?;
         entries.bytes -= entry.bytes;
-        let hit = entry.version == version && entry.bank_version == bank_version;
-        metrics::counter!("elicit_run_cache_total", "result" => if hit { "hit" } else { "miss" })
-            .increment(1);
-        hit.then_some(entry.state)
+        Some(entry.run)
     }
 
-    /// Keeps the state of `session` at this session and bank version.
-    pub fn put(&self, session: &str, version: i64, bank_version: i64, state: RunState) {
-        let bytes = state.size_bytes() + session.len();
+    /// Keeps `run`, the session as just committed.
+    pub fn put(&self, run: CachedRun) {
+        let bytes = run.size_bytes();
         if bytes > self.budget_bytes {
             return;
         }
         let mut entries = self.entries.lock().expect("run cache lock");
         entries.clock += 1;
         let used = entries.clock;
-        if let Some(old) = entries.by_session.insert(
-            session.to_string(),
-            Entry {
-                version,
-                bank_version,
-                state,
-                bytes,
-                used,
-            },
-        ) {
+        if let Some(old) = entries
+            .by_session
+            .insert(run.session.id.clone(), Entry { run, bytes, used })
+        {
             entries.bytes -= old.bytes;
         }
         entries.bytes += bytes;

@@ -16,6 +16,7 @@ use super::dto::{
     PosteriorView, ProfileView, QuestionView, SessionCreated, SessionView,
 };
 use super::limits::{MAX_ID_LEN, MAX_QUESTIONS};
+use super::runs::CachedRun;
 use super::{Service, ServiceError, check_id};
 use crate::model::elicitation::{AnswerRecord, Diagnostics, Next, RELIABILITY_EP, Response};
 use crate::model::ep::{self, EpOptions};
@@ -25,8 +26,8 @@ use crate::model::likelihood::PairLikelihood;
 use crate::model::reliability::{self, AnsweredWith, Consistency};
 use crate::model::select::Pair;
 use crate::model::{
-    Choice, Elicitation, ElicitationConfig, NoiseModel, Posterior, StopReason, StoppingRule,
-    Strategy,
+    Choice, Elicitation, ElicitationConfig, NoiseModel, Posterior, RunState, StopReason,
+    StoppingRule, Strategy,
 };
 use crate::store::{
     AnswerCommit, AnswerRow, AuditAction, LoggedAnswer, ModelRecord, ProfileRecord, QuestionRecord,
@@ -180,8 +181,11 @@ impl Service {
             token,
             session: session_view(&bank, &session, &[], &prior),
         };
-        self.runs
-            .put(&session.id, session.version, bank.version, run.into_state());
+        self.runs.put(CachedRun {
+            session,
+            bank: bank.stamp(),
+            state: run.into_state(),
+        });
         Ok(created)
     }
 
@@ -231,7 +235,8 @@ impl Service {
         if !stale {
             return Ok(Some((next, bank)));
         }
-        let run = self.run(update.as_mut(), &bank).await?;
+        let cached = self.runs.take(id);
+        let run = self.run(update.as_mut(), &bank, cached).await?;
         next.version += 1;
         next.updated_ms = now_ms();
         set_next_question(&mut next, &run, &bank);
@@ -243,8 +248,11 @@ impl Service {
         if !committed(update.commit(&commit).await)? {
             return Ok(None);
         }
-        self.runs
-            .put(id, commit.session.version, bank.version, run.into_state());
+        self.runs.put(CachedRun {
+            session: commit.session.clone(),
+            bank: bank.stamp(),
+            state: run.into_state(),
+        });
         Ok(Some((commit.session, bank)))
     }
 
@@ -253,7 +261,9 @@ impl Service {
     /// session since it was read (else the whole answer is computed again from a fresh read). The
     /// cost does not grow with the session: the engine state comes from the run cache (rebuilt
     /// from the log only on a miss), and the Idempotency-Key is checked by the unique index on
-    /// (session, key).
+    /// (session, key). When this replica committed the session last, an answer to its open
+    /// question is computed from the cache without reading the session at all: one round trip to
+    /// the database, the conditional commit.
     ///
     /// A retry of an applied answer no longer answers the open question (the session moved on),
     /// so only then is the key looked up, to replay the stored reply; an answer to the open
@@ -288,14 +298,34 @@ impl Service {
         id: &str,
         request: &AnswerRequest,
     ) -> Result<Option<AnswerAck>, ServiceError> {
+        let cached = self.runs.take(id);
+        // This replica committed the session last and the request answers the question it has
+        // open: no read. If another replica moved the session (or the bank) since, the commit
+        // fails and the next attempt reads it.
+        if let Some(entry) = cached.as_ref()
+            && let Some(bank) = self.banks.cached(&entry.session.model, entry.bank)
+            && bank.stamp() == entry.bank
+            && let Ok(answer) = answerable(&entry.session, &bank, &request.req, request.if_match)
+        {
+            let CachedRun {
+                session,
+                bank: stamp,
+                state,
+            } = cached.expect("checked above");
+            metrics::counter!("elicit_run_cache_total", "result" => "hit").increment(1);
+            let run = continue_run(&bank, &session, state)?;
+            let update = self.store.resume_session(session, stamp).await?;
+            return self.apply_answer(update, &bank, run, answer, request).await;
+        }
+
+        let (mut update, bank) = self.open(id).await?;
         let AnswerRequest {
             req,
             idempotency_key,
             request_hash,
             if_match,
-            covariance,
+            ..
         } = request;
-        let (mut update, bank) = self.open(id).await?;
         let answers_open_question = update.session().status == SessionStatus::Active
             && update
                 .session()
@@ -318,12 +348,25 @@ impl Service {
                 replayed: true,
             }));
         }
-        let (response, logged) = answerable(update.session(), &bank, req, *if_match)?;
+        let answer = answerable(update.session(), &bank, req, *if_match)?;
+        let run = self.run(update.as_mut(), &bank, cached).await?;
+        self.apply_answer(update, &bank, run, answer, request).await
+    }
+
+    /// Applies a checked answer to the session being changed and commits it: `None` if another
+    /// commit overtook it.
+    async fn apply_answer(
+        &self,
+        update: Box<dyn SessionUpdate>,
+        bank: &LoadedBank,
+        mut run: Elicitation<'_>,
+        (response, logged): (Response, LoggedAnswer),
+        request: &AnswerRequest,
+    ) -> Result<Option<AnswerAck>, ServiceError> {
         let mut next = update.session().clone();
         let question = next.question.take().expect("checked answerable");
-        let mut run = self.run(update.as_mut(), &bank).await?;
         let started = std::time::Instant::now();
-        let direction = answer_direction(&bank, &response);
+        let direction = answer_direction(bank, &response);
         let log_evidence = run.respond(response)?;
         metrics::histogram!("elicit_update_duration_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -334,8 +377,14 @@ impl Service {
         next.mean = run.posterior().mean().clone();
         next.cov = run.posterior().cov().clone();
         next.updated_ms = now;
-        set_next_question(&mut next, &run, &bank);
-        let view = answer_view(&bank, &next, run.prior(), run.posterior(), *covariance);
+        set_next_question(&mut next, &run, bank);
+        let view = answer_view(
+            bank,
+            &next,
+            run.prior(),
+            run.posterior(),
+            request.covariance,
+        );
         let body =
             serde_json::to_string(&view).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let commit = SessionCommit {
@@ -348,8 +397,8 @@ impl Service {
                     answer: logged,
                     log_evidence,
                     direction,
-                    idempotency_key: idempotency_key.clone(),
-                    request_hash: request_hash.clone(),
+                    idempotency_key: request.idempotency_key.clone(),
+                    request_hash: request.request_hash.clone(),
                     created_ms: now,
                     lapse: run.history().last().map(|r| r.lapse),
                 },
@@ -366,12 +415,16 @@ impl Service {
         if !done {
             return Ok(None);
         }
-        self.runs
-            .put(id, commit.session.version, bank.version, run.into_state());
+        let version = commit.session.version;
+        self.runs.put(CachedRun {
+            session: commit.session,
+            bank: bank.stamp(),
+            state: run.into_state(),
+        });
         metrics::counter!("elicit_answers_applied_total").increment(1);
         Ok(Some(AnswerAck {
             body,
-            version: commit.session.version,
+            version,
             replayed: false,
         }))
     }
@@ -440,25 +493,24 @@ impl Service {
         ))
     }
 
-    /// The engine run of a session being changed: from the run cache, or rebuilt from the log.
+    /// The engine run of a session being changed: `cached` if it is this very session version
+    /// over this bank, else rebuilt from the log.
     async fn run<'b>(
         &self,
         update: &mut dyn SessionUpdate,
         bank: &'b LoadedBank,
+        cached: Option<CachedRun>,
     ) -> Result<Elicitation<'b>, ServiceError> {
-        let session = update.session();
-        let model = &bank.model;
-        if let Some(state) = self.runs.take(&session.id, session.version, bank.version) {
-            let run = Elicitation::from_state(
-                &bank.bank,
-                bank.prior_of(session.prior_version).clone(),
-                state,
-                run_config(model, &session.settings),
-            )?;
-            return Ok(aimed(run, &session.id, &session.settings, bank));
+        let hit = cached.filter(|c| c.matches(update.session(), bank.stamp()));
+        metrics::counter!("elicit_run_cache_total", "result" => if hit.is_some() { "hit" } else { "miss" })
+            .increment(1);
+        match hit {
+            Some(cached) => continue_run(bank, update.session(), cached.state),
+            None => {
+                let answers = update.answers().await?;
+                resume(bank, update.session(), &answers)
+            }
         }
-        let answers = update.answers().await?;
-        resume(bank, update.session(), &answers)
     }
 
     pub async fn profile(&self, user_id: &str, model: &str) -> Result<ProfileView, ServiceError> {
@@ -924,6 +976,21 @@ pub(super) fn log_posterior(
         Some(observations) => ep::refine(prior, &observations, EpOptions::default()).0,
         None => replayed(model, prior, answers),
     }
+}
+
+/// Continues the engine run of `session` from its cached state.
+fn continue_run<'b>(
+    bank: &'b LoadedBank,
+    session: &SessionRecord,
+    state: RunState,
+) -> Result<Elicitation<'b>, ServiceError> {
+    let run = Elicitation::from_state(
+        &bank.bank,
+        bank.prior_of(session.prior_version).clone(),
+        state,
+        run_config(&bank.model, &session.settings),
+    )?;
+    Ok(aimed(run, &session.id, &session.settings, bank))
 }
 
 /// Resumes the engine on a stored session.

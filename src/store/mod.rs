@@ -451,8 +451,9 @@ pub trait SessionUpdate: Send {
     ) -> Result<Option<StoredReply>, StoreError>;
     /// The session's answer log, in order.
     async fn answers(&mut self) -> Result<Vec<AnswerRow>, StoreError>;
-    /// Writes `commit` atomically if the session is still at the version read, else fails with
-    /// [`StoreError::Changed`] and writes nothing. Fails with [`StoreError::Conflict`] (writing
+    /// Writes `commit` atomically if the session is still at the version read and its model's
+    /// bank still at [`SessionUpdate::bank`], else fails with [`StoreError::Changed`] and writes
+    /// nothing. Fails with [`StoreError::Conflict`] (writing
     /// nothing) if the answer's sequence number or idempotency key is taken.
     async fn commit(self: Box<Self>, commit: &SessionCommit) -> Result<(), StoreError>;
 }
@@ -555,6 +556,13 @@ pub trait Store: Send + Sync + 'static {
     async fn session_answers(&self, id: &str) -> Result<Vec<AnswerRow>, StoreError>;
     /// Reads a session to change it; [`StoreError::NotFound`] if there is no such session.
     async fn update_session(&self, id: &str) -> Result<Box<dyn SessionUpdate>, StoreError>;
+    /// Changes a session as the caller last committed it (`session`, over the bank `bank`)
+    /// without reading it: the commit applies only if neither moved since.
+    async fn resume_session(
+        &self,
+        session: SessionRecord,
+        bank: BankStamp,
+    ) -> Result<Box<dyn SessionUpdate>, StoreError>;
 
     async fn get_profile(
         &self,

@@ -190,6 +190,15 @@ impl SqlStore {
             .map_err(|e| classify(e, what))
     }
 
+    /// Where a session change reads and writes: PostgreSQL's pool (the commit is one conditional
+    /// autocommit statement), or a SQLite write transaction (taken at once: SQLite has one writer).
+    async fn session_reader(&self) -> Result<Reader, StoreError> {
+        Ok(match self.dialect {
+            Dialect::Postgres => Reader::Pool(self.pool.clone()),
+            Dialect::Sqlite => Reader::Transaction(self.begin_write("session").await?),
+        })
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -232,16 +241,13 @@ enum Arg {
 
 /// One statement with its parameters `$1…$n`.
 struct Statement {
-    sql: String,
+    sql: &'static str,
     args: Vec<Arg>,
 }
 
 impl Statement {
     fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
-        bind_all(
-            sqlx::query(sqlx::AssertSqlSafe(self.sql.as_str())),
-            &self.args,
-        )
+        bind_all(sqlx::query(sqlx::AssertSqlSafe(self.sql)), &self.args)
     }
 }
 
@@ -320,101 +326,163 @@ impl RowSource {
     }
 }
 
-/// The statements of a commit that moves a session read at `read_version`: the session update
-/// first (conditional on that version), then the answer and the profile.
-fn commit_statements(
-    commit: &SessionCommit,
-    read_version: i64,
-    source: RowSource,
-) -> Vec<Statement> {
-    let s = &commit.session;
-    let mut statements = vec![Statement {
-        sql: "UPDATE sessions SET status = $2, stop_reason = $3, mean = $4, cov = $5, version = $6, answers = $7, question = $8, updated_ms = $9 WHERE id = $1 AND version = $10".into(),
-        args: vec![
-            Arg::Text(s.id.clone()),
-            Arg::Text(s.status.as_str().into()),
-            Arg::OptText(s.stop_reason.map(|r| r.as_str().into())),
-            Arg::Bytes(encode_vector(&s.mean)),
-            Arg::Bytes(encode_symmetric(&s.cov)),
-            Arg::Int(s.version),
-            Arg::Int(s.answers),
-            Arg::OptText(s.question.as_ref().map(json_text)),
-            Arg::Int(s.updated_ms),
-            Arg::Int(read_version),
-        ],
-    }];
-    if let Some(AnswerCommit { row: a, response }) = &commit.answer {
-        statements.push(Statement {
-            sql: format!(
-                "INSERT INTO answers (session_id, user_id, {ANSWER_COLUMNS}, response) {}",
-                source.of(16)
-            ),
-            args: vec![
-                Arg::Text(s.id.clone()),
-                Arg::Text(s.user_id.clone()),
-                Arg::Int(a.seq),
-                Arg::Text(a.item_a.clone()),
-                Arg::Text(a.item_b.clone()),
-                Arg::Text(choice_text(&a.answer)),
-                Arg::OptFloat(a.log_evidence),
-                Arg::Bytes(encode_vector(&a.direction)),
-                Arg::OptText(a.idempotency_key.clone()),
-                Arg::Text(a.request_hash.clone()),
-                Arg::Int(a.created_ms),
-                Arg::OptFloat(a.lapse),
-                Arg::OptText(strength_text(&a.answer)),
-                Arg::OptText(shown_text(&a.answer)),
-                Arg::OptInt(chosen_index(&a.answer)),
-                Arg::Text(response.clone()),
-            ],
-        });
-    }
-    if let Some(p) = &commit.profile {
-        statements.push(Statement {
-            sql: format!(
-                "INSERT INTO profiles ({PROFILE_COLUMNS}) {} \
-                 ON CONFLICT (user_id, model) DO UPDATE SET session_id = excluded.session_id, status = excluded.status, \
-                 mean = excluded.mean, cov = excluded.cov, version = profiles.version + 1, answers = excluded.answers, updated_ms = excluded.updated_ms, \
-                 unreliable = excluded.unreliable, prior_version = excluded.prior_version",
-                source.of(11)
-            ),
-            args: vec![
-                Arg::Text(p.user_id.clone()),
-                Arg::Text(p.model.clone()),
-                Arg::Text(p.session_id.clone()),
-                Arg::Text(p.status.as_str().into()),
-                Arg::Bytes(encode_vector(&p.mean)),
-                Arg::Bytes(encode_symmetric(&p.cov)),
-                Arg::Int(p.version),
-                Arg::Int(p.answers),
-                Arg::Int(p.updated_ms),
-                Arg::Int(i64::from(p.unreliable)),
-                Arg::Int(p.prior_version),
-            ],
-        });
-    }
-    statements
+/// Which statements a commit runs: the session update always, the answer and the profile
+/// inserts when it has them; `merged` into one statement (PostgreSQL) or one after another in a
+/// transaction (SQLite).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CommitShape {
+    merged: bool,
+    answer: bool,
+    profile: bool,
 }
 
-/// PostgreSQL runs a commit as one autocommit statement: the session update is the CTE `upd`
-/// (conditional on the version read), the inserts are CTEs that yield rows only if it updated, and
-/// the statement returns a row only if it did. Atomic, and one round trip.
-fn merge_statements(statements: Vec<Statement>) -> Statement {
-    let mut statements = statements.into_iter();
-    let head = statements.next().expect("a commit updates the session");
-    let mut args = head.args;
-    let mut ctes = vec![format!("upd AS ({} RETURNING 1)", head.sql)];
-    for (i, statement) in statements.enumerate() {
-        ctes.push(format!(
-            "w{i} AS ({})",
-            shift_params(&statement.sql, args.len())
-        ));
-        args.extend(statement.args);
+impl CommitShape {
+    fn of(commit: &SessionCommit, merged: bool) -> Self {
+        Self {
+            merged,
+            answer: commit.answer.is_some(),
+            profile: commit.profile.is_some(),
+        }
     }
-    Statement {
-        sql: format!("WITH {} SELECT 1 AS applied FROM upd", ctes.join(", ")),
-        args,
+
+    /// The SQL texts of this shape. A commit runs on every answer and its text depends on nothing
+    /// else, so each of the eight is built once.
+    fn sql(self) -> &'static [String] {
+        static TEXTS: std::sync::LazyLock<Vec<(CommitShape, Vec<String>)>> =
+            std::sync::LazyLock::new(|| {
+                let mut all = Vec::new();
+                for merged in [false, true] {
+                    for answer in [false, true] {
+                        for profile in [false, true] {
+                            let shape = CommitShape {
+                                merged,
+                                answer,
+                                profile,
+                            };
+                            all.push((shape, shape.build_sql()));
+                        }
+                    }
+                }
+                all
+            });
+        &TEXTS
+            .iter()
+            .find(|(shape, _)| *shape == self)
+            .expect("every shape is built")
+            .1
     }
+
+    fn build_sql(self) -> Vec<String> {
+        let source = if self.merged {
+            RowSource::IfUpdated
+        } else {
+            RowSource::Values
+        };
+        let mut texts = vec![(SESSION_UPDATE_SQL.to_string(), SESSION_UPDATE_PARAMS)];
+        if self.answer {
+            texts.push((
+                format!(
+                    "INSERT INTO answers (session_id, user_id, {ANSWER_COLUMNS}, response) {}",
+                    source.of(ANSWER_INSERT_PARAMS)
+                ),
+                ANSWER_INSERT_PARAMS,
+            ));
+        }
+        if self.profile {
+            texts.push((
+                format!(
+                    "INSERT INTO profiles ({PROFILE_COLUMNS}) {} \
+                     ON CONFLICT (user_id, model) DO UPDATE SET session_id = excluded.session_id, status = excluded.status, \
+                     mean = excluded.mean, cov = excluded.cov, version = profiles.version + 1, answers = excluded.answers, updated_ms = excluded.updated_ms, \
+                     unreliable = excluded.unreliable, prior_version = excluded.prior_version",
+                    source.of(PROFILE_INSERT_PARAMS)
+                ),
+                PROFILE_INSERT_PARAMS,
+            ));
+        }
+        if !self.merged {
+            return texts.into_iter().map(|(sql, _)| sql).collect();
+        }
+        // PostgreSQL runs a commit as one autocommit statement: the session update is the CTE
+        // `upd` (conditional on the version read), the inserts are CTEs that yield rows only if
+        // it updated, and the statement returns a row only if it did. Atomic, and one round trip.
+        let mut texts = texts.into_iter();
+        let (head, mut offset) = texts.next().expect("a commit updates the session");
+        let mut ctes = vec![format!("upd AS ({head} RETURNING 1)")];
+        for (i, (sql, params)) in texts.enumerate() {
+            ctes.push(format!("w{i} AS ({})", shift_params(&sql, offset)));
+            offset += params;
+        }
+        vec![format!(
+            "WITH {} SELECT 1 AS applied FROM upd",
+            ctes.join(", ")
+        )]
+    }
+}
+
+/// The session update of a commit, conditional on the session's version and on its model's bank:
+/// the change was computed from both, as read (or as this replica last committed them).
+const SESSION_UPDATE_SQL: &str = "UPDATE sessions SET status = $2, stop_reason = $3, mean = $4, cov = $5, version = $6, answers = $7, question = $8, updated_ms = $9 \
+    WHERE id = $1 AND version = $10 \
+    AND EXISTS (SELECT 1 FROM models m WHERE m.name = sessions.model AND m.created_ms = $11 AND m.bank_version = $12)";
+const SESSION_UPDATE_PARAMS: usize = 12;
+const ANSWER_INSERT_PARAMS: usize = 16;
+const PROFILE_INSERT_PARAMS: usize = 11;
+
+/// The parameters of a commit that moves a session read at `read_version`, statement by statement
+/// in the order of [`CommitShape::sql`]: the session update, then the answer and the profile.
+fn commit_args(commit: &SessionCommit, read_version: i64, bank: BankStamp) -> Vec<Vec<Arg>> {
+    let s = &commit.session;
+    let mut args = vec![vec![
+        Arg::Text(s.id.clone()),
+        Arg::Text(s.status.as_str().into()),
+        Arg::OptText(s.stop_reason.map(|r| r.as_str().into())),
+        Arg::Bytes(encode_vector(&s.mean)),
+        Arg::Bytes(encode_symmetric(&s.cov)),
+        Arg::Int(s.version),
+        Arg::Int(s.answers),
+        Arg::OptText(s.question.as_ref().map(json_text)),
+        Arg::Int(s.updated_ms),
+        Arg::Int(read_version),
+        Arg::Int(bank.model_created_ms),
+        Arg::Int(bank.version),
+    ]];
+    if let Some(AnswerCommit { row: a, response }) = &commit.answer {
+        args.push(vec![
+            Arg::Text(s.id.clone()),
+            Arg::Text(s.user_id.clone()),
+            Arg::Int(a.seq),
+            Arg::Text(a.item_a.clone()),
+            Arg::Text(a.item_b.clone()),
+            Arg::Text(choice_text(&a.answer)),
+            Arg::OptFloat(a.log_evidence),
+            Arg::Bytes(encode_vector(&a.direction)),
+            Arg::OptText(a.idempotency_key.clone()),
+            Arg::Text(a.request_hash.clone()),
+            Arg::Int(a.created_ms),
+            Arg::OptFloat(a.lapse),
+            Arg::OptText(strength_text(&a.answer)),
+            Arg::OptText(shown_text(&a.answer)),
+            Arg::OptInt(chosen_index(&a.answer)),
+            Arg::Text(response.clone()),
+        ]);
+    }
+    if let Some(p) = &commit.profile {
+        args.push(vec![
+            Arg::Text(p.user_id.clone()),
+            Arg::Text(p.model.clone()),
+            Arg::Text(p.session_id.clone()),
+            Arg::Text(p.status.as_str().into()),
+            Arg::Bytes(encode_vector(&p.mean)),
+            Arg::Bytes(encode_symmetric(&p.cov)),
+            Arg::Int(p.version),
+            Arg::Int(p.answers),
+            Arg::Int(p.updated_ms),
+            Arg::Int(i64::from(p.unreliable)),
+            Arg::Int(p.prior_version),
+        ]);
+    }
+    args
 }
 
 #[async_trait]
@@ -471,11 +539,13 @@ impl SessionUpdate for SqlSessionUpdate {
         let started = self.started;
         match self.reader {
             Reader::Pool(pool) => {
-                let statement = merge_statements(commit_statements(
-                    commit,
-                    read_version,
-                    RowSource::IfUpdated,
-                ));
+                let statement = Statement {
+                    sql: &CommitShape::of(commit, true).sql()[0],
+                    args: commit_args(commit, read_version, self.bank)
+                        .into_iter()
+                        .flatten()
+                        .collect(),
+                };
                 // `fetch_all`, not `fetch_optional`: the row arrives before the implicit
                 // transaction commits; only the end of the stream (ReadyForQuery, after Sync)
                 // says the commit is durable. `fetch_optional` returned at the row, and the fault
@@ -490,8 +560,12 @@ impl SessionUpdate for SqlSessionUpdate {
                 }
             }
             Reader::Transaction(mut tx) => {
-                let statements = commit_statements(commit, read_version, RowSource::Values);
-                for (i, statement) in statements.iter().enumerate() {
+                let statements = CommitShape::of(commit, false)
+                    .sql()
+                    .iter()
+                    .zip(commit_args(commit, read_version, self.bank))
+                    .map(|(sql, args)| Statement { sql, args });
+                for (i, statement) in statements.enumerate() {
                     let done = statement
                         .query()
                         .execute(&mut *tx)
@@ -1212,15 +1286,7 @@ impl Store for SqlStore {
 
     async fn update_session(&self, id: &str) -> Result<Box<dyn SessionUpdate>, StoreError> {
         let started = std::time::Instant::now();
-        let mut reader = match self.dialect {
-            Dialect::Postgres => Reader::Pool(self.pool.clone()),
-            Dialect::Sqlite => Reader::Transaction(
-                self.pool
-                    .begin_with(self.dialect.begin_write())
-                    .await
-                    .map_err(|e| classify(e, "session"))?,
-            ),
-        };
+        let mut reader = self.session_reader().await?;
         let columns: Vec<String> = SESSION_COLUMNS
             .split(", ")
             .map(|c| format!("s.{c}"))
@@ -1241,6 +1307,19 @@ impl Store for SqlStore {
             },
             reader,
             started,
+        }))
+    }
+
+    async fn resume_session(
+        &self,
+        session: SessionRecord,
+        bank: BankStamp,
+    ) -> Result<Box<dyn SessionUpdate>, StoreError> {
+        Ok(Box::new(SqlSessionUpdate {
+            started: std::time::Instant::now(),
+            reader: self.session_reader().await?,
+            session,
+            bank,
         }))
     }
 
@@ -1425,5 +1504,48 @@ impl Store for SqlStore {
             .await
             .map_err(|e| classify(e, "service secret"))?
             .ok_or_else(|| StoreError::Corrupt(format!("no service secret '{name}'")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The largest `$n` in `sql`.
+    fn last_param(sql: &str) -> usize {
+        sql.split('$')
+            .skip(1)
+            .filter_map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn each_commit_shape_numbers_exactly_the_parameters_it_binds() {
+        for merged in [false, true] {
+            for answer in [false, true] {
+                for profile in [false, true] {
+                    let shape = CommitShape {
+                        merged,
+                        answer,
+                        profile,
+                    };
+                    let mut params = vec![SESSION_UPDATE_PARAMS];
+                    params.extend(answer.then_some(ANSWER_INSERT_PARAMS));
+                    params.extend(profile.then_some(PROFILE_INSERT_PARAMS));
+                    let texts = shape.sql();
+                    if merged {
+                        assert_eq!(texts.len(), 1);
+                        assert_eq!(last_param(&texts[0]), params.iter().sum::<usize>());
+                    } else {
+                        let numbered: Vec<usize> = texts.iter().map(|t| last_param(t)).collect();
+                        assert_eq!(numbered, params, "{shape:?}");
+                    }
+                }
+            }
+        }
     }
 }

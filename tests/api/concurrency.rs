@@ -129,6 +129,39 @@ async fn replicas_take_turns_on_one_session(backend: Backend) {
     }
 }
 
+/// A replica answers from the session as it last committed it, without reading it. When another
+/// replica has moved the session since, that commit must be refused and the answer judged afresh
+/// from a read: a retry of the other replica's answer is replayed, a competing answer to the same
+/// question is stale, and the log holds one answer.
+async fn a_replica_behind_never_commits_over_another(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let (behind, ahead) = (TestServer::start(&db).await, TestServer::start(&db).await);
+    behind.create_model_with_items("m", 2, 20, 4).await;
+    for (user, key, expected) in [("u1", "k1", 200), ("u2", "k2", 409)] {
+        let (_, created) = behind
+            .post("/v1/sessions", &json!({"model": "m", "user_id": user}))
+            .await;
+        let id = created["id"].as_str().unwrap();
+        let q = created["question"]["id"].as_str().unwrap();
+        let (status, _, first) = ahead.answer(id, q, "a", "k1").await;
+        assert_eq!(status, 200, "{first}");
+        // `behind` still holds the session open at question q.
+        let (status, headers, body) = behind.answer(id, q, "a", key).await;
+        if expected == 200 {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(headers["idempotent-replayed"], "true");
+            assert_eq!(body, first);
+        } else {
+            assert_problem(status, &body, 409, "stale-question");
+        }
+        let (_, session) = ahead.get(&format!("/v1/sessions/{id}")).await;
+        assert_eq!(session["answers"], 1);
+        assert_eq!(session["version"], first["version"]);
+    }
+    behind.stop().await;
+    ahead.stop().await;
+}
+
 async fn if_match_guards_the_version(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let server = TestServer::start(&db).await;
@@ -214,6 +247,7 @@ crate::on_both_stores!(
     replayed_keys_return_the_first_response,
     a_replay_is_byte_identical,
     replicas_take_turns_on_one_session,
+    a_replica_behind_never_commits_over_another,
     if_match_guards_the_version,
     concurrent_answers_apply_exactly_once,
     a_question_about_a_deleted_item_is_replaced

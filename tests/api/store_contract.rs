@@ -3,8 +3,8 @@
 use elicit::model::{Choice, NoiseModel, Strategy, Strength, UpdateMethod};
 use elicit::store::sql::{Dialect, PoolSettings};
 use elicit::store::{
-    AnswerCommit, AnswerRow, ApiKeyRecord, AuditAction, AuditEntry, AuditQuery, ItemRecord,
-    LoggedAnswer, ModelRecord, ModelSpec, PriorRecord, ProfileRecord, QuestionRecord,
+    AnswerCommit, AnswerRow, ApiKeyRecord, AuditAction, AuditEntry, AuditQuery, BankStamp,
+    ItemRecord, LoggedAnswer, ModelRecord, ModelSpec, PriorRecord, ProfileRecord, QuestionRecord,
     SessionCommit, SessionRecord, SessionSettings, SessionStatus, SqlStore, Store, StoreError,
     StoredReply,
 };
@@ -411,6 +411,37 @@ async fn session_mutations(backend: Backend) {
     let stored = store.get_session("s1").await.unwrap().unwrap();
     assert_eq!(stored.question, commit.session.question);
     assert_eq!(stored.settings, commit.session.settings);
+    // A change resumed from what the caller last committed, without reading it, applies only
+    // while neither the session nor its model's bank moved since.
+    let bank = store.update_session("s1").await.unwrap().bank();
+    let mut earlier = commit.session.clone();
+    earlier.version -= 1;
+    let resumed = store.resume_session(earlier.clone(), bank).await.unwrap();
+    assert!(matches!(
+        resumed.commit(&append(&earlier, None)).await,
+        Err(StoreError::Changed)
+    ));
+    let resumed = store.resume_session(stored.clone(), bank).await.unwrap();
+    resumed.commit(&append(&stored, None)).await.unwrap();
+    let stored = store.get_session("s1").await.unwrap().unwrap();
+    assert_eq!(stored.answers, 4);
+    let upserted = audit(AuditAction::ItemsUpsert, "models/m");
+    let bumped = store
+        .upsert_items("m", &[item("w", 1.0)], &upserted)
+        .await
+        .unwrap();
+    let resumed = store.resume_session(stored.clone(), bank).await.unwrap();
+    assert!(matches!(
+        resumed.commit(&append(&stored, None)).await,
+        Err(StoreError::Changed)
+    ));
+    let current = BankStamp {
+        version: bumped,
+        ..bank
+    };
+    let resumed = store.resume_session(stored.clone(), current).await.unwrap();
+    resumed.commit(&append(&stored, None)).await.unwrap();
+    assert_eq!(store.session_answers("s1").await.unwrap().len(), 5);
     assert_eq!(
         store.sessions_by_status().await.unwrap(),
         vec![("active".to_string(), 1)]
