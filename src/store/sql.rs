@@ -350,26 +350,24 @@ impl CommitShape {
     fn sql(self) -> &'static [String] {
         static TEXTS: std::sync::LazyLock<Vec<(CommitShape, Vec<String>)>> =
             std::sync::LazyLock::new(|| {
-                let mut all = Vec::new();
-                for merged in [false, true] {
-                    for answer in [false, true] {
-                        for profile in [false, true] {
-                            let shape = CommitShape {
-                                merged,
-                                answer,
-                                profile,
-                            };
-                            all.push((shape, shape.build_sql()));
-                        }
-                    }
-                }
-                all
+                CommitShape::all()
+                    .map(|shape| (shape, shape.build_sql()))
+                    .collect()
             });
         &TEXTS
             .iter()
             .find(|(shape, _)| *shape == self)
             .expect("every shape is built")
             .1
+    }
+
+    /// Every shape.
+    fn all() -> impl Iterator<Item = CommitShape> {
+        (0..8).map(|bits| CommitShape {
+            merged: bits & 4 != 0,
+            answer: bits & 2 != 0,
+            profile: bits & 1 != 0,
+        })
     }
 
     fn build_sql(self) -> Vec<String> {
@@ -1525,26 +1523,17 @@ mod tests {
 
     #[test]
     fn each_commit_shape_numbers_exactly_the_parameters_it_binds() {
-        for merged in [false, true] {
-            for answer in [false, true] {
-                for profile in [false, true] {
-                    let shape = CommitShape {
-                        merged,
-                        answer,
-                        profile,
-                    };
-                    let mut params = vec![SESSION_UPDATE_PARAMS];
-                    params.extend(answer.then_some(ANSWER_INSERT_PARAMS));
-                    params.extend(profile.then_some(PROFILE_INSERT_PARAMS));
-                    let texts = shape.sql();
-                    if merged {
-                        assert_eq!(texts.len(), 1);
-                        assert_eq!(last_param(&texts[0]), params.iter().sum::<usize>());
-                    } else {
-                        let numbered: Vec<usize> = texts.iter().map(|t| last_param(t)).collect();
-                        assert_eq!(numbered, params, "{shape:?}");
-                    }
-                }
+        for shape in CommitShape::all() {
+            let mut params = vec![SESSION_UPDATE_PARAMS];
+            params.extend(shape.answer.then_some(ANSWER_INSERT_PARAMS));
+            params.extend(shape.profile.then_some(PROFILE_INSERT_PARAMS));
+            let texts = shape.sql();
+            if shape.merged {
+                assert_eq!(texts.len(), 1);
+                assert_eq!(last_param(&texts[0]), params.iter().sum::<usize>());
+            } else {
+                let numbered: Vec<usize> = texts.iter().map(|t| last_param(t)).collect();
+                assert_eq!(numbered, params, "{shape:?}");
             }
         }
     }
