@@ -459,8 +459,7 @@ mod tests {
         assert!(items.starts_with("item_id,f1\n"));
         assert_eq!(items.lines().count(), 1 + set.items.len());
         let prior = PriorFile::load(&dir.join("prior.json")).unwrap();
-        // serde_json's default float parser may be one ulp off the written shortest form.
-        assert!((prior.mean() - fitted.prior.mean()).amax() < 1e-12);
+        assert_eq!(prior.mean(), fitted.prior.mean());
         assert!((prior.cov() - fitted.prior.cov()).amax() < 1e-12);
         let _ = std::fs::remove_dir_all(&dir);
     }
