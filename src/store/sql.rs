@@ -47,6 +47,9 @@ impl Dialect {
     }
 }
 
+/// How long a pooled connection may sit idle before it is pinged on being handed out.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 /// Connection-pool settings.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
@@ -126,7 +129,22 @@ impl SqlStore {
         };
         let mut options = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
-            .acquire_timeout(settings.acquire_timeout);
+            .acquire_timeout(settings.acquire_timeout)
+            // sqlx pings every connection it hands out: a round trip to PostgreSQL before each
+            // statement, on the answer path as many as the answer's own. A connection used
+            // moments ago has just answered (and sqlx pings it on release, dropping it if that
+            // fails), so only one that has sat idle is tested. One broken since fails its
+            // statement, which callers see as an unreachable database (503) and retry, and is
+            // then dropped.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_BEFORE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            });
         if dialect == Dialect::Postgres {
             // Set per connection, so the promise does not depend on the server's default.
             let level = settings.synchronous_commit.as_sql();
@@ -1342,7 +1360,7 @@ impl Store for SqlStore {
         let removed = delete_rows(
             &mut tx,
             &[
-                "DELETE FROM answers WHERE user_id = $1",
+                "DELETE FROM answers WHERE session_id IN (SELECT id FROM sessions WHERE user_id = $1)",
                 "DELETE FROM sessions WHERE user_id = $1",
                 "DELETE FROM profiles WHERE user_id = $1",
             ],
