@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use elicit::model::select::{self, BankStats, CandidateSpace, Pair, SelectionOptions};
+use elicit::model::select::{self, BankStats, CandidateSpace, Candidates, Pair, SelectionOptions};
 use elicit::model::{Bank, NoiseModel, Outcome, Posterior, Strategy, UpdateMethod, score};
 use elicit::model::{epig, kway};
 use nalgebra::{DMatrix, DVector};
@@ -105,12 +105,8 @@ fn selection(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(name, label), |b| {
                 b.iter(|| {
                     select::select(
-                        &bank,
-                        &stats,
-                        &space,
-                        &noise,
+                        &Candidates::new(&bank, &stats, &space, &noise, &options),
                         Strategy::Bald,
-                        &options,
                         &mut rng,
                     )
                 })
@@ -119,12 +115,8 @@ fn selection(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("dopt", label), |b| {
             b.iter(|| {
                 select::select(
-                    &bank,
-                    &stats,
-                    &space,
-                    &noise,
+                    &Candidates::new(&bank, &stats, &space, &noise, &SelectionOptions::default()),
                     Strategy::Dopt,
-                    &SelectionOptions::default(),
                     &mut rng,
                 )
             })
@@ -139,12 +131,8 @@ fn selection(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("bald-generated", "12.5M"), |b| {
         b.iter(|| {
             select::select(
-                &bank,
-                &stats,
-                &space,
-                &noise,
+                &Candidates::new(&bank, &stats, &space, &noise, &SelectionOptions::default()),
                 Strategy::Bald,
-                &SelectionOptions::default(),
                 &mut rng,
             )
         })
@@ -174,12 +162,8 @@ fn answer_then_select(c: &mut Criterion) {
                 let update = q.update_along(&predictive, &lik, UpdateMethod::Adf);
                 s.update(&bank, &predictive.u, update.step);
                 select::select(
-                    &bank,
-                    s,
-                    &space,
-                    &noise,
+                    &Candidates::new(&bank, s, &space, &noise, &SelectionOptions::default()),
                     Strategy::Bald,
-                    &SelectionOptions::default(),
                     &mut rng,
                 )
             },
@@ -247,12 +231,8 @@ fn kway(c: &mut Criterion) {
             |b| {
                 b.iter(|| {
                     kway::select_set(
-                        &bank,
-                        &stats,
-                        &space,
-                        &noise,
+                        &Candidates::new(&bank, &stats, &space, &noise, &options),
                         Strategy::Bald,
-                        &options,
                         choices,
                         &mut rng,
                     )
@@ -284,25 +264,12 @@ fn epig(c: &mut Criterion) {
         let space = CandidateSpace::new(&bank, None);
         let target_items: Vec<usize> = (0..20).collect();
         let targets = epig::Targets::among(&bank, &target_items, &mut rng);
+        let candidates = Candidates::new(&bank, &stats, &space, &noise, &options);
         group.bench_function(BenchmarkId::new("bald (baseline)", items), |b| {
-            b.iter(|| {
-                select::select(
-                    &bank,
-                    &stats,
-                    &space,
-                    &noise,
-                    Strategy::Bald,
-                    &options,
-                    &mut rng,
-                )
-            })
+            b.iter(|| select::select(&candidates, Strategy::Bald, &mut rng))
         });
         group.bench_function(BenchmarkId::new("epig", items), |b| {
-            b.iter(|| {
-                epig::select_for_targets(
-                    &bank, &stats, &space, &posterior, &noise, &targets, &options, &mut rng,
-                )
-            })
+            b.iter(|| epig::select_for_targets(&candidates, &posterior, &targets, &mut rng))
         });
     }
     group.finish();

@@ -12,7 +12,7 @@ use elicit::model::kway::{
 };
 use elicit::model::likelihood::Likelihood;
 use elicit::model::numeric::{gauss_hermite_96, sigmoid};
-use elicit::model::select::{BankStats, CandidateSpace, SelectionOptions};
+use elicit::model::select::{BankStats, CandidateSpace, Candidates, SelectionOptions};
 use elicit::model::{Bank, NoiseModel, Outcome, Posterior, Strategy, Strength, UpdateMethod};
 use nalgebra::{DMatrix, DVector};
 use rand::rngs::StdRng;
@@ -316,12 +316,8 @@ fn greedy_sets_keep_most_of_the_exhaustive_information() {
             let stats = BankStats::new(&bank, &q);
             let space = CandidateSpace::new(&bank, None);
             let greedy = select_set(
-                &bank,
-                &stats,
-                &space,
-                &noise,
+                &Candidates::new(&bank, &stats, &space, &noise, &options),
                 Strategy::Bald,
-                &options,
                 k,
                 &mut rng,
             )
@@ -370,12 +366,8 @@ fn sets_come_from_one_group_and_are_never_repeated() {
     for strategy in [Strategy::Bald, Strategy::Random] {
         let mut seen = std::collections::HashSet::new();
         while let Some(set) = select_set(
-            &bank,
-            &stats,
-            &space,
-            &noise,
+            &Candidates::new(&bank, &stats, &space, &noise, &SelectionOptions::default()),
             strategy,
-            &SelectionOptions::default(),
             3,
             &mut rng,
         ) {

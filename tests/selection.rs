@@ -1,7 +1,7 @@
 //! Question selection: correctness of the shortcuts, and selection beating random on simulated users.
 
 use elicit::model::select::{
-    self, BankStats, CandidateSpace, SelectionOptions, information_quadrature,
+    self, BankStats, CandidateSpace, Candidates, SelectionOptions, information_quadrature,
 };
 use elicit::model::{Bank, NoiseModel, Posterior, Strategy, UpdateMethod};
 use elicit::sim::{self, SimulationTask};
@@ -49,12 +49,8 @@ fn pruning_never_changes_the_choice_and_bald_finds_the_best_pair() {
                 ..SelectionOptions::default()
             };
             select::select(
-                &bank,
-                &stats,
-                &space,
-                &noise,
+                &Candidates::new(&bank, &stats, &space, &noise, &options),
                 Strategy::Bald,
-                &options,
                 &mut StdRng::seed_from_u64(9),
             )
             .unwrap()
@@ -82,12 +78,8 @@ fn generated_candidates_come_close_to_the_exhaustive_best() {
         ..SelectionOptions::default()
     };
     let chosen = select::select(
-        &bank,
-        &stats,
-        &space,
-        &noise,
+        &Candidates::new(&bank, &stats, &space, &noise, &generated),
         Strategy::Bald,
-        &generated,
         &mut StdRng::seed_from_u64(1),
     )
     .unwrap();

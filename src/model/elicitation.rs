@@ -15,7 +15,7 @@ use super::reliability::{
     self, AnsweredWith, Consistency, LapsePrior, Reliability, ReliabilityRule,
 };
 use super::select::{
-    self, Bank, BankStats, CandidateSpace, Pair, Selected, SelectionOptions, Strategy,
+    self, Bank, BankStats, CandidateSpace, Candidates, Pair, Selected, SelectionOptions, Strategy,
 };
 use super::update::{UpdateMethod, log_predictive};
 
@@ -574,39 +574,16 @@ impl<'a> Elicitation<'a> {
             });
         }
         let noise = self.noise();
+        let candidates = self.candidates(&noise);
         let (state, strategy) = (&self.state, self.config.strategy);
         let chosen = if self.config.choices > 2 {
-            kway::select_set(
-                self.bank,
-                &state.stats,
-                &state.space,
-                &noise,
-                strategy,
-                &self.config.selection,
-                self.config.choices,
-                rng,
-            )
+            kway::select_set(&candidates, strategy, self.config.choices, rng)
         } else {
             let pair = match (strategy, &state.targets) {
-                (Strategy::Epig, Some(targets)) => epig::select_for_targets(
-                    self.bank,
-                    &state.stats,
-                    &state.space,
-                    &state.posterior,
-                    &noise,
-                    targets,
-                    &self.config.selection,
-                    rng,
-                ),
-                _ => select::select(
-                    self.bank,
-                    &state.stats,
-                    &state.space,
-                    &noise,
-                    strategy,
-                    &self.config.selection,
-                    rng,
-                ),
+                (Strategy::Epig, Some(targets)) => {
+                    epig::select_for_targets(&candidates, &state.posterior, targets, rng)
+                }
+                _ => select::select(&candidates, strategy, rng),
             };
             pair.map(|s| ChosenSet {
                 items: vec![s.pair.a, s.pair.b],
@@ -683,14 +660,18 @@ impl<'a> Elicitation<'a> {
         if rule.every < 2 || !number.is_multiple_of(rule.every) {
             return None;
         }
-        select::most_predictable(
-            self.bank,
-            &self.state.stats,
-            &self.state.space,
-            self.noise().beta,
-            &self.config.selection,
-            rng,
-        )
+        select::most_predictable(&self.candidates(&self.noise()), rng)
+    }
+
+    /// What this run's next question is chosen from, under answer noise `noise`.
+    fn candidates<'s>(&'s self, noise: &'s NoiseModel) -> Candidates<'s> {
+        Candidates {
+            bank: self.bank,
+            stats: &self.state.stats,
+            space: &self.state.space,
+            noise,
+            options: &self.config.selection,
+        }
     }
 
     /// Consistency probes answered so far and how many of them contradicted the answer they

@@ -20,7 +20,7 @@ use rand_distr::{Distribution, StandardNormal};
 use super::likelihood::NoiseModel;
 use super::numeric::sigmoid;
 use super::posterior::Posterior;
-use super::select::{self, Bank, BankStats, CandidateSpace, Pair, Selected, SelectionOptions};
+use super::select::{self, Bank, Candidates, Pair, Selected};
 
 /// Posterior draws per question.
 pub const SAMPLES: usize = 1024;
@@ -122,24 +122,20 @@ pub const SCREENED_PAIRS: usize = 256;
 /// scored (O(Q·S·T)); more are first screened by the linear-Gaussian EPIG
 /// ([`screen_for_targets`]), so one question costs O(P·J) for the P pairs screened plus a fixed
 /// Monte Carlo part.
-#[allow(clippy::too_many_arguments)]
 pub fn select_for_targets<R: Rng + ?Sized>(
-    bank: &Bank,
-    stats: &BankStats,
-    space: &CandidateSpace,
+    from: &Candidates,
     posterior: &Posterior,
-    noise: &NoiseModel,
     targets: &Targets,
-    options: &SelectionOptions,
     rng: &mut R,
 ) -> Option<Selected> {
-    if space.remaining() == 0 || targets.is_empty() {
+    let (bank, noise) = (from.bank, from.noise);
+    if from.space.remaining() == 0 || targets.is_empty() {
         return None;
     }
-    let candidates: Vec<Pair> = if space.remaining() <= SCREENED_PAIRS {
-        space.unasked_pairs().collect()
+    let candidates: Vec<Pair> = if from.space.remaining() <= SCREENED_PAIRS {
+        from.space.unasked_pairs().collect()
     } else {
-        screen_for_targets(bank, stats, space, posterior, noise, targets, options, rng)
+        screen_for_targets(from, posterior, targets, rng)
     };
     if candidates.is_empty() {
         return None;
@@ -187,17 +183,13 @@ const LOGISTIC_VARIANCE: f64 = std::f64::consts::PI * std::f64::consts::PI / 3.0
 /// the targets, Σₜ cₜ²/s_t² = dᵀMd for the pair's feature difference d = φa − φb and the J × J
 /// matrix M = β⁴ΣX_T diag(1/s_t²)X_TᵀΣ; with M = LLᵀ and wᵢ = Lᵀφᵢ it is ‖w_a − w_b‖², so a pair
 /// costs O(J) whatever the number of targets. It scans [`select::unasked_candidates`].
-#[allow(clippy::too_many_arguments)]
 fn screen_for_targets<R: Rng + ?Sized>(
-    bank: &Bank,
-    stats: &BankStats,
-    space: &CandidateSpace,
+    from: &Candidates,
     posterior: &Posterior,
-    noise: &NoiseModel,
     targets: &Targets,
-    options: &SelectionOptions,
     rng: &mut R,
 ) -> Vec<Pair> {
+    let (bank, stats, noise) = (from.bank, from.stats, from.noise);
     let beta2 = noise.beta * noise.beta;
     let x_t = DMatrix::from_columns(&targets.directions);
     let mut sigma_x = posterior.cov() * &x_t * beta2;
@@ -223,10 +215,11 @@ fn screen_for_targets<R: Rng + ?Sized>(
         let spread = (w.row(pair.a) - w.row(pair.b)).norm_squared();
         spread / (s2 + LOGISTIC_VARIANCE)
     };
-    let mut scored: Vec<(f64, Pair)> = select::unasked_candidates(stats, space, options, rng)
-        .into_iter()
-        .map(|p| (score(p), p))
-        .collect();
+    let mut scored: Vec<(f64, Pair)> =
+        select::unasked_candidates(stats, from.space, from.options, rng)
+            .into_iter()
+            .map(|p| (score(p), p))
+            .collect();
     let keep = SCREENED_PAIRS.min(scored.len());
     if keep > 0 && keep < scored.len() {
         scored.select_nth_unstable_by(keep - 1, |x, y| y.0.total_cmp(&x.0));

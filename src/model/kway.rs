@@ -32,7 +32,7 @@ use super::likelihood::{NoiseModel, Outcome};
 use super::numeric::{GaussHermite, entropy_bits, log_add_exp};
 use super::posterior::{Posterior, RankOne};
 use super::select::{
-    BankStats, CandidateSpace, Pair, SelectionOptions, Strategy, information_table, select,
+    BankStats, CandidateSpace, Candidates, Pair, Strategy, information_table, select,
 };
 use super::update::{UpdateMethod, step_for};
 
@@ -560,18 +560,14 @@ pub struct ChosenSet {
 /// [`SET_SCREEN`] whose smallest pairwise information with the set's items is largest. Greedy
 /// keeps about 98 % of an exhaustive search's information (research/questions.md) at a small
 /// fraction of its cost. When the group runs out of such items the set is smaller.
-#[allow(clippy::too_many_arguments)]
 pub fn select_set<R: Rng + ?Sized>(
-    bank: &Bank,
-    stats: &BankStats,
-    space: &CandidateSpace,
-    noise: &NoiseModel,
+    from: &Candidates,
     strategy: Strategy,
-    options: &SelectionOptions,
     choices: usize,
     rng: &mut R,
 ) -> Option<ChosenSet> {
-    let first = select(bank, stats, space, noise, strategy, options, rng)?;
+    let first = select(from, strategy, rng)?;
+    let (bank, stats, space, noise) = (from.bank, from.stats, from.space, from.noise);
     let Pair { a, b } = first.pair;
     let mut items = vec![a, b];
     // The information of the set so far (the pair's while it is one).

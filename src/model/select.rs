@@ -619,19 +619,12 @@ pub fn unasked_candidates<R: Rng + ?Sized>(
 /// |m|/√(1 + πs²/8) (the probit approximation of the predictive's distance from a coin flip),
 /// shown in a random order; `None` when every allowed pair has been asked. Scans
 /// [`unasked_candidates`].
-pub fn most_predictable<R: Rng + ?Sized>(
-    bank: &Bank,
-    stats: &BankStats,
-    space: &CandidateSpace,
-    beta: f64,
-    options: &SelectionOptions,
-    rng: &mut R,
-) -> Option<Pair> {
+pub fn most_predictable<R: Rng + ?Sized>(from: &Candidates, rng: &mut R) -> Option<Pair> {
     let sureness = |pair: Pair| {
-        let (m, s2) = stats.pair_predictive(bank, pair, beta);
+        let (m, s2) = from.stats.pair_predictive(from.bank, pair, from.noise.beta);
         m.abs() / (1.0 + std::f64::consts::PI * s2 / 8.0).sqrt()
     };
-    let (_, best) = unasked_candidates(stats, space, options, rng)
+    let (_, best) = unasked_candidates(from.stats, from.space, from.options, rng)
         .into_iter()
         .map(|p| (sureness(p), p))
         .max_by(|x, y| x.0.total_cmp(&y.0))?;
@@ -645,27 +638,54 @@ pub fn most_predictable<R: Rng + ?Sized>(
     })
 }
 
+/// What a question is chosen from, and how: the bank with its statistics under the current
+/// posterior, the pairs still allowed, the answer noise and the selection's settings. Every
+/// selection rule ([`select`], [`most_predictable`], `epig::select_for_targets`,
+/// `kway::select_set`) takes one.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidates<'a> {
+    pub bank: &'a Bank,
+    pub stats: &'a BankStats,
+    pub space: &'a CandidateSpace,
+    pub noise: &'a NoiseModel,
+    pub options: &'a SelectionOptions,
+}
+
+impl<'a> Candidates<'a> {
+    /// The candidates of `bank` (with `stats` under the current posterior) still allowed by
+    /// `space`, chosen under answer noise `noise` with `options`.
+    pub fn new(
+        bank: &'a Bank,
+        stats: &'a BankStats,
+        space: &'a CandidateSpace,
+        noise: &'a NoiseModel,
+        options: &'a SelectionOptions,
+    ) -> Self {
+        Self {
+            bank,
+            stats,
+            space,
+            noise,
+            options,
+        }
+    }
+}
+
 /// Picks the next question, or `None` when every allowed pair has been asked.
 pub fn select<R: Rng + ?Sized>(
-    bank: &Bank,
-    stats: &BankStats,
-    space: &CandidateSpace,
-    noise: &NoiseModel,
+    from: &Candidates,
     strategy: Strategy,
-    options: &SelectionOptions,
     rng: &mut R,
 ) -> Option<Selected> {
-    if space.remaining() == 0 {
+    if from.space.remaining() == 0 {
         return None;
     }
     let selected = match strategy {
-        Strategy::Random => random_pair(space, rng).map(|pair| Selected {
+        Strategy::Random => random_pair(from.space, rng).map(|pair| Selected {
             pair,
             score_bits: 0.0,
         }),
-        Strategy::Bald | Strategy::Dopt | Strategy::Epig => {
-            best_pair(bank, stats, space, noise, strategy, options, rng)
-        }
+        Strategy::Bald | Strategy::Dopt | Strategy::Epig => best_pair(from, strategy, rng),
     }?;
     // Show the two items in a random order: the model is symmetric, people are not.
     let pair = if rng.random_bool(0.5) {
@@ -730,14 +750,17 @@ fn all_pairs(groups: &[Vec<usize>]) -> impl Iterator<Item = Pair> + '_ {
 }
 
 fn best_pair<R: Rng + ?Sized>(
-    bank: &Bank,
-    stats: &BankStats,
-    space: &CandidateSpace,
-    noise: &NoiseModel,
+    from: &Candidates,
     strategy: Strategy,
-    options: &SelectionOptions,
     rng: &mut R,
 ) -> Option<Selected> {
+    let &Candidates {
+        bank,
+        stats,
+        space,
+        noise,
+        options,
+    } = from;
     let beta = noise.beta;
     let bald = strategy != Strategy::Dopt;
     // The s²-only bound prunes pairs that cannot reach the current top list. It bounds the true
