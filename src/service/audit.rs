@@ -43,6 +43,17 @@ impl Actor {
             request_id: None,
         }
     }
+
+    /// The entry recording this actor's `action` on `target`, stamped now.
+    pub(crate) fn audit(&self, action: AuditAction, target: String) -> AuditEntry {
+        AuditEntry {
+            at_ms: now_ms(),
+            actor: self.key_id.clone(),
+            action,
+            target,
+            request_id: self.request_id.clone(),
+        }
+    }
 }
 
 /// One audit entry as the API shows it.
@@ -118,22 +129,6 @@ impl AuditRecord {
 pub struct AuditSecret(OnceCell<Vec<u8>>);
 
 impl Service {
-    /// The entry recording `action` on `target` by `actor`, stamped now.
-    pub(crate) fn audit_entry(
-        &self,
-        actor: &Actor,
-        action: AuditAction,
-        target: String,
-    ) -> AuditEntry {
-        AuditEntry {
-            at_ms: now_ms(),
-            actor: actor.key_id.clone(),
-            action,
-            target,
-            request_id: actor.request_id.clone(),
-        }
-    }
-
     /// `users/HASH`: how the trail names a user, HASH = hex(HMAC-SHA256(secret, user id)).
     pub(crate) async fn user_target(&self, user_id: &str) -> Result<String, ServiceError> {
         let secret = self

@@ -344,7 +344,7 @@ impl Service {
             rotated_from: None,
             models: req.models,
         });
-        let audit = self.audit_entry(actor, AuditAction::KeyCreate, key_target(&record.id));
+        let audit = actor.audit(AuditAction::KeyCreate, key_target(&record.id));
         self.store.create_key(&record, &audit).await?;
         Ok(KeyCreated {
             key,
@@ -413,7 +413,7 @@ impl Service {
                 &old.id,
                 &successor,
                 old_expires_ms,
-                &self.audit_entry(actor, AuditAction::KeyRotate, key_target(&old.id)),
+                &actor.audit(AuditAction::KeyRotate, key_target(&old.id)),
             )
             .await?
         {
@@ -455,7 +455,7 @@ impl Service {
     }
 
     pub async fn revoke_key(&self, id: &str, actor: &Actor) -> Result<(), ServiceError> {
-        let audit = self.audit_entry(actor, AuditAction::KeyRevoke, key_target(id));
+        let audit = actor.audit(AuditAction::KeyRevoke, key_target(id));
         if self.store.revoke_key(id, &audit).await? {
             self.forget_key(id);
             Ok(())

@@ -99,7 +99,7 @@ impl Service {
             created_ms: now_ms(),
             prior_version: 1,
         };
-        let audit = self.audit_entry(actor, AuditAction::ModelCreate, model_target(&record.name));
+        let audit = actor.audit(AuditAction::ModelCreate, model_target(&record.name));
         self.store.create_model(&record, &audit).await?;
         Ok(model_view(&record))
     }
@@ -154,7 +154,7 @@ impl Service {
                 payload: item.payload,
             });
         }
-        let audit = self.audit_entry(actor, AuditAction::ItemsUpsert, model_target(model));
+        let audit = actor.audit(AuditAction::ItemsUpsert, model_target(model));
         let bank_version = self.store.upsert_items(model, &records, &audit).await?;
         Ok(UpsertResult {
             upserted: records.len(),
@@ -200,7 +200,7 @@ impl Service {
         name: &str,
         actor: &Actor,
     ) -> Result<ModelErased, ServiceError> {
-        let audit = self.audit_entry(actor, AuditAction::ModelDelete, model_target(name));
+        let audit = actor.audit(AuditAction::ModelDelete, model_target(name));
         let rows_removed = self.store.delete_model(name, &audit).await?;
         self.banks.forget(name);
         Ok(ModelErased {
@@ -217,7 +217,7 @@ impl Service {
     ) -> Result<(), ServiceError> {
         self.model(model).await?;
         let target = format!("{}/items/{id}", model_target(model));
-        let audit = self.audit_entry(actor, AuditAction::ItemDelete, target);
+        let audit = actor.audit(AuditAction::ItemDelete, target);
         if self.store.delete_item(model, id, &audit).await? {
             Ok(())
         } else {

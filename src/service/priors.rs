@@ -158,7 +158,7 @@ impl Service {
         action: AuditAction,
         actor: &Actor,
     ) -> Result<PriorChanged, ServiceError> {
-        let audit = self.audit_entry(actor, action, format!("models/{model}"));
+        let audit = actor.audit(action, format!("models/{model}"));
         match self.store.set_prior(model, current, &next, &audit).await {
             Ok(()) => {}
             Err(StoreError::Changed) => {

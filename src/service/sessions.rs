@@ -540,7 +540,7 @@ impl Service {
     pub async fn delete_user(&self, user_id: &str, actor: &Actor) -> Result<Erased, ServiceError> {
         check_id("user_id", user_id, MAX_ID_LEN)?;
         let target = self.user_target(user_id).await?;
-        let audit = self.audit_entry(actor, AuditAction::UserErase, target);
+        let audit = actor.audit(AuditAction::UserErase, target);
         let rows_removed = self.store.delete_user(user_id, &audit).await?;
         Ok(Erased {
             user_id: user_id.to_string(),
