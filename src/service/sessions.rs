@@ -293,12 +293,30 @@ impl Service {
     }
 
     /// One attempt at an answer: `None` if another commit overtook it.
+    ///
+    /// The session's cached run is taken out for the attempt; one the attempt did not use (a
+    /// rejected answer, a replay) goes back, so that a client's error or retry does not cost the
+    /// next answer a rebuild from the log.
     async fn answer_once(
         &self,
         id: &str,
         request: &AnswerRequest,
     ) -> Result<Option<AnswerAck>, ServiceError> {
-        let cached = self.runs.take(id);
+        let mut cached = self.runs.take(id);
+        let outcome = self.answer_with(id, request, &mut cached).await;
+        if let Some(unused) = cached {
+            self.runs.put(unused);
+        }
+        outcome
+    }
+
+    /// [`Self::answer_once`] with the session's cached run, if any, which it takes when it uses it.
+    async fn answer_with(
+        &self,
+        id: &str,
+        request: &AnswerRequest,
+        cached: &mut Option<CachedRun>,
+    ) -> Result<Option<AnswerAck>, ServiceError> {
         // This replica committed the session last and the request answers the question it has
         // open: no read. If another replica moved the session (or the bank) since, the commit
         // fails and the next attempt reads it.
@@ -311,7 +329,7 @@ impl Service {
                 session,
                 bank: stamp,
                 state,
-            } = cached.expect("checked above");
+            } = cached.take().expect("checked above");
             metrics::counter!("elicit_run_cache_total", "result" => "hit").increment(1);
             let run = continue_run(&bank, &session, state)?;
             let update = self.store.resume_session(session, stamp).await?;
@@ -349,7 +367,7 @@ impl Service {
             }));
         }
         let answer = answerable(update.session(), &bank, req, *if_match)?;
-        let run = self.run(update.as_mut(), &bank, cached).await?;
+        let run = self.run(update.as_mut(), &bank, cached.take()).await?;
         self.apply_answer(update, &bank, run, answer, request).await
     }
 
