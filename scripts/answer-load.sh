@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The answer path against PostgreSQL's own ceiling, measured in one run on one cluster:
-#   1. `pgbench -N` and `elicit bench` in alternation (16 clients, 40- and 1,000-item banks, J = 16),
-#      answers/s as a ratio of pgbench's tps, median over the rounds;
+#   1. `pgbench -N`, pgbench running the service's own answer commit (scripts/answer-ceiling.py:
+#      what PostgreSQL could do if HTTP, JSON and the engine cost nothing) and `elicit bench` in
+#      alternation (16 clients, 40- and 1,000-item banks, J = 16): answers/s as a ratio of
+#      pgbench's tps, median over the rounds, and the CPU each process spent per answer
+#      (server, load generator, PostgreSQL: from /proc over the middle of the onboarding phase);
 #   2. `elicit bench` at half the measured answer rate: p99 latency;
 #   3. one client answering 200-question sessions over a 1,000-item bank: median latency by
 #      position in the session (answers 1–20 against 181–200).
@@ -20,11 +23,12 @@ KEY="load-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 DB=elicit_load_$$
 PGB=pgbench_load_$$
 LOG=$(mktemp)
+CEILING=$(mktemp -d)
 cleanup() {
   [[ -n "${SERVER:-}" ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
   dropdb --if-exists "$DB" 2>/dev/null || true
   dropdb --if-exists "$PGB" 2>/dev/null || true
-  rm -f "$LOG"
+  rm -rf "$LOG" "$CEILING"
 }
 trap cleanup EXIT
 createdb "$DB"
@@ -38,31 +42,85 @@ for _ in $(seq 100); do grep -q "listening on" "$LOG" && break; sleep 0.1; done
 TARGET=$(sed -n 's/^listening on //p' "$LOG")
 [[ -n "$TARGET" ]] || { cat "$LOG"; exit 1; }
 
-pgbench_tps() {
-  pgbench -N -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" "$PGB" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'
-}
-bench() { "$ELICIT" bench --target "$TARGET" --api-key "$KEY" --dims 16 --json "$@"; }
-field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+# The service's answer commit on its own, on 20,000 sessions of the service's schema in $DB.
+python3 scripts/answer-ceiling.py "$CEILING" 20000
+psql -q -d "$DB" -f "$CEILING/setup.sql" >/dev/null
+CEILING_VARS=()
+while IFS= read -r define; do CEILING_VARS+=(-D "$define"); done <"$CEILING/defines"
 
-echo "| bank | pgbench -N tps | answers/s | ratio | answer p50 ms | answer p99 ms | scores/s (100 candidates) | score p99 ms |"
-echo "|---|---|---|---|---|---|---|---|"
+tps_of() { sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
+pgbench_tps() { pgbench -N -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" "$PGB" 2>/dev/null | tps_of; }
+ceiling_tps() {
+  pgbench -n -M prepared -f "$CEILING/answer.pgbench" "${CEILING_VARS[@]}" -c "$CLIENTS" -j 2 \
+    -T "$SECONDS_PER_RUN" "$DB" 2>/dev/null | tps_of
+}
+BENCH=("$ELICIT" bench --target "$TARGET" --api-key "$KEY" --dims 16 --json)
+bench() { "${BENCH[@]}" "$@"; }
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+# "pid ticks" for each given process still running: its CPU clock ticks (user + system) so far.
+cpu_snapshot() {
+  local pid
+  for pid in "$@"; do awk '{ print FILENAME, $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || true; done
+}
+
+# Runs `elicit bench` with "$@" and, over its onboarding phase less a second at each end, reads
+# the CPU time of the server, of the load generator and of every PostgreSQL process (a process
+# that exits in between is missed); prints the report with `cpu_ms_per_answer` = [server,
+# generator, PostgreSQL] added.
+measured_bench() {
+  local out before after t0 t1
+  out=$(mktemp); before=$(mktemp); after=$(mktemp)
+  "${BENCH[@]}" "$@" >"$out" &
+  local generator=$!
+  sleep 1
+  { cpu_snapshot "$SERVER" | sed 's/^/server /'; cpu_snapshot "$generator" | sed 's/^/generator /'
+    cpu_snapshot $(pgrep -x postgres) | sed 's/^/postgres /'; } >"$before"
+  t0=$(date +%s.%N)
+  sleep $((SECONDS_PER_RUN - 2))
+  { cpu_snapshot "$SERVER" | sed 's/^/server /'; cpu_snapshot "$generator" | sed 's/^/generator /'
+    cpu_snapshot $(pgrep -x postgres) | sed 's/^/postgres /'; } >"$after"
+  t1=$(date +%s.%N)
+  wait "$generator"
+  python3 - "$out" "$before" "$after" "$t0" "$t1" <<'PY'
+import json, os, sys
+out, before, after, t0, t1 = sys.argv[1:]
+def read(path):
+    return {(kind, pid): int(ticks) for kind, pid, ticks in (l.split() for l in open(path))}
+b, a = read(before), read(after)
+used = {k: 0 for k in ("server", "generator", "postgres")}
+for (kind, pid), ticks in a.items():
+    used[kind] += ticks - b.get((kind, pid), 0)
+r = json.load(open(out))
+answers = r["answers_per_s"] * (float(t1) - float(t0))
+ms = 1000 / os.sysconf("SC_CLK_TCK") / answers
+r["cpu_ms_per_answer"] = [used[k] * ms for k in ("server", "generator", "postgres")]
+print(json.dumps(r))
+PY
+  rm -f "$out" "$before" "$after"
+}
+
+echo "| bank | pgbench -N tps | answer commit alone tps | answers/s | ratio | ceiling ratio | CPU ms/answer: server / generator / PostgreSQL | answer p50 ms | answer p99 ms | scores/s (100 candidates) | score p99 ms |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for bank in 40 1000; do
   ratios=()
   for round in $(seq "$ROUNDS"); do
     tps=$(pgbench_tps)
-    report=$(bench --clients "$CLIENTS" --bank "$bank" --seed "$round" --seconds "$SECONDS_PER_RUN")
+    ceiling=$(ceiling_tps)
+    report=$(measured_bench --clients "$CLIENTS" --bank "$bank" --seed "$round" --seconds "$SECONDS_PER_RUN")
     answers=$(field answers_per_s <<<"$report")
     ratio=$(python3 -c "print(f'{$answers / $tps:.2f}')")
     ratios+=("$ratio")
-    printf '| %s | %.0f | %.0f | %s | %.2f | %.2f | %.0f | %.2f |\n' "$bank" "$tps" "$answers" "$ratio" \
+    cpu=$(python3 -c "import json,sys; print(' / '.join(f'{x:.3f}' for x in json.load(sys.stdin)['cpu_ms_per_answer']))" <<<"$report")
+    printf '| %s | %.0f | %.0f | %.0f | %s | %.2f | %s | %.2f | %.2f | %.0f | %.2f |\n' "$bank" "$tps" "$ceiling" \
+      "$answers" "$ratio" "$(python3 -c "print($ceiling / $tps)")" "$cpu" \
       "$(field answer_p50_ms <<<"$report")" "$(field answer_p99_ms <<<"$report")" \
       "$(field scores_per_s <<<"$report")" "$(field score_p99_ms <<<"$report")"
   done
   median=$(printf '%s\n' "${ratios[@]}" | sort -n | sed -n "$(((ROUNDS + 1) / 2))p")
-  echo "| $bank | | | **median $median** | | | | |"
+  echo "| $bank | | | | **median $median** | | | | | | |"
   half=$(python3 -c "print($answers / 2)")
   report=$(bench --clients "$CLIENTS" --bank "$bank" --rate "$half" --seconds "$SECONDS_PER_RUN")
-  printf '| %s at %.0f answers/s (half) | | %.0f | | %.2f | %.2f | | |\n' "$bank" "$half" \
+  printf '| %s at %.0f answers/s (half) | | | %.0f | | | | %.2f | %.2f | | |\n' "$bank" "$half" \
     "$(field answers_per_s <<<"$report")" "$(field answer_p50_ms <<<"$report")" "$(field answer_p99_ms <<<"$report")"
 done
 

@@ -438,6 +438,8 @@ impl CommitShape {
 
 /// The session update of a commit, conditional on the session's version and on its model's bank:
 /// the change was computed from both, as read (or as this replica last committed them).
+/// `scripts/answer-ceiling.py` writes the merged answer commit as a pgbench script (PostgreSQL's
+/// ceiling in BENCHMARKS.md): a change to these statements belongs there too.
 const SESSION_UPDATE_SQL: &str = "UPDATE sessions SET status = $2, stop_reason = $3, mean = $4, cov = $5, version = $6, answers = $7, question = $8, updated_ms = $9 \
     WHERE id = $1 AND version = $10 \
     AND EXISTS (SELECT 1 FROM models m WHERE m.name = sessions.model AND m.created_ms = $11 AND m.bank_version = $12)";
