@@ -9,7 +9,10 @@ Writes into DIR, for a database the service has migrated:
                   conditional on version and bank, the answer and profile upserts as CTEs), on a
                   random session; its values are pgbench variables, so they travel as bind
                   parameters as the service's do;
-  defines         the variables' values, one `name=value` a line, for `pgbench -D`.
+  defines         the variables' values, one `name=value` a line, for `pgbench -D`;
+  without-profile.pgbench, lean.pgbench
+                  two lighter variants, to see what storing less would save: the commit without
+                  the profile upsert, and also without the posterior in the session row.
 
 Run with `pgbench -n -M prepared -f DIR/answer.pgbench -D ...` at the service's client count, it
 measures how many answers a second PostgreSQL could commit if HTTP, JSON and the engine cost
@@ -75,8 +78,7 @@ ANALYZE sessions; ANALYZE profiles; ANALYZE answers;
     user = f"'{USER_PREFIX}' || (:s)::text"
     # The version condition of the service's update (`version = $10`) becomes `version >= 0`:
     # pgbench cannot know each session's version, and the plan (an index scan on the id) is the same.
-    with open(os.path.join(out, "answer.pgbench"), "w") as f:
-        f.write(f"""\\set s random(1, {sessions})
+    script = f"""\\set s random(1, {sessions})
 \\set seq random(1, 2000000000)
 WITH upd AS (UPDATE sessions SET status = 'active', stop_reason = NULL, mean = (:mean)::bytea, cov = (:cov)::bytea, version = version + 1, answers = answers + 1, question = :question, updated_ms = (:seq)::bigint
   WHERE id = {session} AND version >= 0
@@ -90,7 +92,12 @@ w1 AS (INSERT INTO profiles (user_id, model, session_id, status, mean, cov, vers
   mean = excluded.mean, cov = excluded.cov, version = profiles.version + 1, answers = excluded.answers, updated_ms = excluded.updated_ms,
   unreliable = excluded.unreliable, prior_version = excluded.prior_version)
 SELECT 1 AS applied FROM upd;
-""")
+"""
+    without_profile = script[: script.index(",\nw1 AS")] + "\n" + script[script.index("SELECT 1 AS applied"):]
+    lean = without_profile.replace("mean = (:mean)::bytea, cov = (:cov)::bytea, ", "")
+    for name, text in [("answer", script), ("without-profile", without_profile), ("lean", lean)]:
+        with open(os.path.join(out, f"{name}.pgbench"), "w") as f:
+            f.write(text)
     with open(os.path.join(out, "defines"), "w") as f:
         for name, value in values.items():
             f.write(f"{name}={value}\n")

@@ -6,7 +6,8 @@
 #      pgbench's tps, median over the rounds, and the CPU each process spent per answer
 #      (server, load generator, PostgreSQL: from /proc over the middle of the onboarding phase);
 #   2. `elicit bench` at half the measured answer rate: p99 latency;
-#   3. one client answering 200-question sessions over a 1,000-item bank: median latency by
+#   3. the answer commit's lighter variants (what storing less would save PostgreSQL);
+#   4. one client answering 200-question sessions over a 1,000-item bank: median latency by
 #      position in the session (answers 1–20 against 181–200).
 # Usage: scripts/answer-load.sh [SECONDS_PER_RUN] [ROUNDS]   (PG* variables select the cluster;
 # default 127.0.0.1:5432 as postgres). Prints a Markdown table; leaves nothing behind.
@@ -50,8 +51,9 @@ while IFS= read -r define; do CEILING_VARS+=(-D "$define"); done <"$CEILING/defi
 
 tps_of() { sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
 pgbench_tps() { pgbench -N -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" "$PGB" 2>/dev/null | tps_of; }
+# pgbench running one of answer-ceiling.py's scripts (default: the answer commit as it is).
 ceiling_tps() {
-  pgbench -n -M prepared -f "$CEILING/answer.pgbench" "${CEILING_VARS[@]}" -c "$CLIENTS" -j 2 \
+  pgbench -n -M prepared -f "$CEILING/${1:-answer}.pgbench" "${CEILING_VARS[@]}" -c "$CLIENTS" -j 2 \
     -T "$SECONDS_PER_RUN" "$DB" 2>/dev/null | tps_of
 }
 BENCH=("$ELICIT" bench --target "$TARGET" --api-key "$KEY" --dims 16 --json)
@@ -122,6 +124,15 @@ for bank in 40 1000; do
   report=$(bench --clients "$CLIENTS" --bank "$bank" --rate "$half" --seconds "$SECONDS_PER_RUN")
   printf '| %s at %.0f answers/s (half) | | | %.0f | | | | %.2f | %.2f | | |\n' "$bank" "$half" \
     "$(field answers_per_s <<<"$report")" "$(field answer_p50_ms <<<"$report")" "$(field answer_p99_ms <<<"$report")"
+done
+
+echo
+echo "What storing less per answer would save PostgreSQL: the commit's lighter variants, tps"
+echo
+echo "| round | as it is | without the profile upsert | also without the posterior in the session row |"
+echo "|---|---|---|---|"
+for round in 1 2; do
+  printf '| %s | %.0f | %.0f | %.0f |\n' "$round" "$(ceiling_tps)" "$(ceiling_tps without-profile)" "$(ceiling_tps lean)"
 done
 
 echo
