@@ -59,7 +59,8 @@ ceiling_tps() {
 BENCH=("$ELICIT" bench --target "$TARGET" --api-key "$KEY" --dims 16 --json)
 bench() { "${BENCH[@]}" "$@"; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
-# "pid ticks" for each given process still running: its CPU clock ticks (user + system) so far.
+# "/proc/PID/stat TICKS" for each given process still running: its CPU clock ticks (user +
+# system) so far.
 cpu_snapshot() {
   local pid
   for pid in "$@"; do awk '{ print FILENAME, $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || true; done
