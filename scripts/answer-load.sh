@@ -66,6 +66,14 @@ cpu_snapshot() {
   for pid in "$@"; do awk '{ print FILENAME, $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || true; done
 }
 
+# "KIND /proc/PID/stat TICKS" for the server, the load generator (pid $1) and every PostgreSQL
+# process running now.
+processes_cpu() {
+  cpu_snapshot "$SERVER" | sed 's/^/server /'
+  cpu_snapshot "$1" | sed 's/^/generator /'
+  cpu_snapshot $(pgrep -x postgres) | sed 's/^/postgres /'
+}
+
 # Runs `elicit bench` with "$@" and, over its onboarding phase less a second at each end, reads
 # the CPU time of the server, of the load generator and of every PostgreSQL process (a process
 # that exits in between is missed); prints the report with `cpu_ms_per_answer` = [server,
@@ -76,12 +84,10 @@ measured_bench() {
   "${BENCH[@]}" "$@" >"$out" &
   local generator=$!
   sleep 1
-  { cpu_snapshot "$SERVER" | sed 's/^/server /'; cpu_snapshot "$generator" | sed 's/^/generator /'
-    cpu_snapshot $(pgrep -x postgres) | sed 's/^/postgres /'; } >"$before"
+  processes_cpu "$generator" >"$before"
   t0=$(date +%s.%N)
   sleep $((SECONDS_PER_RUN - 2))
-  { cpu_snapshot "$SERVER" | sed 's/^/server /'; cpu_snapshot "$generator" | sed 's/^/generator /'
-    cpu_snapshot $(pgrep -x postgres) | sed 's/^/postgres /'; } >"$after"
+  processes_cpu "$generator" >"$after"
   t1=$(date +%s.%N)
   wait "$generator"
   python3 - "$out" "$before" "$after" "$t0" "$t1" <<'PY'
