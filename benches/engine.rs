@@ -1,12 +1,16 @@
 //! Micro-benchmarks of the inference engine (`cargo bench --bench engine`).
 //!
-//! Baselines measured in the same run: recomputing the bank statistics (O(NJ²)) against the
-//! incremental update (O(NJ)); exhaustive selection without the exact bound pruning.
+//! Baselines measured in the same run: a question on a 40-item bank against the same on banks of
+//! 1,000 to 100,000 items (drawn pools); scoring every pair of a 1,000-item bank against a drawn
+//! pool; exhaustive selection without the exact bound pruning.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use elicit::model::select::{self, BankStats, CandidateSpace, Candidates, Pair, SelectionOptions};
+use elicit::model::Pair;
+use elicit::model::pool::{Pool, SelectionOptions};
+use elicit::model::select::{self, Candidates};
+use elicit::model::space::{CandidateSpace, CoreStats};
 use elicit::model::{Bank, NoiseModel, Outcome, Posterior, Strategy, UpdateMethod, score};
 use elicit::model::{epig, kway};
 use nalgebra::{DMatrix, DVector};
@@ -60,28 +64,61 @@ fn update(c: &mut Criterion) {
     group.finish();
 }
 
-fn bank_statistics(c: &mut Criterion) {
-    let mut group = c.benchmark_group("bank_stats_N5000_J32");
-    let mut rng = StdRng::seed_from_u64(2);
-    let bank = Bank::ungrouped(gaussian(&mut rng, 32, 5000, 1.0)).unwrap();
-    let posterior = warm_posterior(&mut rng, 32);
-    let stats = BankStats::new(&bank, &posterior);
-    let x = bank.direction(Pair { a: 0, b: 1 }, 1.0);
-    let predictive = posterior.predictive(&x);
-    let step = elicit::model::RankOne { c1: 0.1, c2: 0.05 };
-    group.bench_function("recompute (baseline)", |b| {
-        b.iter(|| BankStats::new(black_box(&bank), &posterior))
-    });
-    group.bench_function("incremental", |b| {
-        b.iter_batched_ref(
-            || stats.clone(),
-            |s| s.update(&bank, &predictive.u, step),
-            criterion::BatchSize::SmallInput,
-        )
-    });
+/// A session's question: the next pair from a pool drawn under `posterior` (`core`: the
+/// session's coreset statistics, kept from answer to answer; the pool's draw included).
+fn ask(
+    (bank, space, core): (&Bank, &CandidateSpace, Option<&CoreStats>),
+    posterior: &Posterior,
+    noise: &NoiseModel,
+    options: &SelectionOptions,
+    rng: &mut StdRng,
+) -> Option<select::Selected> {
+    let pool = Pool::draw(bank, space, core, posterior, options, rng);
+    select::select(
+        &Candidates::new(bank, &pool, space, noise, options),
+        Strategy::Bald,
+        rng,
+    )
+}
+
+/// One question (the pool's draw, its statistics, the BALD scan) at J = 16 as the bank grows:
+/// the 40-item bank is the baseline; from 1,000 items on the pool is drawn from the bank's index
+/// (built once per bank, outside the timing), so the cost must not grow with the bank. At 1,000
+/// items, scoring every pair (the exhaustive scan, ~500k pairs) is the second baseline.
+fn question_by_bank_size(c: &mut Criterion) {
+    let mut group = c.benchmark_group("question_J16");
+    let noise = NoiseModel::default();
+    let options = SelectionOptions::default();
+    for items in [40usize, 1_000, 10_000, 100_000] {
+        let mut rng = StdRng::seed_from_u64(3);
+        let bank = Bank::ungrouped(gaussian(&mut rng, 16, items, 0.5)).unwrap();
+        bank.prepare();
+        let posterior = warm_posterior(&mut rng, 16);
+        let space = CandidateSpace::new(&bank, None);
+        let core = CoreStats::new(space.items().coreset(&bank), &posterior);
+        let session = (&bank, &space, (items > 40).then_some(&core));
+        let name = if items == 40 {
+            "bald (baseline)"
+        } else {
+            "bald"
+        };
+        group.bench_function(BenchmarkId::new(name, items), |b| {
+            b.iter(|| ask(session, &posterior, &noise, &options, &mut rng))
+        });
+        if items == 1_000 {
+            let exhaustive = SelectionOptions {
+                exhaustive_limit: usize::MAX,
+                ..options
+            };
+            group.bench_function(BenchmarkId::new("every pair (baseline)", items), |b| {
+                b.iter(|| ask(session, &posterior, &noise, &exhaustive, &mut rng))
+            });
+        }
+    }
     group.finish();
 }
 
+/// Exhaustive selection (every pair a candidate) with and without the exact-bound pruning.
 fn selection(c: &mut Criterion) {
     let mut group = c.benchmark_group("select_J16");
     let noise = NoiseModel::default();
@@ -90,22 +127,23 @@ fn selection(c: &mut Criterion) {
         let mut rng = StdRng::seed_from_u64(3);
         let bank = Bank::ungrouped(gaussian(&mut rng, 16, items, 0.5)).unwrap();
         let posterior = warm_posterior(&mut rng, 16);
-        let stats = BankStats::new(&bank, &posterior);
         let space = CandidateSpace::new(&bank, None);
+        let defaults = SelectionOptions::default();
+        let pool = Pool::draw(&bank, &space, None, &posterior, &defaults, &mut rng);
         for (name, options) in [
-            ("bald", SelectionOptions::default()),
+            ("bald", defaults),
             (
                 "bald-no-pruning (baseline)",
                 SelectionOptions {
                     prune: false,
-                    ..SelectionOptions::default()
+                    ..defaults
                 },
             ),
         ] {
             group.bench_function(BenchmarkId::new(name, label), |b| {
                 b.iter(|| {
                     select::select(
-                        &Candidates::new(&bank, &stats, &space, &noise, &options),
+                        &Candidates::new(&bank, &pool, &space, &noise, &options),
                         Strategy::Bald,
                         &mut rng,
                     )
@@ -115,61 +153,64 @@ fn selection(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("dopt", label), |b| {
             b.iter(|| {
                 select::select(
-                    &Candidates::new(&bank, &stats, &space, &noise, &SelectionOptions::default()),
+                    &Candidates::new(&bank, &pool, &space, &noise, &defaults),
                     Strategy::Dopt,
                     &mut rng,
                 )
             })
         });
     }
-    // A bank of 5,000 items (12.5M pairs): generated candidates.
-    let mut rng = StdRng::seed_from_u64(4);
-    let bank = Bank::ungrouped(gaussian(&mut rng, 16, 5000, 0.5)).unwrap();
-    let posterior = warm_posterior(&mut rng, 16);
-    let stats = BankStats::new(&bank, &posterior);
-    let space = CandidateSpace::new(&bank, None);
-    group.bench_function(BenchmarkId::new("bald-generated", "12.5M"), |b| {
-        b.iter(|| {
-            select::select(
-                &Candidates::new(&bank, &stats, &space, &noise, &SelectionOptions::default()),
-                Strategy::Bald,
-                &mut rng,
-            )
-        })
-    });
     group.finish();
 }
 
-/// One answer as the service handles it: update the posterior and the bank statistics, then
-/// choose the next question among ~20k pairs (J = 16). Target: under 1 ms.
+/// One answer as the service handles it on a 100,000-item bank (J = 16): the rank-one update of
+/// the posterior and of the coreset's statistics, then the next question from a drawn pool.
 fn answer_then_select(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(5);
     let noise = NoiseModel {
         lapse: 0.05,
         ..NoiseModel::default()
     };
-    let bank = Bank::ungrouped(gaussian(&mut rng, 16, 200, 0.5)).unwrap();
+    let bank = Bank::ungrouped(gaussian(&mut rng, 16, 100_000, 0.5)).unwrap();
+    bank.prepare();
     let posterior = warm_posterior(&mut rng, 16);
-    let stats = BankStats::new(&bank, &posterior);
     let space = CandidateSpace::new(&bank, None);
+    let coreset = space.items().coreset(&bank);
+    let core = CoreStats::new(coreset, &posterior);
+    let options = SelectionOptions::default();
     let lik = noise.likelihood(Outcome::B).unwrap();
     let x = bank.direction(Pair { a: 3, b: 7 }, noise.beta);
-    c.bench_function("answer_then_select_20k_J16", |b| {
+    c.bench_function("answer_then_select_100000_J16", |b| {
         b.iter_batched_ref(
-            || (posterior.clone(), stats.clone()),
-            |(q, s)| {
+            || (posterior.clone(), core.clone()),
+            |(q, core)| {
                 let predictive = q.predictive(&x);
                 let update = q.update_along(&predictive, &lik, UpdateMethod::Adf);
-                s.update(&bank, &predictive.u, update.step);
-                select::select(
-                    &Candidates::new(&bank, s, &space, &noise, &SelectionOptions::default()),
-                    Strategy::Bald,
-                    &mut rng,
-                )
+                core.update(coreset, &predictive.u, update.step);
+                ask((&bank, &space, Some(core)), q, &noise, &options, &mut rng)
             },
             criterion::BatchSize::SmallInput,
         )
     });
+}
+
+/// Building a bank's index of extreme items, once per bank version (J = 16, 100,000 items).
+fn bank_index(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bank_index_J16");
+    group.sample_size(10);
+    let mut rng = StdRng::seed_from_u64(2);
+    let features = gaussian(&mut rng, 16, 100_000, 1.0);
+    group.bench_function("build 100000", |b| {
+        b.iter_batched(
+            || Bank::ungrouped(features.clone()).unwrap(),
+            |bank| {
+                bank.prepare();
+                bank
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
 }
 
 /// The per-pair screen over 20,000 (m, s²) values: the table against evaluating the closed form.
@@ -211,8 +252,9 @@ fn scoring(c: &mut Criterion) {
     });
 }
 
-/// Pick one of k at J = 16 on a 1,000-item bank: choosing a 4-set (target ≤ 2 ms) against
-/// choosing a pair on the same bank in the same run, and the 4-way ADF step against the pairwise.
+/// Pick one of k at J = 16 on a 1,000-item bank: choosing a 4-set (target ≤ 2 ms; the pool's
+/// draw included) against choosing a pair on the same bank in the same run, and the 4-way ADF
+/// step against the pairwise.
 fn kway(c: &mut Criterion) {
     let mut group = c.benchmark_group("kway_J16");
     let noise = NoiseModel {
@@ -221,8 +263,8 @@ fn kway(c: &mut Criterion) {
     };
     let mut rng = StdRng::seed_from_u64(6);
     let bank = Bank::ungrouped(gaussian(&mut rng, 16, 1000, 0.5)).unwrap();
+    bank.prepare();
     let posterior = warm_posterior(&mut rng, 16);
-    let stats = BankStats::new(&bank, &posterior);
     let space = CandidateSpace::new(&bank, None);
     let options = SelectionOptions::default();
     for choices in [2usize, 3, 4] {
@@ -230,8 +272,9 @@ fn kway(c: &mut Criterion) {
             BenchmarkId::new("select", format!("{choices} of 1000")),
             |b| {
                 b.iter(|| {
+                    let pool = Pool::draw(&bank, &space, None, &posterior, &options, &mut rng);
                     kway::select_set(
-                        &Candidates::new(&bank, &stats, &space, &noise, &options),
+                        &Candidates::new(&bank, &pool, &space, &noise, &options),
                         Strategy::Bald,
                         choices,
                         &mut rng,
@@ -249,9 +292,9 @@ fn kway(c: &mut Criterion) {
     group.finish();
 }
 
-/// EPIG at J = 16 against BALD on the same bank in the same run: a 40-item bank (every unasked
-/// pair scored by Monte Carlo) and a 1,000-item bank (the linear-Gaussian screen first), 100
-/// target pairs among 20 target items.
+/// EPIG at J = 16 against BALD on the same bank and pool in the same run: a 40-item bank (every
+/// unasked pair scored by Monte Carlo) and a 1,000-item bank (a drawn pool, its pairs screened
+/// by the linear-Gaussian EPIG first), 100 target pairs among 20 target items.
 fn epig(c: &mut Criterion) {
     let mut group = c.benchmark_group("epig_J16");
     let noise = NoiseModel::default();
@@ -260,11 +303,11 @@ fn epig(c: &mut Criterion) {
     let options = SelectionOptions::default();
     for items in [40usize, 1000] {
         let bank = Bank::ungrouped(gaussian(&mut rng, 16, items, 0.5)).unwrap();
-        let stats = BankStats::new(&bank, &posterior);
         let space = CandidateSpace::new(&bank, None);
+        let pool = Pool::draw(&bank, &space, None, &posterior, &options, &mut rng);
         let target_items: Vec<usize> = (0..20).collect();
         let targets = epig::Targets::among(&bank, &target_items, &mut rng);
-        let candidates = Candidates::new(&bank, &stats, &space, &noise, &options);
+        let candidates = Candidates::new(&bank, &pool, &space, &noise, &options);
         group.bench_function(BenchmarkId::new("bald (baseline)", items), |b| {
             b.iter(|| select::select(&candidates, Strategy::Bald, &mut rng))
         });
@@ -278,6 +321,6 @@ fn epig(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
-    targets = update, bank_statistics, selection, screens, answer_then_select, scoring, kway, epig
+    targets = update, question_by_bank_size, bank_index, selection, screens, answer_then_select, scoring, kway, epig
 }
 criterion_main!(benches);

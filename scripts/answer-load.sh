@@ -2,7 +2,7 @@
 # The answer path against PostgreSQL's own ceiling, measured in one run on one cluster:
 #   1. `pgbench -N`, pgbench running the service's own answer commit (scripts/answer-ceiling.py:
 #      what PostgreSQL could do if HTTP, JSON and the engine cost nothing) and `elicit bench` in
-#      alternation (16 clients, 40- and 1,000-item banks, J = 16): answers/s as a ratio of
+#      alternation (16 clients, 40-, 1,000- and 100,000-item banks, J = 16): answers/s as a ratio of
 #      pgbench's tps, median over the rounds, and the CPU each process spent per answer
 #      (server, load generator, PostgreSQL: from /proc over the middle of the onboarding phase);
 #   2. `elicit bench` at half the measured answer rate: p99 latency;
@@ -79,10 +79,12 @@ processes_cpu() {
 # that exits in between is missed); prints the report with `cpu_ms_per_answer` = [server,
 # generator, PostgreSQL] added.
 measured_bench() {
-  local out before after t0 t1
-  out=$(mktemp); before=$(mktemp); after=$(mktemp)
-  "${BENCH[@]}" "$@" >"$out" &
+  local out err before after t0 t1
+  out=$(mktemp); err=$(mktemp); before=$(mktemp); after=$(mktemp)
+  "${BENCH[@]}" "$@" >"$out" 2>"$err" &
   local generator=$!
+  # The model's upload and the bank's first load come before the onboarding phase.
+  for _ in $(seq 600); do grep -q "onboarding phase starting" "$err" && break; sleep 0.1; done
   sleep 1
   processes_cpu "$generator" >"$before"
   t0=$(date +%s.%N)
@@ -105,12 +107,12 @@ ms = 1000 / os.sysconf("SC_CLK_TCK") / answers
 r["cpu_ms_per_answer"] = [used[k] * ms for k in ("server", "generator", "postgres")]
 print(json.dumps(r))
 PY
-  rm -f "$out" "$before" "$after"
+  rm -f "$out" "$err" "$before" "$after"
 }
 
 echo "| bank | pgbench -N tps | answer commit alone tps | answers/s | ratio | ceiling ratio | CPU ms/answer: server / generator / PostgreSQL | answer p50 ms | answer p99 ms | scores/s (100 candidates) | score p99 ms |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
-for bank in 40 1000; do
+for bank in 40 1000 100000; do
   ratios=()
   for round in $(seq "$ROUNDS"); do
     tps=$(pgbench_tps)

@@ -53,6 +53,12 @@ pub struct Load {
     /// Questions per session (the session's budget).
     #[arg(long, default_value_t = 10)]
     pub questions: usize,
+    /// Open sessions in all (default: one per client). Each client keeps its share open and
+    /// answers one question of each in turn, so the server sees this many live sessions, as in
+    /// an onboarding wave; they are opened before the clock starts, and a session that stops
+    /// asking is finished and replaced by a new one.
+    #[arg(long)]
+    pub sessions: Option<usize>,
     /// Candidates per scoring request.
     #[arg(long, default_value_t = 100)]
     pub candidates: usize,
@@ -112,6 +118,14 @@ pub struct BenchReport {
     pub target: String,
     #[serde(flatten)]
     pub load: Load,
+    /// Creating the model and uploading its items (100,000 a request).
+    pub upload_seconds: f64,
+    /// The first session after the upload, which loads the bank into the server (untimed
+    /// otherwise).
+    pub first_session_ms: f64,
+    /// The server's own estimate of the loaded bank's memory (`elicit_bank_bytes` on its
+    /// `/metrics` after the first session), MiB.
+    pub bank_mib: f64,
     pub answers_per_s: f64,
     pub answer_p50_ms: f64,
     pub answer_p95_ms: f64,
@@ -122,6 +136,10 @@ pub struct BenchReport {
     pub score_p99_ms: f64,
     pub answers: Latency,
     pub scores: Latency,
+    /// Session creation (`POST /v1/sessions`, its first question included).
+    pub create_p50_ms: f64,
+    pub create_p99_ms: f64,
+    pub creates: Latency,
     pub sessions_created: usize,
     pub sessions_finished: usize,
     /// Median answer latency by position in the session, in blocks of 20 answers.
@@ -189,6 +207,23 @@ impl Api {
         })
     }
 
+    /// The server's `elicit_bank_bytes` gauge for `model`, from its `/metrics`.
+    async fn bank_bytes(&self, model: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let series = format!("elicit_bank_bytes{{model=\"{model}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
     /// Sends until a response arrives (transport errors retried, same key), counting retries.
     async fn send_retrying(
         &self,
@@ -218,6 +253,9 @@ impl Api {
 #[derive(Default)]
 struct ClientLog {
     answers: Vec<(usize, Duration)>,
+    creates: Vec<Duration>,
+    /// How long the client's timed loop ran (after opening its sessions).
+    timed: Duration,
     scores: Vec<Duration>,
     users: Vec<String>,
     sessions_created: usize,
@@ -241,19 +279,19 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<BenchReport> {
         "--dims must be between 1 and 64"
     );
     anyhow::ensure!(options.load.seconds > 0.0, "--seconds must be positive");
+    anyhow::ensure!(
+        options
+            .load
+            .sessions
+            .is_none_or(|n| n >= options.load.clients),
+        "--sessions must be at least --clients"
+    );
     let api = Api::new(&options.target, &options.api_key)?;
-    let setup = Arc::new(create_model(&api, options).await?);
-    let flood = match options.load.flood_per_s {
-        Some(rate) => Some(Flood::start(&api, options, &setup, rate).await?),
-        None => None,
-    };
-    let mut result = phases(&api, &setup, options).await;
-    if let Some(flood) = flood {
-        let report = flood.stop(&api).await;
-        if let Ok(r) = &mut result {
-            r.flood = Some(report);
-        }
-    }
+    let started = Instant::now();
+    let setup = create_model(&api, options).await;
+    let upload_seconds = started.elapsed().as_secs_f64();
+    let setup = Arc::new(setup?);
+    let result = measured(&api, &setup, options, upload_seconds).await;
     let erased = api
         .send(
             reqwest::Method::DELETE,
@@ -271,6 +309,54 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<BenchReport> {
         Err(e) => eprintln!("could not erase model {}: {e}", setup.model),
     }
     result
+}
+
+/// Warms the server's bank up, then runs the phases (with the flood beside them when asked).
+async fn measured(
+    api: &Api,
+    setup: &Arc<Setup>,
+    options: &BenchOptions,
+    upload_seconds: f64,
+) -> anyhow::Result<BenchReport> {
+    let first_session_ms = warm_up(api, setup).await?;
+    let bank_mib = api.bank_bytes(&setup.model).await.unwrap_or(0.0) / (1024.0 * 1024.0);
+    eprintln!("elicit bench: onboarding phase starting");
+    let flood = match options.load.flood_per_s {
+        Some(rate) => Some(Flood::start(api, options, setup, rate).await?),
+        None => None,
+    };
+    let mut result = phases(api, setup, options).await;
+    if let Some(flood) = flood {
+        let report = flood.stop(api).await;
+        if let Ok(r) = &mut result {
+            r.flood = Some(report);
+        }
+    }
+    if let Ok(r) = &mut result {
+        r.upload_seconds = upload_seconds;
+        r.first_session_ms = first_session_ms;
+        r.bank_mib = bank_mib;
+    }
+    result
+}
+
+/// Starts one session on the new model and returns how long it took: the server loads the bank
+/// (and builds its coreset) on the first session after items change, which the timed phases
+/// leave out.
+async fn warm_up(api: &Api, setup: &Setup) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let reply = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/sessions",
+            Some(&json!({"model": setup.model, "user_id": format!("{}-warm-up", setup.model)})),
+            None,
+        )
+        .await?;
+    if reply.status != 201 {
+        bail!("the warm-up session: {} {}", reply.status, reply.body);
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e3)
 }
 
 async fn create_model(api: &Api, options: &BenchOptions) -> anyhow::Result<Setup> {
@@ -295,21 +381,24 @@ async fn create_model(api: &Api, options: &BenchOptions) -> anyhow::Result<Setup
                 .collect()
         })
         .collect();
-    let items: Vec<Value> = features
-        .iter()
-        .enumerate()
-        .map(|(i, f)| json!({"id": format!("i{i}"), "features": f}))
-        .collect();
-    let reply = api
-        .send(
-            reqwest::Method::PUT,
-            &format!("/v1/models/{model}/items"),
-            Some(&json!({"items": items})),
-            None,
-        )
-        .await?;
-    if reply.status != 200 {
-        bail!("uploading the items: {} {}", reply.status, reply.body);
+    // At most 100,000 items a call, the service's limit.
+    for (chunk, block) in features.chunks(100_000).enumerate() {
+        let items: Vec<Value> = block
+            .iter()
+            .enumerate()
+            .map(|(i, f)| json!({"id": format!("i{}", chunk * 100_000 + i), "features": f}))
+            .collect();
+        let reply = api
+            .send(
+                reqwest::Method::PUT,
+                &format!("/v1/models/{model}/items"),
+                Some(&json!({"items": items})),
+                None,
+            )
+            .await?;
+        if reply.status != 200 {
+            bail!("uploading the items: {} {}", reply.status, reply.body);
+        }
     }
     Ok(Setup { model, features })
 }
@@ -325,8 +414,14 @@ async fn phases(
         async move { onboard_loop(&api, &setup, &options, client, duration).await }
     })
     .await?;
-    let onboarding_seconds = onboarding.1.as_secs_f64();
     let mut logs = onboarding.0;
+    // The timed loops, not the opening of the sessions before them.
+    let onboarding_seconds = logs
+        .iter()
+        .map(|l| l.timed)
+        .max()
+        .unwrap_or(onboarding.1)
+        .as_secs_f64();
     let users: Arc<Vec<String>> = Arc::new(logs.iter().flat_map(|l| l.users.clone()).collect());
     anyhow::ensure!(
         !users.is_empty(),
@@ -346,6 +441,7 @@ async fn phases(
         logs.iter().flat_map(|l| l.answers.clone()).collect();
     let answers = Latency::of(answer_samples.iter().map(|a| a.1).collect());
     let scores = Latency::of(logs.iter().flat_map(|l| l.scores.clone()).collect());
+    let creates = Latency::of(logs.iter().flat_map(|l| l.creates.clone()).collect());
     Ok(BenchReport {
         target: options.target.clone(),
         load: options.load.clone(),
@@ -360,6 +456,12 @@ async fn phases(
         answer_p50_ms_by_position: by_position(&answer_samples, options.load.questions),
         answers,
         scores,
+        upload_seconds: 0.0,
+        first_session_ms: 0.0,
+        bank_mib: 0.0,
+        create_p50_ms: creates.p50_ms,
+        create_p99_ms: creates.p99_ms,
+        creates,
         sessions_created: logs.iter().map(|l| l.sessions_created).sum(),
         sessions_finished: logs.iter().map(|l| l.sessions_finished).sum(),
         retries: logs.iter().map(|l| l.retries).sum(),
@@ -538,7 +640,139 @@ impl Pacer {
     }
 }
 
-/// One client's onboarding loop: whole sessions until the deadline.
+/// A session a client keeps open: its id, its open question, the simulated user's λ and how
+/// many questions it has answered.
+struct OpenSession {
+    id: String,
+    question: Value,
+    lambda: Vec<f64>,
+    answered: usize,
+}
+
+/// One client of the onboarding phase and the sessions it keeps open.
+struct Onboarding<'a> {
+    api: &'a Api,
+    setup: &'a Setup,
+    options: &'a BenchOptions,
+    client: usize,
+    rng: StdRng,
+    log: ClientLog,
+    users: usize,
+}
+
+impl Onboarding<'_> {
+    /// Opens a session for a new simulated user (timed); `None` if the server refused it.
+    async fn open(&mut self) -> anyhow::Result<Option<OpenSession>> {
+        let user = format!("{}-c{}-u{}", self.setup.model, self.client, self.users);
+        self.users += 1;
+        let lambda: Vec<f64> = (0..self.options.load.dims)
+            .map(|_| StandardNormal.sample(&mut self.rng))
+            .collect();
+        let started = Instant::now();
+        let reply = self
+            .api
+            .send_retrying(
+                reqwest::Method::POST,
+                "/v1/sessions",
+                Some(&json!({"model": self.setup.model, "user_id": user,
+                             "max_questions": self.options.load.questions})),
+                None,
+                &mut self.log.retries,
+            )
+            .await?;
+        if reply.status != 201 {
+            self.log.server_errors += usize::from(reply.status >= 500);
+            return Ok(None);
+        }
+        self.log.creates.push(started.elapsed());
+        self.log.sessions_created += 1;
+        self.log.users.push(user);
+        Ok(Some(OpenSession {
+            id: reply.body["id"].as_str().context("session id")?.to_string(),
+            question: reply.body["question"].clone(),
+            lambda,
+            answered: 0,
+        }))
+    }
+
+    /// Answers the session's open question (timed; 5xx retried with the same key until the
+    /// deadline). Returns false when the session can go no further in this run.
+    async fn answer(
+        &mut self,
+        session: &mut OpenSession,
+        deadline: Instant,
+    ) -> anyhow::Result<bool> {
+        let position = session.answered + 1;
+        let choice = simulated_choice(
+            &session.question,
+            &self.setup.features,
+            &session.lambda,
+            &mut self.rng,
+        )?;
+        let body = json!({"question_id": session.question["id"], "choice": choice});
+        let key = format!("{}-{position}", session.id);
+        let path = format!("/v1/sessions/{}/answers", session.id);
+        let started = Instant::now();
+        let reply = loop {
+            let reply = self
+                .api
+                .send_retrying(
+                    reqwest::Method::POST,
+                    &path,
+                    Some(&body),
+                    Some(&key),
+                    &mut self.log.retries,
+                )
+                .await?;
+            if reply.status < 500 || Instant::now() >= deadline {
+                break reply;
+            }
+            // The same answer again, with the same key: applied once whatever happened.
+            self.log.server_errors += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let elapsed = started.elapsed();
+        match reply.status {
+            200 => {
+                self.log.answers.push((position, elapsed));
+                session.answered = position;
+                session.question = reply.body["question"].clone();
+                Ok(true)
+            }
+            s if s >= 500 => Ok(false),
+            s => bail!("answer refused: {s} {}", reply.body),
+        }
+    }
+
+    /// Finishes a session that stopped asking.
+    async fn finish(&mut self, session: &OpenSession) -> anyhow::Result<()> {
+        let reply = self
+            .api
+            .send_retrying(
+                reqwest::Method::POST,
+                &format!("/v1/sessions/{}/finish", session.id),
+                None,
+                None,
+                &mut self.log.retries,
+            )
+            .await?;
+        self.log.server_errors += usize::from(reply.status >= 500);
+        self.log.sessions_finished += usize::from(reply.status == 200);
+        Ok(())
+    }
+}
+
+/// How many sessions each client keeps open: its share of `--sessions` (one by default).
+fn sessions_per_client(load: &Load, client: usize) -> usize {
+    match load.sessions {
+        None => 1,
+        Some(n) => n / load.clients + usize::from(client < n % load.clients),
+    }
+}
+
+/// One client's onboarding loop: it opens its share of the sessions, then until the deadline
+/// answers one question of each in turn; a session that stops asking is finished and replaced.
+/// With one session a client, that is whole sessions one after another.
 async fn onboard_loop(
     api: &Api,
     setup: &Setup,
@@ -546,85 +780,46 @@ async fn onboard_loop(
     client: usize,
     duration: Duration,
 ) -> anyhow::Result<ClientLog> {
-    let deadline = Instant::now() + duration;
-    let mut rng =
-        StdRng::seed_from_u64(options.load.seed ^ (client as u64).wrapping_mul(0x9e37_79b9));
-    let mut log = ClientLog::default();
-    let mut pacer = Pacer::new(options.load.rate, options.load.clients);
-    let mut n = 0;
-    while Instant::now() < deadline {
-        let user = format!("{}-c{client}-u{n}", setup.model);
-        n += 1;
-        let lambda: Vec<f64> = (0..options.load.dims)
-            .map(|_| StandardNormal.sample(&mut rng))
-            .collect();
-        let reply = api
-            .send_retrying(
-                reqwest::Method::POST,
-                "/v1/sessions",
-                Some(&json!({"model": setup.model, "user_id": user, "max_questions": options.load.questions})),
-                None,
-                &mut log.retries,
-            )
-            .await?;
-        if reply.status != 201 {
-            log.server_errors += usize::from(reply.status >= 500);
-            continue;
-        }
-        log.sessions_created += 1;
-        log.users.push(user);
-        let id = reply.body["id"].as_str().context("session id")?.to_string();
-        let mut question = reply.body["question"].clone();
-        let mut position = 0;
-        while !question.is_null() && Instant::now() < deadline {
-            pacer.wait().await;
-            position += 1;
-            let choice = simulated_choice(&question, &setup.features, &lambda, &mut rng)?;
-            let body = json!({"question_id": question["id"], "choice": choice});
-            let key = format!("{id}-{position}");
-            let started = Instant::now();
-            let reply = loop {
-                let reply = api
-                    .send_retrying(
-                        reqwest::Method::POST,
-                        &format!("/v1/sessions/{id}/answers"),
-                        Some(&body),
-                        Some(&key),
-                        &mut log.retries,
-                    )
-                    .await?;
-                if reply.status < 500 || Instant::now() >= deadline {
-                    break reply;
-                }
-                // The same answer again, with the same key: applied once whatever happened.
-                log.server_errors += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
-            let elapsed = started.elapsed();
-            match reply.status {
-                200 => {
-                    log.answers.push((position, elapsed));
-                    question = reply.body["question"].clone();
-                }
-                s if s >= 500 => break,
-                s => bail!("answer refused: {s} {}", reply.body),
-            }
-        }
-        if question.is_null() {
-            let reply = api
-                .send_retrying(
-                    reqwest::Method::POST,
-                    &format!("/v1/sessions/{id}/finish"),
-                    None,
-                    None,
-                    &mut log.retries,
-                )
-                .await?;
-            log.server_errors += usize::from(reply.status >= 500);
-            log.sessions_finished += usize::from(reply.status == 200);
-        }
+    let mut client_state = Onboarding {
+        api,
+        setup,
+        options,
+        client,
+        rng: StdRng::seed_from_u64(options.load.seed ^ (client as u64).wrapping_mul(0x9e37_79b9)),
+        log: ClientLog::default(),
+        users: 0,
+    };
+    let mut open: Vec<Option<OpenSession>> = Vec::new();
+    for _ in 0..sessions_per_client(&options.load, client) {
+        open.push(client_state.open().await?);
     }
-    Ok(log)
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut pacer = Pacer::new(options.load.rate, options.load.clients);
+    let mut slot = 0;
+    while Instant::now() < deadline {
+        let session = match open[slot].take() {
+            Some(session) => session,
+            None => match client_state.open().await? {
+                Some(session) => session,
+                None => continue,
+            },
+        };
+        let mut session = session;
+        let mut going = true;
+        if !session.question.is_null() {
+            pacer.wait().await;
+            going = client_state.answer(&mut session, deadline).await?;
+        }
+        if session.question.is_null() {
+            client_state.finish(&session).await?;
+        } else if going {
+            open[slot] = Some(session);
+        }
+        slot = (slot + 1) % open.len();
+    }
+    client_state.log.timed = started.elapsed();
+    Ok(client_state.log)
 }
 
 /// A simulated user's answer: "a" with probability σ(λᵀ(φa − φb)).
@@ -696,6 +891,10 @@ pub fn table(r: &BenchReport) -> String {
         r.load.candidates
     );
     out += &format!(
+        "items uploaded in {:.1} s; the first session (the bank's load) took {:.0} ms; the bank holds {:.1} MiB\n",
+        r.upload_seconds, r.first_session_ms, r.bank_mib
+    );
+    out += &format!(
         "{:<8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
         "", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "count"
     );
@@ -708,9 +907,18 @@ pub fn table(r: &BenchReport) -> String {
             l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms, l.count
         );
     }
+    let c = &r.creates;
     out += &format!(
-        "sessions: {} created, {} finished; {} retries; {} server errors\n",
-        r.sessions_created, r.sessions_finished, r.retries, r.server_errors
+        "{:<8} {:>10} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8}\n",
+        "creates", "", c.p50_ms, c.p95_ms, c.p99_ms, c.max_ms, c.count
+    );
+    out += &format!(
+        "sessions: {} open at a time, {} created, {} finished; {} retries; {} server errors\n",
+        r.load.sessions.unwrap_or(r.load.clients),
+        r.sessions_created,
+        r.sessions_finished,
+        r.retries,
+        r.server_errors
     );
     if let Some(f) = &r.flood {
         out += &format!(

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use elicit::model::Pair;
 use elicit::model::elicitation::Response;
-use elicit::model::select::Pair;
 use elicit::model::{Bank, Elicitation, ElicitationConfig, Posterior, StoppingRule};
 use elicit::store::sql::PoolSettings;
 use elicit::store::{LoggedAnswer, SqlStore, Store};

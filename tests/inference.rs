@@ -7,12 +7,14 @@
 use elicit::model::ep::{self, EpOptions};
 use elicit::model::likelihood::{GaussianObservation, Likelihood, PairLikelihood};
 use elicit::model::numeric::{gauss_hermite_96, sigmoid};
+use elicit::model::pool::{Pool, PoolPair, SelectionOptions};
 use elicit::model::select::{
-    BankStats, CLOSED_FORM_MAX_ERROR_BITS, SCREEN_TABLE_MAX_ERROR_BITS, information_closed_form,
+    CLOSED_FORM_MAX_ERROR_BITS, SCREEN_TABLE_MAX_ERROR_BITS, information_closed_form,
     information_quadrature, information_table, information_upper_bound,
 };
+use elicit::model::space::CandidateSpace;
 use elicit::model::update::rank_one;
-use elicit::model::{Bank, NoiseModel, Outcome, Posterior, UpdateMethod};
+use elicit::model::{Bank, NoiseModel, Outcome, Pair, Posterior, UpdateMethod};
 use nalgebra::{DMatrix, DVector};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -395,40 +397,70 @@ fn ep_is_independent_of_answer_order() {
 }
 
 #[test]
-fn incremental_bank_statistics_equal_recomputation() {
+fn pool_statistics_give_the_posteriors_predictive() {
     let mut rng = StdRng::seed_from_u64(5);
     let (j, n) = (16, 300);
     let bank = Bank::ungrouped(DMatrix::from_fn(j, n, |_, _| gauss(&mut rng))).unwrap();
     let noise = NoiseModel {
-        beta: 1.0,
+        beta: 1.5,
         lapse: 0.1,
         tie_threshold: 0.0,
     };
     let mut q = Posterior::isotropic(j, 0.5).unwrap();
-    let mut stats = BankStats::new(&bank, &q);
-    for _ in 0..50 {
+    let random_pair = |rng: &mut StdRng| {
         let a = rng.random_range(0..n);
-        let b = (a + rng.random_range(1..n)) % n;
-        let x = bank.direction(elicit::model::select::Pair { a, b }, noise.beta);
-        let predictive = q.predictive(&x);
+        Pair {
+            a,
+            b: (a + rng.random_range(1..n)) % n,
+        }
+    };
+    for _ in 0..50 {
+        let x = bank.direction(random_pair(&mut rng), noise.beta);
         let outcome = if rng.random_bool(0.5) {
             Outcome::A
         } else {
             Outcome::B
         };
-        let update = q.update_along(
-            &predictive,
+        q.update_along(
+            &q.predictive(&x),
             &noise.likelihood(outcome).unwrap(),
             UpdateMethod::Adf,
         );
-        stats.update(&bank, &predictive.u, update.step);
     }
-    let fresh = BankStats::new(&bank, &q);
-    assert!(
-        stats.max_abs_difference(&fresh) < 1e-12,
-        "{}",
-        stats.max_abs_difference(&fresh)
-    );
+    let space = CandidateSpace::new(&bank, None);
+    let every_pair = SelectionOptions {
+        exhaustive_limit: usize::MAX,
+        ..SelectionOptions::default()
+    };
+    let pool = Pool::draw(&bank, &space, None, &q, &every_pair, &mut rng);
+    assert_eq!(pool.len(), n, "every item is in an exhaustive pool");
+    let position = |i: usize| pool.position(i).unwrap();
+    for _ in 0..200 {
+        let pair = random_pair(&mut rng);
+        let (m, s2) = pool.pair_predictive(
+            PoolPair {
+                a: position(pair.a),
+                b: position(pair.b),
+            },
+            noise.beta,
+        );
+        let exact = q.predictive(&bank.direction(pair, noise.beta));
+        assert!((m - exact.mean).abs() < 1e-12, "{m} vs {}", exact.mean);
+        assert!(
+            (s2 - exact.variance).abs() < 1e-12,
+            "{s2} vs {}",
+            exact.variance
+        );
+    }
+    // A set's differences from its first item: c = Dμ, S = DΣDᵀ.
+    let set = [7usize, 100, 3, 250];
+    let positions: Vec<_> = set.iter().map(|&i| position(i)).collect();
+    let (center, cov) = pool.set_predictive(&positions, noise.beta);
+    let d = DMatrix::from_fn(3, j, |r, c| {
+        noise.beta * (bank.features(set[r + 1])[c] - bank.features(set[0])[c])
+    });
+    assert!((center - &d * q.mean()).amax() < 1e-12);
+    assert!((cov - &d * q.cov() * d.transpose()).amax() < 1e-12);
 }
 
 #[test]

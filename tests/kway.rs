@@ -7,12 +7,12 @@
 //! noisy regime (s = 1) mean ≤ 0.08 nats (the pairwise ADF bound of `tests/inference.rs`), max ≤ 0.3;
 //! sharper regimes mean ≤ 0.2, max ≤ 1.0.
 
-use elicit::model::kway::{
-    MAX_CHOICES, SetBelief, choice_step, information_bits, mark_set_asked, select_set,
-};
+use elicit::model::kway::{MAX_CHOICES, SetBelief, choice_step, information_bits, select_set};
 use elicit::model::likelihood::Likelihood;
 use elicit::model::numeric::{gauss_hermite_96, sigmoid};
-use elicit::model::select::{BankStats, CandidateSpace, Candidates, SelectionOptions};
+use elicit::model::pool::{Pool, SelectionOptions};
+use elicit::model::select::Candidates;
+use elicit::model::space::CandidateSpace;
 use elicit::model::{Bank, NoiseModel, Outcome, Posterior, Strategy, Strength, UpdateMethod};
 use nalgebra::{DMatrix, DVector};
 use rand::rngs::StdRng;
@@ -313,10 +313,10 @@ fn greedy_sets_keep_most_of_the_exhaustive_information() {
             let features = DMatrix::from_fn(4, 14, |_, _| gauss(&mut rng));
             let bank = Bank::ungrouped(features).unwrap();
             let q = random_posterior(&mut rng, 4);
-            let stats = BankStats::new(&bank, &q);
             let space = CandidateSpace::new(&bank, None);
+            let pool = Pool::draw(&bank, &space, None, &q, &options, &mut rng);
             let greedy = select_set(
-                &Candidates::new(&bank, &stats, &space, &noise, &options),
+                &Candidates::new(&bank, &pool, &space, &noise, &options),
                 Strategy::Bald,
                 k,
                 &mut rng,
@@ -325,7 +325,8 @@ fn greedy_sets_keep_most_of_the_exhaustive_information() {
             assert_eq!(greedy.items.len(), k);
             let mut best: f64 = 0.0;
             for set in combinations(14, k) {
-                let belief = SetBelief::from_stats(&stats, &bank, &set, noise.beta);
+                let positions: Vec<_> = set.iter().map(|&i| pool.position(i).unwrap()).collect();
+                let belief = SetBelief::from_pool(&pool, &positions, noise.beta);
                 best = best.max(information_bits(&belief, &noise));
             }
             ratios.push(greedy.score_bits / best);
@@ -361,12 +362,18 @@ fn sets_come_from_one_group_and_are_never_repeated() {
     let bank = Bank::new(features, groups).unwrap();
     let noise = NoiseModel::default();
     let q = Posterior::isotropic(3, 1.0).unwrap();
-    let stats = BankStats::new(&bank, &q);
+    let options = SelectionOptions::default();
     let mut space = CandidateSpace::new(&bank, None);
     for strategy in [Strategy::Bald, Strategy::Random] {
         let mut seen = std::collections::HashSet::new();
         while let Some(set) = select_set(
-            &Candidates::new(&bank, &stats, &space, &noise, &SelectionOptions::default()),
+            &Candidates::new(
+                &bank,
+                &Pool::draw(&bank, &space, None, &q, &options, &mut rng),
+                &space,
+                &noise,
+                &options,
+            ),
             strategy,
             3,
             &mut rng,
@@ -382,7 +389,7 @@ fn sets_come_from_one_group_and_are_never_repeated() {
             sorted.dedup();
             assert_eq!(sorted.len(), set.items.len());
             assert!(seen.insert(sorted), "{strategy:?} repeated a set");
-            mark_set_asked(&mut space, &set.items);
+            space.mark_set_asked(&set.items);
         }
         assert_eq!(space.remaining(), 0);
         space = CandidateSpace::new(&bank, None);

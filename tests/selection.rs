@@ -1,9 +1,9 @@
 //! Question selection: correctness of the shortcuts, and selection beating random on simulated users.
 
-use elicit::model::select::{
-    self, BankStats, CandidateSpace, Candidates, SelectionOptions, information_quadrature,
-};
-use elicit::model::{Bank, NoiseModel, Posterior, Strategy, UpdateMethod};
+use elicit::model::pool::{Pool, SelectionOptions};
+use elicit::model::select::{self, Candidates, information_quadrature};
+use elicit::model::space::CandidateSpace;
+use elicit::model::{Bank, NoiseModel, Pair, Posterior, Strategy, UpdateMethod};
 use elicit::sim::{self, SimulationTask};
 use nalgebra::DMatrix;
 use rand::SeedableRng;
@@ -20,12 +20,16 @@ fn bank(seed: u64, j: usize, n: usize) -> Bank {
 }
 
 /// The best pair by exact 16-node information over every pair.
-fn brute_force_best(bank: &Bank, stats: &BankStats, noise: &NoiseModel) -> f64 {
+fn brute_force_best(bank: &Bank, posterior: &Posterior, noise: &NoiseModel) -> f64 {
     let mut best: f64 = 0.0;
     for a in 0..bank.len() {
         for b in a + 1..bank.len() {
-            let (m, s2) = stats.pair_predictive(bank, select::Pair { a, b }, noise.beta);
-            best = best.max(information_quadrature(noise, m, s2));
+            let predictive = posterior.predictive(&bank.direction(Pair { a, b }, noise.beta));
+            best = best.max(information_quadrature(
+                noise,
+                predictive.mean,
+                predictive.variance,
+            ));
         }
     }
     best
@@ -41,23 +45,24 @@ fn pruning_never_changes_the_choice_and_bald_finds_the_best_pair() {
     for seed in 0..10 {
         let bank = bank(seed, 6, 80);
         let posterior = Posterior::isotropic(6, 0.2 + seed as f64 * 0.3).unwrap();
-        let stats = BankStats::new(&bank, &posterior);
         let space = CandidateSpace::new(&bank, None);
         let pick = |prune: bool| {
             let options = SelectionOptions {
                 prune,
                 ..SelectionOptions::default()
             };
+            let mut rng = StdRng::seed_from_u64(9);
+            let pool = Pool::draw(&bank, &space, None, &posterior, &options, &mut rng);
             select::select(
-                &Candidates::new(&bank, &stats, &space, &noise, &options),
+                &Candidates::new(&bank, &pool, &space, &noise, &options),
                 Strategy::Bald,
-                &mut StdRng::seed_from_u64(9),
+                &mut rng,
             )
             .unwrap()
         };
         let (pruned, full) = (pick(true), pick(false));
         assert_eq!(pruned.pair.unordered(), full.pair.unordered());
-        let best = brute_force_best(&bank, &stats, &noise);
+        let best = brute_force_best(&bank, &posterior, &noise);
         assert!(
             pruned.score_bits >= best - 1e-9,
             "{} < {best}",
@@ -71,24 +76,95 @@ fn generated_candidates_come_close_to_the_exhaustive_best() {
     let noise = NoiseModel::default();
     let bank = bank(42, 8, 600);
     let posterior = Posterior::isotropic(8, 0.5).unwrap();
-    let stats = BankStats::new(&bank, &posterior);
     let space = CandidateSpace::new(&bank, None);
     let generated = SelectionOptions {
         exhaustive_limit: 0,
         ..SelectionOptions::default()
     };
+    let mut rng = StdRng::seed_from_u64(1);
+    let pool = Pool::draw(&bank, &space, None, &posterior, &generated, &mut rng);
     let chosen = select::select(
-        &Candidates::new(&bank, &stats, &space, &noise, &generated),
+        &Candidates::new(&bank, &pool, &space, &noise, &generated),
         Strategy::Bald,
-        &mut StdRng::seed_from_u64(1),
+        &mut rng,
     )
     .unwrap();
-    let best = brute_force_best(&bank, &stats, &noise);
+    let best = brute_force_best(&bank, &posterior, &noise);
     assert!(
         chosen.score_bits >= 0.97 * best,
         "generated {} vs best {best}",
         chosen.score_bits
     );
+}
+
+/// A run over `bank` asking up to `questions` BALD questions answered by a user with coefficients
+/// all 1; returns the pairs asked and the run's state size in bytes.
+fn run_bald(bank: &Bank, questions: usize, seed: u64) -> (Vec<Pair>, usize) {
+    let config = elicit::model::ElicitationConfig {
+        stopping: elicit::model::StoppingRule {
+            max_questions: questions,
+            min_information_bits: f64::NEG_INFINITY,
+            target_sd: None,
+        },
+        ..Default::default()
+    };
+    let prior = Posterior::isotropic(bank.dim(), 1.0).unwrap();
+    let mut run = elicit::model::Elicitation::new(bank, prior, config, None).unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut asked = Vec::new();
+    while let elicit::model::elicitation::Next::Ask(q) = run.next(&mut rng) {
+        let margin: f64 = (0..bank.dim())
+            .map(|r| bank.features(q.pair.a)[r] - bank.features(q.pair.b)[r])
+            .sum();
+        let choice = if margin >= 0.0 {
+            elicit::model::Choice::A
+        } else {
+            elicit::model::Choice::B
+        };
+        run.answer(q.pair, choice).unwrap();
+        asked.push(q.pair);
+    }
+    (asked, run.into_state().size_bytes())
+}
+
+#[test]
+fn a_session_holds_the_same_state_on_a_bank_a_hundred_times_larger() {
+    let (small, large) = (bank(11, 8, 20_000), bank(12, 8, 2_000_000));
+    let (asked_small, bytes_small) = run_bald(&small, 20, 1);
+    let (asked_large, bytes_large) = run_bald(&large, 20, 1);
+    assert_eq!((asked_small.len(), asked_large.len()), (20, 20));
+    // The posterior (576 B), 20 answers and asked pairs (a few KB) and the coreset's statistics:
+    // 16 B for each of at most 2·min(16J, 256)·4 = 1,024 items at J = 8, whatever the bank's size
+    // (its features alone are 1.3 MB and 128 MB here).
+    eprintln!("state: {bytes_small} bytes at 20,000 items, {bytes_large} at 2,000,000");
+    for bytes in [bytes_small, bytes_large] {
+        assert!(bytes <= 20 * 1024, "{bytes} bytes");
+    }
+}
+
+#[test]
+fn drawn_pools_keep_questions_within_groups_of_a_large_grouped_bank() {
+    // 40,000 items in groups of 4 (60,000 pairs: above the exhaustive limit, so pools are drawn,
+    // and the widest items are nearly never in one group).
+    let mut rng = StdRng::seed_from_u64(13);
+    let features = DMatrix::from_fn(6, 40_000, |_, _| {
+        let z: f64 = StandardNormal.sample(&mut rng);
+        z
+    });
+    let groups: Vec<u32> = (0..40_000).map(|i| (i / 4) as u32).collect();
+    let bank = Bank::new(features, groups.clone()).unwrap();
+    assert!(bank.space().pair_count() > SelectionOptions::default().exhaustive_limit);
+    let (asked, _) = run_bald(&bank, 15, 2);
+    assert_eq!(
+        asked.len(),
+        15,
+        "a drawn pool always has a within-group pair"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for pair in asked {
+        assert_eq!(groups[pair.a], groups[pair.b]);
+        assert!(seen.insert(pair.unordered()), "a pair was repeated");
+    }
 }
 
 #[test]
@@ -290,9 +366,9 @@ fn pairs_outside_the_candidate_space_do_not_count_against_it() {
     let mut space = CandidateSpace::new(&bank, Some(&[0, 1, 2]));
     assert_eq!(space.remaining(), 3);
     // A pair with an item the session may not use, and the same pair twice.
-    space.mark_asked(select::Pair { a: 0, b: 5 });
-    space.mark_asked(select::Pair { a: 0, b: 1 });
-    space.mark_asked(select::Pair { a: 1, b: 0 });
+    space.mark_asked(Pair { a: 0, b: 5 });
+    space.mark_asked(Pair { a: 0, b: 1 });
+    space.mark_asked(Pair { a: 1, b: 0 });
     assert_eq!(space.remaining(), 2);
 }
 

@@ -25,9 +25,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use self::data::{Dataset, UserRatings};
+use crate::model::Pair;
 use crate::model::elicitation::{Next, Response};
 use crate::model::epig;
-use crate::model::select::Pair;
 use crate::model::{
     Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Posterior, StoppingRule, Strategy,
     UpdateMethod,

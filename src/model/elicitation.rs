@@ -6,18 +6,19 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
+use super::bank::{Bank, Pair};
 use super::ep::{self, EpOptions};
 use super::epig::{self, Targets};
 use super::kway::{self, ChosenSet, MAX_CHOICES};
 use super::likelihood::{Choice, NoiseModel, PairLikelihood, Strength};
-use super::posterior::Posterior;
+use super::pool::{Pool, SelectionOptions};
+use super::posterior::{Posterior, RankOne};
 use super::reliability::{
     self, AnsweredWith, Consistency, LapsePrior, Reliability, ReliabilityRule,
 };
-use super::select::{
-    self, Bank, BankStats, CandidateSpace, Candidates, Pair, Selected, SelectionOptions, Strategy,
-};
-use super::update::{UpdateMethod, log_predictive};
+use super::select::{self, Candidates, Selected, Strategy};
+use super::space::{CandidateSpace, CoreStats};
+use super::update::{UpdateMethod, log_predictive, step_for};
 
 /// When to stop asking.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -284,14 +285,16 @@ pub const RELIABILITY_EP: EpOptions = EpOptions {
 };
 
 /// What a run learned from its answers so far, apart from the bank, prior and configuration: the
-/// posterior, the bank statistics that follow it, the pairs asked and the history. A service keeps
-/// it between requests ([`Elicitation::into_state`] / [`Elicitation::from_state`]) so that an
-/// answer costs O(NJ) instead of a rebuild.
+/// posterior, the pairs asked and the history. A service keeps it between requests
+/// ([`Elicitation::into_state`] / [`Elicitation::from_state`]) so that an answer costs O(J²)
+/// plus a question instead of a rebuild. Its size is O(J² + answers) whatever the bank's (plus
+/// the items of a session restricted to some): nothing in it is per bank item.
 #[derive(Debug, Clone)]
 pub struct RunState {
     posterior: Posterior,
-    stats: BankStats,
     space: CandidateSpace,
+    /// The coreset's statistics under the posterior, for a space too large to be its own pool.
+    core: Option<CoreStats>,
     history: Vec<AnswerRecord>,
     /// The target pairs of the `epig` strategy ([`Elicitation::aim_at`]), kept with the run so
     /// that a resumed run need not draw them again.
@@ -327,11 +330,13 @@ impl RunState {
         &self.history
     }
 
-    /// Approximate heap size in bytes (the bank statistics dominate: N(J + 2) floats).
+    /// Approximate heap size in bytes: the posterior's J(J + 1) floats, the asked pairs, the
+    /// history (and a restricted session's own item space).
     pub fn size_bytes(&self) -> usize {
-        let floats = self.stats.len_floats() + self.posterior.dim() * (self.posterior.dim() + 1);
+        let floats = self.posterior.dim() * (self.posterior.dim() + 1);
         floats * std::mem::size_of::<f64>()
             + self.space.size_bytes()
+            + self.core.as_ref().map_or(0, CoreStats::size_bytes)
             + self.history.len() * std::mem::size_of::<AnswerRecord>()
     }
 }
@@ -356,7 +361,8 @@ impl<'a> Elicitation<'a> {
         Self::resume(bank, prior.clone(), prior, Vec::new(), config, allowed)
     }
 
-    /// A run continued from a stored posterior and its answer history (no replay: O(NJ²)).
+    /// A run continued from a stored posterior and its answer history (no replay: O(J² + answers),
+    /// plus O(n log n) for a session restricted to n items).
     pub fn resume(
         bank: &'a Bank,
         prior: Posterior,
@@ -393,20 +399,21 @@ impl<'a> Elicitation<'a> {
                     repeated(&history[..i], *pair)
                 }
                 Response::Pick { shown, .. } => {
-                    kway::mark_set_asked(&mut space, shown);
+                    space.mark_set_asked(shown);
                     None
                 }
             };
         }
-        let stats = BankStats::new(bank, &posterior);
+        let core = (space.items().pair_count() > config.selection.exhaustive_limit)
+            .then(|| CoreStats::new(space.items().coreset(bank), &posterior));
         Ok(Self {
             bank,
             config,
             prior,
             state: RunState {
                 posterior,
-                stats,
                 space,
+                core,
                 history,
                 targets: None,
                 verdict: None,
@@ -423,7 +430,7 @@ impl<'a> Elicitation<'a> {
         config: ElicitationConfig,
     ) -> Result<Self, ModelError> {
         config.noise.validate()?;
-        if state.stats.items() != bank.len() || state.posterior.dim() != prior.dim() {
+        if !state.space.fits(bank) || state.posterior.dim() != prior.dim() {
             return Err(ModelError::invalid(
                 "state",
                 "the run state was made for another bank or prior",
@@ -567,14 +574,34 @@ impl<'a> Elicitation<'a> {
         {
             return Next::Stop(StopReason::Uncertainty);
         }
-        if let Some(pair) = self.probe_due().or_else(|| self.check_due(rng)) {
+        if let Some(pair) = self.probe_due() {
             return Next::Ask(Selected {
                 pair,
                 score_bits: 0.0,
             });
         }
         let noise = self.noise();
-        let candidates = self.candidates(&noise);
+        let pool = Pool::draw(
+            self.bank,
+            &self.state.space,
+            self.state.core.as_ref(),
+            &self.state.posterior,
+            &self.config.selection,
+            rng,
+        );
+        let candidates = Candidates {
+            bank: self.bank,
+            pool: &pool,
+            space: &self.state.space,
+            noise: &noise,
+            options: &self.config.selection,
+        };
+        if let Some(pair) = self.check_due(&candidates, rng) {
+            return Next::Ask(Selected {
+                pair,
+                score_bits: 0.0,
+            });
+        }
         let (state, strategy) = (&self.state, self.config.strategy);
         let chosen = if self.config.choices > 2 {
             kway::select_set(&candidates, strategy, self.config.choices, rng)
@@ -654,24 +681,13 @@ impl<'a> Elicitation<'a> {
 
     /// The attention check to ask now, if the check rule says this question is one
     /// ([`CheckRule`]).
-    fn check_due<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<Pair> {
+    fn check_due<R: Rng + ?Sized>(&self, candidates: &Candidates, rng: &mut R) -> Option<Pair> {
         let rule = self.config.checks?;
         let number = self.state.history.len() + 1;
         if rule.every < 2 || !number.is_multiple_of(rule.every) {
             return None;
         }
-        select::most_predictable(&self.candidates(&self.noise()), rng)
-    }
-
-    /// What this run's next question is chosen from, under answer noise `noise`.
-    fn candidates<'s>(&'s self, noise: &'s NoiseModel) -> Candidates<'s> {
-        Candidates {
-            bank: self.bank,
-            stats: &self.state.stats,
-            space: &self.state.space,
-            noise,
-            options: &self.config.selection,
-        }
+        select::most_predictable(candidates, rng)
     }
 
     /// Consistency probes answered so far and how many of them contradicted the answer they
@@ -730,13 +746,14 @@ impl<'a> Elicitation<'a> {
                     Some(c) => {
                         let features: Vec<_> =
                             shown.iter().map(|&i| self.bank.features(i)).collect();
-                        let state = &mut self.state;
-                        let step = kway::choice_step(&state.posterior, &features, *c, &noise)?;
-                        step.apply_with_stats(&mut state.posterior, self.bank, &mut state.stats);
+                        let step = kway::choice_step(&self.state.posterior, &features, *c, &noise)?;
+                        for (u, piece) in &step.pieces {
+                            self.apply_step(u, *piece);
+                        }
                         Some(step.log_evidence)
                     }
                 };
-                kway::mark_set_asked(&mut self.state.space, shown);
+                self.state.space.mark_set_asked(shown);
                 (log_evidence, None)
             }
         };
@@ -764,7 +781,7 @@ impl<'a> Elicitation<'a> {
         Ok(())
     }
 
-    /// Updates the posterior and the bank statistics on an informative pair answer, or for a
+    /// Updates the posterior on an informative pair answer, or for a
     /// consistency probe only evaluates its predictive probability (evidence about the user, not
     /// λ). Returns ln Z.
     fn update_on_pair(
@@ -775,16 +792,22 @@ impl<'a> Elicitation<'a> {
         probe: bool,
     ) -> f64 {
         let x = self.bank.direction(pair, noise.beta);
-        let state = &mut self.state;
-        let predictive = state.posterior.predictive(&x);
+        let predictive = self.state.posterior.predictive(&x);
         if probe {
             return log_predictive(predictive.mean, predictive.variance.max(0.0), lik);
         }
-        let update = state
-            .posterior
-            .update_along(&predictive, lik, self.config.method);
-        state.stats.update(self.bank, &predictive.u, update.step);
+        let update = step_for(&predictive, lik, self.config.method);
+        self.apply_step(&predictive.u, update.step);
         update.log_evidence
+    }
+
+    /// Applies a rank-one step μ += c₁u, Σ −= c₂uuᵀ to the posterior and the coreset's
+    /// statistics that follow it.
+    fn apply_step(&mut self, u: &nalgebra::DVector<f64>, step: RankOne) {
+        self.state.posterior.apply_along(u, step);
+        if let Some(core) = &mut self.state.core {
+            core.update(self.state.space.items().coreset(self.bank), u, step);
+        }
     }
 
     /// The reliability rule's verdict on the run's first [`judged_at`] answers (all of them early

@@ -17,10 +17,12 @@ use rand::seq::SliceRandom;
 use rand::{Rng, RngExt};
 use rand_distr::{Distribution, StandardNormal};
 
+use super::bank::{Bank, Pair};
 use super::likelihood::NoiseModel;
 use super::numeric::sigmoid;
+use super::pool::PoolPair;
 use super::posterior::Posterior;
-use super::select::{self, Bank, Candidates, Pair, Selected};
+use super::select::{self, Candidates, Selected};
 
 /// Posterior draws per question.
 pub const SAMPLES: usize = 1024;
@@ -132,10 +134,11 @@ pub fn select_for_targets<R: Rng + ?Sized>(
     if from.space.remaining() == 0 || targets.is_empty() {
         return None;
     }
-    let candidates: Vec<Pair> = if from.space.remaining() <= SCREENED_PAIRS {
-        from.space.unasked_pairs().collect()
+    let unasked = select::unasked_candidates(from);
+    let candidates: Vec<Pair> = if unasked.len() <= SCREENED_PAIRS {
+        unasked.into_iter().map(|p| from.pool.pair(p)).collect()
     } else {
-        screen_for_targets(from, posterior, targets, rng)
+        screen_for_targets(from, posterior, targets, unasked)
     };
     if candidates.is_empty() {
         return None;
@@ -182,14 +185,14 @@ const LOGISTIC_VARIANCE: f64 = std::f64::consts::PI * std::f64::consts::PI / 3.0
 /// −½log₂(1 − ρₜ²) ≈ ρₜ²/(2 ln 2), ρₜ² = cₜ²/((s_q² + v)s_t²) with cₜ = β²x_qᵀΣxₜ. Summed over
 /// the targets, Σₜ cₜ²/s_t² = dᵀMd for the pair's feature difference d = φa − φb and the J × J
 /// matrix M = β⁴ΣX_T diag(1/s_t²)X_TᵀΣ; with M = LLᵀ and wᵢ = Lᵀφᵢ it is ‖w_a − w_b‖², so a pair
-/// costs O(J) whatever the number of targets. It scans [`select::unasked_candidates`].
-fn screen_for_targets<R: Rng + ?Sized>(
+/// costs O(J) whatever the number of targets. It scans the pool's unasked pairs.
+fn screen_for_targets(
     from: &Candidates,
     posterior: &Posterior,
     targets: &Targets,
-    rng: &mut R,
+    unasked: Vec<PoolPair>,
 ) -> Vec<Pair> {
-    let (bank, stats, noise) = (from.bank, from.stats, from.noise);
+    let (pool, noise) = (from.pool, from.noise);
     let beta2 = noise.beta * noise.beta;
     let x_t = DMatrix::from_columns(&targets.directions);
     let mut sigma_x = posterior.cov() * &x_t * beta2;
@@ -203,29 +206,22 @@ fn screen_for_targets<R: Rng + ?Sized>(
     for (c, mut column) in factor.column_iter_mut().enumerate() {
         column *= eigen.eigenvalues[c].max(0.0).sqrt();
     }
-    let features = DMatrix::from_columns(
-        &(0..bank.len())
-            .map(|i| bank.features(i))
-            .collect::<Vec<_>>(),
-    );
-    // Row i is wᵢᵀ.
-    let w = features.transpose() * factor;
-    let score = |pair: Pair| {
-        let (_, s2) = stats.pair_predictive(bank, pair, noise.beta);
-        let spread = (w.row(pair.a) - w.row(pair.b)).norm_squared();
+    let j = factor.nrows();
+    let features = DMatrix::from_fn(pool.len(), j, |p, r| pool.features(p as u32)[r]);
+    // Row p is wₚᵀ for the pool's position p.
+    let w = features * factor;
+    let score = |pair: PoolPair| {
+        let (_, s2) = pool.pair_predictive(pair, noise.beta);
+        let spread = (w.row(pair.a as usize) - w.row(pair.b as usize)).norm_squared();
         spread / (s2 + LOGISTIC_VARIANCE)
     };
-    let mut scored: Vec<(f64, Pair)> =
-        select::unasked_candidates(stats, from.space, from.options, rng)
-            .into_iter()
-            .map(|p| (score(p), p))
-            .collect();
+    let mut scored: Vec<(f64, PoolPair)> = unasked.into_iter().map(|p| (score(p), p)).collect();
     let keep = SCREENED_PAIRS.min(scored.len());
     if keep > 0 && keep < scored.len() {
         scored.select_nth_unstable_by(keep - 1, |x, y| y.0.total_cmp(&x.0));
     }
     scored.truncate(keep);
-    scored.into_iter().map(|(_, p)| p).collect()
+    scored.into_iter().map(|(_, p)| pool.pair(p)).collect()
 }
 
 #[cfg(test)]

@@ -3,11 +3,13 @@
 //! A user's taste is a vector λ ∈ R^J of coefficients over J named base rewards; a candidate y
 //! scores λᵀφ(y). The engine keeps a Gaussian belief N(μ, Σ) over λ ([`posterior`]), updates it
 //! after each answer with a rank-one step ([`update`], [`ep`]) under the answer model of
-//! [`likelihood`], picks the next most informative comparison ([`select`]), decides when to stop
+//! [`likelihood`], picks the next most informative comparison ([`select`]) among a bounded pool of candidates
+//! drawn from the bank ([`pool`], [`space`]), decides when to stop
 //! and reports diagnostics ([`elicitation`]), and scores candidates ([`score`]). Questions that
 //! show k items and are answered with one have their own likelihood, update and set search
 //! ([`kway`]); [`epig`] aims pair questions at target items instead of at λ.
 
+pub mod bank;
 pub mod basis;
 pub mod elicitation;
 pub mod ep;
@@ -16,17 +18,20 @@ pub mod guard;
 pub mod kway;
 pub mod likelihood;
 pub mod numeric;
+pub mod pool;
 pub mod population;
 pub mod posterior;
 pub mod reliability;
 pub mod score;
 pub mod select;
+pub mod space;
 pub mod update;
 
+pub use bank::{Bank, Pair};
 pub use elicitation::{Elicitation, ElicitationConfig, RunState, StopReason, StoppingRule};
 pub use likelihood::{Choice, NoiseModel, Outcome, Strength};
 pub use posterior::{MAX_DIMENSIONS, Posterior, RankOne};
-pub use select::{Bank, Strategy};
+pub use select::Strategy;
 pub use update::UpdateMethod;
 
 /// An input the engine cannot work with; `field` names what was wrong.

@@ -29,6 +29,22 @@ pub struct LoadedBank {
 }
 
 impl LoadedBank {
+    /// Approximate heap size in bytes: the features, the ids and their index, the groups, the
+    /// payloads' top level and the coreset.
+    pub fn size_bytes(&self) -> usize {
+        let word = std::mem::size_of::<usize>();
+        let ids: usize = self.ids.iter().map(|id| id.len()).sum();
+        let n = self.ids.len();
+        self.bank.len() * self.bank.dim() * 8
+            + self.bank.len() * 4
+            + 2 * ids
+            + n * (3 * word) * 2
+            + n * 4 * word
+            + n * std::mem::size_of::<Option<serde_json::Value>>()
+            + n * std::mem::size_of::<Option<String>>()
+            + self.bank.space().size_bytes()
+    }
+
     /// Which model and bank version this is.
     pub fn stamp(&self) -> BankStamp {
         BankStamp {
@@ -53,6 +69,9 @@ impl LoadedBank {
 #[derive(Default)]
 pub struct BankCache {
     banks: Mutex<HashMap<String, Arc<LoadedBank>>>,
+    /// Held while a bank loads, so that the requests that find it stale at once wait for one
+    /// load (O(N·J²) with the coreset) instead of each making its own.
+    loading: tokio::sync::Mutex<()>,
 }
 
 impl BankCache {
@@ -62,6 +81,10 @@ impl BankCache {
         store: &dyn Store,
         model: &ModelRecord,
     ) -> Result<Arc<LoadedBank>, ServiceError> {
+        if let Some(bank) = self.cached(&model.name, model.bank_stamp()) {
+            return Ok(bank);
+        }
+        let _loading = self.loading.lock().await;
         if let Some(bank) = self.cached(&model.name, model.bank_stamp()) {
             return Ok(bank);
         }
@@ -113,6 +136,14 @@ impl BankCache {
             groups: items.iter().map(|it| it.group.clone()).collect(),
             payloads: items.into_iter().map(|it| it.payload).collect(),
         });
+        // The bank's index of extreme items, built once here (O(N·J²), off the async workers)
+        // so that no session's question pays for it.
+        let prepared = loaded.clone();
+        tokio::task::spawn_blocking(move || prepared.bank.prepare())
+            .await
+            .map_err(|e| ServiceError::Internal(format!("preparing the bank: {e}")))?;
+        metrics::gauge!("elicit_bank_bytes", "model" => model.name.clone())
+            .set(loaded.size_bytes() as f64);
         self.banks
             .lock()
             .expect("bank cache lock")
@@ -133,5 +164,6 @@ impl BankCache {
     /// Forgets a deleted model's bank.
     pub fn forget(&self, model: &str) {
         self.banks.lock().expect("bank cache lock").remove(model);
+        metrics::gauge!("elicit_bank_bytes", "model" => model.to_string()).set(0.0);
     }
 }

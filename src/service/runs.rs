@@ -1,9 +1,12 @@
 //! Per-replica cache of each session as this replica last committed it: the session row, the bank
-//! it was computed against and the engine's [`RunState`] (posterior, bank statistics, asked
-//! pairs). An answer to the question the cached session has open is computed from it without
-//! reading the session (the commit is conditional on the session's and the bank's version, so a
-//! session another replica advanced, or a bank changed since, fails the commit and is read
-//! again), and costs O(NJ) whatever the length of the session instead of a rebuild from the log.
+//! it was computed against and the engine's [`RunState`] (posterior, asked pairs, the coreset's
+//! statistics; O(J² + answers), nothing per bank item, so the cache holds as many sessions on a
+//! million-item bank as on a 40-item one). An answer to the question the cached session has open
+//! is computed from it without reading the session (the commit is conditional on the session's
+//! and the bank's version, so a session another replica advanced, or a bank changed since, fails
+//! the commit and is read again), and costs O(J²) plus a question whatever the length of the
+//! session, instead of a rebuild from the log. `elicit_run_cache_bytes` and
+//! `elicit_run_cache_sessions` report what it holds.
 //!
 //! Entries are taken out while an answer is computed and put back only after its commit, so a
 //! failed commit can never leave a state ahead of the database. Least recently used entries are
@@ -55,6 +58,14 @@ struct Entries {
     clock: u64,
 }
 
+impl Entries {
+    /// Publishes the cache's size as gauges.
+    fn report(&self) {
+        metrics::gauge!("elicit_run_cache_bytes").set(self.bytes as f64);
+        metrics::gauge!("elicit_run_cache_sessions").set(self.by_session.len() as f64);
+    }
+}
+
 pub struct RunCache {
     budget_bytes: usize,
     entries: Mutex<Entries>,
@@ -73,6 +84,7 @@ impl RunCache {
         let mut entries = self.entries.lock().expect("run cache lock");
         let entry = entries.by_session.remove(session)?;
         entries.bytes -= entry.bytes;
+        entries.report();
         Some(entry.run)
     }
 
@@ -102,5 +114,6 @@ impl RunCache {
             let evicted = entries.by_session.remove(&oldest).expect("present");
             entries.bytes -= evicted.bytes;
         }
+        entries.report();
     }
 }

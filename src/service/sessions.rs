@@ -18,13 +18,13 @@ use super::dto::{
 use super::limits::{MAX_ID_LEN, MAX_QUESTIONS};
 use super::runs::CachedRun;
 use super::{Service, ServiceError, check_id};
+use crate::model::Pair;
 use crate::model::elicitation::{AnswerRecord, Diagnostics, Next, RELIABILITY_EP, Response};
 use crate::model::ep::{self, EpOptions};
 use crate::model::epig::Targets;
 use crate::model::kway;
 use crate::model::likelihood::PairLikelihood;
 use crate::model::reliability::{self, AnsweredWith, Consistency};
-use crate::model::select::Pair;
 use crate::model::{
     Choice, Elicitation, ElicitationConfig, NoiseModel, Posterior, RunState, StopReason,
     StoppingRule, Strategy,

@@ -16,6 +16,7 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
+use crate::model::Pair;
 use crate::model::elicitation::{
     CheckRule, DEFAULT_STRENGTH_THRESHOLD, Diagnostics, Next, ProbeRule, Response,
 };
@@ -23,7 +24,6 @@ use crate::model::epig;
 use crate::model::kway::MAX_CHOICES;
 use crate::model::numeric::sigmoid;
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
-use crate::model::select::Pair;
 use crate::model::{
     Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Outcome, Posterior, StoppingRule,
     Strategy, Strength, UpdateMethod,

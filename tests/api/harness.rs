@@ -405,7 +405,7 @@ pub fn replayed_posterior_with(
     config: elicit::model::ElicitationConfig,
 ) -> elicit::model::Posterior {
     use elicit::model::elicitation::Response;
-    use elicit::model::{Choice, select::Pair};
+    use elicit::model::{Choice, Pair};
     let log: Vec<Response> = answers
         .iter()
         .map(|&(a, b, choice)| {

@@ -1,7 +1,7 @@
 //! Richer questions over HTTP: pick one of k, graded pair answers, questions aimed at targets.
 
+use elicit::model::Pair;
 use elicit::model::elicitation::Response;
-use elicit::model::select::Pair;
 use elicit::model::{Choice, ElicitationConfig, Strategy, Strength};
 use serde_json::{Value, json};
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The answer path as the bank grows, in one run on PostgreSQL (issue 24). Each row is one
+# `elicit bench --dims 16 --json` against a fresh release server on a fresh database, so that the
+# server's peak RSS (VmHWM, from /proc) is that row's own:
+#   16 clients at 40, 10,000 and 100,000 items; one client at 100,000; 16 clients keeping 2,000
+#   sessions open at 100,000 (--sessions 2000); and, unless SKIP_MILLION=1, one client on a
+#   1,000,000-item bank (uploaded as ten PUTs of 100,000).
+# Usage: scripts/bank-scale.sh [SECONDS_PER_RUN]   (PG* variables select the cluster; default
+# 127.0.0.1:5432 as postgres). Prints a Markdown table; leaves nothing behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN="${1:-6}"
+export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/elicit/target}"
+cargo build --release --quiet
+ELICIT="$CARGO_TARGET_DIR/release/elicit"
+KEY="scale-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+DB=elicit_scale_$$
+LOG=$(mktemp)
+OUT=$(mktemp)
+stop_server() {
+  if [[ -n "${SERVER:-}" ]]; then
+    kill "$SERVER" 2>/dev/null || true
+    wait "$SERVER" 2>/dev/null || true
+    SERVER=
+  fi
+  dropdb --if-exists "$DB" 2>/dev/null || true
+}
+cleanup() {
+  stop_server
+  rm -f "$LOG" "$OUT"
+}
+trap cleanup EXIT
+
+start_server() {
+  createdb "$DB"
+  ELICIT_DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" ELICIT_ADMIN_KEY="$KEY" RUST_LOG=warn \
+    "$ELICIT" serve --port 0 >"$LOG" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 100); do grep -q "listening on" "$LOG" && break; sleep 0.1; done
+  TARGET=$(sed -n 's/^listening on //p' "$LOG")
+  [[ -n "$TARGET" ]] || { cat "$LOG"; exit 1; }
+}
+
+# The server's peak resident set so far, MiB.
+peak_rss_mib() { awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER/status"; }
+field() { python3 -c "import json,sys; print(json.load(open('$OUT'))['$1'])"; }
+
+BASE_RATE=
+echo "| run | answers/s | answer p50 ms | answer p99 ms | create p50 / p99 ms | ratio to 40 items | server peak RSS MiB | bank MiB | upload s | first session ms |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+row() {
+  local name="$1"
+  shift
+  start_server
+  "$ELICIT" bench --target "$TARGET" --api-key "$KEY" --dims 16 --json "$@" >"$OUT"
+  local rate
+  rate=$(field answers_per_s)
+  [[ -n "$BASE_RATE" ]] || BASE_RATE="$rate"
+  printf '| %s | %.0f | %.2f | %.2f | %.2f / %.2f | %.2f | %s | %.1f | %.1f | %.0f |\n' "$name" "$rate" \
+    "$(field answer_p50_ms)" "$(field answer_p99_ms)" "$(field create_p50_ms)" "$(field create_p99_ms)" \
+    "$(python3 -c "print($rate / $BASE_RATE)")" "$(peak_rss_mib)" "$(field bank_mib)" \
+    "$(field upload_seconds)" "$(field first_session_ms)"
+  stop_server
+}
+
+row "40 items, 16 clients" --clients 16 --seconds "$SECONDS_PER_RUN" --bank 40
+row "10,000 items, 16 clients" --clients 16 --seconds "$SECONDS_PER_RUN" --bank 10000
+row "100,000 items, 16 clients" --clients 16 --seconds "$SECONDS_PER_RUN" --bank 100000
+row "100,000 items, 1 client" --clients 1 --seconds "$SECONDS_PER_RUN" --bank 100000
+row "100,000 items, 16 clients, 2,000 open sessions" --clients 16 --seconds "$SECONDS_PER_RUN" \
+  --bank 100000 --sessions 2000
+if [[ "${SKIP_MILLION:-0}" != 1 ]]; then
+  row "1,000,000 items, 1 client" --clients 1 --seconds "$SECONDS_PER_RUN" --bank 1000000
+fi

@@ -1,0 +1,523 @@
+//! The items a session may ask about ([`ItemSpace`]: shared, built once) and the pairs it has
+//! asked already ([`CandidateSpace`]: the session's own, O(answers)).
+//!
+//! An [`ItemSpace`] also carries a [`Coreset`] for drawing a question's candidates from a large
+//! space without looking at every item: for D = min(16J, 256) fixed unit directions of feature
+//! space (the space's principal axes, the coordinate axes and random directions from a fixed
+//! seed), the [`EXTREMES_PER_END`] items with the largest and with the smallest projection, at
+//! most 2·D·4 items in all. An item of large predictive variance qᵢ = φᵢᵀΣφᵢ under a posterior
+//! is far out along the posterior's directions of large variance, and so, with many directions,
+//! nearly always far out along one of them: the coreset's items of largest qᵢ stand in for the
+//! bank's (`elicit simulate --bank 100000` loses 0.5 % of the bits of a scan of every item,
+//! BENCHMARKS.md). Built once per bank version in O(N·D·J).
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use nalgebra::{DMatrix, DVector, SymmetricEigen};
+use rand::rngs::StdRng;
+use rand::{Rng, RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+
+use super::bank::{Bank, Pair};
+use super::posterior::{Posterior, RankOne};
+
+/// Items kept at each end of each indexed direction.
+pub const EXTREMES_PER_END: usize = 4;
+/// Directions of the index at most (16J below J = 16).
+pub const MAX_INDEX_DIRECTIONS: usize = 256;
+/// Items projected at once when the index is built (bounds its working memory).
+const INDEX_CHUNK: usize = 2048;
+/// Marks an item that is in no group of at least two members of the space.
+const NO_GROUP: u32 = u32::MAX;
+
+/// The items that may be asked about, by group (questions pair items of one group), with the
+/// structures that drawing candidates from them needs. The whole bank's is built once and shared
+/// ([`Bank::space`]); a session restricted to some items builds its own over them.
+#[derive(Debug)]
+pub struct ItemSpace {
+    /// Groups with at least two members (bank indices), in a canonical order.
+    groups: Vec<Vec<usize>>,
+    membership: Membership,
+    /// cumulative_pairs[g] = pairs within groups 0..=g: a uniformly random pair in O(log G).
+    cumulative_pairs: Vec<usize>,
+    pair_count: usize,
+    item_count: usize,
+    /// Items of the bank the space was built over (to recognise a state made for another bank).
+    bank_len: usize,
+    coreset: OnceLock<Coreset>,
+}
+
+/// The group (an index into `groups`) of each member.
+#[derive(Debug)]
+enum Membership {
+    /// The whole bank: a group index for every bank item.
+    Dense(Vec<u32>),
+    /// Some items: only theirs, so that the space's size follows the restriction's.
+    Sparse(HashMap<usize, u32>),
+}
+
+impl ItemSpace {
+    /// The space of the `allowed` items (`None`: the whole bank); items alone in their group are
+    /// not candidates. O(n log n) for n items.
+    pub fn new(bank: &Bank, allowed: Option<&[usize]>) -> Self {
+        let mut by_group: HashMap<u32, Vec<usize>> = HashMap::new();
+        let mut push = |i: usize| by_group.entry(bank.group(i)).or_default().push(i);
+        match allowed {
+            Some(items) => items.iter().copied().for_each(&mut push),
+            None => (0..bank.len()).for_each(&mut push),
+        }
+        let mut groups: Vec<Vec<usize>> = by_group.into_values().filter(|g| g.len() >= 2).collect();
+        groups.sort();
+        let mut cumulative_pairs = Vec::with_capacity(groups.len());
+        let mut pair_count = 0;
+        for g in &groups {
+            pair_count += g.len() * (g.len() - 1) / 2;
+            cumulative_pairs.push(pair_count);
+        }
+        let members = groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, members)| members.iter().map(move |&i| (i, g as u32)));
+        let membership = match allowed {
+            None => {
+                let mut dense = vec![NO_GROUP; bank.len()];
+                members.for_each(|(i, g)| dense[i] = g);
+                Membership::Dense(dense)
+            }
+            Some(_) => Membership::Sparse(members.collect()),
+        };
+        Self {
+            item_count: groups.iter().map(Vec::len).sum(),
+            groups,
+            membership,
+            cumulative_pairs,
+            pair_count,
+            bank_len: bank.len(),
+            coreset: OnceLock::new(),
+        }
+    }
+
+    /// Groups of at least two items, each a list of bank indices.
+    pub fn groups(&self) -> &[Vec<usize>] {
+        &self.groups
+    }
+
+    /// The index in [`ItemSpace::groups`] of `item`'s group; `None` when it is not a candidate.
+    pub fn group_of(&self, item: usize) -> Option<u32> {
+        let g = match &self.membership {
+            Membership::Dense(groups) => groups.get(item).copied().unwrap_or(NO_GROUP),
+            Membership::Sparse(groups) => groups.get(&item).copied().unwrap_or(NO_GROUP),
+        };
+        (g != NO_GROUP).then_some(g)
+    }
+
+    /// The items that may share a question with `item` (its group, `item` included); empty when
+    /// `item` is not a candidate.
+    pub fn group_members(&self, item: usize) -> &[usize] {
+        self.group_of(item)
+            .map_or(&[], |g| self.groups[g as usize].as_slice())
+    }
+
+    /// Within-group pairs.
+    pub fn pair_count(&self) -> usize {
+        self.pair_count
+    }
+
+    /// Items in groups of at least two.
+    pub fn item_count(&self) -> usize {
+        self.item_count
+    }
+
+    /// A uniformly random within-group pair (the space must have one): O(log G).
+    pub fn sample_pair<R: Rng + ?Sized>(&self, rng: &mut R) -> Pair {
+        let r = rng.random_range(0..self.pair_count);
+        let g = self.cumulative_pairs.partition_point(|&c| c <= r);
+        let members = &self.groups[g];
+        let i = rng.random_range(0..members.len());
+        let mut j = rng.random_range(0..members.len() - 1);
+        if j >= i {
+            j += 1;
+        }
+        Pair {
+            a: members[i],
+            b: members[j],
+        }
+    }
+
+    /// Every within-group pair, group by group.
+    pub fn pairs(&self) -> impl Iterator<Item = Pair> + '_ {
+        self.groups.iter().flat_map(|g| {
+            (0..g.len()).flat_map(move |i| (i + 1..g.len()).map(move |j| Pair { a: g[i], b: g[j] }))
+        })
+    }
+
+    /// The space's coreset, built over `bank` on the first call: O(n·D·J) once.
+    pub fn coreset(&self, bank: &Bank) -> &Coreset {
+        self.coreset.get_or_init(|| Coreset::build(bank, self))
+    }
+
+    /// Builds the coreset now (see [`Bank::prepare`]).
+    pub fn prepare(&self, bank: &Bank) {
+        self.coreset(bank);
+    }
+
+    /// Whether the space was built over a bank of this size.
+    pub fn fits(&self, bank: &Bank) -> bool {
+        self.bank_len == bank.len()
+    }
+
+    /// Approximate heap size in bytes.
+    pub fn size_bytes(&self) -> usize {
+        let word = std::mem::size_of::<usize>();
+        let membership = match &self.membership {
+            Membership::Dense(groups) => groups.len() * 4,
+            Membership::Sparse(groups) => groups.len() * 4 * word,
+        };
+        let coreset = self.coreset.get().map_or(0, Coreset::size_bytes);
+        self.item_count * word + self.groups.len() * 4 * word + membership + coreset
+    }
+}
+
+/// The items of a space that are extreme along some of many fixed directions (see the module's
+/// documentation), with their features side by side: a few thousand items at most whatever the
+/// size of the space, among which the items of largest predictive variance under any posterior
+/// are found ([`CoreStats`]).
+#[derive(Debug)]
+pub struct Coreset {
+    /// Bank indices, ascending.
+    items: Vec<usize>,
+    /// Column k is φ of `items[k]`.
+    features: DMatrix<f64>,
+}
+
+/// An item and its projection, ordered by projection (ties by index, so the index is the same on
+/// every replica).
+#[derive(Debug, Clone, Copy)]
+struct Projected(f64, usize);
+
+impl PartialEq for Projected {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Projected {}
+impl PartialOrd for Projected {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Projected {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
+    }
+}
+
+/// The `EXTREMES_PER_END` largest values offered, as a min-heap, with its entry threshold kept
+/// apart so that most offers cost one comparison.
+struct Largest {
+    heap: BinaryHeap<Reverse<Projected>>,
+    floor: f64,
+}
+
+impl Largest {
+    fn new() -> Self {
+        Self {
+            heap: BinaryHeap::with_capacity(EXTREMES_PER_END + 1),
+            floor: f64::NEG_INFINITY,
+        }
+    }
+
+    #[inline]
+    fn offer(&mut self, value: f64, item: usize) {
+        if value < self.floor {
+            return;
+        }
+        let p = Projected(value, item);
+        if self.heap.len() < EXTREMES_PER_END {
+            self.heap.push(Reverse(p));
+        } else if self.heap.peek().is_some_and(|Reverse(least)| p > *least) {
+            self.heap.pop();
+            self.heap.push(Reverse(p));
+        }
+        if self.heap.len() == EXTREMES_PER_END {
+            self.floor = self.heap.peek().map_or(f64::NEG_INFINITY, |Reverse(l)| l.0);
+        }
+    }
+
+    fn items(&self) -> impl Iterator<Item = usize> + '_ {
+        self.heap.iter().map(|Reverse(p)| p.1)
+    }
+}
+
+impl Coreset {
+    /// Projects every item of `space` on the index's directions, in chunks: O(n·D·J).
+    fn build(bank: &Bank, space: &ItemSpace) -> Self {
+        let directions = index_directions(bank, space);
+        let d = directions.nrows();
+        let j = bank.dim();
+        let mut high: Vec<Largest> = (0..d).map(|_| Largest::new()).collect();
+        let mut low: Vec<Largest> = (0..d).map(|_| Largest::new()).collect();
+        let mut chunk = DMatrix::zeros(j, INDEX_CHUNK);
+        let members: Vec<usize> = space.groups.iter().flatten().copied().collect();
+        for block in members.chunks(INDEX_CHUNK) {
+            for (c, &item) in block.iter().enumerate() {
+                chunk
+                    .column_mut(c)
+                    .copy_from_slice(bank.feature_slice(item));
+            }
+            let projections = &directions * chunk.columns(0, block.len());
+            for (c, &item) in block.iter().enumerate() {
+                let column = projections.column(c);
+                for r in 0..d {
+                    high[r].offer(column[r], item);
+                    low[r].offer(-column[r], item);
+                }
+            }
+        }
+        let mut items: Vec<usize> = high.iter().chain(&low).flat_map(Largest::items).collect();
+        items.sort_unstable();
+        items.dedup();
+        let mut features = DMatrix::zeros(j, items.len());
+        for (k, &i) in items.iter().enumerate() {
+            features
+                .column_mut(k)
+                .copy_from_slice(bank.feature_slice(i));
+        }
+        Self { items, features }
+    }
+
+    /// The coreset's items (bank indices).
+    pub fn items(&self) -> &[usize] {
+        &self.items
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn size_bytes(&self) -> usize {
+        self.items.len() * std::mem::size_of::<usize>() + self.features.len() * 8
+    }
+}
+
+/// A session's statistics of the coreset's items under its posterior: mᵢ = φᵢᵀμ and
+/// qᵢ = φᵢᵀΣφᵢ, followed through each rank-one step μ += c₁u, Σ −= c₂uuᵀ in O(K·J)
+/// (w = Cᵀu, m += c₁w, q −= c₂w²) for the K ≤ 2·D·[`EXTREMES_PER_END`] coreset items, and
+/// computed afresh in O(K·J²). K is bounded whatever the size of the bank.
+#[derive(Debug, Clone)]
+pub struct CoreStats {
+    m: Vec<f64>,
+    q: Vec<f64>,
+}
+
+impl CoreStats {
+    /// The statistics under `posterior`: O(K·J²).
+    pub fn new(core: &Coreset, posterior: &Posterior) -> Self {
+        let g = posterior.cov() * &core.features;
+        Self {
+            m: core
+                .features
+                .tr_mul(posterior.mean())
+                .iter()
+                .copied()
+                .collect(),
+            q: g.column_iter()
+                .zip(core.features.column_iter())
+                .map(|(gk, fk)| gk.dot(&fk))
+                .collect(),
+        }
+    }
+
+    /// Follows the posterior's rank-one step: O(K·J).
+    pub fn update(&mut self, core: &Coreset, u: &DVector<f64>, step: RankOne) {
+        if step == RankOne::NONE {
+            return;
+        }
+        let w = core.features.tr_mul(u);
+        for ((m, q), w) in self.m.iter_mut().zip(&mut self.q).zip(w.iter()) {
+            *m += step.c1 * w;
+            *q -= step.c2 * w * w;
+        }
+    }
+
+    /// The coreset positions of the `count` items of largest qᵢ, largest first (ties by index).
+    pub fn widest(&self, count: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.q.len()).collect();
+        let count = count.min(order.len());
+        if count == 0 {
+            return Vec::new();
+        }
+        let by_q = |x: &usize, y: &usize| self.q[*y].total_cmp(&self.q[*x]).then(x.cmp(y));
+        order.select_nth_unstable_by(count - 1, by_q);
+        order.truncate(count);
+        order.sort_by(by_q);
+        order
+    }
+
+    /// The `count` coreset positions other than `position` whose mᵢ is nearest its own: partners
+    /// whose pair with it has a mean near 0, the most uncertain outcome. O(K·count).
+    pub fn nearest_in_mean(&self, position: usize, count: usize) -> Vec<usize> {
+        let centre = self.m[position];
+        let mut nearest: Vec<(f64, usize)> = Vec::with_capacity(count + 1);
+        for (k, &m) in self.m.iter().enumerate() {
+            let distance = (m - centre).abs();
+            if k == position || (nearest.len() == count && distance >= nearest[count - 1].0) {
+                continue;
+            }
+            let at = nearest.partition_point(|&(d, _)| d <= distance);
+            nearest.insert(at, (distance, k));
+            nearest.truncate(count);
+        }
+        nearest.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// mᵢ of a coreset position.
+    pub fn mean_of(&self, position: usize) -> f64 {
+        self.m[position]
+    }
+
+    /// Heap size in bytes.
+    pub fn size_bytes(&self) -> usize {
+        (self.m.len() + self.q.len()) * 8
+    }
+}
+
+/// The unit directions of the index, one a row: the principal axes of the items' features
+/// (where the bank spreads), the coordinate axes (each base reward on its own) and random
+/// directions from a fixed seed (everything between), 16J in all but at most
+/// [`MAX_INDEX_DIRECTIONS`], so that every replica builds the same index.
+fn index_directions(bank: &Bank, space: &ItemSpace) -> DMatrix<f64> {
+    let j = bank.dim();
+    let n = space.item_count.max(1) as f64;
+    let mut mean = DVector::zeros(j);
+    for &i in space.groups.iter().flatten() {
+        mean += DVector::from_column_slice(bank.feature_slice(i));
+    }
+    mean /= n;
+    let mut scatter = DMatrix::zeros(j, j);
+    for &i in space.groups.iter().flatten() {
+        let centred = DVector::from_column_slice(bank.feature_slice(i)) - &mean;
+        scatter.ger(1.0 / n, &centred, &centred, 1.0);
+    }
+    let principal = SymmetricEigen::new(scatter.symmetric_part()).eigenvectors;
+    let mut rows: Vec<DVector<f64>> = principal.column_iter().map(|c| c.into_owned()).collect();
+    rows.extend((0..j).map(|axis| DVector::from_fn(j, |r, _| f64::from(u8::from(r == axis)))));
+    let total = (16 * j).clamp(rows.len(), MAX_INDEX_DIRECTIONS.max(rows.len()));
+    let mut rng = StdRng::seed_from_u64(0x5EED_1DE0);
+    while rows.len() < total {
+        let v = DVector::<f64>::from_fn(j, |_, _| StandardNormal.sample(&mut rng));
+        let norm = v.norm();
+        if norm > 0.0 {
+            rows.push(v / norm);
+        }
+    }
+    DMatrix::from_fn(rows.len(), j, |r, c| rows[r][c])
+}
+
+/// The candidate space of one session: the items it may ask about ([`ItemSpace`], shared when it
+/// is the whole bank) and the pairs already asked.
+#[derive(Debug, Clone)]
+pub struct CandidateSpace {
+    items: Arc<ItemSpace>,
+    asked: HashSet<(usize, usize)>,
+    /// How many of the asked pairs are candidates (asked or excluded pairs may lie outside).
+    asked_candidates: usize,
+}
+
+impl CandidateSpace {
+    /// `allowed`: the items the session may use (`None`: the whole bank, whose space is shared).
+    pub fn new(bank: &Bank, allowed: Option<&[usize]>) -> Self {
+        let items = match allowed {
+            None => bank.space().clone(),
+            Some(items) => Arc::new(ItemSpace::new(bank, Some(items))),
+        };
+        Self {
+            items,
+            asked: HashSet::new(),
+            asked_candidates: 0,
+        }
+    }
+
+    /// The items the session may ask about.
+    pub fn items(&self) -> &ItemSpace {
+        &self.items
+    }
+
+    /// Records a pair as asked, so it is never proposed again.
+    pub fn mark_asked(&mut self, pair: Pair) {
+        let newly = self.asked.insert(pair.unordered());
+        let candidate = pair.a != pair.b
+            && matches!((self.items.group_of(pair.a), self.items.group_of(pair.b)), (Some(x), Some(y)) if x == y);
+        if newly && candidate {
+            self.asked_candidates += 1;
+        }
+    }
+
+    /// Marks every pair of an asked set as asked, so that no later question repeats the set.
+    pub fn mark_set_asked(&mut self, items: &[usize]) {
+        for (x, &a) in items.iter().enumerate() {
+            for &b in &items[x + 1..] {
+                self.mark_asked(Pair { a, b });
+            }
+        }
+    }
+
+    /// The items that may share a question with `item` (its group, `item` included).
+    pub fn group_members(&self, item: usize) -> &[usize] {
+        self.items.group_members(item)
+    }
+
+    /// Every candidate pair not asked yet: O(pairs of the space).
+    pub fn unasked_pairs(&self) -> impl Iterator<Item = Pair> + '_ {
+        self.items.pairs().filter(|p| !self.was_asked(*p))
+    }
+
+    pub fn was_asked(&self, pair: Pair) -> bool {
+        self.asked.contains(&pair.unordered())
+    }
+
+    /// Candidate pairs not asked yet.
+    pub fn remaining(&self) -> usize {
+        self.items.pair_count - self.asked_candidates
+    }
+
+    /// Whether this space was made over `bank` (its size, at least).
+    pub fn fits(&self, bank: &Bank) -> bool {
+        self.items.fits(bank)
+    }
+
+    /// Approximate heap size in bytes of what this session holds on its own: the asked pairs
+    /// (hash tables counted at about twice their entries) and a restricted item space; the whole
+    /// bank's space is shared by every session and counted with the bank.
+    pub fn size_bytes(&self) -> usize {
+        let word = std::mem::size_of::<usize>();
+        let own = if matches!(self.items.membership, Membership::Sparse(_)) {
+            self.items.size_bytes()
+        } else {
+            0
+        };
+        own + self.asked.len() * 4 * word
+    }
+
+    /// A uniformly random unasked pair: rejection sampling while most pairs are unasked, else an
+    /// enumeration of the rest; `None` when none is left.
+    pub fn random_unasked<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<Pair> {
+        if self.remaining() == 0 {
+            return None;
+        }
+        for _ in 0..256 {
+            let pair = self.items.sample_pair(rng);
+            if !self.was_asked(pair) {
+                return Some(pair);
+            }
+        }
+        let unasked: Vec<Pair> = self.unasked_pairs().collect();
+        (!unasked.is_empty()).then(|| unasked[rng.random_range(0..unasked.len())])
+    }
+}
