@@ -28,7 +28,7 @@ stop_server() {
 }
 cleanup() {
   stop_server
-  rm -f "$LOG" "$OUT"
+  rm -f "$LOG" "$LOG.bench" "$OUT"
 }
 trap cleanup EXIT
 
@@ -44,22 +44,28 @@ start_server() {
 
 # The server's peak resident set so far, MiB.
 peak_rss_mib() { awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER/status"; }
+# What the server's run cache holds: sessions and KB a session (its /metrics gauges).
+run_cache() {
+  curl -s "$TARGET/metrics" | awk '/^elicit_run_cache_bytes / { b = $2 } /^elicit_run_cache_sessions / { n = $2 }
+    END { if (n > 0) printf "%d × %.1f", n, b / n / 1024; else printf "0" }'
+}
 field() { python3 -c "import json,sys; print(json.load(open('$OUT'))['$1'])"; }
 
 BASE_RATE=
-echo "| run | answers/s | answer p50 ms | answer p99 ms | create p50 / p99 ms | ratio to 40 items | server peak RSS MiB | bank MiB | upload s | first session ms |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| run | answers/s | answer p50 ms | answer p99 ms | create p50 / p99 ms | ratio to 40 items | server peak RSS MiB | run cache: sessions × KB | bank MiB | upload s | first session ms |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 row() {
   local name="$1"
   shift
   start_server
-  "$ELICIT" bench --target "$TARGET" --api-key "$KEY" --dims 16 --json "$@" >"$OUT"
+  "$ELICIT" bench --target "$TARGET" --api-key "$KEY" --dims 16 --json "$@" >"$OUT" 2>"$LOG.bench" \
+    || { cat "$LOG.bench" "$LOG"; exit 1; }
   local rate
   rate=$(field answers_per_s)
   [[ -n "$BASE_RATE" ]] || BASE_RATE="$rate"
-  printf '| %s | %.0f | %.2f | %.2f | %.2f / %.2f | %.2f | %s | %.1f | %.1f | %.0f |\n' "$name" "$rate" \
+  printf '| %s | %.0f | %.2f | %.2f | %.2f / %.2f | %.2f | %s | %s | %.2f | %.1f | %.0f |\n' "$name" "$rate" \
     "$(field answer_p50_ms)" "$(field answer_p99_ms)" "$(field create_p50_ms)" "$(field create_p99_ms)" \
-    "$(python3 -c "print($rate / $BASE_RATE)")" "$(peak_rss_mib)" "$(field bank_mib)" \
+    "$(python3 -c "print($rate / $BASE_RATE)")" "$(peak_rss_mib)" "$(run_cache)" "$(field bank_mib)" \
     "$(field upload_seconds)" "$(field first_session_ms)"
   stop_server
 }

@@ -35,7 +35,8 @@ pub struct Config {
     /// After SIGTERM: how long readiness reports 503 before the listener stops accepting.
     pub drain_delay_ms: u64,
     /// Memory budget of the per-replica cache of sessions' engine state (an answer on a cached
-    /// session costs O(NJ); a miss rebuilds the state from the answer log).
+    /// session costs O(J²) plus a question, whatever the bank's size; a miss rebuilds the state
+    /// from the answer log).
     pub run_cache_bytes: usize,
     /// Browser origins allowed to call the API (CORS), e.g. `["https://app.example"]`; none by
     /// default, so browsers on other origins cannot read it.

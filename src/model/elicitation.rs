@@ -1,4 +1,4 @@
-//! One user's elicitation run: the posterior, the bank statistics, the questions asked, the
+//! One user's elicitation run: the posterior, the coreset's statistics, the questions asked, the
 //! stopping rule and the diagnostics, tied together. Storage and transport live elsewhere; this
 //! is what they load, drive and save.
 

@@ -18,7 +18,7 @@
 //! μ' = μ + B m_t,  Σ' = Σ + B (C_t − I) Bᵀ,  B = ΣDᵀU s⁻¹.
 //!
 //! It is a rank-r step, applied as r rank-one steps along B's images of the eigenvectors of
-//! C_t − I ([`ChoiceStep::pieces`]), so a session's bank statistics follow it in O(rNJ) as they
+//! C_t − I ([`ChoiceStep::pieces`]), so a session's coreset statistics follow it in O(rKJ) as they
 //! follow a pairwise answer. k = 2 is the pairwise ADF step (ties aside), computed by it.
 
 use std::sync::OnceLock;

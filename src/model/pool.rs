@@ -13,7 +13,8 @@
 //!    extreme along one of many fixed directions, [`super::space::Coreset`], whose mᵢ and qᵢ the
 //!    session follows answer by answer, [`CoreStats`]);
 //! 2. for each of the [`SelectionOptions::anchors`] widest of them, the
-//!    [`SelectionOptions::partners`] coreset items whose mean is nearest its own;
+//!    [`SelectionOptions::partners`] items nearest its mean among the coreset's 8·top_items
+//!    widest;
 //! 3. the items of [`SelectionOptions::sampled_pairs`] uniformly random within-group pairs
 //!    (coverage of the whole space and of every group);
 //! 4. for anchors with few group mates in the pool, up to [`SelectionOptions::mates`] of them (in
@@ -22,7 +23,8 @@
 //! and its scan pairs each anchor with every other item of its group in the pool.
 //!
 //! Cost of a question from a drawn pool, whatever the size N of the bank: O(K) to rank the K
-//! coreset items (K ≤ 2·min(16J, 256)·4), O(anchors·K) for the partners, O(P·J²) for the pool's
+//! coreset items (K ≤ 2·min(16J, 256)·8), O(W log W) for the partners (W = 8·top_items),
+//! O(P·J²) for the pool's
 //! statistics with P ≤ top_items + anchors·(partners + mates) + 2·sampled_pairs, and
 //! O(anchors·P·J) for the scan; the session's coreset statistics cost O(K·J) an answer.
 
@@ -65,7 +67,7 @@ impl Default for SelectionOptions {
     fn default() -> Self {
         Self {
             exhaustive_limit: 20_000,
-            top_items: 32,
+            top_items: 48,
             anchors: 16,
             partners: 4,
             sampled_pairs: 8,
@@ -75,6 +77,9 @@ impl Default for SelectionOptions {
         }
     }
 }
+
+/// The coreset items partners are drawn from: this many times `top_items`, the widest.
+const PARTNER_SPREAD: usize = 8;
 
 /// A pool item's position, and a pair of them.
 pub type Position = u32;
@@ -136,12 +141,16 @@ impl Pool {
             }
         };
         let mut chosen = Chosen::default();
-        let widest = core.widest(options.top_items);
-        for &k in &widest {
+        // Partners come from the coreset's wider part (a pair with a narrow item carries little),
+        // ordered by mean once, so that each anchor's are its neighbours in that order.
+        let wide = core.widest(options.top_items * PARTNER_SPREAD);
+        let widest = &wide[..options.top_items.min(wide.len())];
+        for &k in widest {
             chosen.add(coreset.items()[k]);
         }
+        let by_mean = core.by_mean(&wide);
         for &k in widest.iter().take(options.anchors) {
-            for partner in core.nearest_in_mean(k, options.partners) {
+            for partner in core.neighbours_in_mean(&by_mean, k, options.partners) {
                 chosen.add(coreset.items()[partner]);
             }
         }
@@ -332,7 +341,7 @@ impl Pool {
     }
 
     /// φₐᵀΣφ_b.
-    #[inline]
+    #[inline(always)]
     fn cross(&self, a: Position, b: Position) -> f64 {
         if a == b {
             self.q[a as usize]
@@ -342,7 +351,7 @@ impl Pool {
     }
 
     /// The belief N(m, s²) about f for the pair, with x = β(φa − φb).
-    #[inline]
+    #[inline(always)]
     pub fn pair_predictive(&self, pair: PoolPair, beta: f64) -> (f64, f64) {
         let (a, b) = (pair.a as usize, pair.b as usize);
         let s2 = beta * beta * (self.q[a] + self.q[b] - 2.0 * self.cross(pair.a, pair.b));

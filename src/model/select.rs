@@ -91,47 +91,100 @@ pub fn information_closed_form(m: f64, s2: f64) -> f64 {
 /// shortlist is re-scored exactly.
 #[inline]
 pub fn information_table(m: f64, s2: f64) -> f64 {
-    let table = screen_table();
-    let a = s2 / (s2 + 4.0);
-    let b2 = m * m / (1.0 + std::f64::consts::PI * s2 / 8.0);
-    if b2 >= SCREEN_B2_MAX || !a.is_finite() {
+    let Some(cell) = TableCell::of(m, s2) else {
         return 0.0;
-    }
-    let fa = a * SCREEN_A_CELLS as f64;
-    let fb = b2 * (SCREEN_B_CELLS as f64 / SCREEN_B2_MAX);
-    let (ia, ib) = (
-        (fa as usize).min(SCREEN_A_CELLS - 1),
-        (fb as usize).min(SCREEN_B_CELLS - 1),
-    );
-    let (ta, tb) = (fa - ia as f64, fb - ib as f64);
-    let row = SCREEN_B_CELLS + 1;
-    let v = &table[ia * row + ib..];
-    let w = &table[(ia + 1) * row + ib..];
+    };
+    let v = &screen_table()[cell.index..];
+    let w = &screen_table()[cell.index + TABLE_ROW..];
+    let (ta, tb) = (cell.ta, cell.tb);
     (1.0 - ta) * ((1.0 - tb) * v[0] + tb * v[1]) + ta * ((1.0 - tb) * w[0] + tb * w[1])
 }
+
+/// An upper bound on [`information_quadrature`] for a binary answer (no ties) with any lapse
+/// rate, from a table of the lapse-free value: a lapse only adds noise to the answer, so it
+/// lowers the information (the quadrature is the exact information of a 16-point f, so this
+/// holds for it too), and within a cell of the table the lapse-free value stays within
+/// [`QUADRATURE_BOUND_MARGIN_BITS`] of the largest of the cell's corners (a smooth function on a
+/// fine grid; checked on a dense sample in `tests/inference.rs`). `None` beyond the table
+/// (b² ≥ 64, an outcome almost certain). It spares the shortlist's re-scoring most quadratures.
+#[inline]
+pub fn information_quadrature_bound(m: f64, s2: f64) -> Option<f64> {
+    TableCell::of(m, s2).map(|cell| {
+        let (v, w) = (
+            &quadrature_table()[cell.index..],
+            &quadrature_table()[cell.index + TABLE_ROW..],
+        );
+        v[0].max(v[1]).max(w[0]).max(w[1]) + QUADRATURE_BOUND_MARGIN_BITS
+    })
+}
+
+/// What [`information_quadrature_bound`] adds to its cell's largest corner.
+pub const QUADRATURE_BOUND_MARGIN_BITS: f64 = 1e-3;
 
 /// Largest difference between [`information_table`] and [`information_closed_form`], in bits.
 pub const SCREEN_TABLE_MAX_ERROR_BITS: f64 = 0.005;
 const SCREEN_A_CELLS: usize = 256;
 const SCREEN_B_CELLS: usize = 512;
+const TABLE_ROW: usize = SCREEN_B_CELLS + 1;
 /// Beyond b² = 64 (|m| > 8 probit-scaled sd) the outcome is certain: the screen is below 0.002 bits.
 const SCREEN_B2_MAX: f64 = 64.0;
 
+/// Where (m, s²) falls in the tables: the index of its cell's corner of smaller a and b², and
+/// its position within the cell.
+struct TableCell {
+    index: usize,
+    ta: f64,
+    tb: f64,
+}
+
+impl TableCell {
+    #[inline]
+    fn of(m: f64, s2: f64) -> Option<Self> {
+        let a = s2 / (s2 + 4.0);
+        let b2 = m * m / (1.0 + std::f64::consts::PI * s2 / 8.0);
+        if b2 >= SCREEN_B2_MAX || !a.is_finite() {
+            return None;
+        }
+        let fa = a * SCREEN_A_CELLS as f64;
+        let fb = b2 * (SCREEN_B_CELLS as f64 / SCREEN_B2_MAX);
+        let (ia, ib) = (
+            (fa as usize).min(SCREEN_A_CELLS - 1),
+            (fb as usize).min(SCREEN_B_CELLS - 1),
+        );
+        Some(Self {
+            index: ia * TABLE_ROW + ib,
+            ta: fa - ia as f64,
+            tb: fb - ib as f64,
+        })
+    }
+}
+
+/// `f(m, s²)` at every corner of the tables' grid, row by row of a.
+fn tabulate(f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+    let mut values = Vec::with_capacity((SCREEN_A_CELLS + 1) * TABLE_ROW);
+    for ia in 0..=SCREEN_A_CELLS {
+        // a = 1 is s² = ∞; the last row uses a very large s² instead.
+        let a = (ia as f64 / SCREEN_A_CELLS as f64).min(1.0 - 1e-12);
+        let s2 = 4.0 * a / (1.0 - a);
+        for ib in 0..=SCREEN_B_CELLS {
+            let b2 = ib as f64 * SCREEN_B2_MAX / SCREEN_B_CELLS as f64;
+            let m = (b2 * (1.0 + std::f64::consts::PI * s2 / 8.0)).sqrt();
+            values.push(f(m, s2));
+        }
+    }
+    values
+}
+
 fn screen_table() -> &'static [f64] {
     static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| tabulate(information_closed_form))
+}
+
+fn quadrature_table() -> &'static [f64] {
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut values = Vec::with_capacity((SCREEN_A_CELLS + 1) * (SCREEN_B_CELLS + 1));
-        for ia in 0..=SCREEN_A_CELLS {
-            // a = 1 is s² = ∞; the last row uses a very large s² instead.
-            let a = (ia as f64 / SCREEN_A_CELLS as f64).min(1.0 - 1e-12);
-            let s2 = 4.0 * a / (1.0 - a);
-            for ib in 0..=SCREEN_B_CELLS {
-                let b2 = ib as f64 * SCREEN_B2_MAX / SCREEN_B_CELLS as f64;
-                let m = (b2 * (1.0 + std::f64::consts::PI * s2 / 8.0)).sqrt();
-                values.push(information_closed_form(m, s2));
-            }
-        }
-        values
+        let lapse_free = NoiseModel::default();
+        tabulate(|m, s2| information_quadrature(&lapse_free, m, s2))
     })
 }
 
@@ -516,6 +569,12 @@ fn best_pair<R: Rng + ?Sized>(
             break;
         }
         let (m, s2) = pool.pair_predictive(s.pair, beta);
+        if !noise.ties_enabled()
+            && let (Some(b), Some(bound)) = (best, information_quadrature_bound(m, s2))
+            && bound < b.score_bits
+        {
+            continue;
+        }
         let exact = information_quadrature(noise, m, s2);
         // `>=`: the last of equal scores, as `max_by` over the whole shortlist would choose.
         if best.is_none_or(|b| exact >= b.score_bits) {

@@ -5,11 +5,11 @@
 //! space without looking at every item: for D = min(16J, 256) fixed unit directions of feature
 //! space (the space's principal axes, the coordinate axes and random directions from a fixed
 //! seed), the [`EXTREMES_PER_END`] items with the largest and with the smallest projection, at
-//! most 2·D·4 items in all. An item of large predictive variance qᵢ = φᵢᵀΣφᵢ under a posterior
-//! is far out along the posterior's directions of large variance, and so, with many directions,
-//! nearly always far out along one of them: the coreset's items of largest qᵢ stand in for the
-//! bank's (`elicit simulate --bank 100000` loses 0.5 % of the bits of a scan of every item,
-//! BENCHMARKS.md). Built once per bank version in O(N·D·J).
+//! most 2·D·8 items in all (4,096 at J ≥ 16). An item of large predictive variance
+//! qᵢ = φᵢᵀΣφᵢ under a posterior is far out along the posterior's directions of large variance,
+//! and so, with many directions, nearly always far out along one of them: the coreset's items of
+//! largest qᵢ stand in for the bank's (`elicit simulate --bank 100000` keeps 99.7 % of the bits
+//! of a scan of every item, BENCHMARKS.md). Built once per bank version in O(N·D·J).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -24,7 +24,7 @@ use super::bank::{Bank, Pair};
 use super::posterior::{Posterior, RankOne};
 
 /// Items kept at each end of each indexed direction.
-pub const EXTREMES_PER_END: usize = 4;
+pub const EXTREMES_PER_END: usize = 8;
 /// Directions of the index at most (16J below J = 16).
 pub const MAX_INDEX_DIRECTIONS: usize = 256;
 /// Items projected at once when the index is built (bounds its working memory).
@@ -360,21 +360,47 @@ impl CoreStats {
         order
     }
 
-    /// The `count` coreset positions other than `position` whose mᵢ is nearest its own: partners
-    /// whose pair with it has a mean near 0, the most uncertain outcome. O(K·count).
-    pub fn nearest_in_mean(&self, position: usize, count: usize) -> Vec<usize> {
-        let centre = self.m[position];
-        let mut nearest: Vec<(f64, usize)> = Vec::with_capacity(count + 1);
-        for (k, &m) in self.m.iter().enumerate() {
-            let distance = (m - centre).abs();
-            if k == position || (nearest.len() == count && distance >= nearest[count - 1].0) {
-                continue;
+    /// `positions` ordered by mᵢ (ties by position).
+    pub fn by_mean(&self, positions: &[usize]) -> Vec<usize> {
+        let mut order = positions.to_vec();
+        order.sort_by(|&x, &y| self.m[x].total_cmp(&self.m[y]).then(x.cmp(&y)));
+        order
+    }
+
+    /// Up to `count` positions of `by_mean` (an order of [`CoreStats::by_mean`] holding
+    /// `position`) nearest `position` in that order, alternately above and below: partners whose
+    /// pair with it has a mean near 0, the most uncertain outcome. O(log W + count).
+    pub fn neighbours_in_mean(
+        &self,
+        by_mean: &[usize],
+        position: usize,
+        count: usize,
+    ) -> Vec<usize> {
+        let key = |&k: &usize| (self.m[k], k);
+        let at = by_mean.partition_point(|k| {
+            let (m, k) = key(k);
+            m.total_cmp(&self.m[position])
+                .then(k.cmp(&position))
+                .is_lt()
+        });
+        let mut neighbours = Vec::with_capacity(count);
+        for step in 1..=by_mean.len() {
+            if neighbours.len() >= count {
+                break;
             }
-            let at = nearest.partition_point(|&(d, _)| d <= distance);
-            nearest.insert(at, (distance, k));
-            nearest.truncate(count);
+            if let Some(&k) = by_mean.get(at + step) {
+                neighbours.push(k);
+            }
+            if neighbours.len() < count
+                && let Some(&k) = at.checked_sub(step).and_then(|i| by_mean.get(i))
+            {
+                neighbours.push(k);
+            }
+            if at + step >= by_mean.len() && step > at {
+                break;
+            }
         }
-        nearest.into_iter().map(|(_, k)| k).collect()
+        neighbours
     }
 
     /// mᵢ of a coreset position.
