@@ -66,7 +66,7 @@ pub struct SelectionOptions {
 impl Default for SelectionOptions {
     fn default() -> Self {
         Self {
-            exhaustive_limit: 20_000,
+            exhaustive_limit: 8_192,
             top_items: 48,
             anchors: 16,
             partners: 4,
