@@ -661,7 +661,8 @@ struct Onboarding<'a> {
 }
 
 impl Onboarding<'_> {
-    /// Opens a session for a new simulated user (timed); `None` if the server refused it.
+    /// Opens a session for a new simulated user (timed); `None` after a 5xx (a 4xx is an error:
+    /// the load is misconfigured).
     async fn open(&mut self) -> anyhow::Result<Option<OpenSession>> {
         let user = format!("{}-c{}-u{}", self.setup.model, self.client, self.users);
         self.users += 1;
@@ -680,9 +681,13 @@ impl Onboarding<'_> {
                 &mut self.log.retries,
             )
             .await?;
-        if reply.status != 201 {
-            self.log.server_errors += usize::from(reply.status >= 500);
-            return Ok(None);
+        match reply.status {
+            201 => {}
+            s if s >= 500 => {
+                self.log.server_errors += 1;
+                return Ok(None);
+            }
+            s => bail!("session refused: {s} {}", reply.body),
         }
         self.log.creates.push(started.elapsed());
         self.log.sessions_created += 1;
