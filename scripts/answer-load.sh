@@ -16,32 +16,21 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_RUN="${1:-8}"
 ROUNDS="${2:-3}"
 CLIENTS=16
-export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/elicit/target}"
-cargo build --release --quiet
-ELICIT="$CARGO_TARGET_DIR/release/elicit"
-KEY="load-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+source scripts/lib/server.sh
+elicit_build
 DB=elicit_load_$$
 PGB=pgbench_load_$$
-LOG=$(mktemp)
 CEILING=$(mktemp -d)
+BENCH_ERR=$(mktemp)
 cleanup() {
-  [[ -n "${SERVER:-}" ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
-  dropdb --if-exists "$DB" 2>/dev/null || true
+  stop_server
   dropdb --if-exists "$PGB" 2>/dev/null || true
-  rm -rf "$LOG" "$CEILING"
+  rm -rf "$CEILING" "$BENCH_ERR"
 }
 trap cleanup EXIT
-createdb "$DB"
+start_server "$DB"
 createdb "$PGB"
 pgbench -i -s 10 -q "$PGB" >/dev/null 2>&1
-
-ELICIT_DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" ELICIT_ADMIN_KEY="$KEY" RUST_LOG=warn \
-  "$ELICIT" serve --port 0 >"$LOG" 2>&1 &
-SERVER=$!
-for _ in $(seq 100); do grep -q "listening on" "$LOG" && break; sleep 0.1; done
-TARGET=$(sed -n 's/^listening on //p' "$LOG")
-[[ -n "$TARGET" ]] || { cat "$LOG"; exit 1; }
 
 # The service's answer commit on its own, on 20,000 sessions of the service's schema in $DB.
 python3 scripts/answer-ceiling.py "$CEILING" 20000
@@ -57,7 +46,7 @@ ceiling_tps() {
     -T "$SECONDS_PER_RUN" "$DB" 2>/dev/null | tps_of
 }
 BENCH=("$ELICIT" bench --target "$TARGET" --api-key "$KEY" --dims 16 --json)
-bench() { "${BENCH[@]}" "$@"; }
+bench() { "${BENCH[@]}" "$@" 2>"$BENCH_ERR" || { cat "$BENCH_ERR" >&2; return 1; }; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 # "/proc/PID/stat TICKS" for each given process still running: its CPU clock ticks (user +
 # system) so far.

@@ -10,37 +10,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN="${1:-6}"
-export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/elicit/target}"
-cargo build --release --quiet
-ELICIT="$CARGO_TARGET_DIR/release/elicit"
-KEY="scale-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+source scripts/lib/server.sh
+elicit_build
 DB=elicit_scale_$$
-LOG=$(mktemp)
 OUT=$(mktemp)
-stop_server() {
-  if [[ -n "${SERVER:-}" ]]; then
-    kill "$SERVER" 2>/dev/null || true
-    wait "$SERVER" 2>/dev/null || true
-    SERVER=
-  fi
-  dropdb --if-exists "$DB" 2>/dev/null || true
-}
+BENCH_LOG=$(mktemp)
 cleanup() {
   stop_server
-  rm -f "$LOG" "$LOG.bench" "$OUT"
+  rm -f "$OUT" "$BENCH_LOG"
 }
 trap cleanup EXIT
-
-start_server() {
-  createdb "$DB"
-  ELICIT_DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" ELICIT_ADMIN_KEY="$KEY" RUST_LOG=warn \
-    "$ELICIT" serve --port 0 >"$LOG" 2>&1 &
-  SERVER=$!
-  for _ in $(seq 100); do grep -q "listening on" "$LOG" && break; sleep 0.1; done
-  TARGET=$(sed -n 's/^listening on //p' "$LOG")
-  [[ -n "$TARGET" ]] || { cat "$LOG"; exit 1; }
-}
 
 # The server's peak resident set so far, MiB.
 peak_rss_mib() { awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER/status"; }
@@ -57,9 +36,9 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|"
 row() {
   local name="$1"
   shift
-  start_server
-  "$ELICIT" bench --target "$TARGET" --api-key "$KEY" --dims 16 --json "$@" >"$OUT" 2>"$LOG.bench" \
-    || { cat "$LOG.bench" "$LOG"; exit 1; }
+  start_server "$DB"
+  "$ELICIT" bench --target "$TARGET" --api-key "$KEY" --dims 16 --json "$@" >"$OUT" 2>"$BENCH_LOG" \
+    || { cat "$BENCH_LOG" "$SERVER_LOG"; exit 1; }
   local rate
   rate=$(field answers_per_s)
   [[ -n "$BASE_RATE" ]] || BASE_RATE="$rate"

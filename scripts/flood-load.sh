@@ -10,30 +10,19 @@ SECONDS_PER_RUN="${1:-8}"
 ROUNDS="${2:-3}"
 RATE="${3:-400}"
 FLOOD="${4:-1000}"
-export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/elicit/target}"
-cargo build --release --quiet
-ELICIT="$CARGO_TARGET_DIR/release/elicit"
-KEY="flood-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-DB=elicit_flood_$$
-LOG=$(mktemp)
+source scripts/lib/server.sh
+elicit_build
+BENCH_ERR=$(mktemp)
 cleanup() {
-  [[ -n "${SERVER:-}" ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
-  dropdb --if-exists "$DB" 2>/dev/null || true
-  rm -f "$LOG"
+  stop_server
+  rm -f "$BENCH_ERR"
 }
 trap cleanup EXIT
-createdb "$DB"
-ELICIT_DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" ELICIT_ADMIN_KEY="$KEY" RUST_LOG=warn \
-  "$ELICIT" serve --port 0 >"$LOG" 2>&1 &
-SERVER=$!
-for _ in $(seq 100); do grep -q "listening on" "$LOG" && break; sleep 0.1; done
-TARGET=$(sed -n 's/^listening on //p' "$LOG")
-[[ -n "$TARGET" ]] || { cat "$LOG"; exit 1; }
+start_server elicit_flood_$$
 
 bench() {
   "$ELICIT" bench --target "$TARGET" --api-key "$KEY" --clients 16 --bank 40 --dims 16 \
-    --seconds "$SECONDS_PER_RUN" --rate "$RATE" --json "$@"
+    --seconds "$SECONDS_PER_RUN" --rate "$RATE" --json "$@" 2>"$BENCH_ERR" || { cat "$BENCH_ERR" >&2; return 1; }
 }
 field() { python3 -c "import json,sys; r=json.load(sys.stdin); print(eval('r' + ''.join(f'[{k!r}]' for k in '$1'.split('.'))))"; }
 
