@@ -143,6 +143,36 @@ fn a_session_holds_the_same_state_on_a_bank_a_hundred_times_larger() {
 }
 
 #[test]
+fn a_session_restricted_to_many_items_draws_its_questions_from_them_alone() {
+    // 1,000 allowed items of a 5,000-item bank: 499,500 pairs, so the session's own space gets
+    // its own coreset and draws pools from it.
+    let bank = bank(14, 6, 5_000);
+    let allowed: Vec<usize> = (0..5_000).filter(|i| i % 5 == 2).collect();
+    let config = elicit::model::ElicitationConfig {
+        stopping: elicit::model::StoppingRule {
+            max_questions: 15,
+            min_information_bits: f64::NEG_INFINITY,
+            target_sd: None,
+        },
+        ..Default::default()
+    };
+    let prior = Posterior::isotropic(6, 1.0).unwrap();
+    let mut run = elicit::model::Elicitation::new(&bank, prior, config, Some(&allowed)).unwrap();
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut asked = 0;
+    while let elicit::model::elicitation::Next::Ask(q) = run.next(&mut rng) {
+        assert!(
+            q.pair.a % 5 == 2 && q.pair.b % 5 == 2,
+            "{:?} is outside the session's items",
+            q.pair
+        );
+        run.answer(q.pair, elicit::model::Choice::A).unwrap();
+        asked += 1;
+    }
+    assert_eq!(asked, 15);
+}
+
+#[test]
 fn drawn_pools_keep_questions_within_groups_of_a_large_grouped_bank() {
     // 40,000 items in groups of 4 (60,000 pairs: above the exhaustive limit, so pools are drawn,
     // and the widest items are nearly never in one group).
