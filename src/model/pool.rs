@@ -23,10 +23,10 @@
 //! and its scan pairs each anchor with every other item of its group in the pool.
 //!
 //! Cost of a question from a drawn pool, whatever the size N of the bank: O(K) to rank the K
-//! coreset items (K ≤ 2·min(16J, 256)·8), O(W log W) for the partners (W = 8·top_items),
-//! O(P·J²) for the pool's
-//! statistics with P ≤ top_items + anchors·(partners + mates) + 2·sampled_pairs, and
-//! O(anchors·P·J) for the scan; the session's coreset statistics cost O(K·J) an answer.
+//! coreset items (K ≤ 2·min(16J, 256)·8), O(W log W) for the partners (W = 8·top_items), O(P·J²)
+//! for the pool's statistics with P ≤ top_items + anchors·(partners + mates) + 2·sampled_pairs,
+//! and O(anchors·P·J) for the scan; the session's coreset statistics cost O(K·J) an answer. A
+//! space scanned whole costs O(n·J²) for its n ≤ 2·exhaustive_limit items and O(J) a pair.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
