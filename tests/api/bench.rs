@@ -15,8 +15,7 @@ async fn the_bench_keeps_its_sessions_open(backend: Backend) {
         // Above the exhaustive limit (44,850 pairs): questions come from drawn pools.
         bank: 300,
         dims: 4,
-        // More questions than a session can be asked in the second: none finishes, so the
-        // sessions created are exactly those opened before the clock.
+        // A session stops early only once its questions carry little information.
         questions: 200,
         candidates: 10,
         rate: None,
@@ -30,12 +29,15 @@ async fn the_bench_keeps_its_sessions_open(backend: Backend) {
         load,
     };
     let report = bench::run(&options).await.unwrap();
-    assert_eq!(report.sessions_created, 9, "{report:?}");
-    assert_eq!(report.sessions_finished, 0);
-    assert_eq!(report.creates.count, 9);
+    // The nine opened before the clock, and one more for each that stopped asking and was
+    // finished (unless the clock ran out first).
+    assert!(report.sessions_created >= 9, "{report:?}");
+    assert!(
+        report.sessions_created - 9 <= report.sessions_finished,
+        "{report:?}"
+    );
+    assert_eq!(report.creates.count, report.sessions_created);
     assert!(report.create_p50_ms > 0.0 && report.create_p99_ms >= report.create_p50_ms);
-    // Each of the nine was answered before any was answered twice (in turn, round the clients'
-    // shares of five and four).
     assert!(report.answers.count >= 9, "{report:?}");
     assert_eq!(report.server_errors, 0);
     assert!(report.first_session_ms > 0.0);
