@@ -117,4 +117,15 @@ impl Pair {
             b: self.a,
         }
     }
+
+    /// The pair with its sides in a random order (one draw of `rng`): the model is symmetric,
+    /// people are not.
+    pub fn in_random_order<R: rand::Rng + ?Sized>(self, rng: &mut R) -> Self {
+        use rand::RngExt;
+        if rng.random_bool(0.5) {
+            self
+        } else {
+            self.swapped()
+        }
+    }
 }

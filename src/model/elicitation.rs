@@ -673,10 +673,7 @@ impl<'a> Elicitation<'a> {
                 _ => None,
             })
             .max_by(|x, y| x.0.total_cmp(&y.0))
-            .map(|(_, pair)| Pair {
-                a: pair.b,
-                b: pair.a,
-            })
+            .map(|(_, pair)| pair.swapped())
     }
 
     /// The attention check to ask now, if the check rule says this question is one

@@ -14,7 +14,7 @@
 
 use nalgebra::{DMatrix, DVector};
 use rand::seq::SliceRandom;
-use rand::{Rng, RngExt};
+use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::bank::{Bank, Pair};
@@ -161,15 +161,7 @@ pub fn select_for_targets<R: Rng + ?Sized>(
             (q, total / targets.len() as f64)
         })
         .max_by(|x, y| x.1.total_cmp(&y.1).then(y.0.cmp(&x.0)))?;
-    let pair = candidates[best];
-    let pair = if rng.random_bool(0.5) {
-        pair
-    } else {
-        Pair {
-            a: pair.b,
-            b: pair.a,
-        }
-    };
+    let pair = candidates[best].in_random_order(rng);
     Some(Selected {
         pair,
         score_bits: score,

@@ -10,7 +10,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use rand::{Rng, RngExt};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::bank::{Bank, Pair};
@@ -384,12 +384,7 @@ pub fn most_predictable<R: Rng + ?Sized>(from: &Candidates, rng: &mut R) -> Opti
         .into_iter()
         .map(|p| (sureness(p), p))
         .max_by(|x, y| x.0.total_cmp(&y.0))?;
-    let best = from.pool.pair(best);
-    Some(if rng.random_bool(0.5) {
-        best
-    } else {
-        best.swapped()
-    })
+    Some(from.pool.pair(best).in_random_order(rng))
 }
 
 /// What a question is chosen from, and how: the bank, the question's pool of candidate items
@@ -441,13 +436,10 @@ pub fn select<R: Rng + ?Sized>(
         }),
         Strategy::Bald | Strategy::Dopt | Strategy::Epig => best_pair(from, strategy, rng),
     }?;
-    // Show the two items in a random order: the model is symmetric, people are not.
-    let pair = if rng.random_bool(0.5) {
-        selected.pair
-    } else {
-        selected.pair.swapped()
-    };
-    Some(Selected { pair, ..selected })
+    Some(Selected {
+        pair: selected.pair.in_random_order(rng),
+        ..selected
+    })
 }
 
 /// The best unasked pair of the pool by the strategy: a screen of every within-group pair (the
