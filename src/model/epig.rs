@@ -13,8 +13,8 @@
 //! pays when the targets differ from the bank (research/questions.md).
 
 use nalgebra::{DMatrix, DVector};
-use rand::seq::SliceRandom;
 use rand::Rng;
+use rand::seq::SliceRandom;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::bank::{Bank, Pair};
