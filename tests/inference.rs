@@ -366,6 +366,42 @@ fn every_method_is_the_kalman_filter_for_a_linear_gaussian_observation() {
     }
 }
 
+/// A session's finish takes the reliability fit and the final one from one EP run continued
+/// (`ep::EpRun`): both must be exactly what separate runs give, whatever stage stops the run.
+#[test]
+fn continued_ep_run_equals_separate_runs() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let noise = NoiseModel {
+        beta: 1.0,
+        lapse: 0.05,
+        tie_threshold: 0.0,
+    };
+    let rough = EpOptions {
+        sweeps: 4,
+        damping: 0.7,
+        tolerance: 1e-6,
+    };
+    for (answers, tolerance) in [(3, 1e-9), (12, 1e-9), (25, 1e-3), (25, 1e-12)] {
+        let s = scenario(&mut rng, 4, answers, 2.0, noise);
+        let close = EpOptions {
+            sweeps: 8,
+            damping: 0.7,
+            tolerance,
+        };
+        let mut run = ep::EpRun::new(&s.prior, &s.observations);
+        run.sweep_until(rough);
+        let (first, first_sites) = run.fit();
+        run.sweep_until(close);
+        let (second, second_sites) = run.fit();
+        let (alone, alone_sites) = ep::refine(&s.prior, &s.observations, rough);
+        assert_eq!((first.mean(), first.cov()), (alone.mean(), alone.cov()));
+        assert_eq!(first_sites, alone_sites);
+        let (alone, alone_sites) = ep::refine(&s.prior, &s.observations, close);
+        assert_eq!((second.mean(), second.cov()), (alone.mean(), alone.cov()));
+        assert_eq!(second_sites, alone_sites);
+    }
+}
+
 #[test]
 fn ep_is_independent_of_answer_order() {
     let mut rng = StdRng::seed_from_u64(11);

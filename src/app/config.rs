@@ -32,6 +32,14 @@ pub struct Config {
     pub admin_key: Option<String>,
     /// Requests in flight at once; more get 503 with Retry-After at once.
     pub max_concurrent_requests: usize,
+    /// From a request's first byte to its complete headers, at most; a slower client's
+    /// connection is closed.
+    pub header_timeout_ms: u64,
+    /// How long a connection may wait without starting a request (kept alive between requests,
+    /// or new) before it is closed.
+    pub idle_timeout_ms: u64,
+    /// Connections open at once per replica; more are closed on arrival and counted.
+    pub max_open_connections: usize,
     /// After SIGTERM: how long readiness reports 503 before the listener stops accepting.
     pub drain_delay_ms: u64,
     /// Memory budget of the per-replica cache of sessions' engine state (an answer on a cached
@@ -79,6 +87,9 @@ impl Default for Config {
             log_json: false,
             admin_key: None,
             max_concurrent_requests: 512,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            max_open_connections: 10_000,
             drain_delay_ms: 0,
             run_cache_bytes: crate::service::DEFAULT_RUN_CACHE_BYTES,
             cors_allowed_origins: Vec::new(),

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 
+use crate::http::connections::ConnectionLimits;
 use crate::http::{self, Limits};
 use crate::service::Service;
 use crate::service::demo::DemoLimits;
@@ -20,6 +21,7 @@ use crate::store::sql::PoolSettings;
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    connection_limits: ConnectionLimits,
     service: Service,
     store: SqlStore,
     drain_delay: Duration,
@@ -76,6 +78,11 @@ impl Application {
         Ok(Self {
             listener,
             router: http::router(service.clone(), limits),
+            connection_limits: ConnectionLimits {
+                header_timeout: Duration::from_millis(config.header_timeout_ms),
+                idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+                max_open: config.max_open_connections,
+            },
             service,
             store,
             drain_delay: Duration::from_millis(config.drain_delay_ms),
@@ -109,12 +116,7 @@ impl Application {
             service.start_draining();
             tokio::time::sleep(drain_delay).await;
         };
-        let router = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(drained)
-            .await?;
+        http::connections::serve(self.listener, self.router, self.connection_limits, drained).await;
         self.store.close().await;
         Ok(())
     }

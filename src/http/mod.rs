@@ -2,6 +2,7 @@
 //! the middleware stack.
 
 mod auth;
+pub mod connections;
 mod demo;
 pub mod error;
 mod extract;

@@ -404,8 +404,14 @@ impl<'a> Elicitation<'a> {
                 }
             };
         }
-        let core = (space.items().pair_count() > config.selection.exhaustive_limit)
-            .then(|| CoreStats::new(space.items().coreset(bank), &posterior));
+        let core = (space.items().pair_count() > config.selection.exhaustive_limit).then(|| {
+            let coreset = space.items().coreset(bank);
+            if history.is_empty() {
+                CoreStats::at_start(coreset, &posterior)
+            } else {
+                CoreStats::new(coreset, &posterior)
+            }
+        });
         Ok(Self {
             bank,
             config,

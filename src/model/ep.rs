@@ -47,13 +47,72 @@ pub fn refine<L: Likelihood>(
     observations: &[(DVector<f64>, L)],
     options: EpOptions,
 ) -> (Posterior, Vec<Site>) {
-    let mut posterior = prior.clone();
-    let mut sites = vec![Site::default(); observations.len()];
-    for sweep in 0..options.sweeps.max(1) {
-        let damping = if sweep == 0 { 1.0 } else { options.damping };
+    let mut run = EpRun::new(prior, observations);
+    run.sweep_until(options);
+    run.fit()
+}
+
+/// An EP run that can be continued: [`EpRun::sweep_until`] with looser options and then with
+/// stricter ones gives, at the second call, exactly what [`refine`] with the stricter options
+/// gives (the same sweeps, in the same order, with the same damping and stopping test), so a
+/// caller needing a rough fit and a close one pays for the close one only.
+pub struct EpRun<'a, L> {
+    prior: &'a Posterior,
+    observations: &'a [(DVector<f64>, L)],
+    /// The rank-one state after the sweeps so far.
+    posterior: Posterior,
+    sites: Vec<Site>,
+    sweeps: usize,
+    /// The largest site change of the last sweep.
+    last_change: f64,
+}
+
+impl<'a, L: Likelihood> EpRun<'a, L> {
+    /// A run with empty sites, before its first sweep.
+    pub fn new(prior: &'a Posterior, observations: &'a [(DVector<f64>, L)]) -> Self {
+        Self {
+            prior,
+            observations,
+            posterior: prior.clone(),
+            sites: vec![Site::default(); observations.len()],
+            sweeps: 0,
+            last_change: f64::INFINITY,
+        }
+    }
+
+    /// Sweeps until `options.sweeps` sweeps have run in all, or a sweep after the first moved no
+    /// site parameter more than `options.tolerance`.
+    pub fn sweep_until(&mut self, options: EpOptions) {
+        let target = options.sweeps.max(1);
+        while self.sweeps < target {
+            if self.sweeps > 1 && self.last_change < options.tolerance {
+                return;
+            }
+            let damping = if self.sweeps == 0 {
+                1.0
+            } else {
+                options.damping
+            };
+            self.last_change = self.sweep(damping);
+            self.sweeps += 1;
+        }
+    }
+
+    /// The refined posterior (through the sites' natural parameters, or the rank-one state if
+    /// that refresh is not positive definite) and the sites.
+    pub fn fit(&self) -> (Posterior, Vec<Site>) {
+        let refreshed = refresh_from_sites(self.prior, self.observations, &self.sites);
+        (
+            refreshed.unwrap_or_else(|| self.posterior.clone()),
+            self.sites.clone(),
+        )
+    }
+
+    /// One pass over every site with the given damping; returns the largest site change.
+    fn sweep(&mut self, damping: f64) -> f64 {
         let mut largest_change = 0.0f64;
-        for ((x, lik), site) in observations.iter().zip(sites.iter_mut()) {
-            let predictive = posterior.predictive(x);
+        for ((x, lik), site) in self.observations.iter().zip(self.sites.iter_mut()) {
+            let predictive = self.posterior.predictive(x);
             let (m, v) = (predictive.mean, predictive.variance);
             if v < 1e-12 {
                 continue;
@@ -84,17 +143,13 @@ pub fn refine<L: Likelihood>(
                 c1: (d_nu - d_tau * m) / denominator,
                 c2: d_tau / denominator,
             };
-            posterior.apply(&predictive, step);
+            self.posterior.apply(&predictive, step);
             site.tau += d_tau;
             site.nu += d_nu;
             largest_change = largest_change.max(d_tau.abs()).max(d_nu.abs());
         }
-        if sweep > 0 && largest_change < options.tolerance {
-            break;
-        }
+        largest_change
     }
-    let refreshed = refresh_from_sites(prior, observations, &sites);
-    (refreshed.unwrap_or(posterior), sites)
 }
 
 /// Recomputes the posterior from the prior and the sites through its natural parameters, which

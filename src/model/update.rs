@@ -138,24 +138,26 @@ fn tilted_by_quadrature(mean: f64, variance: f64, lik: &impl Likelihood) -> Tilt
         h = (hi - lo) / (n - 1) as f64;
     }
     let mut max = f64::NEG_INFINITY;
-    let logs: Vec<f64> = (0..n)
+    let mut weights: Vec<f64> = (0..n)
         .map(|k| {
             let l = log_density(lo + k as f64 * h);
             max = max.max(l);
             l
         })
         .collect();
+    // Each point's weight exp(l − max) is taken once and kept for both moments: the exponentials
+    // are most of an integral's cost (EP at a session's finish spends its time here).
     let (mut total, mut first) = (0.0, 0.0);
-    for (k, l) in logs.iter().enumerate() {
-        let w = (l - max).exp();
-        total += w;
-        first += w * (lo + k as f64 * h);
+    for (k, w) in weights.iter_mut().enumerate() {
+        *w = (*w - max).exp();
+        total += *w;
+        first += *w * (lo + k as f64 * h);
     }
     let tilted_mean = first / total;
-    let second: f64 = logs
+    let second: f64 = weights
         .iter()
         .enumerate()
-        .map(|(k, l)| (l - max).exp() * (lo + k as f64 * h - tilted_mean).powi(2))
+        .map(|(k, w)| w * (lo + k as f64 * h - tilted_mean).powi(2))
         .sum();
     Tilted {
         log_z: max + (total * h).ln() - 0.5 * (2.0 * std::f64::consts::PI * variance).ln(),

@@ -179,7 +179,7 @@ impl Service {
         self.store.create_session(&session).await?;
         let created = SessionCreated {
             token,
-            session: session_view(&bank, &session, &[], &prior),
+            session: session_view(&bank, &session, &[], &prior, None),
         };
         self.runs.put(CachedRun {
             session,
@@ -195,7 +195,7 @@ impl Service {
         let bank = self.banks.get(self.store.as_ref(), &model).await?;
         let answers = self.store.session_answers(id).await?;
         let posterior = session_posterior(&bank, &session, &answers);
-        Ok(session_view(&bank, &session, &answers, &posterior))
+        Ok(session_view(&bank, &session, &answers, &posterior, None))
     }
 
     /// The question waiting for an answer (the same one until it is answered).
@@ -461,9 +461,10 @@ impl Service {
         let mut next = update.session().clone();
         if next.status == SessionStatus::Finished {
             let posterior = session_posterior(&bank, &next, &answers);
-            return Ok(Some(session_view(&bank, &next, &answers, &posterior)));
+            return Ok(Some(session_view(&bank, &next, &answers, &posterior, None)));
         }
-        let refined = log_posterior(model, bank.prior_of(next.prior_version), &answers);
+        let (refined, reliability_fit) =
+            finished_posterior(model, bank.prior_of(next.prior_version), &answers);
         next.version += 1;
         next.status = SessionStatus::Finished;
         next.stop_reason = Some(next.stop_reason.unwrap_or(StopReason::Finished));
@@ -471,7 +472,7 @@ impl Service {
         next.mean = refined.mean().clone();
         next.cov = refined.cov().clone();
         next.updated_ms = now_ms();
-        let view = session_view(&bank, &next, &answers, &refined);
+        let view = session_view(&bank, &next, &answers, &refined, reliability_fit);
         let commit = SessionCommit {
             profile: Some(profile_of(&next, view.diagnostics.unreliable)),
             session: next,
@@ -996,6 +997,30 @@ pub(super) fn log_posterior(
     }
 }
 
+/// [`log_posterior`] for a session's finish, with the EP fit [`diagnostics`] judges its answers
+/// by when that comes from the same run: for a log of pair answers the reliability fit
+/// ([`RELIABILITY_EP`]) is that run stopped early, so the close fit continues it instead of
+/// starting again (both are exactly what separate runs give; [`ep::EpRun`]).
+fn finished_posterior(
+    model: &ModelRecord,
+    prior: &Posterior,
+    answers: &[AnswerRow],
+) -> (Posterior, Option<ReliabilityFit>) {
+    match pair_observations(model, answers) {
+        Some(observations) => {
+            let mut run = ep::EpRun::new(prior, &observations);
+            run.sweep_until(RELIABILITY_EP);
+            let reliability_fit = run.fit();
+            run.sweep_until(EpOptions::default());
+            (run.fit().0, Some(reliability_fit))
+        }
+        None => (replayed(model, prior, answers), None),
+    }
+}
+
+/// An EP fit of a log's pair answers (not its probes) and its sites.
+type ReliabilityFit = (Posterior, Vec<ep::Site>);
+
 /// Continues the engine run of `session` from its cached state.
 fn continue_run<'b>(
     bank: &'b LoadedBank,
@@ -1160,11 +1185,14 @@ fn answer_view(
 /// figures each pair question's answer judged by the others (leave-one-out under an EP fit of the
 /// log's pair questions, the fit the engine makes on the answer path), each probe and each pick of
 /// k by its predictive.
+///
+/// `fit`, if given, is that EP fit of the log's pair answers, already made.
 fn diagnostics(
     bank: &LoadedBank,
     prior: &Posterior,
     posterior: &Posterior,
     answers: &[AnswerRow],
+    fit: Option<ReliabilityFit>,
 ) -> Diagnostics {
     let model = &bank.model;
     let with = |a: &AnswerRow, log_evidence| AnsweredWith {
@@ -1187,7 +1215,7 @@ fn diagnostics(
             _ => as_they_came.extend(a.log_evidence.map(|z| with(a, z))),
         }
     }
-    let (fit, sites) = ep::refine(prior, &observations, RELIABILITY_EP);
+    let (fit, sites) = fit.unwrap_or_else(|| ep::refine(prior, &observations, RELIABILITY_EP));
     let leave_one_out: Vec<AnsweredWith> = ep::leave_one_out(&fit, &observations, &sites)
         .into_iter()
         .zip(judged)
@@ -1239,9 +1267,11 @@ fn session_view(
     s: &SessionRecord,
     answers: &[AnswerRow],
     posterior: &Posterior,
+    reliability_fit: Option<ReliabilityFit>,
 ) -> SessionView {
     let model = &bank.model;
-    let d = diagnostics(bank, bank.prior_of(s.prior_version), posterior, answers);
+    let prior = bank.prior_of(s.prior_version);
+    let d = diagnostics(bank, prior, posterior, answers, reliability_fit);
     let r = d.reliability;
     SessionView {
         id: s.id.clone(),

@@ -14,6 +14,7 @@
 //! service's own errors never pass through the store.
 
 pub mod codec;
+mod lane;
 pub mod sql;
 
 use async_trait::async_trait;

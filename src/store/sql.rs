@@ -1,6 +1,7 @@
 //! The SQL implementation of [`Store`] for PostgreSQL and SQLite.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,6 +9,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use super::codec::{decode_symmetric, decode_vector, encode_symmetric, encode_vector};
+use super::lane::Lane;
 use super::*;
 
 /// The SQL dialect behind a database URL.
@@ -48,7 +50,7 @@ impl Dialect {
 }
 
 /// How long a pooled connection may sit idle before it is pinged on being handed out.
-const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+pub(super) const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 /// Connection-pool settings.
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +104,9 @@ impl SynchronousCommit {
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    /// PostgreSQL's answer commits run here, not on `pool` (see [`Lane`]); `None` on SQLite,
+    /// whose commits run in the write transaction their read opened.
+    commits: Option<Arc<Lane>>,
     dialect: Dialect,
 }
 
@@ -127,8 +132,13 @@ impl SqlStore {
             Dialect::Sqlite => prepare_sqlite_url(url)?,
             Dialect::Postgres => url.to_string(),
         };
+        // On PostgreSQL the answer commits take half the connections (their own lane, below).
+        let lane_size = match dialect {
+            Dialect::Postgres => (settings.max_connections / 2).max(1),
+            Dialect::Sqlite => 0,
+        };
         let mut options = AnyPoolOptions::new()
-            .max_connections(settings.max_connections)
+            .max_connections(settings.max_connections.saturating_sub(lane_size).max(1))
             .acquire_timeout(settings.acquire_timeout)
             // sqlx pings every connection it hands out: a round trip to PostgreSQL before each
             // statement, on the answer path as many as the answer's own. A connection used
@@ -145,15 +155,17 @@ impl SqlStore {
                     Ok(true)
                 })
             });
+        // Set per connection, so the promise does not depend on the server's default.
+        let postgres_setup = format!(
+            "SET synchronous_commit TO {}",
+            settings.synchronous_commit.as_sql()
+        );
         if dialect == Dialect::Postgres {
-            // Set per connection, so the promise does not depend on the server's default.
-            let level = settings.synchronous_commit.as_sql();
+            let setup = postgres_setup.clone();
             options = options.after_connect(move |conn, _| {
+                let setup = setup.clone();
                 Box::pin(async move {
-                    conn.execute(sqlx::AssertSqlSafe(format!(
-                        "SET synchronous_commit TO {level}"
-                    )))
-                    .await?;
+                    conn.execute(sqlx::AssertSqlSafe(setup)).await?;
                     Ok(())
                 })
             });
@@ -172,7 +184,21 @@ impl SqlStore {
         let pool = options
             .connect_lazy(&url)
             .map_err(|e| StoreError::Misconfigured(format!("database URL: {e}")))?;
-        Ok(Self { pool, dialect })
+        let commits = match dialect {
+            Dialect::Postgres => Some(Lane::new(
+                url.parse()
+                    .map_err(|e| StoreError::Misconfigured(format!("database URL: {e}")))?,
+                postgres_setup,
+                lane_size as usize,
+                settings.acquire_timeout,
+            )),
+            Dialect::Sqlite => None,
+        };
+        Ok(Self {
+            pool,
+            commits,
+            dialect,
+        })
     }
 
     /// The connection pool, for checks outside the [`Store`] trait (tests, diagnostics).
@@ -211,13 +237,16 @@ impl SqlStore {
     /// Where a session change reads and writes: PostgreSQL's pool (the commit is one conditional
     /// autocommit statement), or a SQLite write transaction (taken at once: SQLite has one writer).
     async fn session_reader(&self) -> Result<Reader, StoreError> {
-        Ok(match self.dialect {
-            Dialect::Postgres => Reader::Pool(self.pool.clone()),
-            Dialect::Sqlite => Reader::Transaction(self.begin_write("session").await?),
+        Ok(match &self.commits {
+            Some(lane) => Reader::Pool(self.pool.clone(), Arc::clone(lane)),
+            None => Reader::Transaction(self.begin_write("session").await?),
         })
     }
 
     pub async fn close(&self) {
+        if let Some(lane) = &self.commits {
+            lane.close();
+        }
         self.pool.close().await;
     }
 }
@@ -234,14 +263,15 @@ struct SqlSessionUpdate {
 /// Where a [`SqlSessionUpdate`] reads and writes.
 enum Reader {
     Transaction(sqlx::Transaction<'static, sqlx::Any>),
-    Pool(AnyPool),
+    /// Reads on the pool, the commit on the commits' lane.
+    Pool(AnyPool, Arc<Lane>),
 }
 
 /// Runs a query on whichever the reader holds.
 macro_rules! on_reader {
     ($reader:expr, $query:expr, $method:ident) => {
         match &mut $reader {
-            Reader::Pool(pool) => $query.$method(&*pool).await,
+            Reader::Pool(pool, _) => $query.$method(&*pool).await,
             Reader::Transaction(tx) => $query.$method(&mut **tx).await,
         }
     };
@@ -556,7 +586,7 @@ impl SessionUpdate for SqlSessionUpdate {
         let read_version = self.session.version;
         let started = self.started;
         match self.reader {
-            Reader::Pool(pool) => {
+            Reader::Pool(_, lane) => {
                 let statement = Statement {
                     sql: &CommitShape::of(commit, true).sql()[0],
                     args: commit_args(commit, read_version, self.bank)
@@ -568,11 +598,13 @@ impl SessionUpdate for SqlSessionUpdate {
                 // transaction commits; only the end of the stream (ReadyForQuery, after Sync)
                 // says the commit is durable. `fetch_optional` returned at the row, and the fault
                 // test once saw an acknowledged answer vanish in a crash.
+                let mut connection = lane.acquire().await.map_err(|e| classify(e, "answer"))?;
                 let applied = statement
                     .query()
-                    .fetch_all(&pool)
+                    .fetch_all(connection.connection())
                     .await
                     .map_err(|e| classify(e, "answer"))?;
+                connection.release();
                 if applied.is_empty() {
                     return Err(StoreError::Changed);
                 }

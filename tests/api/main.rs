@@ -9,6 +9,7 @@ mod audit;
 mod bad_input;
 mod bench;
 mod concurrency;
+mod connections;
 mod demo;
 mod eval;
 mod harness;
