@@ -366,27 +366,26 @@ fn every_method_is_the_kalman_filter_for_a_linear_gaussian_observation() {
     }
 }
 
+/// Logistic answers with a 5 % lapse rate and no ties.
+fn lapsing_noise() -> NoiseModel {
+    NoiseModel {
+        beta: 1.0,
+        lapse: 0.05,
+        tie_threshold: 0.0,
+    }
+}
+
 /// A session's finish takes the reliability fit and the final one from one EP run continued
 /// (`ep::EpRun`): both must be exactly what separate runs give, whatever stage stops the run.
 #[test]
 fn continued_ep_run_equals_separate_runs() {
     let mut rng = StdRng::seed_from_u64(12);
-    let noise = NoiseModel {
-        beta: 1.0,
-        lapse: 0.05,
-        tie_threshold: 0.0,
-    };
-    let rough = EpOptions {
-        sweeps: 4,
-        damping: 0.7,
-        tolerance: 1e-6,
-    };
+    let rough = elicit::model::elicitation::RELIABILITY_EP;
     for (answers, tolerance) in [(3, 1e-9), (12, 1e-9), (25, 1e-3), (25, 1e-12)] {
-        let s = scenario(&mut rng, 4, answers, 2.0, noise);
+        let s = scenario(&mut rng, 4, answers, 2.0, lapsing_noise());
         let close = EpOptions {
-            sweeps: 8,
-            damping: 0.7,
             tolerance,
+            ..EpOptions::default()
         };
         let mut run = ep::EpRun::new(&s.prior, &s.observations);
         run.sweep_until(rough);
@@ -405,12 +404,7 @@ fn continued_ep_run_equals_separate_runs() {
 #[test]
 fn ep_is_independent_of_answer_order() {
     let mut rng = StdRng::seed_from_u64(11);
-    let noise = NoiseModel {
-        beta: 1.0,
-        lapse: 0.05,
-        tie_threshold: 0.0,
-    };
-    let s = scenario(&mut rng, 4, 25, 2.0, noise);
+    let s = scenario(&mut rng, 4, 25, 2.0, lapsing_noise());
     let (forward, _) = ep::refine(
         &s.prior,
         &s.observations,

@@ -25,6 +25,7 @@ pub mod reliability;
 pub mod score;
 pub mod select;
 pub mod space;
+pub mod top;
 pub mod update;
 
 pub use bank::{Bank, Pair};

@@ -7,9 +7,6 @@
 //! a closed-form screen over the pool's pairs ([`information_table`]), exact-bound pruning, then
 //! a 16-node quadrature re-score (lapse- and tie-aware) of the best [`SelectionOptions::rescore`].
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +15,7 @@ use super::likelihood::NoiseModel;
 use super::numeric::{binary_entropy_bits, entropy_bits, gauss_hermite_16, sigmoid, sigmoid_slope};
 use super::pool::{Pool, PoolPair, Position, SelectionOptions};
 use super::space::CandidateSpace;
+use super::top::Largest;
 
 /// How the next question is chosen.
 #[derive(
@@ -292,79 +290,9 @@ pub fn dopt_score(noise: &NoiseModel, m: f64, s2: f64) -> f64 {
     0.5 * (1.0 + b * s2).log2()
 }
 
-/// A candidate with its screening score, ordered so that a `BinaryHeap` of them is a min-heap.
-#[derive(Debug, Clone, Copy)]
-struct Scored {
-    score: f64,
-    pair: PoolPair,
-    /// The bank pair, unordered: ties are broken by bank indices, as every pool orders them.
-    items: (usize, usize),
-}
-
-impl PartialEq for Scored {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Scored {}
-impl PartialOrd for Scored {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scored {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .score
-            .total_cmp(&self.score)
-            .then_with(|| other.items.cmp(&self.items))
-    }
-}
-
-/// Keeps the `capacity` best candidates seen and the pruning threshold they imply.
-struct TopK {
-    heap: BinaryHeap<Scored>,
-    capacity: usize,
-    /// The smallest screening score a candidate needs to enter, −∞ until full (kept apart from
-    /// the heap: it is read once a pair).
-    floor: f64,
-}
-
-impl TopK {
-    fn new(capacity: usize) -> Self {
-        Self {
-            heap: BinaryHeap::with_capacity(capacity + 1),
-            capacity: capacity.max(1),
-            floor: f64::NEG_INFINITY,
-        }
-    }
-
-    #[inline]
-    fn threshold(&self) -> f64 {
-        self.floor
-    }
-
-    fn offer(&mut self, score: f64, pair: PoolPair, items: Pair) {
-        if score > self.floor {
-            self.heap.push(Scored {
-                score,
-                pair,
-                items: items.unordered(),
-            });
-            if self.heap.len() > self.capacity {
-                self.heap.pop();
-            }
-            if self.heap.len() >= self.capacity {
-                self.floor = self.heap.peek().map_or(f64::NEG_INFINITY, |s| s.score);
-            }
-        }
-    }
-
-    fn into_sorted(self) -> Vec<Scored> {
-        // `into_sorted_vec` is ascending in `Ord`, which is reversed: best score first.
-        self.heap.into_sorted_vec()
-    }
-}
+/// The shortlist: the best candidates by screening score, ties broken by their bank pair
+/// (unordered), as every pool orders them.
+type Shortlist = Largest<(usize, usize), PoolPair>;
 
 /// The unasked pairs of a question's pool (every unasked pair of a space small enough to be its
 /// own pool).
@@ -464,13 +392,13 @@ fn best_pair<R: Rng + ?Sized>(
     // information, so it is compared with the screen threshold less the screen's own error. With
     // ties (three outcomes) the binary bound does not hold, and D-optimal scores are not bits.
     let prune = options.prune && bald && !noise.ties_enabled();
-    let mut top = TopK::new(if bald { options.rescore } else { 1 });
+    let mut top = Shortlist::new(if bald { options.rescore } else { 1 });
     // Posterior sd of each item's reward; a pair's sd is at most β(sdₐ + sd_b).
     let sd = pool.sd();
     let mut cutoff = Cutoff::NONE;
     // Screens a candidate and offers it to the shortlist; the asked-set lookup happens only for
     // candidates good enough to enter. Returns true when the threshold (hence the cutoff) moved.
-    let consider = |top: &mut TopK, cutoff: &Cutoff, pair: PoolPair| {
+    let consider = |top: &mut Shortlist, cutoff: &Cutoff, pair: PoolPair| {
         // s² ≤ β²(sdₐ + sd_b)²: a pair whose mean alone puts it past the cutoff is rejected
         // before its O(J) variance is computed.
         let m = beta * (pool.mean(pair.a) - pool.mean(pair.b));
@@ -489,17 +417,17 @@ fn best_pair<R: Rng + ?Sized>(
         } else {
             dopt_score(noise, m, s2)
         };
-        if score > top.threshold() {
+        if score > top.floor() {
             let items = pool.pair(pair);
             if !space.was_asked(items) {
-                top.offer(score, pair, items);
+                top.offer(score, items.unordered(), pair);
                 return true;
             }
         }
         false
     };
-    let refresh = |top: &TopK| {
-        let threshold = top.threshold();
+    let refresh = |top: &Shortlist| {
+        let threshold = top.floor();
         Cutoff {
             min_pair_sd: if prune {
                 smallest_useful_sd(
@@ -542,7 +470,7 @@ fn best_pair<R: Rng + ?Sized>(
     let shortlist = top.into_sorted();
     if strategy == Strategy::Dopt {
         return shortlist.first().map(|s| Selected {
-            pair: pool.pair(s.pair),
+            pair: pool.pair(s.value),
             score_bits: s.score,
         });
     }
@@ -560,7 +488,7 @@ fn best_pair<R: Rng + ?Sized>(
         if best.is_some_and(|b| s.score + slack < b.score_bits) {
             break;
         }
-        let (m, s2) = pool.pair_predictive(s.pair, beta);
+        let (m, s2) = pool.pair_predictive(s.value, beta);
         if !noise.ties_enabled()
             && let (Some(b), Some(bound)) = (best, information_quadrature_bound(m, s2))
             && bound < b.score_bits
@@ -571,7 +499,7 @@ fn best_pair<R: Rng + ?Sized>(
         // `>=`: the last of equal scores, as `max_by` over the whole shortlist would choose.
         if best.is_none_or(|b| exact >= b.score_bits) {
             best = Some(Selected {
-                pair: pool.pair(s.pair),
+                pair: pool.pair(s.value),
                 score_bits: exact,
             });
         }

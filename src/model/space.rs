@@ -11,8 +11,8 @@
 //! largest qᵢ stand in for the bank's (`elicit simulate --bank 100000` keeps 99.7 % of the bits
 //! of a scan of every item, BENCHMARKS.md). Built once per bank version in O(N·D·J).
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
@@ -22,6 +22,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::bank::{Bank, Pair};
 use super::posterior::{Posterior, RankOne};
+use super::top::Largest;
 
 /// Items kept at each end of each indexed direction.
 pub const EXTREMES_PER_END: usize = 8;
@@ -196,64 +197,9 @@ pub struct Coreset {
     at_prior: Mutex<Option<(Posterior, CoreStats)>>,
 }
 
-/// An item and its projection, ordered by projection (ties by index, so the index is the same on
-/// every replica).
-#[derive(Debug, Clone, Copy)]
-struct Projected(f64, usize);
-
-impl PartialEq for Projected {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Projected {}
-impl PartialOrd for Projected {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Projected {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
-    }
-}
-
-/// The `EXTREMES_PER_END` largest values offered, as a min-heap, with its entry threshold kept
-/// apart so that most offers cost one comparison.
-struct Largest {
-    heap: BinaryHeap<Reverse<Projected>>,
-    floor: f64,
-}
-
-impl Largest {
-    fn new() -> Self {
-        Self {
-            heap: BinaryHeap::with_capacity(EXTREMES_PER_END + 1),
-            floor: f64::NEG_INFINITY,
-        }
-    }
-
-    #[inline]
-    fn offer(&mut self, value: f64, item: usize) {
-        if value < self.floor {
-            return;
-        }
-        let p = Projected(value, item);
-        if self.heap.len() < EXTREMES_PER_END {
-            self.heap.push(Reverse(p));
-        } else if self.heap.peek().is_some_and(|Reverse(least)| p > *least) {
-            self.heap.pop();
-            self.heap.push(Reverse(p));
-        }
-        if self.heap.len() == EXTREMES_PER_END {
-            self.floor = self.heap.peek().map_or(f64::NEG_INFINITY, |Reverse(l)| l.0);
-        }
-    }
-
-    fn items(&self) -> impl Iterator<Item = usize> + '_ {
-        self.heap.iter().map(|Reverse(p)| p.1)
-    }
-}
+/// The [`EXTREMES_PER_END`] items of largest projection offered, ties to the smaller index (so
+/// that the coreset is the same on every replica).
+type Extremes = Largest<Reverse<usize>, ()>;
 
 impl Coreset {
     /// Projects every item of `space` on the index's directions, in chunks: O(n·D·J).
@@ -261,8 +207,8 @@ impl Coreset {
         let directions = index_directions(bank, space);
         let d = directions.nrows();
         let j = bank.dim();
-        let mut high: Vec<Largest> = (0..d).map(|_| Largest::new()).collect();
-        let mut low: Vec<Largest> = (0..d).map(|_| Largest::new()).collect();
+        let mut high: Vec<Extremes> = (0..d).map(|_| Extremes::new(EXTREMES_PER_END)).collect();
+        let mut low: Vec<Extremes> = (0..d).map(|_| Extremes::new(EXTREMES_PER_END)).collect();
         let mut chunk = DMatrix::zeros(j, INDEX_CHUNK);
         let members: Vec<usize> = space.groups.iter().flatten().copied().collect();
         for block in members.chunks(INDEX_CHUNK) {
@@ -275,12 +221,16 @@ impl Coreset {
             for (c, &item) in block.iter().enumerate() {
                 let column = projections.column(c);
                 for r in 0..d {
-                    high[r].offer(column[r], item);
-                    low[r].offer(-column[r], item);
+                    high[r].offer(column[r], Reverse(item), ());
+                    low[r].offer(-column[r], Reverse(item), ());
                 }
             }
         }
-        let mut items: Vec<usize> = high.iter().chain(&low).flat_map(Largest::items).collect();
+        let mut items: Vec<usize> = high
+            .iter()
+            .chain(&low)
+            .flat_map(|extremes| extremes.iter().map(|e| e.key.0))
+            .collect();
         items.sort_unstable();
         items.dedup();
         let mut features = DMatrix::zeros(j, items.len());

@@ -991,16 +991,13 @@ pub(super) fn log_posterior(
     prior: &Posterior,
     answers: &[AnswerRow],
 ) -> Posterior {
-    match pair_observations(model, answers) {
-        Some(observations) => ep::refine(prior, &observations, EpOptions::default()).0,
-        None => replayed(model, prior, answers),
-    }
+    finished_posterior(model, prior, answers).0
 }
 
-/// [`log_posterior`] for a session's finish, with the EP fit [`diagnostics`] judges its answers
-/// by when that comes from the same run: for a log of pair answers the reliability fit
-/// ([`RELIABILITY_EP`]) is that run stopped early, so the close fit continues it instead of
-/// starting again (both are exactly what separate runs give; [`ep::EpRun`]).
+/// [`log_posterior`], with the EP fit [`diagnostics`] judges the answers by when that comes from
+/// the same run: for a log of pair answers the reliability fit ([`RELIABILITY_EP`]) is that run
+/// stopped early, so the close fit continues it instead of starting again (both are exactly what
+/// separate runs give; [`ep::EpRun`]).
 fn finished_posterior(
     model: &ModelRecord,
     prior: &Posterior,

@@ -15,13 +15,10 @@ use crate::harness::{Backend, TestDatabase, TestServer, test_config};
 
 /// The value of a counter sample `name{labels}` on the server's /metrics page (0 if absent).
 async fn counter(server: &TestServer, sample: &str) -> f64 {
-    let text = reqwest::get(server.url("/metrics"))
+    server
+        .metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
         .unwrap_or(0.0)
 }

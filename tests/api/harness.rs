@@ -179,6 +179,16 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// The `/metrics` page, fetched without a key on a connection of its own.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         into_parts(
             self.client

@@ -573,12 +573,7 @@ async fn the_grafana_dashboard_queries_metrics_the_service_exposes() {
             .unwrap();
     }
     server.get("/v1/models/none").await;
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     for metric in &metrics {
         assert!(
             text.lines()
