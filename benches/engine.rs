@@ -8,6 +8,8 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use elicit::model::Pair;
+use elicit::model::elicitation::RELIABILITY_EP;
+use elicit::model::ep::{self, EpOptions};
 use elicit::model::pool::{Pool, SelectionOptions};
 use elicit::model::select::{self, Candidates};
 use elicit::model::space::{CandidateSpace, CoreStats};
@@ -319,9 +321,48 @@ fn epig(c: &mut Criterion) {
     group.finish();
 }
 
+/// A session's finish at J = 16 as the session grows (10 to 200 answers): the reliability fit and
+/// the final posterior from one continued EP run (`ep::EpRun`), against the two separate runs
+/// the finish made before (the baseline). Both cost O(answers·J²) a sweep.
+fn finish_ep(c: &mut Criterion) {
+    let mut group = c.benchmark_group("finish_ep_J16");
+    let mut rng = StdRng::seed_from_u64(9);
+    let prior = Posterior::isotropic(16, 1.0).unwrap();
+    let noise = NoiseModel {
+        lapse: 0.05,
+        ..NoiseModel::default()
+    };
+    for answers in [10, 20, 50, 200] {
+        let observations: Vec<_> = (0..answers)
+            .map(|i| {
+                let x = gaussian(&mut rng, 16, 1, 0.7).column(0).into_owned();
+                let outcome = if i % 3 == 0 { Outcome::B } else { Outcome::A };
+                (x, noise.likelihood(outcome).unwrap())
+            })
+            .collect();
+        group.bench_function(BenchmarkId::new("two runs (baseline)", answers), |b| {
+            b.iter(|| {
+                let rough = ep::refine(&prior, black_box(&observations), RELIABILITY_EP);
+                let close = ep::refine(&prior, &observations, EpOptions::default());
+                (rough, close)
+            })
+        });
+        group.bench_function(BenchmarkId::new("one continued run", answers), |b| {
+            b.iter(|| {
+                let mut run = ep::EpRun::new(&prior, black_box(&observations));
+                run.sweep_until(RELIABILITY_EP);
+                let rough = run.fit();
+                run.sweep_until(EpOptions::default());
+                (rough, run.fit())
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
-    targets = update, question_by_bank_size, bank_index, selection, screens, answer_then_select, scoring, kway, epig
+    targets = update, question_by_bank_size, bank_index, selection, screens, answer_then_select, scoring, kway, epig, finish_ep
 }
 criterion_main!(benches);

@@ -192,8 +192,8 @@ pub struct Coreset {
     /// Column k is φ of `items[k]`.
     features: DMatrix<f64>,
     /// The statistics under the last prior a session started from ([`CoreStats::at_start`]):
-    /// every new session on the bank needs them, and they cost O(K·J²) (~0.3 ms at K = 4,096,
-    /// J = 16), as much as the rest of its creation.
+    /// every new session on the bank needs them, and at O(K·J²) they were 2.7 % of the server's
+    /// CPU under `elicit bench --bank 100000` (perf; BENCHMARKS.md), half of session creation's.
     at_prior: Mutex<Option<(Posterior, CoreStats)>>,
 }
 
