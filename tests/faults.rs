@@ -6,6 +6,9 @@
 //! 2. The service SIGKILLed and started again mid-load.
 //! 3. Two replicas on one database, clients spreading each session's answers over both and racing
 //!    the same answer to both, one replica SIGKILLed and started again mid-run.
+//! 4. A synchronous standby beside the cluster, the service given both hosts (libpq's multi-host
+//!    URL): the primary stopped `-m immediate` and the standby promoted mid-load; the service
+//!    follows the new primary without a restart.
 //!
 //! Clients retry lost requests (transport errors, 5xx) with the same `Idempotency-Key`. After each
 //! run: every acknowledged answer is in the log exactly once, every session's log is gapless and
@@ -27,6 +30,7 @@ use elicit::model::{Bank, Elicitation, ElicitationConfig, Posterior, StoppingRul
 use elicit::store::sql::PoolSettings;
 use elicit::store::{LoggedAnswer, SqlStore, Store};
 use serde_json::{Value, json};
+use sqlx::Connection;
 use tokio::sync::Mutex;
 
 const ADMIN_KEY: &str = "faults-admin-key";
@@ -118,6 +122,81 @@ impl Cluster {
             .status()
             .unwrap();
         assert!(status.success(), "pg_ctl start failed");
+    }
+
+    /// A streaming standby of this cluster (`pg_basebackup -R`) on a port of its own, running,
+    /// and made this cluster's synchronous standby: a commit here is acknowledged only once the
+    /// standby has it, as pg_auto_failover's pair does with a healthy secondary.
+    async fn standby(&self) -> Self {
+        let standby = Self {
+            dir: std::env::temp_dir()
+                .join(format!("elicit-faults-{}", uuid::Uuid::new_v4().simple())),
+            port: free_port(),
+            bin: self.bin.clone(),
+        };
+        std::fs::create_dir_all(&standby.dir).unwrap();
+        give_to_postgres(&standby.dir);
+        let status = standby
+            .command("pg_basebackup")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args([
+                "-D",
+                standby.data().to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_basebackup failed");
+        standby.pg_ctl_start();
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.url()).await.unwrap();
+        for statement in [
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+            "SELECT pg_reload_conf()",
+        ] {
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let synchronous: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            if synchronous == 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the standby never became synchronous"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        standby
+    }
+
+    /// Promotes a standby to primary.
+    fn promote(&self) {
+        let status = self
+            .command("pg_ctl")
+            .args(["-D", self.data().to_str().unwrap(), "-w", "promote"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl promote failed");
     }
 
     /// Crashes the cluster and starts it again after `pause`.
@@ -307,6 +386,25 @@ struct Tally {
     acknowledged: Mutex<Vec<(String, String)>>,
     server_errors: AtomicUsize,
     transport_errors: AtomicUsize,
+    /// When each acknowledgement arrived, for the longest time without one.
+    acknowledged_at: Mutex<Vec<Instant>>,
+}
+
+impl Tally {
+    /// The longest time between two acknowledged answers: the unavailability a fault caused.
+    fn longest_gap(&self) -> Duration {
+        let mut times = self
+            .acknowledged_at
+            .try_lock()
+            .expect("the load is over")
+            .clone();
+        times.sort();
+        times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 /// One client: sessions answered until the deadline, each request sent to the replicas in turn
@@ -405,6 +503,7 @@ async fn client_loop(
             };
             let Some(body) = acked else { return };
             tally.acknowledged.lock().await.push((id.clone(), key));
+            tally.acknowledged_at.lock().await.push(Instant::now());
             question = body["question"].clone();
         }
     }
@@ -580,4 +679,32 @@ async fn acknowledged_answers_survive_crashes_kills_and_replicas() {
     let kill = two_seconds_in(b.kill_for(Duration::from_millis(500)));
     let tally = under_load(vec![a_base, b_base.clone()], 6, 6, true, kill).await;
     recovered("two replicas, one killed", &b_base, &url, &tally).await;
+    drop((a, b));
+
+    // 4. The primary is lost at once and its synchronous standby promoted; the service, given
+    //    both hosts in libpq's form, follows the primary without a restart.
+    let standby = cluster.standby().await;
+    let both = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        cluster.port, standby.port
+    );
+    let c = Replica::start(&both, free_port());
+    let c_base = c.base();
+    ready(&http, &c_base, Duration::from_secs(30)).await;
+    let failover = two_seconds_in(async {
+        cluster.stop_immediate();
+        standby.promote();
+    });
+    let tally = under_load(vec![c_base.clone()], 6, 8, false, failover).await;
+    recovered(
+        "primary lost, standby promoted",
+        &c_base,
+        &standby.url(),
+        &tally,
+    )
+    .await;
+    println!(
+        "primary lost, standby promoted: no acknowledged answer for {:.1} s",
+        tally.longest_gap().as_secs_f64()
+    );
 }

@@ -14,6 +14,7 @@
 //! service's own errors never pass through the store.
 
 pub mod codec;
+pub mod hosts;
 mod lane;
 pub mod sql;
 

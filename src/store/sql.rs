@@ -1,7 +1,8 @@
 //! The SQL implementation of [`Store`] for PostgreSQL and SQLite.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -103,12 +104,29 @@ impl SynchronousCommit {
 /// A [`Store`] on PostgreSQL or SQLite.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
+    /// The connections to the database's writable server; replaced when the primary moves
+    /// (a PostgreSQL URL listing several hosts; see [`hosts`](super::hosts)).
+    current: Arc<RwLock<Connections>>,
+    dialect: Dialect,
+    /// Set by [`SqlStore::close`]: the primary's follower stops.
+    closed: Arc<AtomicBool>,
+}
+
+/// The pool and the commits' lane to one server.
+#[derive(Debug, Clone)]
+struct Connections {
     pool: AnyPool,
     /// PostgreSQL's answer commits run here, not on `pool` (see [`Lane`]); `None` on SQLite,
     /// whose commits run in the write transaction their read opened.
     commits: Option<Arc<Lane>>,
-    dialect: Dialect,
+    /// Which of the URL's hosts they reach.
+    host: usize,
 }
+
+/// How often the follower asks the current host whether it still accepts writes, and how long
+/// each question may take.
+const PRIMARY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const PRIMARY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 const MODEL_COLUMNS: &str =
     "name, spec, prior_mean, prior_cov, bank_version, created_ms, prior_version";
@@ -120,6 +138,13 @@ const PROFILE_COLUMNS: &str = "user_id, model, session_id, status, mean, cov, ve
 impl SqlStore {
     /// Connects to `url` (creating a SQLite file and its directory if needed). Connections are
     /// opened lazily, so a database that is down at start makes readiness fail, not the process.
+    ///
+    /// A PostgreSQL URL may list several hosts (libpq's `h1:5432,h2:5432` form): the store
+    /// connects to the first that accepts writes (the first listed if none answers yet), then a
+    /// follower asks that host every [`PRIMARY_PROBE_INTERVAL`] whether it still does; when it
+    /// does not (it is gone, or a standby now), the store moves to the first host that does.
+    /// Meanwhile statements fail as an unreachable or read-only database: 503 with Retry-After,
+    /// never a wrong answer, and an answer retried with its Idempotency-Key is applied once.
     pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::from_url(url).ok_or_else(|| {
@@ -128,10 +153,136 @@ impl SqlStore {
                 redact(url)
             ))
         })?;
-        let url = match dialect {
-            Dialect::Sqlite => prepare_sqlite_url(url)?,
-            Dialect::Postgres => url.to_string(),
+        let urls = match dialect {
+            Dialect::Sqlite => vec![prepare_sqlite_url(url)?],
+            Dialect::Postgres => super::hosts::split(url)
+                .map_err(|e| StoreError::Misconfigured(format!("database URL: {e}")))?,
         };
+        let host = if urls.len() > 1 {
+            super::hosts::first_writable(&urls, PRIMARY_PROBE_TIMEOUT)
+                .await
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let store = Self {
+            current: Arc::new(RwLock::new(Connections::open(
+                &urls[host],
+                host,
+                dialect,
+                settings,
+            )?)),
+            dialect,
+            closed: Arc::new(AtomicBool::new(false)),
+        };
+        if urls.len() > 1 {
+            tokio::spawn(store.clone().follow_primary(urls, settings));
+        }
+        Ok(store)
+    }
+
+    /// The follower of [`SqlStore::connect`]: runs until the store is closed.
+    async fn follow_primary(self, urls: Vec<String>, settings: PoolSettings) {
+        while !self.closed.load(Ordering::Relaxed) {
+            tokio::time::sleep(PRIMARY_PROBE_INTERVAL).await;
+            let host = self.connections().host;
+            if super::hosts::accepts_writes(&urls[host], PRIMARY_PROBE_TIMEOUT).await {
+                continue;
+            }
+            let Some(primary) = super::hosts::first_writable(&urls, PRIMARY_PROBE_TIMEOUT).await
+            else {
+                continue;
+            };
+            if primary == host || self.closed.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Ok(connections) =
+                Connections::open(&urls[primary], primary, self.dialect, settings)
+            else {
+                continue;
+            };
+            let old = std::mem::replace(
+                &mut *self.current.write().expect("store connections lock"),
+                connections,
+            );
+            tracing::warn!(
+                from = %redact(&urls[host]),
+                to = %redact(&urls[primary]),
+                "the database's primary moved; following it"
+            );
+            metrics::counter!("elicit_database_primary_changes_total").increment(1);
+            old.close().await;
+        }
+    }
+
+    /// The connections in use now.
+    fn connections(&self) -> Connections {
+        self.current.read().expect("store connections lock").clone()
+    }
+
+    /// The connection pool, for checks outside the [`Store`] trait (tests, diagnostics).
+    pub fn pool(&self) -> AnyPool {
+        self.connections().pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Applies the dialect's migrations (PostgreSQL serialises concurrent replicas with an
+    /// advisory lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.dialect {
+            Dialect::Postgres => sqlx::migrate!("./migrations/postgres"),
+            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        };
+        migrator.run(&self.pool()).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => e.into(),
+            other => StoreError::Misconfigured(format!("migration failed: {other}")),
+        })
+    }
+
+    /// A write transaction (on SQLite it holds the database's write lock from the start).
+    async fn begin_write(
+        &self,
+        what: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        self.pool()
+            .begin_with(self.dialect.begin_write())
+            .await
+            .map_err(|e| classify(e, what))
+    }
+
+    /// Where a session change reads and writes: PostgreSQL's pool (the commit is one conditional
+    /// autocommit statement), or a SQLite write transaction (taken at once: SQLite has one writer).
+    async fn session_reader(&self) -> Result<Reader, StoreError> {
+        Ok(match self.connections() {
+            Connections {
+                pool,
+                commits: Some(lane),
+                ..
+            } => Reader::Pool(pool, lane),
+            Connections { commits: None, .. } => {
+                Reader::Transaction(self.begin_write("session").await?)
+            }
+        })
+    }
+
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.connections().close().await;
+    }
+}
+
+impl Connections {
+    /// A lazily connecting pool (and, on PostgreSQL, a commits' lane) to `url`, host `host` of
+    /// the store's URL.
+    fn open(
+        url: &str,
+        host: usize,
+        dialect: Dialect,
+        settings: PoolSettings,
+    ) -> Result<Self, StoreError> {
         // On PostgreSQL the answer commits take half the connections (their own lane, below).
         let lane_size = match dialect {
             Dialect::Postgres => (settings.max_connections / 2).max(1),
@@ -182,7 +333,7 @@ impl SqlStore {
             });
         }
         let pool = options
-            .connect_lazy(&url)
+            .connect_lazy(url)
             .map_err(|e| StoreError::Misconfigured(format!("database URL: {e}")))?;
         let commits = match dialect {
             Dialect::Postgres => Some(Lane::new(
@@ -197,53 +348,11 @@ impl SqlStore {
         Ok(Self {
             pool,
             commits,
-            dialect,
+            host,
         })
     }
 
-    /// The connection pool, for checks outside the [`Store`] trait (tests, diagnostics).
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
-    /// Applies the dialect's migrations (PostgreSQL serialises concurrent replicas with an
-    /// advisory lock).
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        let migrator = match self.dialect {
-            Dialect::Postgres => sqlx::migrate!("./migrations/postgres"),
-            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-        };
-        migrator.run(&self.pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => e.into(),
-            other => StoreError::Misconfigured(format!("migration failed: {other}")),
-        })
-    }
-
-    /// A write transaction (on SQLite it holds the database's write lock from the start).
-    async fn begin_write(
-        &self,
-        what: &str,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        self.pool
-            .begin_with(self.dialect.begin_write())
-            .await
-            .map_err(|e| classify(e, what))
-    }
-
-    /// Where a session change reads and writes: PostgreSQL's pool (the commit is one conditional
-    /// autocommit statement), or a SQLite write transaction (taken at once: SQLite has one writer).
-    async fn session_reader(&self) -> Result<Reader, StoreError> {
-        Ok(match &self.commits {
-            Some(lane) => Reader::Pool(self.pool.clone(), Arc::clone(lane)),
-            None => Reader::Transaction(self.begin_write("session").await?),
-        })
-    }
-
-    pub async fn close(&self) {
+    async fn close(&self) {
         if let Some(lane) = &self.commits {
             lane.close();
         }
@@ -967,8 +1076,19 @@ impl From<sqlx::Error> for StoreError {
                 if matches!(
                     db.code().as_deref(),
                     // deadlock, lock timeout, serialisation failure, admin shutdown, crash
-                    // shutdown, cannot connect now, SQLite busy and locked
-                    Some("40P01" | "55P03" | "40001" | "57P01" | "57P02" | "57P03" | "5" | "6")
+                    // shutdown, cannot connect now, a read-only server (a standby, until the
+                    // primary's follower moves on), SQLite busy and locked
+                    Some(
+                        "40P01"
+                            | "55P03"
+                            | "40001"
+                            | "57P01"
+                            | "57P02"
+                            | "57P03"
+                            | "25006"
+                            | "5"
+                            | "6"
+                    )
                 ) =>
             {
                 StoreError::Unavailable(error.to_string())
@@ -986,7 +1106,7 @@ impl From<sqlx::Error> for StoreError {
 impl Store for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(&self.pool())
             .await
             .map_err(|e| classify(e, "ping"))?;
         Ok(())
@@ -1028,7 +1148,7 @@ impl Store for SqlStore {
         let sql = format!("SELECT {MODEL_COLUMNS} FROM models WHERE name = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.pool())
             .await
             .map_err(|e| classify(e, "model"))?;
         row.as_ref().map(model_from_row).transpose()
@@ -1037,7 +1157,7 @@ impl Store for SqlStore {
     async fn list_models(&self) -> Result<Vec<ModelRecord>, StoreError> {
         let sql = format!("SELECT {MODEL_COLUMNS} FROM models ORDER BY name");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.pool())
             .await
             .map_err(|e| classify(e, "models"))?;
         rows.iter().map(model_from_row).collect()
@@ -1158,7 +1278,7 @@ impl Store for SqlStore {
         .bind(model)
         .bind(after.unwrap_or(""))
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await
         .map_err(|e| classify(e, "items"))?;
         rows.iter().map(item_from_row).collect()
@@ -1169,7 +1289,7 @@ impl Store for SqlStore {
             "SELECT version, mean, cov, users, created_ms FROM model_priors WHERE model = $1 ORDER BY version",
         )
         .bind(model)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await
         .map_err(|e| classify(e, "priors"))?;
         rows.iter().map(prior_from_row).collect()
@@ -1220,7 +1340,7 @@ impl Store for SqlStore {
             "SELECT id, user_id, updated_ms FROM sessions WHERE model = $1 AND status = 'finished' ORDER BY user_id, updated_ms, id",
         )
         .bind(model)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await
         .map_err(|e| classify(e, "sessions"))?;
         let mut latest: Vec<FinishedLog> = Vec::new();
@@ -1247,7 +1367,7 @@ impl Store for SqlStore {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(model)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.pool())
             .await
             .map_err(|e| classify(e, "answers"))?;
         let index: std::collections::HashMap<String, usize> = latest
@@ -1266,7 +1386,7 @@ impl Store for SqlStore {
 
     async fn load_bank(&self, model: &str) -> Result<(i64, Vec<ItemRecord>), StoreError> {
         // One transaction, so the version and the items are consistent with each other.
-        let mut tx = self.pool.begin().await.map_err(|e| classify(e, "bank"))?;
+        let mut tx = self.pool().begin().await.map_err(|e| classify(e, "bank"))?;
         let version: i64 = sqlx::query_scalar("SELECT bank_version FROM models WHERE name = $1")
             .bind(model)
             .fetch_optional(&mut *tx)
@@ -1307,7 +1427,7 @@ impl Store for SqlStore {
             .bind(s.created_ms)
             .bind(s.updated_ms)
             .bind(s.prior_version)
-            .execute(&self.pool)
+            .execute(&self.pool())
             .await
             .map_err(|e| classify(e, "session"))?;
         Ok(())
@@ -1317,7 +1437,7 @@ impl Store for SqlStore {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.pool())
             .await
             .map_err(|e| classify(e, "session"))?;
         row.as_ref().map(session_from_row).transpose()
@@ -1328,7 +1448,7 @@ impl Store for SqlStore {
             format!("SELECT {ANSWER_COLUMNS} FROM answers WHERE session_id = $1 ORDER BY seq");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.pool())
             .await
             .map_err(|e| classify(e, "answers"))?;
         rows.iter().map(answer_from_row).collect()
@@ -1383,7 +1503,7 @@ impl Store for SqlStore {
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(user_id)
             .bind(model)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.pool())
             .await
             .map_err(|e| classify(e, "profile"))?;
         row.as_ref().map(profile_from_row).transpose()
@@ -1409,7 +1529,7 @@ impl Store for SqlStore {
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
         sqlx::query_scalar("SELECT id FROM sessions WHERE token_hash = $1")
             .bind(token_hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.pool())
             .await
             .map_err(|e| classify(e, "session"))
     }
@@ -1458,7 +1578,7 @@ impl Store for SqlStore {
     async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_ms DESC, id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.pool())
             .await
             .map_err(|e| classify(e, "keys"))?;
         rows.iter().map(key_from_row).collect()
@@ -1468,7 +1588,7 @@ impl Store for SqlStore {
         let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.pool())
             .await
             .map_err(|e| classify(e, "key"))?;
         row.as_ref().map(key_from_row).transpose()
@@ -1497,7 +1617,7 @@ impl Store for SqlStore {
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(key_hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.pool())
             .await
             .map_err(|e| classify(e, "key"))?;
         row.as_ref().map(key_from_row).transpose()
@@ -1509,14 +1629,14 @@ impl Store for SqlStore {
         )
         .bind(model)
         .bind(since_ms)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.pool())
         .await
         .map_err(|e| classify(e, "sessions"))
     }
 
     async fn sessions_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM sessions GROUP BY status")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.pool())
             .await
             .map_err(|e| classify(e, "sessions"))?;
         rows.iter()
@@ -1525,7 +1645,10 @@ impl Store for SqlStore {
     }
 
     fn pool_usage(&self) -> (u32, usize) {
-        (self.pool.size(), self.pool.num_idle())
+        {
+            let pool = self.pool();
+            (pool.size(), pool.num_idle())
+        }
     }
 
     async fn audit_trail(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
@@ -1541,7 +1664,7 @@ impl Store for SqlStore {
         .bind(query.action.map_or("", AuditAction::as_str))
         .bind(query.target.clone().unwrap_or_default())
         .bind(query.limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await
         .map_err(|e| classify(e, "audit trail"))?;
         rows.iter().map(audit_from_row).collect()
@@ -1550,7 +1673,7 @@ impl Store for SqlStore {
     async fn service_secret(&self, name: &str) -> Result<String, StoreError> {
         sqlx::query_scalar("SELECT value FROM service_secrets WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.pool())
             .await
             .map_err(|e| classify(e, "service secret"))?
             .ok_or_else(|| StoreError::Corrupt(format!("no service secret '{name}'")))

@@ -663,7 +663,7 @@ async fn postgres_connections_use_the_configured_synchronous_commit() {
         };
         let store = SqlStore::connect(&db.url, settings).await.unwrap();
         let row = sqlx::query("SHOW synchronous_commit")
-            .fetch_one(store.pool())
+            .fetch_one(&store.pool())
             .await
             .unwrap();
         assert_eq!(row.get::<String, _>(0), shown);
