@@ -21,6 +21,10 @@ pub fn split(url: &str) -> Result<Vec<String>, String> {
         None => (String::new(), authority),
     };
     let tail = without_session_attrs(tail)?;
+    if !hosts.contains(',') {
+        // One host, or none (a Unix socket given as `?host=/run/postgresql`): as written.
+        return Ok(vec![format!("{scheme}://{authority}{tail}")]);
+    }
     let hosts: Vec<&str> = hosts.split(',').collect();
     if hosts.iter().any(|h| h.is_empty()) {
         return Err("an empty host in the database URL's host list".into());
@@ -102,6 +106,10 @@ mod tests {
         assert_eq!(
             split("postgres://postgres@127.0.0.1:5432/elicit").unwrap(),
             vec!["postgres://postgres@127.0.0.1:5432/elicit"]
+        );
+        assert_eq!(
+            split("postgres:///elicit?host=/run/postgresql").unwrap(),
+            vec!["postgres:///elicit?host=/run/postgresql"]
         );
         assert!(split("postgres://a,,b/db").is_err());
         assert!(split("postgres://a,b/db?target_session_attrs=read-only").is_err());
