@@ -61,16 +61,42 @@ fn without_session_attrs(tail: &str) -> Result<String, String> {
     })
 }
 
+/// What the follower learns of a server each time it asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerState {
+    /// The server is a primary (not in recovery).
+    pub accepts_writes: bool,
+    /// Its standbys whose confirmation a commit waits for (`pg_stat_replication`'s `sync` or
+    /// `quorum`): 0 means an acknowledged commit is on this server alone. Reading it needs a
+    /// superuser or `pg_monitor`; other roles see 0.
+    pub replicas_in_sync: i64,
+}
+
+/// Asks a server (through any connection or pool to it) for its [`ServerState`].
+pub async fn state_of<'c, E>(executor: E) -> Result<ServerState, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let (in_recovery, replicas_in_sync): (bool, i64) = sqlx::query_as(
+        "SELECT pg_is_in_recovery(), (SELECT count(*) FROM pg_stat_replication \
+         WHERE sync_state IN ('sync', 'quorum'))",
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(ServerState {
+        accepts_writes: !in_recovery,
+        replicas_in_sync,
+    })
+}
+
 /// Whether the server at `url` accepts writes (is not in recovery), asked on a connection of its
 /// own within `timeout`; `false` if it cannot be reached.
 pub async fn accepts_writes(url: &str, timeout: Duration) -> bool {
     let probe = async {
         let mut conn = AnyConnection::connect(url).await?;
-        let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
-            .fetch_one(&mut conn)
-            .await?;
+        let state = state_of(&mut conn).await?;
         let _ = conn.close().await;
-        Ok::<_, sqlx::Error>(!in_recovery)
+        Ok::<_, sqlx::Error>(state.accepts_writes)
     };
     matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(true)))
 }

@@ -142,7 +142,8 @@ impl SqlStore {
     /// A PostgreSQL URL may list several hosts (libpq's `h1:5432,h2:5432` form): the store
     /// connects to the first that accepts writes (the first listed if none answers yet), then a
     /// follower asks that host every [`PRIMARY_PROBE_INTERVAL`] whether it still does; when it
-    /// does not (it is gone, or a standby now), the store moves to the first host that does.
+    /// does not (it is gone, or a standby now), the store moves to the first host that does. On
+    /// any PostgreSQL the follower also keeps `elicit_database_replicas_in_sync` current.
     /// Meanwhile statements fail as an unreachable or read-only database: 503 with Retry-After,
     /// never a wrong answer, and an answer retried with its Idempotency-Key is applied once.
     pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
@@ -175,18 +176,30 @@ impl SqlStore {
             dialect,
             closed: Arc::new(AtomicBool::new(false)),
         };
-        if urls.len() > 1 {
+        if dialect == Dialect::Postgres {
             tokio::spawn(store.clone().follow_primary(urls, settings));
         }
         Ok(store)
     }
 
-    /// The follower of [`SqlStore::connect`]: runs until the store is closed.
+    /// The follower of [`SqlStore::connect`]: runs until the store is closed. Each tick asks the
+    /// current server, through the pool, whether it is still the primary and how many standbys
+    /// confirm its commits (the gauge `elicit_database_replicas_in_sync`); with several hosts,
+    /// when it is not (gone, or a standby now), it moves the store to the first that is.
     async fn follow_primary(self, urls: Vec<String>, settings: PoolSettings) {
         while !self.closed.load(Ordering::Relaxed) {
             tokio::time::sleep(PRIMARY_PROBE_INTERVAL).await;
-            let host = self.connections().host;
-            if super::hosts::accepts_writes(&urls[host], PRIMARY_PROBE_TIMEOUT).await {
+            let Connections { pool, host, .. } = self.connections();
+            let state =
+                tokio::time::timeout(PRIMARY_PROBE_TIMEOUT, super::hosts::state_of(&pool)).await;
+            if let Ok(Ok(state)) = state
+                && state.accepts_writes
+            {
+                metrics::gauge!("elicit_database_replicas_in_sync")
+                    .set(state.replicas_in_sync as f64);
+                continue;
+            }
+            if urls.len() == 1 {
                 continue;
             }
             let Some(primary) = super::hosts::first_writable(&urls, PRIMARY_PROBE_TIMEOUT).await
