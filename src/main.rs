@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use elicit::eval::{self, EqualPairs, EvalOptions, PriorKind, data::Dataset};
+use elicit::model::kway::AnswerFormat;
 use elicit::model::{NoiseModel, Strategy, UpdateMethod};
 use elicit::sim::{self, SimulationTask};
 use elicit::store::SqlStore;
@@ -155,6 +156,10 @@ struct EvalArgs {
     /// Items a question shows: 2 for pairs, 3 to 6 to pick one (the highest-rated; in-process).
     #[arg(long, default_value_t = 2)]
     choices: usize,
+    /// With --choices 3 to 6, ask for an order instead of one pick: `full` (all items) or M (the
+    /// top M), derived from the user's ratings; the order stops at equal ratings.
+    #[arg(long, value_parser = parse_rank)]
+    rank: Option<AnswerFormat>,
     /// Target items, one item id a line (a header line `item_id` is allowed): questions never
     /// show them, and accuracy is measured on each user's pairs among them (in-process).
     #[arg(long)]
@@ -226,6 +231,10 @@ struct SimulateArgs {
     /// Items a question shows: 2 for pairs, 3 to 6 to pick one of k.
     #[arg(long, default_value_t = 2)]
     choices: usize,
+    /// With --choices 3 to 6, ask for an order instead of one pick: `full` (all items) or M (the
+    /// top M), answered by the simulated users' Plackett–Luce chain of picks.
+    #[arg(long, value_parser = parse_rank)]
+    rank: Option<AnswerFormat>,
     /// Graded pairwise answers ("slightly" or "clearly" better) with this strength threshold θ
     /// (an ordered logit), for the simulated users and the engine.
     #[arg(long)]
@@ -233,6 +242,17 @@ struct SimulateArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// `--rank full` or `--rank M`.
+fn parse_rank(value: &str) -> Result<AnswerFormat, String> {
+    match value {
+        "full" => Ok(AnswerFormat::Rank),
+        m => m
+            .parse::<usize>()
+            .map(AnswerFormat::Top)
+            .map_err(|_| format!("'{m}' is neither `full` nor a number of items")),
+    }
 }
 
 #[global_allocator]
@@ -341,6 +361,13 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
         "--choices must be in 2..={}",
         elicit::model::kway::MAX_CHOICES
     );
+    if let Some(format) = args.rank {
+        anyhow::ensure!(
+            args.choices >= 3,
+            "--rank orders questions of three or more items: it needs --choices 3 to 6"
+        );
+        format.check(args.choices)?;
+    }
     anyhow::ensure!(
         args.target.is_none()
             || (args.choices == 2
@@ -370,6 +397,7 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
         max_scored_pairs: 2000,
         equal_pairs: args.equal_pairs,
         choices: args.choices,
+        answer: args.rank.unwrap_or_default(),
         targets,
     };
     let prior = eval::train_prior(&dataset, &options)?;
@@ -485,6 +513,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         probe_every: args.probe_every,
         check_every: args.check_every,
         choices: args.choices,
+        answer: args.rank.unwrap_or_default(),
         graded: args.graded,
     };
     let report = sim::run(&task).map_err(anyhow::Error::msg)?;

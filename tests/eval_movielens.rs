@@ -21,6 +21,7 @@ fn test_options() -> EvalOptions {
         max_scored_pairs: 2000,
         equal_pairs: EqualPairs::Exclude,
         choices: 2,
+        answer: Default::default(),
         targets: None,
     }
 }
@@ -69,6 +70,7 @@ fn bald_beats_random_on_movielens_test_users() {
     // random ones.
     let four = EvalOptions {
         choices: 4,
+        answer: Default::default(),
         ..options.clone()
     };
     let sets = eval::evaluate(&dataset, &tasks, &prior, &four, |t, s| {

@@ -265,6 +265,7 @@ fn acceptance_task() -> SimulationTask {
         probe_every: 0,
         check_every: 0,
         choices: 2,
+        answer: Default::default(),
         graded: None,
     }
 }
@@ -277,6 +278,7 @@ fn simulate_choices(strategy: Strategy, choices: usize) -> Vec<sim::CurvePoint> 
     let task = SimulationTask {
         strategy,
         choices,
+        answer: Default::default(),
         ..acceptance_task()
     };
     sim::run(&task).unwrap().curve

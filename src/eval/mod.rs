@@ -28,6 +28,7 @@ use self::data::{Dataset, UserRatings};
 use crate::model::Pair;
 use crate::model::elicitation::{Next, Response};
 use crate::model::epig;
+use crate::model::kway::AnswerFormat;
 use crate::model::{
     Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Posterior, StoppingRule, Strategy,
     UpdateMethod,
@@ -95,6 +96,8 @@ pub struct EvalOptions {
     pub equal_pairs: EqualPairs,
     /// Items a question shows (2: pairs; 3–6: pick one, answered with the highest-rated).
     pub choices: usize,
+    /// What a question of 3–6 items asks for ([`UserTask::ranking`] answers it from ratings).
+    pub answer: AnswerFormat,
     /// Target items (dataset indices, `--targets`): never asked about, and the held-out pairs
     /// are the user's comparable pairs among them; `None` for the 30 % held-out pairs protocol.
     pub targets: Option<HashSet<usize>>,
@@ -147,20 +150,20 @@ impl UserTask {
         fit::agreement(lambda, &differences)
     }
 
-    /// The answer to "which of these do you like best?": the shown item (by its index in
-    /// `items`) the user rated highest; `None`, a skip, when that rating is shared.
-    pub fn pick(&self, items: &[usize]) -> Option<usize> {
-        let best = items
-            .iter()
-            .map(|&i| self.ratings[i])
-            .fold(f64::NEG_INFINITY, f64::max);
-        let top: Vec<usize> = (0..items.len())
-            .filter(|&i| self.ratings[items[i]] == best)
-            .collect();
-        match top[..] {
-            [chosen] => Some(chosen),
-            _ => None,
-        }
+    /// The answer to "order these by preference" (`ranked` of them, best first; one for "which
+    /// do you like best?"): the shown items' positions in `items` by the user's ratings, highest
+    /// first. Equal ratings are not ordered: the ranking stops where the best remaining rating
+    /// is shared (a skip if the best of all is), so every ordered pick is one the user's ratings
+    /// decide.
+    pub fn ranking(&self, items: &[usize], ranked: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by(|&x, &y| self.ratings[items[y]].total_cmp(&self.ratings[items[x]]));
+        let rating = |p: usize| self.ratings[items[order[p]]];
+        let decided = (0..order.len())
+            .take_while(|&p| p + 1 == order.len() || rating(p) > rating(p + 1))
+            .count();
+        order.truncate(decided.min(ranked));
+        order
     }
 
     fn difference(&self, dataset: &Dataset, winner: usize, loser: usize) -> DVector<f64> {
@@ -341,7 +344,7 @@ pub fn train_prior(dataset: &Dataset, options: &EvalOptions) -> anyhow::Result<P
 
 /// Runs one user through the engine in-process ([`Elicitation`], as a session of the service
 /// would); accuracy after each k = 1..=questions (a session that stops early keeps its last
-/// accuracy). With `--choices K` the questions are picks of K ([`UserTask::pick`]); with EPIG they
+/// accuracy). With `--choices K` the questions are picks or rankings of K ([`UserTask::ranking`]); with EPIG they
 /// aim at pairs among the user's target items.
 pub fn run_in_process(
     dataset: &Dataset,
@@ -402,10 +405,10 @@ pub fn run_in_process(
                 run.answer(q.pair, task.answer(q.pair.a, q.pair.b, &options.noise))?;
             }
             Next::AskSet(set) => {
-                let chosen = task.pick(&set.items);
+                let ranking = task.ranking(&set.items, options.answer.ranked(set.items.len()));
                 run.respond(Response::Pick {
                     shown: set.items,
-                    chosen,
+                    ranking,
                 })?;
             }
             Next::Stop(_) => {}

@@ -149,11 +149,12 @@ pub enum Response {
         choice: Choice,
         strength: Option<Strength>,
     },
-    /// A question showing three or more items, in display order: the index of the one picked,
-    /// `None` for a skip.
+    /// A question showing three or more items, in display order, and the positions (in `shown`)
+    /// of the items the user ordered, best first: one for a pick, several for a ranking
+    /// ([`AnswerFormat`](super::kway::AnswerFormat)), none for a skip.
     Pick {
         shown: Vec<usize>,
-        chosen: Option<usize>,
+        ranking: Vec<usize>,
     },
 }
 
@@ -212,6 +213,21 @@ pub struct AnswerRecord {
 }
 
 /// Index of the earlier answer that an answer to `pair` would repeat (see
+/// A ranking names positions of a question of `k` items, each once.
+fn check_ranking(ranking: &[usize], k: usize) -> Result<(), ModelError> {
+    let distinct = ranking
+        .iter()
+        .enumerate()
+        .all(|(x, p)| !ranking[x + 1..].contains(p));
+    if !distinct || ranking.iter().any(|&p| p >= k) {
+        return Err(ModelError::invalid(
+            "ranking",
+            "a ranking names items of the question, each once",
+        ));
+    }
+    Ok(())
+}
+
 /// [`reliability::repeat_of`]).
 fn repeated(history: &[AnswerRecord], pair: Pair) -> Option<usize> {
     reliability::repeat_of(
@@ -513,7 +529,7 @@ impl<'a> Elicitation<'a> {
             Response::Pair { strength, .. } => {
                 self.config.noise.answer_outcomes(strength.is_some())
             }
-            Response::Pick { shown, .. } => shown.len(),
+            Response::Pick { shown, ranking } => kway::ranking_outcomes(shown.len(), ranking.len()),
         }
     }
 
@@ -736,7 +752,7 @@ impl<'a> Elicitation<'a> {
                 self.state.space.mark_asked(*pair);
                 (log_evidence, repeats)
             }
-            Response::Pick { shown, chosen } => {
+            Response::Pick { shown, ranking } => {
                 if !(3..=MAX_CHOICES).contains(&shown.len()) {
                     return Err(ModelError::invalid(
                         "question",
@@ -744,18 +760,8 @@ impl<'a> Elicitation<'a> {
                     ));
                 }
                 self.check_items(shown)?;
-                let log_evidence = match chosen {
-                    None => None,
-                    Some(c) => {
-                        let features: Vec<_> =
-                            shown.iter().map(|&i| self.bank.features(i)).collect();
-                        let step = kway::choice_step(&self.state.posterior, &features, *c, &noise)?;
-                        for (u, piece) in &step.pieces {
-                            self.apply_step(u, *piece);
-                        }
-                        Some(step.log_evidence)
-                    }
-                };
+                check_ranking(ranking, shown.len())?;
+                let log_evidence = self.update_on_ranking(shown, ranking, &noise)?;
                 self.state.space.mark_set_asked(shown);
                 (log_evidence, None)
             }
@@ -767,6 +773,30 @@ impl<'a> Elicitation<'a> {
             repeats,
         });
         Ok(log_evidence)
+    }
+
+    /// Updates the posterior on a pick or ranking of `shown`: one ADF step per pick on the items
+    /// not yet placed (the last place of a full ranking follows and adds nothing). Returns the
+    /// answer's ln Z, the sum of its picks' (`None` for a skip).
+    fn update_on_ranking(
+        &mut self,
+        shown: &[usize],
+        ranking: &[usize],
+        noise: &NoiseModel,
+    ) -> Result<Option<f64>, ModelError> {
+        if ranking.is_empty() {
+            return Ok(None);
+        }
+        let features: Vec<_> = shown.iter().map(|&i| self.bank.features(i)).collect();
+        let mut log_evidence = 0.0;
+        for (left, chosen) in kway::picks_of(&features, ranking) {
+            let step = kway::choice_step(&self.state.posterior, &left, chosen, noise)?;
+            for (u, piece) in &step.pieces {
+                self.apply_step(u, *piece);
+            }
+            log_evidence += step.log_evidence;
+        }
+        Ok(Some(log_evidence))
     }
 
     /// The items of a question must be different items of the bank.
@@ -874,15 +904,10 @@ impl<'a> Elicitation<'a> {
     /// the exact posterior than the streaming one). EP's sites are pairwise: a run with an
     /// answered pick of k keeps its streaming posterior.
     pub fn refined(&self, options: EpOptions) -> Posterior {
-        let picked = self.state.history.iter().any(|r| {
-            matches!(
-                r.response,
-                Response::Pick {
-                    chosen: Some(_),
-                    ..
-                }
-            )
-        });
+        let picked =
+            self.state.history.iter().any(
+                |r| matches!(&r.response, Response::Pick { ranking, .. } if !ranking.is_empty()),
+            );
         if picked {
             return self.state.posterior.clone();
         }

@@ -129,6 +129,7 @@ impl Service {
                 probes: None,
                 checks: None,
                 choices: None,
+                answer: None,
                 targets: None,
             })
             .await?;
@@ -227,6 +228,7 @@ fn demo_model_request(spec: &DemoModel) -> CreateModel {
         probes: None,
         checks: None,
         choices: None,
+        answer: None,
         strength_threshold: None,
         targets: None,
         lapse_per_user: None,

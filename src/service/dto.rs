@@ -4,6 +4,7 @@ use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
 use crate::model::elicitation::{CheckRule, ProbeRule};
+use crate::model::kway::AnswerFormat;
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
 use crate::model::{NoiseModel, StopReason, Strategy, Strength, UpdateMethod};
 use crate::store::{GuardSpec, SessionStatus};
@@ -68,6 +69,9 @@ pub struct CreateModel {
     /// Items a question shows (default 2): 2 asks pairs, 3 to 6 asks the user to pick one.
     #[schema(minimum = 2, maximum = 6)]
     pub choices: Option<usize>,
+    /// What a question of three or more items asks for (default `pick`): `pick` (the best one),
+    /// `rank` (all of them in order) or `{"top": m}` (the best m in order).
+    pub answer: Option<AnswerFormat>,
     /// θ of graded answers (default 1): an answer "clearly" better means a utility margin beyond
     /// θ on the logit scale, "slightly" one within it (an ordered logit).
     #[schema(exclusive_minimum = 0.0, maximum = 20.0)]
@@ -93,6 +97,8 @@ pub struct ModelView {
     pub lapse_per_user: Option<LapsePrior>,
     /// Items a question shows by default.
     pub choices: usize,
+    /// What a question of three or more items asks for by default.
+    pub answer: AnswerFormat,
     pub strength_threshold: f64,
     pub targets: Vec<String>,
     pub bank_version: i64,
@@ -168,6 +174,9 @@ pub struct CreateSession {
     /// pick one.
     #[schema(minimum = 2, maximum = 6)]
     pub choices: Option<usize>,
+    /// What a question of three or more items asks for, instead of the model's: `pick`, `rank`
+    /// or `{"top": m}`.
+    pub answer: Option<AnswerFormat>,
     /// The items whose ranking the questions aim at (strategy `epig`), instead of the model's.
     #[schema(min_items = 2, max_items = 1000, value_type = Option<Vec<Identifier>>)]
     pub targets: Option<Vec<String>>,
@@ -265,7 +274,31 @@ pub struct QuestionView {
     /// three to six to pick one of.
     #[schema(min_items = 2, max_items = 6)]
     pub items: Vec<ItemRef>,
+    /// What the user is asked for, and so what the answer carries.
+    pub answer: QuestionAnswer,
     pub information_bits: f64,
+}
+
+/// What a question asks the user for.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QuestionAnswer {
+    pub kind: AnswerKind,
+    /// For `rank`: how many items the answer's `ranking` lists, best first (all of them, or the
+    /// top m; the rest stay unordered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 6)]
+    pub top: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerKind {
+    /// Which of the two is better: `choice` a, b, tie or skip (optionally with a `strength`).
+    Pair,
+    /// Which one is best: `choice` an item id, or skip.
+    Pick,
+    /// Their order: `ranking`, item ids best first (or `choice` skip).
+    Rank,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -280,6 +313,8 @@ pub struct SessionView {
     pub strategy: Strategy,
     /// Items a question shows.
     pub choices: usize,
+    /// What a question of three or more items asks for.
+    pub answer: AnswerFormat,
     /// The session's own target items, if it named any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub targets: Option<Vec<String>>,
@@ -337,13 +372,18 @@ pub struct AnswerIn {
     )]
     pub question_id: String,
     /// For a pair question: a, b, tie (models with ties), skip, or the id of one of its two
-    /// items. For a question of three or more items: the id of the one picked, or skip.
+    /// items. For a question of three or more items: the id of the one picked, or skip. A
+    /// question that asks for a ranking takes `ranking` instead (or `choice` skip).
     #[schema(
         min_length = 1,
         max_length = 256,
         pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
     )]
-    pub choice: String,
+    pub choice: Option<String>,
+    /// For a question that asks for a ranking (`answer.kind` rank): the ids of its items in
+    /// order of preference, best first, as many as `answer.top` says.
+    #[schema(min_items = 1, max_items = 6, value_type = Option<Vec<Identifier>>)]
+    pub ranking: Option<Vec<String>>,
     /// How strongly a pair answer for a or b prefers its item (graded answers; none: plain).
     pub strength: Option<Strength>,
 }

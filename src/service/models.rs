@@ -12,7 +12,7 @@ use super::dto::{
 use super::limits::{MAX_ID_LEN, MAX_ITEMS_PER_UPSERT, MAX_MODEL_NAME_LEN, MAX_PAGE};
 use super::{Service, ServiceError, check_features, check_id};
 use crate::model::elicitation::{CheckRule, ProbeRule};
-use crate::model::kway::MAX_CHOICES;
+use crate::model::kway::{AnswerFormat, MAX_CHOICES};
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
 use crate::model::{MAX_DIMENSIONS, Posterior, Strategy};
 use crate::store::{AuditAction, GuardSpec, ItemRecord, ModelRecord, ModelSpec, now_ms};
@@ -62,7 +62,8 @@ impl Service {
         }
         let strategy = req.strategy.unwrap_or_default();
         let choices = req.choices.unwrap_or(2);
-        check_questions(strategy, choices)?;
+        let answer = req.answer.unwrap_or_default();
+        check_questions(strategy, choices, answer)?;
         let strength_threshold = req
             .strength_threshold
             .unwrap_or(crate::model::elicitation::DEFAULT_STRENGTH_THRESHOLD);
@@ -90,6 +91,7 @@ impl Service {
                 checks: req.checks,
                 lapse_per_user: req.lapse_per_user,
                 choices,
+                answer,
                 strength_threshold,
                 targets,
             },
@@ -289,6 +291,7 @@ pub(crate) fn model_view(m: &ModelRecord) -> ModelView {
         checks: m.spec.checks,
         lapse_per_user: m.spec.lapse_per_user,
         choices: m.spec.choices,
+        answer: m.spec.answer,
         strength_threshold: m.spec.strength_threshold,
         targets: m.spec.targets.clone(),
         bank_version: m.bank_version,
@@ -347,8 +350,15 @@ pub(crate) fn check_budget(field: &str, bits: f64) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Questions show 2 to [`MAX_CHOICES`] items; EPIG aims pairs only.
-pub(super) fn check_questions(strategy: Strategy, choices: usize) -> Result<(), ServiceError> {
+/// Questions show 2 to [`MAX_CHOICES`] items; EPIG aims pairs only; a top-m answer orders fewer
+/// items than its questions show (than the most a question may show, for pair questions: the
+/// format then applies to sessions that ask for more items).
+pub(super) fn check_questions(
+    strategy: Strategy,
+    choices: usize,
+    answer: AnswerFormat,
+) -> Result<(), ServiceError> {
+    answer.check(if choices > 2 { choices } else { MAX_CHOICES })?;
     if !(2..=MAX_CHOICES).contains(&choices) {
         return Err(ServiceError::invalid(
             "choices",

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use super::audit::Actor;
 use super::bank::LoadedBank;
 use super::dto::{
-    AnswerIn, AnswerView, CreateSession, CurrentQuestion, DiagnosticsView, Erased, ItemRef,
-    PosteriorView, ProfileView, QuestionView, SessionCreated, SessionView,
+    AnswerIn, AnswerKind, AnswerView, CreateSession, CurrentQuestion, DiagnosticsView, Erased,
+    ItemRef, PosteriorView, ProfileView, QuestionAnswer, QuestionView, SessionCreated, SessionView,
 };
 use super::limits::{MAX_ID_LEN, MAX_QUESTIONS};
 use super::runs::CachedRun;
@@ -126,9 +126,10 @@ impl Service {
             probes: req.probes,
             checks: req.checks,
             choices: req.choices.unwrap_or(model.spec.choices),
+            answer: req.answer.unwrap_or(model.spec.answer),
             targets: req.targets,
         };
-        super::models::check_questions(settings.strategy, settings.choices)?;
+        super::models::check_questions(settings.strategy, settings.choices, settings.answer)?;
         if settings.strategy == Strategy::Epig && target_indices(&settings, &bank).len() < 2 {
             return Err(ServiceError::invalid(
                 "targets",
@@ -216,7 +217,10 @@ impl Service {
         Ok(CurrentQuestion {
             session_id: session.id.clone(),
             status: session.status,
-            question: session.question.as_ref().map(|q| question_view(q, &bank)),
+            question: session
+                .question
+                .as_ref()
+                .map(|q| question_view(q, &bank, &session.settings)),
         })
     }
 
@@ -280,7 +284,12 @@ impl Service {
             check_id("Idempotency-Key", key, MAX_ID_LEN)?;
         }
         check_id("question_id", &req.question_id, MAX_ID_LEN)?;
-        check_id("choice", &req.choice, MAX_ID_LEN)?;
+        if let Some(choice) = &req.choice {
+            check_id("choice", choice, MAX_ID_LEN)?;
+        }
+        for item in req.ranking.iter().flatten() {
+            check_id("ranking", item, MAX_ID_LEN)?;
+        }
         check_session_id(id)?;
         let request = AnswerRequest {
             request_hash: request_hash(&req),
@@ -607,19 +616,22 @@ fn check_session_id(id: &str) -> Result<(), ServiceError> {
 /// match. A plain pair answer keeps the form answers had before strengths and picks existed, so
 /// a retry across that upgrade still matches.
 fn request_hash(req: &AnswerIn) -> String {
-    let plain = match (req.choice.as_str(), req.strength) {
+    let choice = req.choice.as_deref().unwrap_or_default();
+    let plain = match (choice, req.strength) {
         ("a", None) => Some(Choice::A),
         ("b", None) => Some(Choice::B),
         ("tie", None) => Some(Choice::Tie),
         ("skip", None) => Some(Choice::Skip),
         _ => None,
     };
-    let text = match plain {
-        Some(choice) => format!("{}\u{1f}{choice:?}", req.question_id),
-        None => format!(
-            "{}\u{1f}{}\u{1f}{:?}",
-            req.question_id, req.choice, req.strength
+    let text = match (plain, &req.ranking) {
+        (_, Some(ranking)) => format!(
+            "{}\u{1f}{choice}\u{1f}rank\u{1f}{}",
+            req.question_id,
+            ranking.join("\u{1e}")
         ),
+        (Some(choice), None) => format!("{}\u{1f}{choice:?}", req.question_id),
+        (None, None) => format!("{}\u{1f}{choice}\u{1f}{:?}", req.question_id, req.strength),
     };
     hex::encode(Sha256::digest(text))
 }
@@ -666,30 +678,12 @@ fn answerable(
             "an item of the current question was deleted from the bank; GET the question again for a new one".into(),
         ))?;
     let shown: Vec<&String> = question.items().collect();
-    let position = shown.iter().position(|id| **id == req.choice);
     if items.len() == 2 {
-        let choice = match (req.choice.as_str(), position) {
-            ("a", _) | (_, Some(0)) => Choice::A,
-            ("b", _) | (_, Some(1)) => Choice::B,
-            ("tie", _) => Choice::Tie,
-            ("skip", _) => Choice::Skip,
-            _ => {
-                return Err(ServiceError::invalid(
-                    "choice",
-                    "must be a, b, tie, skip or the id of one of the question's two items",
-                ));
-            }
-        };
-        if req.strength.is_some() && !matches!(choice, Choice::A | Choice::B) {
-            return Err(ServiceError::invalid(
-                "strength",
-                "only an answer for a or b has a strength",
-            ));
-        }
         let pair = Pair {
             a: items[0],
             b: items[1],
         };
+        let choice = pair_choice(req, &shown)?;
         return Ok((
             Response::Pair {
                 pair,
@@ -705,29 +699,114 @@ fn answerable(
     if req.strength.is_some() {
         return Err(ServiceError::invalid(
             "strength",
-            "a pick-one question has no strength; strengths grade pair answers",
+            "a question of three or more items has no strength; strengths grade pair answers",
         ));
     }
-    let chosen = match (req.choice.as_str(), position) {
-        (_, Some(p)) => Some(p),
-        ("skip", None) => None,
-        _ => {
-            return Err(ServiceError::invalid(
-                "choice",
-                "must be the id of one of the question's items, or skip",
-            ));
-        }
-    };
+    let ranking = ordered(req, &shown, current.settings.answer.ranked(shown.len()))?;
     Ok((
         Response::Pick {
             shown: items,
-            chosen,
+            ranking: ranking.clone(),
         },
         LoggedAnswer::Pick {
             items: shown.into_iter().cloned().collect(),
-            chosen,
+            ranking,
         },
     ))
+}
+
+/// A pair question's answer: a, b, tie, skip or one of its two item ids, a strength only for a
+/// or b; no ranking.
+fn pair_choice(req: &AnswerIn, shown: &[&String]) -> Result<Choice, ServiceError> {
+    if req.ranking.is_some() {
+        return Err(ServiceError::invalid(
+            "ranking",
+            "a pair question takes a choice (a, b, tie or skip), not a ranking",
+        ));
+    }
+    let choice = req.choice.as_deref().unwrap_or_default();
+    let position = shown.iter().position(|id| *id == choice);
+    let choice = match (choice, position) {
+        ("a", _) | (_, Some(0)) => Choice::A,
+        ("b", _) | (_, Some(1)) => Choice::B,
+        ("tie", _) => Choice::Tie,
+        ("skip", _) => Choice::Skip,
+        _ => {
+            return Err(ServiceError::invalid(
+                "choice",
+                "must be a, b, tie, skip or the id of one of the question's two items",
+            ));
+        }
+    };
+    if req.strength.is_some() && !matches!(choice, Choice::A | Choice::B) {
+        return Err(ServiceError::invalid(
+            "strength",
+            "only an answer for a or b has a strength",
+        ));
+    }
+    Ok(choice)
+}
+
+/// The positions in `shown` that the answer to a question of three or more items orders, best
+/// first: `ranked` of them for a question that asks for a ranking (`ranking`), the one picked
+/// for one that asks for a pick (`choice`), none for a skip.
+fn ordered(req: &AnswerIn, shown: &[&String], ranked: usize) -> Result<Vec<usize>, ServiceError> {
+    let position = |id: &str| shown.iter().position(|item| *item == id);
+    match (req.choice.as_deref(), &req.ranking) {
+        (Some(_), Some(_)) => Err(ServiceError::invalid(
+            "ranking",
+            "send a ranking or a choice (skip), not both",
+        )),
+        (Some("skip"), None) => Ok(Vec::new()),
+        (Some(_), None) if ranked > 1 => Err(ServiceError::invalid(
+            "choice",
+            format!(
+                "this question asks for a ranking of {ranked} items: send `ranking` (or `choice` skip)"
+            ),
+        )),
+        (Some(choice), None) => position(choice).map(|p| vec![p]).ok_or_else(|| {
+            ServiceError::invalid(
+                "choice",
+                "must be the id of one of the question's items, or skip",
+            )
+        }),
+        (None, Some(_)) if ranked == 1 => Err(ServiceError::invalid(
+            "ranking",
+            "this question asks to pick one item: send `choice`",
+        )),
+        (None, Some(ranking)) => {
+            let mut positions = Vec::with_capacity(ranking.len());
+            for id in ranking {
+                let p = position(id).ok_or_else(|| {
+                    ServiceError::invalid(
+                        "ranking",
+                        format!("'{id}' is not an item of the question"),
+                    )
+                })?;
+                if positions.contains(&p) {
+                    return Err(ServiceError::invalid(
+                        "ranking",
+                        format!("lists '{id}' twice"),
+                    ));
+                }
+                positions.push(p);
+            }
+            if positions.len() != ranked {
+                return Err(ServiceError::invalid(
+                    "ranking",
+                    format!(
+                        "must list {ranked} of the question's {} items, best first",
+                        shown.len()
+                    ),
+                ));
+            }
+            Ok(positions)
+        }
+        (None, None) => Err(ServiceError::invalid(
+            "choice",
+            "an answer needs a choice (or, for a question that asks for an order, a ranking)",
+        )),
+    }
 }
 
 /// What the log keeps of a question's items so that it alone rebuilds the posterior: x = β(φa −
@@ -891,8 +970,8 @@ fn session_posterior(
 /// The evidence about λ in one answer of a log, from its stored direction(s).
 enum Evidence {
     Pair(DVector<f64>, PairLikelihood),
-    /// β·φ of each shown item (so the noise model's β is 1) and the index picked.
-    Pick(Vec<DVector<f64>>, usize, NoiseModel),
+    /// β·φ of each shown item (so the noise model's β is 1) and the indices ordered, best first.
+    Pick(Vec<DVector<f64>>, Vec<usize>, NoiseModel),
 }
 
 /// The informative answers of a log as evidence about λ, in order; consistency probes are not
@@ -919,14 +998,17 @@ fn answer_evidence(model: &ModelRecord, a: &AnswerRow) -> Option<Evidence> {
                 .ok()?;
             Some(Evidence::Pair(a.direction.clone(), lik))
         }
-        LoggedAnswer::Pick { items, chosen } => {
+        LoggedAnswer::Pick { items, ranking } => {
+            if ranking.is_empty() {
+                return None;
+            }
             let j = a.direction.len() / items.len().max(1);
             let shown = (0..items.len())
                 .map(|i| a.direction.rows(i * j, j).into_owned())
                 .collect();
             Some(Evidence::Pick(
                 shown,
-                (*chosen)?,
+                ranking.clone(),
                 NoiseModel { beta: 1.0, ..noise },
             ))
         }
@@ -937,7 +1019,7 @@ fn answer_evidence(model: &ModelRecord, a: &AnswerRow) -> Option<Evidence> {
 fn outcomes(model: &ModelRecord, a: &AnswerRow) -> usize {
     match &a.answer {
         LoggedAnswer::Pair { strength, .. } => model.spec.noise.answer_outcomes(strength.is_some()),
-        LoggedAnswer::Pick { items, .. } => items.len(),
+        LoggedAnswer::Pick { items, ranking } => kway::ranking_outcomes(items.len(), ranking.len()),
     }
 }
 
@@ -959,9 +1041,11 @@ fn replayed(model: &ModelRecord, prior: &Posterior, answers: &[AnswerRow]) -> Po
             Evidence::Pair(x, lik) => {
                 posterior.update(&x, &lik, model.spec.update_method);
             }
-            Evidence::Pick(shown, chosen, noise) => {
-                if let Ok(step) = kway::choice_step(&posterior, &shown, chosen, &noise) {
-                    step.apply(&mut posterior);
+            Evidence::Pick(shown, ranking, noise) => {
+                for (left, chosen) in kway::picks_of(&shown, &ranking) {
+                    if let Ok(step) = kway::choice_step(&posterior, &left, chosen, &noise) {
+                        step.apply(&mut posterior);
+                    }
                 }
             }
         }
@@ -1051,12 +1135,12 @@ fn resume<'b>(
                     choice: *choice,
                     strength: *strength,
                 },
-                LoggedAnswer::Pick { items, chosen } => Response::Pick {
+                LoggedAnswer::Pick { items, ranking } => Response::Pick {
                     shown: items
                         .iter()
                         .map(|id| bank.item_index(id))
                         .collect::<Option<_>>()?,
-                    chosen: *chosen,
+                    ranking: ranking.clone(),
                 },
             };
             Some(AnswerRecord {
@@ -1139,14 +1223,34 @@ fn profile_of(session: &SessionRecord, unreliable: bool) -> ProfileRecord {
     }
 }
 
-fn question_view(q: &QuestionRecord, bank: &LoadedBank) -> QuestionView {
+fn question_view(
+    q: &QuestionRecord,
+    bank: &LoadedBank,
+    settings: &SessionSettings,
+) -> QuestionView {
     let item = |id: &str| ItemRef {
         id: id.to_string(),
         payload: bank.item_index(id).and_then(|i| bank.payloads[i].clone()),
     };
+    let items: Vec<ItemRef> = q.items().map(|id| item(id)).collect();
+    let answer = match (items.len(), settings.answer.ranked(items.len())) {
+        (2, _) => QuestionAnswer {
+            kind: AnswerKind::Pair,
+            top: None,
+        },
+        (_, 1) => QuestionAnswer {
+            kind: AnswerKind::Pick,
+            top: None,
+        },
+        (_, ranked) => QuestionAnswer {
+            kind: AnswerKind::Rank,
+            top: Some(ranked),
+        },
+    };
     QuestionView {
         id: q.id.clone(),
-        items: q.items().map(|id| item(id)).collect(),
+        items,
+        answer,
         information_bits: q.information_bits,
     }
 }
@@ -1174,7 +1278,10 @@ fn answer_view(
         } else {
             summary
         },
-        question: s.question.as_ref().map(|q| question_view(q, bank)),
+        question: s
+            .question
+            .as_ref()
+            .map(|q| question_view(q, bank, &s.settings)),
     }
 }
 
@@ -1280,6 +1387,7 @@ fn session_view(
         max_questions: s.settings.max_questions,
         strategy: s.settings.strategy,
         choices: s.settings.choices,
+        answer: s.settings.answer,
         targets: s.settings.targets.clone(),
         stop_reason: s.stop_reason,
         posterior: PosteriorView::new(&model.spec.dimensions, posterior.mean(), posterior.cov()),
@@ -1295,7 +1403,10 @@ fn session_view(
             probe_flips: r.consistency.flips,
             unreliable: r.unreliable,
         },
-        question: s.question.as_ref().map(|q| question_view(q, bank)),
+        question: s
+            .question
+            .as_ref()
+            .map(|q| question_view(q, bank, &s.settings)),
         prior_version: s.prior_version,
     }
 }

@@ -21,7 +21,7 @@ use crate::model::elicitation::{
     CheckRule, DEFAULT_STRENGTH_THRESHOLD, Diagnostics, Next, ProbeRule, Response,
 };
 use crate::model::epig;
-use crate::model::kway::MAX_CHOICES;
+use crate::model::kway::{AnswerFormat, MAX_CHOICES};
 use crate::model::numeric::sigmoid;
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
 use crate::model::{
@@ -63,6 +63,8 @@ pub struct SimulationTask {
     pub check_every: usize,
     /// Items shown by each question: 2 for pairs, up to [`MAX_CHOICES`] to pick one of k.
     pub choices: usize,
+    /// What a question of three or more items asks for: one pick, a ranking, or the top m.
+    pub answer: AnswerFormat,
     /// Graded answers ("slightly"/"clearly") with this strength threshold θ, for the simulated
     /// users and the engine alike; `None` for plain pairwise answers.
     pub graded: Option<f64>,
@@ -179,6 +181,12 @@ pub fn validate(task: &SimulationTask) -> Result<(), String> {
         return Err(format!(
             "--choices must be in 2..={MAX_CHOICES} and at most --bank"
         ));
+    }
+    task.answer.check(task.choices).map_err(|e| e.to_string())?;
+    if task.answer != AnswerFormat::Pick && task.choices < 3 {
+        return Err(
+            "--rank orders questions of three or more items: it needs --choices 3 to 6".into(),
+        );
     }
     if task.choices > 2
         && (task.probe_every > 0
@@ -378,6 +386,23 @@ impl World {
         }
     }
 
+    /// The simulated answer to a question of three or more `items` in the task's format: its
+    /// positions best first, each pick drawn by [`World::answer`] from the items not yet placed
+    /// (Plackett–Luce, with a lapse drawn for each pick, as the engine's likelihood assumes).
+    fn ranking(&self, task: &SimulationTask, items: &[usize], rng: &mut StdRng) -> Vec<usize> {
+        let mut left: Vec<usize> = (0..items.len()).collect();
+        let mut ranking = Vec::new();
+        while ranking.len() < task.answer.ranked(items.len()) {
+            if let [last] = left[..] {
+                ranking.push(last);
+                break;
+            }
+            let shown: Vec<usize> = left.iter().map(|&p| items[p]).collect();
+            ranking.push(left.remove(self.answer(task, &shown, rng)));
+        }
+        ranking
+    }
+
     /// The simulated answer to a question showing `items`: the index of the chosen one, by the
     /// multinomial logit of λ (β = 1), or uniformly at random for a lapse or a random responder.
     fn answer(&self, task: &SimulationTask, items: &[usize], rng: &mut StdRng) -> usize {
@@ -477,10 +502,10 @@ fn simulate_user(task: &SimulationTask, user: usize) -> Result<Vec<CurvePoint>, 
                 })
             }
             Next::AskSet(set) => {
-                let chosen = world.answer(task, &set.items, &mut answers);
+                let ranking = world.ranking(task, &set.items, &mut answers);
                 Some(Response::Pick {
                     shown: set.items,
-                    chosen: Some(chosen),
+                    ranking,
                 })
             }
             Next::Stop(_) => None,

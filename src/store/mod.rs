@@ -23,6 +23,7 @@ use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
 use crate::model::elicitation::{CheckRule, ProbeRule};
+use crate::model::kway::AnswerFormat;
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
 use crate::model::{Choice, NoiseModel, StopReason, Strategy, Strength, UpdateMethod};
 
@@ -87,6 +88,9 @@ pub struct ModelSpec {
     /// Items a question shows by default (2: pairs; up to six: pick one).
     #[serde(default = "pairs")]
     pub choices: usize,
+    /// What a question of three or more items asks for by default (stored only when not a pick).
+    #[serde(default, skip_serializing_if = "is_pick")]
+    pub answer: AnswerFormat,
     /// θ of graded answers: "clearly" means a utility margin beyond θ on the logit scale.
     #[serde(default = "default_strength_threshold")]
     pub strength_threshold: f64,
@@ -172,6 +176,9 @@ pub struct SessionSettings {
     /// Items a question shows (2: pairs; up to six: pick one).
     #[serde(default = "pairs", skip_serializing_if = "is_pairs")]
     pub choices: usize,
+    /// What a question of three or more items asks for (one pick, a ranking, the top m).
+    #[serde(default, skip_serializing_if = "is_pick")]
+    pub answer: AnswerFormat,
     /// The items whose ranking the session's questions aim at (the `epig` strategy); `None`:
     /// the model's targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,6 +191,10 @@ fn pairs() -> usize {
 
 fn is_pairs(choices: &usize) -> bool {
     *choices == 2
+}
+
+fn is_pick(answer: &AnswerFormat) -> bool {
+    *answer == AnswerFormat::Pick
 }
 
 impl QuestionRecord {
@@ -239,10 +250,11 @@ pub enum LoggedAnswer {
         strength: Option<Strength>,
     },
     /// To a question of three or more items: all of them in display order (the first two are
-    /// also `item_a` and `item_b`) and the index of the one picked (`None`: skipped).
+    /// also `item_a` and `item_b`) and the indices of those the user ordered, best first (one
+    /// for a pick, several for a ranking, none for a skip).
     Pick {
         items: Vec<String>,
-        chosen: Option<usize>,
+        ranking: Vec<usize>,
     },
 }
 

@@ -131,7 +131,7 @@ const PRIMARY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const MODEL_COLUMNS: &str =
     "name, spec, prior_mean, prior_cov, bank_version, created_ms, prior_version";
 const SESSION_COLUMNS: &str = "id, user_id, model, token_hash, status, stop_reason, settings, mean, cov, version, answers, question, created_ms, updated_ms, prior_version";
-const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, created_ms, lapse, strength, shown, chosen";
+const ANSWER_COLUMNS: &str = "seq, item_a, item_b, choice, log_evidence, direction, idempotency_key, request_hash, created_ms, lapse, strength, shown, chosen, ranking";
 const KEY_COLUMNS: &str = "id, name, role, key_hash, created_ms, revoked_ms, rate_per_s, burst, expires_ms, rotated_from, models";
 const PROFILE_COLUMNS: &str = "user_id, model, session_id, status, mean, cov, version, answers, updated_ms, unreliable, prior_version";
 
@@ -596,7 +596,7 @@ const SESSION_UPDATE_SQL: &str = "UPDATE sessions SET status = $2, stop_reason =
     WHERE id = $1 AND version = $10 \
     AND EXISTS (SELECT 1 FROM models m WHERE m.name = sessions.model AND m.created_ms = $11 AND m.bank_version = $12)";
 const SESSION_UPDATE_PARAMS: usize = 12;
-const ANSWER_INSERT_PARAMS: usize = 16;
+const ANSWER_INSERT_PARAMS: usize = 17;
 const PROFILE_INSERT_PARAMS: usize = 11;
 
 /// The parameters of a commit that moves a session read at `read_version`, statement by statement
@@ -634,6 +634,7 @@ fn commit_args(commit: &SessionCommit, read_version: i64, bank: BankStamp) -> Ve
             Arg::OptText(strength_text(&a.answer)),
             Arg::OptText(shown_text(&a.answer)),
             Arg::OptInt(chosen_index(&a.answer)),
+            Arg::OptText(ranking_text(&a.answer)),
             Arg::Text(response.clone()),
         ]);
     }
@@ -929,14 +930,16 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
     })
 }
 
-/// The `choice` column: a, b, tie or skip for a pair; pick or skip for a pick of k.
+/// The `choice` column: a, b, tie or skip for a pair; pick, rank or skip for a question of k.
 fn choice_text(answer: &LoggedAnswer) -> String {
     match answer {
         LoggedAnswer::Pair { choice, .. } => text_of(choice),
-        LoggedAnswer::Pick {
-            chosen: Some(_), ..
-        } => "pick".into(),
-        LoggedAnswer::Pick { chosen: None, .. } => "skip".into(),
+        LoggedAnswer::Pick { ranking, .. } => match ranking.len() {
+            0 => "skip",
+            1 => "pick",
+            _ => "rank",
+        }
+        .into(),
     }
 }
 
@@ -956,11 +959,18 @@ fn shown_text(answer: &LoggedAnswer) -> Option<String> {
     }
 }
 
+/// The `chosen` column: the first (best) ordered item's index.
 fn chosen_index(answer: &LoggedAnswer) -> Option<i64> {
     match answer {
-        LoggedAnswer::Pick {
-            chosen: Some(c), ..
-        } => Some(*c as i64),
+        LoggedAnswer::Pick { ranking, .. } => ranking.first().map(|&c| c as i64),
+        LoggedAnswer::Pair { .. } => None,
+    }
+}
+
+/// The `ranking` column: every ordered index, for an answer that orders more than one item.
+fn ranking_text(answer: &LoggedAnswer) -> Option<String> {
+    match answer {
+        LoggedAnswer::Pick { ranking, .. } if ranking.len() > 1 => Some(json_text(ranking)),
         _ => None,
     }
 }
@@ -973,12 +983,18 @@ fn logged_answer(row: &AnyRow) -> Result<LoggedAnswer, StoreError> {
     Ok(match text("shown")? {
         Some(items) => LoggedAnswer::Pick {
             items: serde_json::from_str(&items)?,
-            chosen: row
-                .try_get::<Option<i64>, _>("chosen")?
-                .map(|c| {
-                    usize::try_from(c).map_err(|_| StoreError::Corrupt(format!("answer pick {c}")))
-                })
-                .transpose()?,
+            ranking: match text("ranking")? {
+                Some(ranking) => serde_json::from_str(&ranking)?,
+                None => row
+                    .try_get::<Option<i64>, _>("chosen")?
+                    .map(|c| {
+                        usize::try_from(c)
+                            .map_err(|_| StoreError::Corrupt(format!("answer pick {c}")))
+                    })
+                    .transpose()?
+                    .into_iter()
+                    .collect(),
+            },
         },
         None => LoggedAnswer::Pair {
             choice: parse(row.try_get("choice")?)?,

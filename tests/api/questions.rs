@@ -114,7 +114,7 @@ async fn pick_one_of_four(backend: Backend) {
         }
         log.push(Response::Pick {
             shown: items,
-            chosen,
+            ranking: chosen.into_iter().collect(),
         });
         let reply: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(reply["answers"], n);
@@ -341,8 +341,179 @@ async fn questions_aimed_at_targets(backend: Backend) {
     server.stop().await;
 }
 
+/// Asserts a 422 validation problem whose detail names `field`.
+async fn refused(server: &TestServer, session: &str, body: &Value, field: &str) {
+    let (status, text) = post_answer(server, session, body, "bad").await;
+    let problem: Value = serde_json::from_str(&text).unwrap();
+    assert_problem(status, &problem, 422, "validation");
+    assert!(
+        problem["detail"].as_str().unwrap().contains(field),
+        "{body}: {problem}"
+    );
+}
+
+/// Rankings of four items: a full ranking (the model's setting) and a top two (a session's),
+/// each wrong ranking a 422 naming its field, the stored posterior the engine's replay of the
+/// log, an idempotent retry byte-identical, and a ranking's outcomes counted by the reliability
+/// figures.
+async fn rankings_of_four(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let features = model_with(
+        &server,
+        "ranked",
+        3,
+        40,
+        json!({"choices": 4, "answer": "rank"}),
+    )
+    .await;
+    let (_, model) = server.get("/v1/models/ranked").await;
+    assert_eq!(model["answer"], "rank", "{model}");
+    let lambda = [1.5, -1.0, 0.5];
+    for (user, answer, ranked) in [("full", None, 4), ("top", Some(json!({"top": 2})), 2)] {
+        let mut body = json!({"model": "ranked", "user_id": user, "max_questions": 6});
+        if let Some(answer) = &answer {
+            body["answer"] = answer.clone();
+        }
+        let (status, created) = server.post("/v1/sessions", &body).await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap().to_string();
+        let mut question = created["question"].clone();
+        assert_eq!(
+            question["answer"],
+            json!({"kind": "rank", "top": ranked}),
+            "{question}"
+        );
+        let ids: Vec<Value> = (0..4).map(|k| question["items"][k]["id"].clone()).collect();
+        let qid = question["id"].clone();
+        for (bad, field) in [
+            (
+                json!({"question_id": qid, "ranking": [ids[0], ids[0]]}),
+                "ranking",
+            ),
+            (
+                json!({"question_id": qid, "ranking": [ids[0], "item-999"]}),
+                "ranking",
+            ),
+            (
+                json!({"question_id": qid, "ranking": [ids[0], ids[1], ids[2]]}),
+                "ranking",
+            ),
+            (json!({"question_id": qid, "ranking": [ids[0]]}), "ranking"),
+            (
+                json!({"question_id": qid, "ranking": [], "choice": "skip"}),
+                "ranking",
+            ),
+            (json!({"question_id": qid, "choice": ids[0]}), "choice"),
+            (json!({"question_id": qid}), "choice"),
+        ] {
+            refused(&server, &id, &bad, field).await;
+        }
+
+        let mut log = Vec::new();
+        let mut first_reply = None;
+        for n in 1..=6 {
+            let items: Vec<usize> = (0..4).map(|k| question_item(&question, k)).collect();
+            // The user orders the items by their reward; the fourth answer is a skip.
+            let mut order: Vec<usize> = (0..4).collect();
+            order.sort_by(|&x, &y| {
+                reward(&features[items[y]], &lambda)
+                    .total_cmp(&reward(&features[items[x]], &lambda))
+            });
+            order.truncate(ranked);
+            let body = if n == 4 {
+                order.clear();
+                json!({"question_id": question["id"], "choice": "skip"})
+            } else {
+                let ranking: Vec<Value> = order
+                    .iter()
+                    .map(|&p| question["items"][p]["id"].clone())
+                    .collect();
+                json!({"question_id": question["id"], "ranking": ranking})
+            };
+            let (status, text) = post_answer(&server, &id, &body, &format!("{user}{n}")).await;
+            assert_eq!(status, 200, "{text}");
+            if n == 1 {
+                first_reply = Some((body, text.clone()));
+            }
+            log.push(Response::Pick {
+                shown: items,
+                ranking: order,
+            });
+            let reply: Value = serde_json::from_str(&text).unwrap();
+            question = reply["question"].clone();
+        }
+        let (body, text) = first_reply.unwrap();
+        let (status, replay) = post_answer(&server, &id, &body, &format!("{user}1")).await;
+        assert_eq!((status, replay), (200, text));
+
+        let (_, session) = server.get(&format!("/v1/sessions/{id}")).await;
+        assert_eq!(session["status"], "completed", "{session}");
+        assert_eq!(
+            session["answer"],
+            answer.unwrap_or(json!("rank")),
+            "{session}"
+        );
+        let replayed = replayed_log(&features, &log, ElicitationConfig::default());
+        let gap = posterior_distance(&session["posterior"], &replayed);
+        assert!(
+            gap < 1e-9,
+            "{user}: stored posterior is {gap} from the replay"
+        );
+        let mean: Vec<f64> = session["posterior"]["mean"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect();
+        let cosine = reward(&mean, &lambda)
+            / (reward(&mean, &mean).sqrt() * reward(&lambda, &lambda).sqrt());
+        assert!(cosine > 0.8, "{user}: cosine {cosine}: {session}");
+        // Five informative rankings, each judged against the 24 (full) or 12 (top two) outcomes
+        // a random answerer could give: orders that follow the user's taste are strong evidence.
+        let diagnostics = &session["diagnostics"];
+        assert_eq!(diagnostics["surprise_bits"].as_array().unwrap().len(), 5);
+        assert!(
+            diagnostics["log2_bayes_factor"].as_f64().unwrap() > 5.0,
+            "{diagnostics}"
+        );
+        let (status, finished) = server
+            .post(&format!("/v1/sessions/{id}/finish"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{finished}");
+        assert!(posterior_distance(&finished["posterior"], &replayed) < 1e-9);
+    }
+
+    // A pair question takes no ranking; a top m must order fewer items than a question shows.
+    let (_, pairs) = server
+        .post(
+            "/v1/sessions",
+            &json!({"model": "ranked", "user_id": "p", "choices": 2}),
+        )
+        .await;
+    assert_eq!(pairs["question"]["answer"], json!({"kind": "pair"}));
+    let ids: Vec<Value> = (0..2)
+        .map(|k| pairs["question"]["items"][k]["id"].clone())
+        .collect();
+    let body = json!({"question_id": pairs["question"]["id"], "ranking": ids});
+    refused(&server, pairs["id"].as_str().unwrap(), &body, "ranking").await;
+    for body in [
+        json!({"model": "ranked", "user_id": "x", "answer": {"top": 4}}),
+        json!({"model": "ranked", "user_id": "x", "answer": {"top": 0}}),
+    ] {
+        let (status, problem) = server.post("/v1/sessions", &body).await;
+        assert_problem(status, &problem, 422, "validation");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("answer"),
+            "{problem}"
+        );
+    }
+    server.stop().await;
+}
+
 crate::on_both_stores!(
     pick_one_of_four,
+    rankings_of_four,
     graded_pair_answers,
     questions_aimed_at_targets
 );

@@ -1,5 +1,6 @@
 //! The `Store` contract, checked directly against both implementations.
 
+use elicit::model::kway::AnswerFormat;
 use elicit::model::{Choice, NoiseModel, Strategy, Strength, UpdateMethod};
 use elicit::store::sql::{Dialect, PoolSettings};
 use elicit::store::{
@@ -35,6 +36,7 @@ fn model(name: &str) -> ModelRecord {
             checks: None,
             lapse_per_user: None,
             choices: 4,
+            answer: AnswerFormat::Top(2),
             strength_threshold: 1.5,
             targets: vec!["x".into(), "y".into()],
         },
@@ -101,6 +103,7 @@ fn session(id: &str, user: &str) -> SessionRecord {
             }),
             checks: Some(elicit::model::elicitation::CheckRule { every: 3 }),
             choices: 3,
+            answer: AnswerFormat::Rank,
             targets: Some(vec!["x".into(), "z".into()]),
         },
         mean: DVector::zeros(2),
@@ -114,11 +117,12 @@ fn session(id: &str, user: &str) -> SessionRecord {
     }
 }
 
-/// Answers of every kind the log keeps: plain, graded, a pick of three, a skipped pick.
+/// Answers of every kind the log keeps: plain, graded, a pick of three, a ranking of three, a
+/// skipped pick.
 fn answer_of_kind(seq: i64) -> LoggedAnswer {
-    let pick = |chosen| LoggedAnswer::Pick {
+    let pick = |ranking: &[usize]| LoggedAnswer::Pick {
         items: vec!["x".into(), "y".into(), "z".into()],
-        chosen,
+        ranking: ranking.to_vec(),
     };
     match seq {
         1 => LoggedAnswer::Pair {
@@ -129,8 +133,9 @@ fn answer_of_kind(seq: i64) -> LoggedAnswer {
             choice: Choice::B,
             strength: Some(Strength::Clearly),
         },
-        3 => pick(Some(2)),
-        _ => pick(None),
+        3 => pick(&[2]),
+        4 => pick(&[1, 2, 0]),
+        _ => pick(&[]),
     }
 }
 

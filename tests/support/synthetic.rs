@@ -83,6 +83,7 @@ pub fn options(strategies: Vec<Strategy>) -> EvalOptions {
         max_scored_pairs: 2000,
         equal_pairs: EqualPairs::Exclude,
         choices: 2,
+        answer: Default::default(),
         targets: None,
     }
 }
