@@ -4,6 +4,7 @@
 //! random 0.653 / 0.702; ceiling 0.766).
 
 use elicit::eval::{self, EqualPairs, EvalOptions, PriorKind, data::Dataset};
+use elicit::model::kway::AnswerFormat;
 use elicit::model::{NoiseModel, Strategy, UpdateMethod};
 
 /// The protocol of BENCHMARKS.md's MovieLens section: test users, 30 questions, BALD and random,
@@ -85,6 +86,36 @@ fn bald_beats_random_on_movielens_test_users() {
         bald[9]
     );
     assert!(four_bald[9].accuracy > four_random[9].accuracy + 0.01);
+
+    // Full rankings of 4, derived from the ratings (the order stops at equal ratings): measured
+    // 0.680 after 3 questions (picks: 0.665) and 0.700 after 5, pairwise BALD's k = 10 figure
+    // (BENCHMARKS.md). The "by question 3" is not met on these users: ties in 5-star
+    // ratings cut many rankings short.
+    let ranked = EvalOptions {
+        choices: 4,
+        answer: AnswerFormat::Rank,
+        ..options.clone()
+    };
+    let rankings = eval::evaluate(&dataset, &tasks, &prior, &ranked, |t, s| {
+        eval::run_in_process(&dataset, t, &prior, s, &ranked)
+    })
+    .unwrap();
+    let rank_bald = &rankings.curves["bald"];
+    for k in [2, 4] {
+        assert!(
+            rank_bald[k].accuracy > four_bald[k].accuracy + 0.005,
+            "k={}: rankings {:?} vs picks {:?}",
+            k + 1,
+            rank_bald[k],
+            four_bald[k]
+        );
+    }
+    assert!(
+        rank_bald[4].accuracy >= bald[9].accuracy - 0.005,
+        "rankings k=5 {:?} vs pairs k=10 {:?}",
+        rank_bald[4],
+        bald[9]
+    );
 }
 
 /// `--targets`: questions never show a target item and accuracy is measured on pairs among them.

@@ -9,6 +9,8 @@
 
 use serde::Deserialize;
 
+use crate::model::summary::DimensionEnds;
+
 /// The model's name in the store.
 pub const MODEL: &str = "demo";
 
@@ -27,6 +29,8 @@ pub struct DemoModel {
     /// What the dimensions mean and how responses were scored.
     pub about: String,
     pub dimensions: Vec<String>,
+    /// The labels of each dimension's low and high ends, for the profile in words.
+    pub ends: Vec<DimensionEnds>,
     /// The population's mean coefficients (the prior covariance is the identity).
     pub prior_mean: Vec<f64>,
     pub prompts: Vec<Prompt>,

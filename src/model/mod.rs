@@ -25,6 +25,7 @@ pub mod reliability;
 pub mod score;
 pub mod select;
 pub mod space;
+pub mod summary;
 pub mod top;
 pub mod update;
 

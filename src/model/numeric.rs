@@ -33,6 +33,11 @@ pub fn sigmoid_slope(t: f64) -> f64 {
     sigmoid(t) * sigmoid(-t)
 }
 
+/// The standard normal CDF Φ(t) = ½ erfc(−t/√2), accurate in both tails.
+pub fn normal_cdf(t: f64) -> f64 {
+    0.5 * libm::erfc(-t / std::f64::consts::SQRT_2)
+}
+
 /// log(eᵃ + eᵇ) without overflow; −∞ is an identity element.
 #[inline]
 pub fn log_add_exp(a: f64, b: f64) -> f64 {

@@ -212,6 +212,7 @@ fn demo_model_request(spec: &DemoModel) -> CreateModel {
     CreateModel {
         name: spec.name.clone(),
         dimensions: spec.dimensions.clone(),
+        ends: Some(spec.ends.iter().cloned().map(Some).collect()),
         prior: Some(PriorSpec::new(
             &DVector::from_vec(spec.prior_mean.clone()),
             &DMatrix::identity(j, j),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::elicitation::{CheckRule, ProbeRule};
 use crate::model::kway::AnswerFormat;
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
+use crate::model::summary::{DimensionEnds, ProfileSummary};
 use crate::model::{NoiseModel, StopReason, Strategy, Strength, UpdateMethod};
 use crate::store::{GuardSpec, SessionStatus};
 
@@ -46,6 +47,11 @@ pub struct CreateModel {
     pub name: String,
     #[schema(min_items = 1, max_items = 64, value_type = Vec<Identifier>)]
     pub dimensions: Vec<String>,
+    /// The labels of each dimension's low and high ends ("concise answers" … "detailed
+    /// answers"), one entry per dimension, null for none: the profile's summary says which end a
+    /// user prefers in those words.
+    #[schema(max_items = 64)]
+    pub ends: Option<Vec<Option<DimensionEnds>>>,
     pub prior: Option<PriorSpec>,
     pub noise: Option<NoiseModel>,
     pub update_method: Option<UpdateMethod>,
@@ -86,6 +92,8 @@ pub struct CreateModel {
 pub struct ModelView {
     pub name: String,
     pub dimensions: Vec<String>,
+    /// The labels of each dimension's ends (null where it has none).
+    pub ends: Vec<Option<DimensionEnds>>,
     pub prior: PriorSpec,
     pub noise: NoiseModel,
     pub update_method: UpdateMethod,
@@ -320,6 +328,8 @@ pub struct SessionView {
     pub targets: Option<Vec<String>>,
     pub stop_reason: Option<StopReason>,
     pub posterior: PosteriorView,
+    /// What the posterior says about each dimension, in words.
+    pub summary: ProfileSummary,
     pub diagnostics: DiagnosticsView,
     pub question: Option<QuestionView>,
     /// The version of the model's prior the session started from (it keeps it).
@@ -402,6 +412,8 @@ pub struct ProfileView {
     /// The version of the model's prior the profile's session started from.
     pub prior_version: i64,
     pub posterior: PosteriorView,
+    /// What the posterior says about each dimension, in words.
+    pub summary: ProfileSummary,
 }
 
 /// A candidate to score as the wire carries it; [`CandidateIn`] is its documented shape (decoding

@@ -32,6 +32,8 @@ pub mod limits {
     pub const MAX_PAIRWISE_CANDIDATES: usize = 100;
     pub const MAX_QUESTIONS: usize = 200;
     pub const MAX_PAGE: usize = 1_000;
+    /// Longest label of a dimension's end.
+    pub const MAX_END_LABEL_LEN: usize = 64;
 }
 
 /// Default memory budget of the run cache: about 2,000 sessions over a 1,000-item bank at J = 16.

@@ -9,11 +9,14 @@ use super::dto::{
     CreateModel, ItemIn, ItemsPage, ModelErased, ModelList, ModelView, PriorSpec, UpsertItems,
     UpsertResult,
 };
-use super::limits::{MAX_ID_LEN, MAX_ITEMS_PER_UPSERT, MAX_MODEL_NAME_LEN, MAX_PAGE};
+use super::limits::{
+    MAX_END_LABEL_LEN, MAX_ID_LEN, MAX_ITEMS_PER_UPSERT, MAX_MODEL_NAME_LEN, MAX_PAGE,
+};
 use super::{Service, ServiceError, check_features, check_id};
 use crate::model::elicitation::{CheckRule, ProbeRule};
 use crate::model::kway::{AnswerFormat, MAX_CHOICES};
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
+use crate::model::summary::DimensionEnds;
 use crate::model::{MAX_DIMENSIONS, Posterior, Strategy};
 use crate::store::{AuditAction, GuardSpec, ItemRecord, ModelRecord, ModelSpec, now_ms};
 
@@ -41,6 +44,8 @@ impl Service {
                 ));
             }
         }
+        let ends = req.ends.unwrap_or_default();
+        check_ends(&ends, j)?;
         let prior = match &req.prior {
             None => Posterior::isotropic(j, 1.0)?,
             Some(spec) => prior_from_spec(spec, j)?,
@@ -82,6 +87,7 @@ impl Service {
             name: req.name,
             spec: ModelSpec {
                 dimensions: req.dimensions,
+                ends,
                 noise,
                 update_method: req.update_method.unwrap_or_default(),
                 strategy,
@@ -281,6 +287,9 @@ pub(crate) fn model_view(m: &ModelRecord) -> ModelView {
     ModelView {
         name: m.name.clone(),
         dimensions: m.spec.dimensions.clone(),
+        ends: (0..m.spec.dimensions.len())
+            .map(|d| m.spec.ends.get(d).cloned().flatten())
+            .collect(),
         prior: PriorSpec::new(&m.prior_mean, &m.prior_cov),
         noise: m.spec.noise,
         update_method: m.spec.update_method,
@@ -312,6 +321,23 @@ fn check_reliability(rule: &ReliabilityRule) -> Result<(), ServiceError> {
             "reliability.min_answers",
             "must be at most 10000",
         ));
+    }
+    Ok(())
+}
+
+/// Labels of dimensions' ends: none, or one entry per dimension, each label a short text.
+fn check_ends(ends: &[Option<DimensionEnds>], dimensions: usize) -> Result<(), ServiceError> {
+    if !ends.is_empty() && ends.len() != dimensions {
+        return Err(ServiceError::invalid(
+            "ends",
+            format!("must have one entry per dimension ({dimensions}), null for none"),
+        ));
+    }
+    for (d, labels) in ends.iter().enumerate() {
+        if let Some(labels) = labels {
+            check_id(&format!("ends[{d}].low"), &labels.low, MAX_END_LABEL_LEN)?;
+            check_id(&format!("ends[{d}].high"), &labels.high, MAX_END_LABEL_LEN)?;
+        }
     }
     Ok(())
 }

@@ -25,6 +25,7 @@ use crate::model::epig::Targets;
 use crate::model::kway;
 use crate::model::likelihood::PairLikelihood;
 use crate::model::reliability::{self, AnsweredWith, Consistency};
+use crate::model::summary::{ProfileSummary, summarise};
 use crate::model::{
     Choice, Elicitation, ElicitationConfig, NoiseModel, Posterior, RunState, StopReason,
     StoppingRule, Strategy,
@@ -551,8 +552,10 @@ impl Service {
             .ok_or_else(|| {
                 ServiceError::NotFound(format!("profile of user '{user_id}' for model '{model}'"))
             })?;
+        let posterior = Posterior::new(p.mean.clone(), p.cov.clone())?;
         Ok(ProfileView {
             posterior: PosteriorView::new(&record.spec.dimensions, &p.mean, &p.cov),
+            summary: summary_of(&record, &posterior)?,
             user_id: p.user_id,
             model: p.model,
             session_id: p.session_id,
@@ -1207,6 +1210,16 @@ fn asks_about_deleted_item(question: &QuestionRecord, bank: &LoadedBank) -> bool
     question.items().any(|id| bank.item_index(id).is_none())
 }
 
+/// The profile's summary in words, against the model's current population prior.
+fn summary_of(model: &ModelRecord, posterior: &Posterior) -> Result<ProfileSummary, ServiceError> {
+    let population = Posterior::new(model.prior_mean.clone(), model.prior_cov.clone())?;
+    Ok(summarise(
+        posterior,
+        &population,
+        &model.spec.labelled_dimensions(),
+    ))
+}
+
 fn profile_of(session: &SessionRecord, unreliable: bool) -> ProfileRecord {
     ProfileRecord {
         user_id: session.user_id.clone(),
@@ -1391,6 +1404,7 @@ fn session_view(
         targets: s.settings.targets.clone(),
         stop_reason: s.stop_reason,
         posterior: PosteriorView::new(&model.spec.dimensions, posterior.mean(), posterior.cov()),
+        summary: summarise(posterior, &bank.prior, &model.spec.labelled_dimensions()),
         diagnostics: DiagnosticsView {
             bits: d.bits,
             log2_bayes_factor: d.log2_bayes_factor,

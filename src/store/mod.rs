@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::elicitation::{CheckRule, ProbeRule};
 use crate::model::kway::AnswerFormat;
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
+use crate::model::summary::DimensionEnds;
 use crate::model::{Choice, NoiseModel, StopReason, Strategy, Strength, UpdateMethod};
 
 pub use sql::{Dialect, SqlStore};
@@ -66,6 +67,10 @@ pub struct FinishedLog {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
     pub dimensions: Vec<String>,
+    /// The labels of each dimension's low and high ends, one entry per dimension (`None`: plain
+    /// name); empty for models without labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ends: Vec<Option<DimensionEnds>>,
     pub noise: NoiseModel,
     pub update_method: UpdateMethod,
     pub strategy: Strategy,
@@ -191,6 +196,20 @@ fn pairs() -> usize {
 
 fn is_pairs(choices: &usize) -> bool {
     *choices == 2
+}
+
+impl ModelSpec {
+    /// The dimensions with their ends' labels, as the profile's summary names them.
+    pub fn labelled_dimensions(&self) -> Vec<crate::model::summary::Dimension<'_>> {
+        self.dimensions
+            .iter()
+            .enumerate()
+            .map(|(d, name)| crate::model::summary::Dimension {
+                name,
+                ends: self.ends.get(d).and_then(Option::as_ref),
+            })
+            .collect()
+    }
 }
 
 fn is_pick(answer: &AnswerFormat) -> bool {

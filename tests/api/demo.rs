@@ -76,6 +76,14 @@ async fn a_demo_session_runs_on_its_token(backend: Backend) {
     assert_eq!(created["model"], "demo");
     assert_eq!(created["max_questions"], 10);
     assert!(created["user_id"].as_str().unwrap().starts_with("demo-"));
+    // The demo model's dimensions name their ends; before any answer nothing is known.
+    let (_, model) = server.get("/v1/models/demo").await;
+    assert_eq!(
+        model["ends"][0],
+        json!({"low": "concise answers", "high": "detailed answers"})
+    );
+    assert_eq!(created["summary"]["statements"], json!([]));
+    assert_eq!(created["summary"]["unknown"].as_array().unwrap().len(), 6);
     let id = created["id"].as_str().unwrap();
     let question = &created["question"];
     let [a, b] = [&question["items"][0], &question["items"][1]];

@@ -21,3 +21,4 @@ mod prior;
 mod questions;
 mod restart;
 mod store_contract;
+mod summary;

@@ -1,6 +1,7 @@
 //! The `Store` contract, checked directly against both implementations.
 
 use elicit::model::kway::AnswerFormat;
+use elicit::model::summary::DimensionEnds;
 use elicit::model::{Choice, NoiseModel, Strategy, Strength, UpdateMethod};
 use elicit::store::sql::{Dialect, PoolSettings};
 use elicit::store::{
@@ -26,6 +27,13 @@ fn model(name: &str) -> ModelRecord {
     ModelRecord {
         name: name.into(),
         spec: ModelSpec {
+            ends: vec![
+                None,
+                Some(DimensionEnds {
+                    low: "less".into(),
+                    high: "more".into(),
+                }),
+            ],
             dimensions: vec!["a".into(), "b".into()],
             noise: NoiseModel::default(),
             update_method: UpdateMethod::Adf,
