@@ -184,6 +184,14 @@ async fn a_person_onboards_on_the_demo_page() {
         6,
         "one bar per dimension"
     );
+    // Before any answer the summary in words knows nothing yet.
+    assert!(
+        text(&browser, "#summary")
+            .await
+            .starts_with("Not known yet: detailed, casual"),
+        "{}",
+        text(&browser, "#summary").await
+    );
 
     // Ten answers from a user who prefers concise answers: odd questions by clicking, even ones
     // by keyboard (a and b), and the ninth with `t` ("about the same").
@@ -248,6 +256,12 @@ async fn a_person_onboards_on_the_demo_page() {
     assert!(
         mean < 0.0,
         "a user choosing shorter answers is concise: {detailed}"
+    );
+    // The profile in words says so too, from the demo model's labelled ends.
+    let summary = text(&browser, "#summary").await.to_lowercase();
+    assert!(
+        summary.contains("prefers concise answers to detailed answers"),
+        "{summary}"
     );
     let rankings = browser.find_all(Locator::Css(".ranking")).await.unwrap();
     assert!(!rankings.is_empty());

@@ -288,8 +288,16 @@ impl Service {
         if let Some(choice) = &req.choice {
             check_id("choice", choice, MAX_ID_LEN)?;
         }
-        for item in req.ranking.iter().flatten() {
-            check_id("ranking", item, MAX_ID_LEN)?;
+        if let Some(ranking) = &req.ranking {
+            if !(1..=kway::MAX_CHOICES).contains(&ranking.len()) {
+                return Err(ServiceError::invalid(
+                    "ranking",
+                    format!("lists 1 to {} items", kway::MAX_CHOICES),
+                ));
+            }
+            for item in ranking {
+                check_id("ranking", item, MAX_ID_LEN)?;
+            }
         }
         check_session_id(id)?;
         let request = AnswerRequest {

@@ -1,6 +1,7 @@
 // The elicit demo page: starts a demo session (no key: the response's token drives the
-// session), asks its questions, draws the posterior after every answer, and at the end shows the
-// answers the user has not seen, ranked for them beside the population's ranking.
+// session), asks its questions, draws the posterior and says it in words after every answer, and
+// at the end shows the answers the user has not seen, ranked for them beside the population's
+// ranking.
 "use strict";
 
 // The two poles of each demo dimension (scores run from the first to the second).
@@ -115,6 +116,20 @@ function showPosterior(posterior, bits) {
   $("bits").textContent = `${bits.toFixed(1)} bits learned so far.`;
 }
 
+// The session's profile in words: one line per trait elicit is sure of, then what it does not
+// know yet (the service's `summary`, built from the model's labelled ends).
+function showSummary(summary) {
+  const lines = summary.statements.map((s) => s.sentence);
+  if (summary.unknown_sentence) lines.push(summary.unknown_sentence);
+  $("summary").replaceChildren(
+    ...lines.map((line) => {
+      const li = document.createElement("li");
+      li.textContent = line.charAt(0).toUpperCase() + line.slice(1);
+      return li;
+    }),
+  );
+}
+
 async function answer(choice) {
   if (state.busy || state.done || !state.question) return;
   setBusy(true);
@@ -128,6 +143,7 @@ async function answer(choice) {
       uuid(),
     );
     showPosterior(reply.posterior, reply.bits);
+    showSummary((await call("GET", `/v1/sessions/${id}`)).summary);
     if (reply.question) {
       showQuestion(reply.question, reply.answers, reply.max_questions);
     } else {
@@ -210,6 +226,7 @@ async function start() {
     state.token = created.token;
     document.body.dataset.session = created.id;
     showPosterior(created.posterior, created.diagnostics.bits);
+    showSummary(created.summary);
     showQuestion(created.question, created.answers, created.max_questions);
     setBusy(false);
     $("choice-a").focus();
