@@ -17,13 +17,13 @@ use crate::service::demo::SessionRanking;
 use crate::service::dto::{
     AnswerIn, AnswerView, CreateModel, CreateSession, CurrentQuestion, Erased, ItemsPage,
     ModelErased, ModelList, ModelView, ProfileView, ScoreRequest, ScoreResponse, SessionCreated,
-    SessionView, UpsertItems, UpsertResult,
+    SessionView, StatementIn, UpsertItems, UpsertResult,
 };
 #[allow(unused_imports)]
 use crate::service::keys::{CreateKey, KeyCreated, KeyList, RotateKey, Scope};
 #[allow(unused_imports)]
 use crate::service::priors::{PriorChanged, RefitPrior};
-use crate::service::{Service, ServiceError};
+use crate::service::{AnswerAck, Service, ServiceError};
 
 type Result<T> = std::result::Result<T, Problem>;
 
@@ -306,6 +306,38 @@ pub async fn post_answer(
             query.covariance,
         )
         .await?;
+    Ok(acknowledged(ack))
+}
+
+#[utoipa::path(post, path = "/v1/sessions/{id}/statements", tag = "sessions", request_body = StatementIn, security(("bearer" = [])),
+    params(("id" = String, Path), ("covariance" = Option<bool>, Query, description = "include the posterior covariance"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, pattern = "^[!-~]+$", description = "replays the first response, byte for byte, for a retried statement"),
+        ("If-Match" = Option<String>, Header, pattern = r#"^(W/)?"?[0-9]{1,18}"?$"#, description = "the session version (ETag) the statement is for")),
+    responses((status = 200, body = AnswerView), (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)))]
+pub async fn post_statement(
+    State(service): State<Service>,
+    scope: Scope,
+    Path(id): Path<String>,
+    Query(query): Query<AnswerQuery>,
+    headers: HeaderMap,
+    Json(req): Json<StatementIn>,
+) -> Result<Response> {
+    service.admit_session(&scope, &id).await?;
+    let ack = service
+        .statement(
+            &id,
+            req,
+            idempotency_key(&headers)?,
+            if_match(&headers)?,
+            query.covariance,
+        )
+        .await?;
+    Ok(acknowledged(ack))
+}
+
+/// An answer's or statement's response: the body as first sent, its version as the ETag, and a
+/// replay marked as one.
+fn acknowledged(ack: AnswerAck) -> Response {
     let mut response = (
         [(
             header::CONTENT_TYPE,
@@ -322,7 +354,7 @@ pub async fn post_answer(
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/finish", tag = "sessions", params(("id" = String, Path)), security(("bearer" = [])),

@@ -123,6 +123,10 @@ pub fn router(service: Service, limits: Limits) -> Router {
         .route("/v1/sessions/{id}", get(handlers::get_session))
         .route("/v1/sessions/{id}/question", get(handlers::get_question))
         .route("/v1/sessions/{id}/answers", post(handlers::post_answer))
+        .route(
+            "/v1/sessions/{id}/statements",
+            post(handlers::post_statement),
+        )
         .route("/v1/sessions/{id}/finish", post(handlers::finish_session))
         .route("/v1/sessions/{id}/ranking", get(handlers::session_ranking));
     let scorer = Router::new()

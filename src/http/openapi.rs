@@ -13,7 +13,7 @@ use super::handlers;
     ),
     paths(
         handlers::create_model, handlers::list_models, handlers::get_model, handlers::delete_model, handlers::upsert_items, handlers::list_items,
-        handlers::delete_item, handlers::create_session, handlers::get_session, handlers::get_question, handlers::post_answer,
+        handlers::delete_item, handlers::create_session, handlers::get_session, handlers::get_question, handlers::post_answer, handlers::post_statement,
         handlers::finish_session, handlers::get_profile, handlers::score, handlers::delete_user, handlers::readyz,
         handlers::create_key, handlers::list_keys, handlers::revoke_key, handlers::rotate_key, handlers::audit_trail,
         handlers::session_ranking, super::demo::start_session, handlers::refit_prior, handlers::restore_prior,

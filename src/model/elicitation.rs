@@ -2,6 +2,7 @@
 //! stopping rule and the diagnostics, tied together. Storage and transport live elsewhere; this
 //! is what they load, drive and save.
 
+use nalgebra::DVector;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +11,7 @@ use super::bank::{Bank, Pair};
 use super::ep::{self, EpOptions};
 use super::epig::{self, Targets};
 use super::kway::{self, ChosenSet, MAX_CHOICES};
-use super::likelihood::{Choice, NoiseModel, PairLikelihood, Strength};
+use super::likelihood::{Choice, NoiseModel, Outcome, PairLikelihood, Strength};
 use super::pool::{Pool, SelectionOptions};
 use super::posterior::{Posterior, RankOne};
 use super::reliability::{
@@ -18,6 +19,7 @@ use super::reliability::{
 };
 use super::select::{self, Candidates, Selected, Strategy};
 use super::space::{CandidateSpace, CoreStats};
+use super::summary::End;
 use super::update::{UpdateMethod, log_predictive, step_for};
 
 /// When to stop asking.
@@ -156,6 +158,29 @@ pub enum Response {
         shown: Vec<usize>,
         ranking: Vec<usize>,
     },
+    /// The user's own word on one dimension ("I prefer the high end"), not an answer to a
+    /// question: evidence as a graded answer to a comparison of two items one feature unit apart
+    /// along that dimension alone, x = β·e_d, "a" being the high end ([`statement_direction`]).
+    Statement {
+        dimension: usize,
+        prefer: End,
+        strength: Option<Strength>,
+    },
+}
+
+/// The direction of a statement about `dimension` of `dims`: x = β·e_d.
+pub fn statement_direction(dims: usize, dimension: usize, beta: f64) -> DVector<f64> {
+    let mut x = DVector::zeros(dims);
+    x[dimension] = beta;
+    x
+}
+
+/// A statement's answer to its comparison: the high end is item "a".
+pub fn statement_outcome(prefer: End) -> Outcome {
+    match prefer {
+        End::High => Outcome::A,
+        End::Low => Outcome::B,
+    }
 }
 
 impl Response {
@@ -177,6 +202,14 @@ impl Response {
                 Pair {
                     a: shown[0],
                     b: shown[1],
+                },
+                Choice::Skip,
+            ),
+            // No question to repeat: a pair no question has, and no choice.
+            Response::Statement { .. } => (
+                Pair {
+                    a: usize::MAX,
+                    b: usize::MAX,
                 },
                 Choice::Skip,
             ),
@@ -418,6 +451,7 @@ impl<'a> Elicitation<'a> {
                     space.mark_set_asked(shown);
                     None
                 }
+                Response::Statement { .. } => None,
             };
         }
         let core = (space.items().pair_count() > config.selection.exhaustive_limit).then(|| {
@@ -530,6 +564,9 @@ impl<'a> Elicitation<'a> {
                 self.config.noise.answer_outcomes(strength.is_some())
             }
             Response::Pick { shown, ranking } => kway::ranking_outcomes(shown.len(), ranking.len()),
+            Response::Statement { strength, .. } => {
+                self.config.noise.answer_outcomes(strength.is_some())
+            }
         }
     }
 
@@ -588,7 +625,13 @@ impl<'a> Elicitation<'a> {
     /// The next question under the stopping rule and strategy.
     pub fn next<R: Rng + ?Sized>(&self, rng: &mut R) -> Next {
         let rule = &self.config.stopping;
-        if self.state.history.len() >= rule.max_questions {
+        let asked = self
+            .state
+            .history
+            .iter()
+            .filter(|r| !matches!(r.response, Response::Statement { .. }))
+            .count();
+        if asked >= rule.max_questions {
             return Next::Stop(StopReason::Budget);
         }
         if let Some(target) = rule.target_sd
@@ -765,6 +808,25 @@ impl<'a> Elicitation<'a> {
                 self.state.space.mark_set_asked(shown);
                 (log_evidence, None)
             }
+            Response::Statement {
+                dimension,
+                prefer,
+                strength,
+            } => {
+                if *dimension >= self.prior.dim() {
+                    return Err(ModelError::invalid(
+                        "dimension",
+                        format!("the model has {} dimensions", self.prior.dim()),
+                    ));
+                }
+                let lik = noise.answer_likelihood(
+                    statement_outcome(*prefer),
+                    *strength,
+                    self.config.strength_threshold,
+                )?;
+                let x = statement_direction(self.prior.dim(), *dimension, noise.beta);
+                (Some(self.update_along(&x, &lik, false)), None)
+            }
         };
         self.state.history.push(AnswerRecord {
             response,
@@ -824,8 +886,12 @@ impl<'a> Elicitation<'a> {
         noise: &NoiseModel,
         probe: bool,
     ) -> f64 {
-        let x = self.bank.direction(pair, noise.beta);
-        let predictive = self.state.posterior.predictive(&x);
+        self.update_along(&self.bank.direction(pair, noise.beta), lik, probe)
+    }
+
+    /// [`Self::update_on_pair`] along the answer's direction x.
+    fn update_along(&mut self, x: &DVector<f64>, lik: &PairLikelihood, probe: bool) -> f64 {
+        let predictive = self.state.posterior.predictive(x);
         if probe {
             return log_predictive(predictive.mean, predictive.variance.max(0.0), lik);
         }
@@ -923,14 +989,6 @@ impl<'a> Elicitation<'a> {
     /// A pair answer as evidence about λ: its direction and its likelihood with the lapse rate
     /// it was applied with; `None` for skips, consistency probes and picks of k.
     fn observation(&self, r: &AnswerRecord) -> Option<(nalgebra::DVector<f64>, PairLikelihood)> {
-        let Response::Pair {
-            pair,
-            choice,
-            strength,
-        } = r.response
-        else {
-            return None;
-        };
         if r.repeats.is_some() {
             return None;
         }
@@ -938,10 +996,33 @@ impl<'a> Elicitation<'a> {
             lapse: r.lapse,
             ..self.config.noise
         };
-        let lik = noise
-            .answer_likelihood(choice.outcome()?, strength, self.config.strength_threshold)
-            .ok()?;
-        Some((self.bank.direction(pair, noise.beta), lik))
+        let threshold = self.config.strength_threshold;
+        match r.response {
+            Response::Pair {
+                pair,
+                choice,
+                strength,
+            } => {
+                let lik = noise
+                    .answer_likelihood(choice.outcome()?, strength, threshold)
+                    .ok()?;
+                Some((self.bank.direction(pair, noise.beta), lik))
+            }
+            Response::Statement {
+                dimension,
+                prefer,
+                strength,
+            } => {
+                let lik = noise
+                    .answer_likelihood(statement_outcome(prefer), strength, threshold)
+                    .ok()?;
+                Some((
+                    statement_direction(self.prior.dim(), dimension, noise.beta),
+                    lik,
+                ))
+            }
+            Response::Pick { .. } => None,
+        }
     }
 }
 

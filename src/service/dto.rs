@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::elicitation::{CheckRule, ProbeRule};
 use crate::model::kway::AnswerFormat;
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
-use crate::model::summary::{DimensionEnds, ProfileSummary};
+use crate::model::summary::{DimensionEnds, End, ProfileSummary};
 use crate::model::{NoiseModel, StopReason, Strategy, Strength, UpdateMethod};
 use crate::store::{GuardSpec, SessionStatus};
 
@@ -330,6 +330,8 @@ pub struct SessionView {
     pub posterior: PosteriorView,
     /// What the posterior says about each dimension, in words.
     pub summary: ProfileSummary,
+    /// The user's statements on dimensions, in the order made (part of the answer log).
+    pub statements: Vec<StatementView>,
     pub diagnostics: DiagnosticsView,
     pub question: Option<QuestionView>,
     /// The version of the model's prior the session started from (it keeps it).
@@ -345,7 +347,7 @@ pub struct AnswerView {
     pub status: SessionStatus,
     /// The session version after this answer (also the ETag).
     pub version: i64,
-    /// Questions answered so far (skips included).
+    /// Entries in the answer log so far: questions answered (skips included) and statements.
     pub answers: i64,
     pub max_questions: usize,
     /// Information acquired so far, ½log₂det(Σ₀Σ⁻¹) bits.
@@ -414,6 +416,34 @@ pub struct ProfileView {
     pub posterior: PosteriorView,
     /// What the posterior says about each dimension, in words.
     pub summary: ProfileSummary,
+}
+
+/// The user's own word on one dimension ("that's not me"): taken as evidence with the model's
+/// noise, like a graded answer to a comparison of two items one feature unit apart along that
+/// dimension alone.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatementIn {
+    /// The dimension's name.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    pub dimension: String,
+    /// The end the user prefers.
+    pub prefer: End,
+    /// How strongly (graded like a pair answer; none: plain).
+    pub strength: Option<Strength>,
+}
+
+/// A statement in a session's log.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatementView {
+    pub dimension: String,
+    pub prefer: End,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strength: Option<Strength>,
 }
 
 /// A candidate to score as the wire carries it; [`CandidateIn`] is its documented shape (decoding

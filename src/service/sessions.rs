@@ -14,12 +14,16 @@ use super::bank::LoadedBank;
 use super::dto::{
     AnswerIn, AnswerKind, AnswerView, CreateSession, CurrentQuestion, DiagnosticsView, Erased,
     ItemRef, PosteriorView, ProfileView, QuestionAnswer, QuestionView, SessionCreated, SessionView,
+    StatementIn, StatementView,
 };
 use super::limits::{MAX_ID_LEN, MAX_QUESTIONS};
 use super::runs::CachedRun;
 use super::{Service, ServiceError, check_id};
 use crate::model::Pair;
-use crate::model::elicitation::{AnswerRecord, Diagnostics, Next, RELIABILITY_EP, Response};
+use crate::model::elicitation::{
+    AnswerRecord, Diagnostics, Next, RELIABILITY_EP, Response, statement_direction,
+    statement_outcome,
+};
 use crate::model::ep::{self, EpOptions};
 use crate::model::epig::Targets;
 use crate::model::kway;
@@ -69,11 +73,19 @@ macro_rules! until_committed {
 
 /// An answer request, validated and fingerprinted.
 struct AnswerRequest {
-    req: AnswerIn,
+    req: Submission,
     idempotency_key: Option<String>,
     request_hash: String,
     if_match: Option<i64>,
     covariance: bool,
+}
+
+/// What a client adds to a session's answer log.
+enum Submission {
+    /// An answer to the session's open question.
+    Answer(AnswerIn),
+    /// The user's own word on one dimension.
+    Statement(StatementIn),
 }
 
 /// The result of posting an answer: the exact JSON of an [`AnswerView`], as first sent.
@@ -302,7 +314,39 @@ impl Service {
         check_session_id(id)?;
         let request = AnswerRequest {
             request_hash: request_hash(&req),
-            req,
+            req: Submission::Answer(req),
+            idempotency_key,
+            if_match,
+            covariance,
+        };
+        until_committed!(self.answer_once(id, &request))
+    }
+
+    /// Adds the user's statement on one dimension to the session's log: evidence as a graded
+    /// answer to a comparison of two items one feature unit apart along that dimension alone
+    /// ([`Response::Statement`]), with the model's noise. It is logged, replayed and idempotent
+    /// like an answer, leaves the open question as it is, and does not count against
+    /// `max_questions`. A dimension the guard keeps at the population's value is refused.
+    pub async fn statement(
+        &self,
+        id: &str,
+        req: StatementIn,
+        idempotency_key: Option<String>,
+        if_match: Option<i64>,
+        covariance: bool,
+    ) -> Result<AnswerAck, ServiceError> {
+        if let Some(key) = &idempotency_key {
+            check_id("Idempotency-Key", key, MAX_ID_LEN)?;
+        }
+        check_id("dimension", &req.dimension, MAX_ID_LEN)?;
+        check_session_id(id)?;
+        let text = format!(
+            "statement\u{1f}{}\u{1f}{:?}\u{1f}{:?}",
+            req.dimension, req.prefer, req.strength
+        );
+        let request = AnswerRequest {
+            request_hash: hex::encode(Sha256::digest(text)),
+            req: Submission::Statement(req),
             idempotency_key,
             if_match,
             covariance,
@@ -337,11 +381,13 @@ impl Service {
     ) -> Result<Option<AnswerAck>, ServiceError> {
         // This replica committed the session last and the request answers the question it has
         // open: no read. If another replica moved the session (or the bank) since, the commit
-        // fails and the next attempt reads it.
-        if let Some(entry) = cached.as_ref()
+        // fails and the next attempt reads it. (A statement always reads: a retried one is told
+        // from a new one only by its stored reply.)
+        if let Submission::Answer(_) = request.req
+            && let Some(entry) = cached.as_ref()
             && let Some(bank) = self.banks.cached(&entry.session.model, entry.bank)
             && bank.stamp() == entry.bank
-            && let Ok(answer) = answerable(&entry.session, &bank, &request.req, request.if_match)
+            && let Ok(answer) = loggable(&entry.session, &bank, &request.req, request.if_match)
         {
             let CachedRun {
                 session,
@@ -363,11 +409,11 @@ impl Service {
             ..
         } = request;
         let answers_open_question = update.session().status == SessionStatus::Active
-            && update
+            && matches!(req, Submission::Answer(answer) if update
                 .session()
                 .question
                 .as_ref()
-                .is_some_and(|q| q.id == req.question_id);
+                .is_some_and(|q| q.id == answer.question_id));
         if !answers_open_question
             && let Some(key) = idempotency_key
             && let Some(reply) = update.stored_reply(key).await?
@@ -384,7 +430,7 @@ impl Service {
                 replayed: true,
             }));
         }
-        let answer = answerable(update.session(), &bank, req, *if_match)?;
+        let answer = loggable(update.session(), &bank, req, *if_match)?;
         let run = self.run(update.as_mut(), &bank, cached.take()).await?;
         self.apply_answer(update, &bank, run, answer, request).await
     }
@@ -400,7 +446,17 @@ impl Service {
         request: &AnswerRequest,
     ) -> Result<Option<AnswerAck>, ServiceError> {
         let mut next = update.session().clone();
-        let question = next.question.take().expect("checked answerable");
+        // A statement leaves the open question open; an answer closes it.
+        let (item_a, item_b) = match &response {
+            Response::Statement { dimension, .. } => (
+                bank.model.spec.dimensions[*dimension].clone(),
+                String::new(),
+            ),
+            _ => {
+                let question = next.question.take().expect("checked answerable");
+                (question.item_a, question.item_b)
+            }
+        };
         let started = std::time::Instant::now();
         let direction = answer_direction(bank, &response);
         let log_evidence = run.respond(response)?;
@@ -413,7 +469,9 @@ impl Service {
         next.mean = run.posterior().mean().clone();
         next.cov = run.posterior().cov().clone();
         next.updated_ms = now;
-        set_next_question(&mut next, &run, bank);
+        if next.question.is_none() {
+            set_next_question(&mut next, &run, bank);
+        }
         let view = answer_view(
             bank,
             &next,
@@ -428,8 +486,8 @@ impl Service {
             answer: Some(AnswerCommit {
                 row: AnswerRow {
                     seq: next.answers,
-                    item_a: question.item_a,
-                    item_b: question.item_b,
+                    item_a,
+                    item_b,
                     answer: logged,
                     log_evidence,
                     direction,
@@ -647,16 +705,23 @@ fn request_hash(req: &AnswerIn) -> String {
     hex::encode(Sha256::digest(text))
 }
 
-/// What `req` says about the current question, for the engine and for the log: the session
-/// must be active, at the `If-Match` version if one was sent, and the question's items still in
-/// the bank. A pair question takes a, b, tie, skip or one of its two item ids (with an optional
-/// strength for a or b); a question of three or more takes one of its item ids or skip.
-fn answerable(
+/// What a submission adds to the log, for the engine and for the log ([`answerable`],
+/// [`stated`]).
+fn loggable(
     current: &SessionRecord,
     bank: &LoadedBank,
-    req: &AnswerIn,
+    submission: &Submission,
     if_match: Option<i64>,
 ) -> Result<(Response, LoggedAnswer), ServiceError> {
+    check_open(current, if_match)?;
+    match submission {
+        Submission::Answer(req) => answerable(current, bank, req),
+        Submission::Statement(req) => stated(bank, req),
+    }
+}
+
+/// The session takes submissions: it is active and, if `If-Match` was sent, at that version.
+fn check_open(current: &SessionRecord, if_match: Option<i64>) -> Result<(), ServiceError> {
     if let Some(expected) = if_match
         && expected != current.version
     {
@@ -671,6 +736,52 @@ fn answerable(
             current.status.as_str()
         )));
     }
+    Ok(())
+}
+
+/// A statement names a dimension of the model that the guard does not hold at the population's
+/// value.
+fn stated(bank: &LoadedBank, req: &StatementIn) -> Result<(Response, LoggedAnswer), ServiceError> {
+    let spec = &bank.model.spec;
+    let dimension = spec.dimension_index(&req.dimension).ok_or_else(|| {
+        ServiceError::invalid(
+            "dimension",
+            format!(
+                "'{}' is not a dimension of model '{}'",
+                req.dimension, bank.model.name
+            ),
+        )
+    })?;
+    if spec.guard.fixed_dimensions.contains(&req.dimension) {
+        return Err(ServiceError::invalid(
+            "dimension",
+            format!(
+                "'{}' is fixed at the population's value (the model's guard): a statement cannot move it",
+                req.dimension
+            ),
+        ));
+    }
+    Ok((
+        Response::Statement {
+            dimension,
+            prefer: req.prefer,
+            strength: req.strength,
+        },
+        LoggedAnswer::Statement {
+            prefer: req.prefer,
+            strength: req.strength,
+        },
+    ))
+}
+
+/// What `req` says about the current question, for the engine and for the log: the question's
+/// items must still be in the bank. A pair question takes a, b, tie, skip or one of its two item ids (with an optional
+/// strength for a or b); a question of three or more takes one of its item ids or skip.
+fn answerable(
+    current: &SessionRecord,
+    bank: &LoadedBank,
+    req: &AnswerIn,
+) -> Result<(Response, LoggedAnswer), ServiceError> {
     let question = current
         .question
         .as_ref()
@@ -821,10 +932,13 @@ fn ordered(req: &AnswerIn, shown: &[&String], ranked: usize) -> Result<Vec<usize
 }
 
 /// What the log keeps of a question's items so that it alone rebuilds the posterior: x = β(φa −
-/// φb) for a pair, β·φ of every shown item, stacked, for a pick of k.
+/// φb) for a pair, β·φ of every shown item, stacked, for a pick of k, β·e_d for a statement.
 fn answer_direction(bank: &LoadedBank, response: &Response) -> DVector<f64> {
     let beta = bank.model.spec.noise.beta;
     match response {
+        Response::Statement { dimension, .. } => {
+            statement_direction(bank.bank.dim(), *dimension, beta)
+        }
         Response::Pair { pair, .. } => bank.bank.direction(*pair, beta),
         Response::Pick { shown, .. } => {
             let j = bank.bank.dim();
@@ -1009,6 +1123,16 @@ fn answer_evidence(model: &ModelRecord, a: &AnswerRow) -> Option<Evidence> {
                 .ok()?;
             Some(Evidence::Pair(a.direction.clone(), lik))
         }
+        LoggedAnswer::Statement { prefer, strength } => {
+            let lik = noise
+                .answer_likelihood(
+                    statement_outcome(*prefer),
+                    *strength,
+                    model.spec.strength_threshold,
+                )
+                .ok()?;
+            Some(Evidence::Pair(a.direction.clone(), lik))
+        }
         LoggedAnswer::Pick { items, ranking } => {
             if ranking.is_empty() {
                 return None;
@@ -1029,7 +1153,9 @@ fn answer_evidence(model: &ModelRecord, a: &AnswerRow) -> Option<Evidence> {
 /// The outcomes answer `a` could have had (a lapse picks each with equal probability).
 fn outcomes(model: &ModelRecord, a: &AnswerRow) -> usize {
     match &a.answer {
-        LoggedAnswer::Pair { strength, .. } => model.spec.noise.answer_outcomes(strength.is_some()),
+        LoggedAnswer::Pair { strength, .. } | LoggedAnswer::Statement { strength, .. } => {
+            model.spec.noise.answer_outcomes(strength.is_some())
+        }
         LoggedAnswer::Pick { items, ranking } => kway::ranking_outcomes(items.len(), ranking.len()),
     }
 }
@@ -1039,7 +1165,7 @@ fn outcomes(model: &ModelRecord, a: &AnswerRow) -> usize {
 fn as_pair(a: &AnswerRow) -> (&str, &str, Choice) {
     let choice = match a.answer {
         LoggedAnswer::Pair { choice, .. } => choice,
-        LoggedAnswer::Pick { .. } => Choice::Skip,
+        LoggedAnswer::Pick { .. } | LoggedAnswer::Statement { .. } => Choice::Skip,
     };
     (&a.item_a, &a.item_b, choice)
 }
@@ -1152,6 +1278,11 @@ fn resume<'b>(
                         .map(|id| bank.item_index(id))
                         .collect::<Option<_>>()?,
                     ranking: ranking.clone(),
+                },
+                LoggedAnswer::Statement { prefer, strength } => Response::Statement {
+                    dimension: bank.model.spec.dimension_index(&a.item_a)?,
+                    prefer: *prefer,
+                    strength: *strength,
                 },
             };
             Some(AnswerRecord {
@@ -1413,6 +1544,17 @@ fn session_view(
         stop_reason: s.stop_reason,
         posterior: PosteriorView::new(&model.spec.dimensions, posterior.mean(), posterior.cov()),
         summary: summarise(posterior, &bank.prior, &model.spec.labelled_dimensions()),
+        statements: answers
+            .iter()
+            .filter_map(|a| match a.answer {
+                LoggedAnswer::Statement { prefer, strength } => Some(StatementView {
+                    dimension: a.item_a.clone(),
+                    prefer,
+                    strength,
+                }),
+                _ => None,
+            })
+            .collect(),
         diagnostics: DiagnosticsView {
             bits: d.bits,
             log2_bayes_factor: d.log2_bayes_factor,

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::elicitation::{CheckRule, ProbeRule};
 use crate::model::kway::AnswerFormat;
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
-use crate::model::summary::DimensionEnds;
+use crate::model::summary::{DimensionEnds, End};
 use crate::model::{Choice, NoiseModel, StopReason, Strategy, Strength, UpdateMethod};
 
 pub use sql::{Dialect, SqlStore};
@@ -199,6 +199,11 @@ fn is_pairs(choices: &usize) -> bool {
 }
 
 impl ModelSpec {
+    /// The index of the dimension named `name`.
+    pub fn dimension_index(&self, name: &str) -> Option<usize> {
+        self.dimensions.iter().position(|d| d == name)
+    }
+
     /// The dimensions with their ends' labels, as the profile's summary names them.
     pub fn labelled_dimensions(&self) -> Vec<crate::model::summary::Dimension<'_>> {
         self.dimensions
@@ -274,6 +279,12 @@ pub enum LoggedAnswer {
     Pick {
         items: Vec<String>,
         ranking: Vec<usize>,
+    },
+    /// A statement on one dimension (`item_a` holds its name, `item_b` is empty): the end
+    /// preferred, optionally how strongly.
+    Statement {
+        prefer: End,
+        strength: Option<Strength>,
     },
 }
 

@@ -940,12 +940,16 @@ fn choice_text(answer: &LoggedAnswer) -> String {
             _ => "rank",
         }
         .into(),
+        LoggedAnswer::Statement { prefer, .. } => text_of(prefer),
     }
 }
 
 fn strength_text(answer: &LoggedAnswer) -> Option<String> {
     match answer {
         LoggedAnswer::Pair {
+            strength: Some(s), ..
+        }
+        | LoggedAnswer::Statement {
             strength: Some(s), ..
         } => Some(text_of(s)),
         _ => None,
@@ -955,7 +959,7 @@ fn strength_text(answer: &LoggedAnswer) -> Option<String> {
 fn shown_text(answer: &LoggedAnswer) -> Option<String> {
     match answer {
         LoggedAnswer::Pick { items, .. } => Some(json_text(items)),
-        LoggedAnswer::Pair { .. } => None,
+        LoggedAnswer::Pair { .. } | LoggedAnswer::Statement { .. } => None,
     }
 }
 
@@ -963,7 +967,7 @@ fn shown_text(answer: &LoggedAnswer) -> Option<String> {
 fn chosen_index(answer: &LoggedAnswer) -> Option<i64> {
     match answer {
         LoggedAnswer::Pick { ranking, .. } => ranking.first().map(|&c| c as i64),
-        LoggedAnswer::Pair { .. } => None,
+        LoggedAnswer::Pair { .. } | LoggedAnswer::Statement { .. } => None,
     }
 }
 
@@ -996,10 +1000,20 @@ fn logged_answer(row: &AnyRow) -> Result<LoggedAnswer, StoreError> {
                     .collect(),
             },
         },
-        None => LoggedAnswer::Pair {
-            choice: parse(row.try_get("choice")?)?,
-            strength: text("strength")?.map(parse).transpose()?,
-        },
+        None => {
+            let choice: String = row.try_get("choice")?;
+            let strength = text("strength")?.map(parse).transpose()?;
+            match choice.as_str() {
+                "low" | "high" => LoggedAnswer::Statement {
+                    prefer: parse(choice)?,
+                    strength,
+                },
+                _ => LoggedAnswer::Pair {
+                    choice: parse(choice)?,
+                    strength,
+                },
+            }
+        }
     })
 }
 

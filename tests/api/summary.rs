@@ -1,5 +1,6 @@
-//! The profile in words: dimensions with labelled ends, and the `summary` of sessions and
-//! profiles (one statement per dimension whose sign the posterior is sure of, then the rest).
+//! The profile in words: dimensions with labelled ends, the `summary` of sessions and profiles
+//! (one statement per dimension whose sign the posterior is sure of, then the rest), and the
+//! user's own statements on dimensions, taken as evidence.
 
 use elicit::model::numeric::normal_cdf;
 use elicit::model::summary::SURE_OF_SIGN;
@@ -139,4 +140,155 @@ async fn profile_in_words(backend: Backend) {
     server.stop().await;
 }
 
-crate::on_both_stores!(profile_in_words);
+/// Statements: the user's word on one dimension moves the posterior exactly as the equivalent
+/// graded answer does (x = β·e_d), is logged and replayed with the answers, shown in the session
+/// view, idempotent, leaves the open question open and does not count against `max_questions`;
+/// a statement on an unknown or fixed dimension is a 422 naming `dimension`.
+async fn statements_correct_the_profile(backend: Backend) {
+    use elicit::model::elicitation::Response;
+    use elicit::model::summary::End;
+    use elicit::model::{
+        Choice, ElicitationConfig, NoiseModel, Outcome, Pair, Posterior, Strength,
+    };
+
+    use crate::harness::{posterior_distance, question_item, replayed_log};
+
+    let db = TestDatabase::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let body = json!({
+        "name": "stated",
+        "dimensions": ["d0", "d1", "d2"],
+        "guard": {"fixed_dimensions": ["d2"]}
+    });
+    let (status, model) = server.post("/v1/models", &body).await;
+    assert_eq!(status, 201, "{model}");
+    let features = server.upload_items("stated", 3, 30, 9).await;
+    let (_, created) = server
+        .post(
+            "/v1/sessions",
+            &json!({"model": "stated", "user_id": "s", "max_questions": 3}),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let lambda = [1.0, 2.0, 0.0];
+    let mut log = Vec::new();
+    let mut question = created["question"].clone();
+    let pair = |q: &Value| Pair {
+        a: question_item(q, 0),
+        b: question_item(q, 1),
+    };
+    let choice_of = |c: &str| if c == "a" { Choice::A } else { Choice::B };
+    for n in 0..2 {
+        let (choice, body) = server
+            .answer_truthfully(&id, &question, &features, &lambda, &format!("a{n}"))
+            .await;
+        log.push(Response::pair(pair(&question), choice_of(choice)));
+        question = body["question"].clone();
+    }
+    let (_, before) = server.get(&format!("/v1/sessions/{id}")).await;
+
+    let post = |body: Value, key: &'static str| {
+        let server = &server;
+        let id = id.clone();
+        async move {
+            let response = server
+                .client
+                .post(server.url(&format!("/v1/sessions/{id}/statements")))
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            (status, replayed, response.text().await.unwrap())
+        }
+    };
+    for bad in [
+        json!({"dimension": "d9", "prefer": "low"}),
+        json!({"dimension": "d2", "prefer": "high"}),
+    ] {
+        let (status, _, text) = post(bad.clone(), "bad").await;
+        let problem: Value = serde_json::from_str(&text).unwrap();
+        assert_problem(status, &problem, 422, "validation");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("dimension"),
+            "{bad}: {problem}"
+        );
+    }
+    let (status, _, text) = post(json!({"dimension": "d1", "prefer": "middle"}), "bad").await;
+    assert!(matches!(status, 400 | 422), "{text}");
+
+    // "I clearly prefer the low end of d1" (against what the answers so far suggest).
+    let statement = json!({"dimension": "d1", "prefer": "low", "strength": "clearly"});
+    let (status, replayed, text) = post(statement.clone(), "st").await;
+    assert_eq!((status, replayed), (200, false), "{text}");
+    let reply: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        reply["question"]["id"], question["id"],
+        "the open question stays open"
+    );
+    assert_eq!(reply["answers"], 3);
+    let (status, replayed, again) = post(statement, "st").await;
+    assert_eq!((status, replayed, &again), (200, true, &text));
+
+    // Exactly the graded answer "b, clearly" to x = β·e₁ applied to the posterior before it.
+    let (_, after) = server.get(&format!("/v1/sessions/{id}")).await;
+    let vector = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let rows: Vec<Vec<f64>> = before["posterior"]["cov"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(vector)
+        .collect();
+    let mut expected = Posterior::new(
+        nalgebra::DVector::from_vec(vector(&before["posterior"]["mean"])),
+        nalgebra::DMatrix::from_fn(3, 3, |r, c| rows[r][c]),
+    )
+    .unwrap();
+    let noise = NoiseModel::default();
+    let likelihood = noise
+        .answer_likelihood(Outcome::B, Some(Strength::Clearly), 1.0)
+        .unwrap();
+    let x = nalgebra::DVector::from_vec(vec![0.0, noise.beta, 0.0]);
+    expected.update(&x, &likelihood, elicit::model::UpdateMethod::Adf);
+    let gap = posterior_distance(&after["posterior"], &expected);
+    assert!(gap < 1e-9, "the statement is {gap} from the graded answer");
+    assert_eq!(
+        after["statements"],
+        json!([{"dimension": "d1", "prefer": "low", "strength": "clearly"}])
+    );
+    log.push(Response::Statement {
+        dimension: 1,
+        prefer: End::Low,
+        strength: Some(Strength::Clearly),
+    });
+
+    // The open question is answered next; statements do not use up the three questions.
+    let (choice, body) = server
+        .answer_truthfully(&id, &question, &features, &lambda, "a2")
+        .await;
+    log.push(Response::pair(pair(&question), choice_of(choice)));
+    assert_eq!(body["status"], "completed", "{body}");
+    assert_eq!(body["answers"], 4);
+    let (_, session) = server.get(&format!("/v1/sessions/{id}")).await;
+    let replayed = replayed_log(&features, &log, ElicitationConfig::default());
+    let gap = posterior_distance(&session["posterior"], &replayed);
+    assert!(
+        gap < 1e-9,
+        "stored posterior is {gap} from the replay of the log"
+    );
+    let (status, finished) = server
+        .post(&format!("/v1/sessions/{id}/finish"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{finished}");
+    server.stop().await;
+}
+
+crate::on_both_stores!(profile_in_words, statements_correct_the_profile);
