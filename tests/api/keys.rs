@@ -323,6 +323,7 @@ async fn every_route_naming_a_model_refuses_an_out_of_scope_key(backend: Backend
                         json!({"model": model, "user_id": "u", "candidates": [{"id": "x", "features": [1.0, 0.0]}]}),
                     ),
                     "post_answer" => Some(json!({"question_id": "1", "choice": "a"})),
+                    "post_statement" => Some(json!({"dimension": "a", "prefer": "low"})),
                     "finish_session" => Some(json!({})),
                     _ => None,
                 };
@@ -364,6 +365,7 @@ async fn every_route_naming_a_model_refuses_an_out_of_scope_key(backend: Backend
             "get_session",
             "list_items",
             "post_answer",
+            "post_statement",
             "refit_prior",
             "restore_prior",
             "score",
