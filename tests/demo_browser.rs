@@ -90,6 +90,63 @@ where
     panic!("timed out waiting for {what}");
 }
 
+/// The mean of the bar of `dimension`, read from its accessible description.
+async fn bar_mean(browser: &Client, dimension: &str) -> f64 {
+    let label = browser
+        .find(Locator::Css(&format!(
+            "#bars li[data-dimension='{dimension}'] .track"
+        )))
+        .await
+        .unwrap()
+        .attr("aria-label")
+        .await
+        .unwrap()
+        .unwrap();
+    label
+        .split(": ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// After nine answers from a user who prefers concise answers the bars and the profile in words
+/// say so; "Not me" on that line states the opposite, and the bar moves towards it.
+async fn correct_the_length_line(browser: &Client) {
+    let before = bar_mean(browser, "detailed").await;
+    assert!(
+        before < 0.0,
+        "a user choosing shorter answers is concise: {before}"
+    );
+    let summary = text(browser, "#summary").await.to_lowercase();
+    assert!(
+        summary.contains("prefers concise answers to detailed answers"),
+        "{summary}"
+    );
+    browser
+        .find(Locator::Css(
+            "#summary li[data-dimension='detailed'] button.not-me",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("the correction", || async {
+        text(browser, "#status").await.starts_with("Noted")
+    })
+    .await;
+    let after = bar_mean(browser, "detailed").await;
+    assert!(
+        after > before + 0.05,
+        "the bar moved from {before} to {after}"
+    );
+    assert_eq!(text(browser, "#progress").await, "Question 10 of 10");
+}
+
 async fn text(browser: &Client, css: &str) -> String {
     browser
         .find(Locator::Css(css))
@@ -203,6 +260,9 @@ async fn a_person_onboards_on_the_demo_page() {
             text(&browser, "#text-b").await,
         );
         let shorter = if a.len() <= b.len() { "a" } else { "b" };
+        if n == 10 {
+            correct_the_length_line(&browser).await;
+        }
         match (n % 2, n) {
             (_, 9) => body.send_keys("t").await.unwrap(),
             (1, _) => if shorter == "a" { &choice_a } else { &choice_b }
@@ -236,32 +296,13 @@ async fn a_person_onboards_on_the_demo_page() {
         .parse()
         .unwrap();
     assert!(bits > 1.0, "{bits} bits learned");
-    let detailed = browser
-        .find(Locator::Css("#bars li[data-dimension='detailed'] .track"))
-        .await
-        .unwrap()
-        .attr("aria-label")
-        .await
-        .unwrap()
-        .unwrap();
-    let mean: f64 = detailed
-        .split(": ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    // The finished profile's words, without "Not me" buttons.
     assert!(
-        mean < 0.0,
-        "a user choosing shorter answers is concise: {detailed}"
-    );
-    // The profile in words says so too, from the demo model's labelled ends.
-    let summary = text(&browser, "#summary").await.to_lowercase();
-    assert!(
-        summary.contains("prefers concise answers to detailed answers"),
-        "{summary}"
+        browser
+            .find_all(Locator::Css("#summary button"))
+            .await
+            .unwrap()
+            .is_empty()
     );
     let rankings = browser.find_all(Locator::Css(".ranking")).await.unwrap();
     assert!(!rankings.is_empty());
@@ -275,7 +316,8 @@ async fn a_person_onboards_on_the_demo_page() {
     }
     save_screenshot(&browser, "desktop.png").await;
 
-    // The server holds the ten answers, and the session was finished into a profile.
+    // The server holds the ten answers and the correction, and the session was finished into a
+    // profile.
     let session = script(&browser, "return document.body.dataset.session").await;
     let admin = elicit::client::with_key(ADMIN_KEY, None).unwrap();
     let view: Value = admin
@@ -286,7 +328,11 @@ async fn a_person_onboards_on_the_demo_page() {
         .json()
         .await
         .unwrap();
-    assert_eq!(view["answers"], 10, "{view}");
+    assert_eq!(view["answers"], 11, "{view}");
+    assert_eq!(
+        view["statements"],
+        json!([{"dimension": "detailed", "prefer": "high", "strength": "clearly"}])
+    );
     assert_eq!(view["status"], "finished", "{view}");
 
     // At phone width the page fits without sideways scrolling and the answers stack.

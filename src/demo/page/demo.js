@@ -23,7 +23,9 @@ const STOP_REASONS = {
   finished: "Finished.",
 };
 
-const state = { session: null, token: null, question: null, busy: false, done: false };
+// `statements` counts the user's corrections: the session's `answers` counts them too, and they
+// are not questions.
+const state = { session: null, token: null, question: null, busy: false, done: false, statements: 0 };
 const $ = (id) => document.getElementById(id);
 
 function uuid() {
@@ -116,18 +118,56 @@ function showPosterior(posterior, bits) {
   $("bits").textContent = `${bits.toFixed(1)} bits learned so far.`;
 }
 
-// The session's profile in words: one line per trait elicit is sure of, then what it does not
-// know yet (the service's `summary`, built from the model's labelled ends).
+// The session's profile in words: one line per trait elicit is sure of, each with a "Not me"
+// button that states the opposite (the service's statements), then what it does not know yet.
 function showSummary(summary) {
-  const lines = summary.statements.map((s) => s.sentence);
-  if (summary.unknown_sentence) lines.push(summary.unknown_sentence);
-  $("summary").replaceChildren(
-    ...lines.map((line) => {
-      const li = document.createElement("li");
-      li.textContent = line.charAt(0).toUpperCase() + line.slice(1);
-      return li;
-    }),
-  );
+  const capitalised = (line) => line.charAt(0).toUpperCase() + line.slice(1);
+  const lines = summary.statements.map((statement) => {
+    const li = document.createElement("li");
+    li.dataset.dimension = statement.dimension;
+    li.append(capitalised(statement.sentence));
+    if (!state.done) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "not-me";
+      button.textContent = "Not me";
+      button.setAttribute("aria-label", "Not me: " + statement.sentence);
+      const opposite = statement.prefers === "high" ? "low" : "high";
+      button.addEventListener("click", () => correct(statement.dimension, opposite));
+      li.append(" ", button);
+    }
+    return li;
+  });
+  if (summary.unknown_sentence) {
+    const li = document.createElement("li");
+    li.textContent = summary.unknown_sentence;
+    lines.push(li);
+  }
+  $("summary").replaceChildren(...lines);
+}
+
+// "Not me": the user clearly prefers the other end of a trait; elicit takes it as evidence.
+async function correct(dimension, prefer) {
+  if (state.busy || state.done) return;
+  setBusy(true);
+  $("status").textContent = "";
+  try {
+    const id = state.session;
+    const reply = await call(
+      "POST",
+      `/v1/sessions/${id}/statements`,
+      { dimension, prefer, strength: "clearly" },
+      uuid(),
+    );
+    state.statements += 1;
+    showPosterior(reply.posterior, reply.bits);
+    showSummary((await call("GET", `/v1/sessions/${id}`)).summary);
+    $("status").textContent = "Noted: elicit has taken your correction into account.";
+  } catch (error) {
+    $("status").textContent = "Something went wrong: " + error.message;
+  } finally {
+    setBusy(false);
+  }
 }
 
 async function answer(choice) {
@@ -145,7 +185,7 @@ async function answer(choice) {
     showPosterior(reply.posterior, reply.bits);
     showSummary((await call("GET", `/v1/sessions/${id}`)).summary);
     if (reply.question) {
-      showQuestion(reply.question, reply.answers, reply.max_questions);
+      showQuestion(reply.question, reply.answers - state.statements, reply.max_questions);
     } else {
       await finish(reply);
     }
@@ -159,9 +199,10 @@ async function answer(choice) {
 async function finish(reply) {
   state.done = true;
   state.question = null;
-  $("progress").textContent = `Done: ${reply.answers} answers.`;
+  $("progress").textContent = `Done: ${reply.answers - state.statements} answers.`;
   $("stop").textContent = STOP_REASONS[reply.stop_reason] || "";
-  await call("POST", `/v1/sessions/${state.session}/finish`, {});
+  const finished = await call("POST", `/v1/sessions/${state.session}/finish`, {});
+  showSummary(finished.summary);
   const ranking = await call("GET", `/v1/sessions/${state.session}/ranking?limit=1000`);
   showRanking(ranking);
 }
@@ -216,6 +257,7 @@ function showRanking(ranking) {
 async function start() {
   state.done = false;
   state.token = null;
+  state.statements = 0;
   $("result").hidden = true;
   $("question").hidden = false;
   $("stop").textContent = "";
