@@ -264,13 +264,17 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>> {
         })
 }
 
+/// The `Idempotency-Key` header: visible ASCII without spaces (`^[!-~]+$`, as documented).
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     headers
         .get("idempotency-key")
-        .map(|v| {
-            v.to_str().map(str::to_string).map_err(|_| {
-                ServiceError::invalid("Idempotency-Key", "must be visible ASCII").into()
-            })
+        .map(|v| match v.to_str() {
+            Ok(key) if key.bytes().all(|b| b.is_ascii_graphic()) => Ok(key.to_string()),
+            _ => Err(ServiceError::invalid(
+                "Idempotency-Key",
+                "must be visible ASCII without spaces",
+            )
+            .into()),
         })
         .transpose()
 }

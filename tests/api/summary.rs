@@ -218,6 +218,17 @@ async fn statements_correct_the_profile(backend: Backend) {
     }
     let (status, _, text) = post(json!({"dimension": "d1", "prefer": "middle"}), "bad").await;
     assert!(matches!(status, 400 | 422), "{text}");
+    // An Idempotency-Key is visible ASCII without spaces, as the API documents.
+    let (status, _, text) = post(json!({"dimension": "d1", "prefer": "low"}), "a key").await;
+    let problem: Value = serde_json::from_str(&text).unwrap();
+    assert_problem(status, &problem, 422, "validation");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"),
+        "{problem}"
+    );
 
     // "I clearly prefer the low end of d1" (against what the answers so far suggest).
     let statement = json!({"dimension": "d1", "prefer": "low", "strength": "clearly"});
