@@ -931,13 +931,8 @@ impl<'a> Elicitation<'a> {
         unreliable
     }
 
-    /// The answer-quality figures alone, from the answers' leave-one-out predictive
-    /// probabilities (an EP fit: O(answers·J²) a sweep).
-    pub fn reliability(&self) -> Reliability {
-        self.reliability_of(&self.state.history)
-    }
-
-    /// [`Elicitation::reliability`] of the answers in `history`.
+    /// The answer-quality figures of the answers in `history`, from their leave-one-out
+    /// predictive probabilities (an EP fit: O(answers·J²) a sweep).
     fn reliability_of(&self, history: &[AnswerRecord]) -> Reliability {
         reliability::assess(
             &self.answered_leave_one_out(history),
@@ -964,26 +959,6 @@ impl<'a> Elicitation<'a> {
                 .unwrap_or(self.config.lapse_prior),
             &self.config.reliability,
         )
-    }
-
-    /// The EP-refined posterior over this run's informative answers (order-independent, closer to
-    /// the exact posterior than the streaming one). EP's sites are pairwise: a run with an
-    /// answered pick of k keeps its streaming posterior.
-    pub fn refined(&self, options: EpOptions) -> Posterior {
-        let picked =
-            self.state.history.iter().any(
-                |r| matches!(&r.response, Response::Pick { ranking, .. } if !ranking.is_empty()),
-            );
-        if picked {
-            return self.state.posterior.clone();
-        }
-        let observations: Vec<_> = self
-            .state
-            .history
-            .iter()
-            .filter_map(|r| self.observation(r))
-            .collect();
-        ep::refine(&self.prior, &observations, options).0
     }
 
     /// A pair answer as evidence about λ: its direction and its likelihood with the lapse rate

@@ -238,6 +238,7 @@ fn new_key(template: ApiKeyRecord) -> (String, ApiKeyRecord) {
     (key, record)
 }
 
+/// SHA-256 of a secret (an API key or a session token), hex-encoded, as stored.
 pub fn sha256_hex(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }

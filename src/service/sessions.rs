@@ -176,7 +176,7 @@ impl Service {
             id: id.clone(),
             user_id: req.user_id,
             model: model.name.clone(),
-            token_hash: token_hash(&token),
+            token_hash: super::keys::sha256_hex(&token),
             status: SessionStatus::Active,
             stop_reason: None,
             settings,
@@ -954,11 +954,6 @@ fn answer_direction(bank: &LoadedBank, response: &Response) -> DVector<f64> {
             )
         }
     }
-}
-
-/// SHA-256 of a session token, as stored.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// A list of items (`field`) must name at least two different items of the bank.
