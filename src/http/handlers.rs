@@ -23,7 +23,7 @@ use crate::service::dto::{
 use crate::service::keys::{CreateKey, KeyCreated, KeyList, RotateKey, Scope};
 #[allow(unused_imports)]
 use crate::service::priors::{PriorChanged, RefitPrior};
-use crate::service::{AnswerAck, Service, ServiceError};
+use crate::service::{Service, ServiceError, Submission};
 
 type Result<T> = std::result::Result<T, Problem>;
 
@@ -300,17 +300,8 @@ pub async fn post_answer(
     headers: HeaderMap,
     Json(req): Json<AnswerIn>,
 ) -> Result<Response> {
-    service.admit_session(&scope, &id).await?;
-    let ack = service
-        .answer(
-            &id,
-            req,
-            idempotency_key(&headers)?,
-            if_match(&headers)?,
-            query.covariance,
-        )
-        .await?;
-    Ok(acknowledged(ack))
+    let submission = Submission::Answer(req);
+    submitted(&service, &scope, &id, &query, &headers, submission).await
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/statements", tag = "sessions", request_body = StatementIn, security(("bearer" = [])),
@@ -326,22 +317,30 @@ pub async fn post_statement(
     headers: HeaderMap,
     Json(req): Json<StatementIn>,
 ) -> Result<Response> {
-    service.admit_session(&scope, &id).await?;
+    let submission = Submission::Statement(req);
+    submitted(&service, &scope, &id, &query, &headers, submission).await
+}
+
+/// An answer or a statement, submitted: the response is its body as first sent, its version as
+/// the ETag, and a replay marked as one.
+async fn submitted(
+    service: &Service,
+    scope: &Scope,
+    id: &str,
+    query: &AnswerQuery,
+    headers: &HeaderMap,
+    submission: Submission,
+) -> Result<Response> {
+    service.admit_session(scope, id).await?;
     let ack = service
-        .statement(
-            &id,
-            req,
-            idempotency_key(&headers)?,
-            if_match(&headers)?,
+        .submit(
+            id,
+            submission,
+            idempotency_key(headers)?,
+            if_match(headers)?,
             query.covariance,
         )
         .await?;
-    Ok(acknowledged(ack))
-}
-
-/// An answer's or statement's response: the body as first sent, its version as the ETag, and a
-/// replay marked as one.
-fn acknowledged(ack: AnswerAck) -> Response {
     let mut response = (
         [(
             header::CONTENT_TYPE,
@@ -358,7 +357,7 @@ fn acknowledged(ack: AnswerAck) -> Response {
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    response
+    Ok(response)
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/finish", tag = "sessions", params(("id" = String, Path)), security(("bearer" = [])),

@@ -81,10 +81,14 @@ struct AnswerRequest {
 }
 
 /// What a client adds to a session's answer log.
-enum Submission {
+pub enum Submission {
     /// An answer to the session's open question.
     Answer(AnswerIn),
-    /// The user's own word on one dimension.
+    /// The user's own word on one dimension: evidence as a graded answer to a comparison of two
+    /// items one feature unit apart along that dimension alone ([`Response::Statement`]), with
+    /// the model's noise. It is logged, replayed and idempotent like an answer, leaves the open
+    /// question as it is, and does not count against `max_questions`. A dimension the guard
+    /// keeps at the population's value is refused.
     Statement(StatementIn),
 }
 
@@ -285,10 +289,13 @@ impl Service {
     /// A retry of an applied answer no longer answers the open question (the session moved on),
     /// so only then is the key looked up, to replay the stored reply; an answer to the open
     /// question whose key was used before collides with the index at commit (409).
-    pub async fn answer(
+    ///
+    /// A statement ([`Submission::Statement`]) goes the same way, except that it always reads
+    /// the session (a retried statement is told from a new one only by its stored reply).
+    pub async fn submit(
         &self,
         id: &str,
-        req: AnswerIn,
+        submission: Submission,
         idempotency_key: Option<String>,
         if_match: Option<i64>,
         covariance: bool,
@@ -296,57 +303,11 @@ impl Service {
         if let Some(key) = &idempotency_key {
             check_id("Idempotency-Key", key, MAX_ID_LEN)?;
         }
-        check_id("question_id", &req.question_id, MAX_ID_LEN)?;
-        if let Some(choice) = &req.choice {
-            check_id("choice", choice, MAX_ID_LEN)?;
-        }
-        if let Some(ranking) = &req.ranking {
-            if !(1..=kway::MAX_CHOICES).contains(&ranking.len()) {
-                return Err(ServiceError::invalid(
-                    "ranking",
-                    format!("lists 1 to {} items", kway::MAX_CHOICES),
-                ));
-            }
-            for item in ranking {
-                check_id("ranking", item, MAX_ID_LEN)?;
-            }
-        }
+        submission.check()?;
         check_session_id(id)?;
         let request = AnswerRequest {
-            request_hash: request_hash(&req),
-            req: Submission::Answer(req),
-            idempotency_key,
-            if_match,
-            covariance,
-        };
-        until_committed!(self.answer_once(id, &request))
-    }
-
-    /// Adds the user's statement on one dimension to the session's log: evidence as a graded
-    /// answer to a comparison of two items one feature unit apart along that dimension alone
-    /// ([`Response::Statement`]), with the model's noise. It is logged, replayed and idempotent
-    /// like an answer, leaves the open question as it is, and does not count against
-    /// `max_questions`. A dimension the guard keeps at the population's value is refused.
-    pub async fn statement(
-        &self,
-        id: &str,
-        req: StatementIn,
-        idempotency_key: Option<String>,
-        if_match: Option<i64>,
-        covariance: bool,
-    ) -> Result<AnswerAck, ServiceError> {
-        if let Some(key) = &idempotency_key {
-            check_id("Idempotency-Key", key, MAX_ID_LEN)?;
-        }
-        check_id("dimension", &req.dimension, MAX_ID_LEN)?;
-        check_session_id(id)?;
-        let text = format!(
-            "statement\u{1f}{}\u{1f}{:?}\u{1f}{:?}",
-            req.dimension, req.prefer, req.strength
-        );
-        let request = AnswerRequest {
-            request_hash: hex::encode(Sha256::digest(text)),
-            req: Submission::Statement(req),
+            request_hash: submission.request_hash(),
+            req: submission,
             idempotency_key,
             if_match,
             covariance,
@@ -681,28 +642,66 @@ fn check_session_id(id: &str) -> Result<(), ServiceError> {
     }
 }
 
-/// The fingerprint of an answer request, which a retry with the same Idempotency-Key must
-/// match. A plain pair answer keeps the form answers had before strengths and picks existed, so
-/// a retry across that upgrade still matches.
-fn request_hash(req: &AnswerIn) -> String {
-    let choice = req.choice.as_deref().unwrap_or_default();
-    let plain = match (choice, req.strength) {
-        ("a", None) => Some(Choice::A),
-        ("b", None) => Some(Choice::B),
-        ("tie", None) => Some(Choice::Tie),
-        ("skip", None) => Some(Choice::Skip),
-        _ => None,
-    };
-    let text = match (plain, &req.ranking) {
-        (_, Some(ranking)) => format!(
-            "{}\u{1f}{choice}\u{1f}rank\u{1f}{}",
-            req.question_id,
-            ranking.join("\u{1e}")
-        ),
-        (Some(choice), None) => format!("{}\u{1f}{choice:?}", req.question_id),
-        (None, None) => format!("{}\u{1f}{choice}\u{1f}{:?}", req.question_id, req.strength),
-    };
-    hex::encode(Sha256::digest(text))
+impl Submission {
+    /// The checks a submission's fields need before the session is read: ids' lengths and
+    /// characters, a ranking's size.
+    fn check(&self) -> Result<(), ServiceError> {
+        match self {
+            Submission::Answer(req) => {
+                check_id("question_id", &req.question_id, MAX_ID_LEN)?;
+                if let Some(choice) = &req.choice {
+                    check_id("choice", choice, MAX_ID_LEN)?;
+                }
+                if let Some(ranking) = &req.ranking {
+                    if !(1..=kway::MAX_CHOICES).contains(&ranking.len()) {
+                        return Err(ServiceError::invalid(
+                            "ranking",
+                            format!("lists 1 to {} items", kway::MAX_CHOICES),
+                        ));
+                    }
+                    for item in ranking {
+                        check_id("ranking", item, MAX_ID_LEN)?;
+                    }
+                }
+                Ok(())
+            }
+            Submission::Statement(req) => check_id("dimension", &req.dimension, MAX_ID_LEN),
+        }
+    }
+
+    /// The fingerprint a retry with the same Idempotency-Key must match. A plain pair answer
+    /// keeps the form answers had before strengths, picks and rankings existed, so a retry
+    /// across those upgrades still matches.
+    fn request_hash(&self) -> String {
+        let text = match self {
+            Submission::Answer(req) => {
+                let choice = req.choice.as_deref().unwrap_or_default();
+                let plain = match (choice, req.strength) {
+                    ("a", None) => Some(Choice::A),
+                    ("b", None) => Some(Choice::B),
+                    ("tie", None) => Some(Choice::Tie),
+                    ("skip", None) => Some(Choice::Skip),
+                    _ => None,
+                };
+                match (plain, &req.ranking) {
+                    (_, Some(ranking)) => format!(
+                        "{}\u{1f}{choice}\u{1f}rank\u{1f}{}",
+                        req.question_id,
+                        ranking.join("\u{1e}")
+                    ),
+                    (Some(choice), None) => format!("{}\u{1f}{choice:?}", req.question_id),
+                    (None, None) => {
+                        format!("{}\u{1f}{choice}\u{1f}{:?}", req.question_id, req.strength)
+                    }
+                }
+            }
+            Submission::Statement(req) => format!(
+                "statement\u{1f}{}\u{1f}{:?}\u{1f}{:?}",
+                req.dimension, req.prefer, req.strength
+            ),
+        };
+        hex::encode(Sha256::digest(text))
+    }
 }
 
 /// What a submission adds to the log, for the engine and for the log ([`answerable`],

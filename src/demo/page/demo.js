@@ -149,46 +149,34 @@ function showSummary(summary) {
 // "Not me": the user clearly prefers the other end of a trait; elicit takes it as evidence.
 async function correct(dimension, prefer) {
   if (state.busy || state.done) return;
-  setBusy(true);
-  $("status").textContent = "";
-  try {
-    const id = state.session;
-    const reply = await call(
-      "POST",
-      `/v1/sessions/${id}/statements`,
-      { dimension, prefer, strength: "clearly" },
-      uuid(),
-    );
+  await submit("statements", { dimension, prefer, strength: "clearly" }, () => {
     state.statements += 1;
-    showPosterior(reply.posterior, reply.bits);
-    showSummary((await call("GET", `/v1/sessions/${id}`)).summary);
     $("status").textContent = "Noted: elicit has taken your correction into account.";
-  } catch (error) {
-    $("status").textContent = "Something went wrong: " + error.message;
-  } finally {
-    setBusy(false);
-  }
+  });
 }
 
 async function answer(choice) {
   if (state.busy || state.done || !state.question) return;
-  setBusy(true);
-  $("status").textContent = "";
-  try {
-    const id = state.session;
-    const reply = await call(
-      "POST",
-      `/v1/sessions/${id}/answers`,
-      { question_id: state.question.id, choice },
-      uuid(),
-    );
-    showPosterior(reply.posterior, reply.bits);
-    showSummary((await call("GET", `/v1/sessions/${id}`)).summary);
+  await submit("answers", { question_id: state.question.id, choice }, async (reply) => {
     if (reply.question) {
       showQuestion(reply.question, reply.answers - state.statements, reply.max_questions);
     } else {
       await finish(reply);
     }
+  });
+}
+
+// Posts an answer or a statement (with a fresh idempotency key), redraws the bars and the
+// profile in words from the reply, then runs `then` on it; the page is busy meanwhile.
+async function submit(what, body, then) {
+  setBusy(true);
+  $("status").textContent = "";
+  try {
+    const id = state.session;
+    const reply = await call("POST", `/v1/sessions/${id}/${what}`, body, uuid());
+    showPosterior(reply.posterior, reply.bits);
+    showSummary((await call("GET", `/v1/sessions/${id}`)).summary);
+    await then(reply);
   } catch (error) {
     $("status").textContent = "Something went wrong: " + error.message;
   } finally {
