@@ -1,9 +1,11 @@
 //! The demo page end to end in a real browser: headless Chromium driven over WebDriver
 //! (chromedriver, both from Debian's packages; `.ci/run` installs them when missing). It opens
-//! `/demo` on a server with the bundled demo model, answers ten questions by clicking and by
-//! keyboard as a user who always prefers the shorter answer, checks that the bars, the learned
-//! preference and the final ranking render and that the server holds ten answers, checks the page
-//! at phone width, and saves screenshots under `target/demo/`.
+//! `/demo` on a server with the bundled demo model and ranks the four answers of each of its six
+//! questions as a user who always prefers shorter answers: by keys 1–4 (once correcting a slip
+//! with Backspace), by dragging with the mouse (down and up) and by tapping; corrects a line of
+//! the profile in words; checks that the bars, the learned preference and the final ranking
+//! render and that the server's log holds exactly the orders given; ranks a question by tapping at
+//! phone width; checks focus order and contrast; and saves screenshots under `target/demo/`.
 #[path = "support/net.rs"]
 mod net;
 
@@ -11,6 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use elicit::app::{Application, Config};
+use elicit::store::sql::{PoolSettings, SqlStore};
+use elicit::store::{LoggedAnswer, Store};
+use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
@@ -113,7 +118,7 @@ async fn bar_mean(browser: &Client, dimension: &str) -> f64 {
         .unwrap()
 }
 
-/// After nine answers from a user who prefers concise answers the bars and the profile in words
+/// After five rankings from a user who prefers concise answers the bars and the profile in words
 /// say so; "Not me" on that line states the opposite, and the bar moves towards it.
 async fn correct_the_length_line(browser: &Client) {
     let before = bar_mean(browser, "detailed").await;
@@ -144,7 +149,175 @@ async fn correct_the_length_line(browser: &Client) {
         after > before + 0.05,
         "the bar moved from {before} to {after}"
     );
-    assert_eq!(text(browser, "#progress").await, "Question 10 of 10");
+    assert_eq!(text(browser, "#progress").await, "Question 6 of 6");
+}
+
+/// The ways the test's user puts a question's answers in order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Gesture {
+    /// Keys 1–4 (three presses: the last place is implied), then Enter on the focused "send".
+    Keys,
+    /// The same after a wrong first key taken back with Backspace.
+    KeysAfterSlip,
+    /// Dragging cards by their handles, each to its place from the bottom up (downwards moves).
+    DragDown,
+    /// Dragging cards by their handles, each to its place from the top down (upwards moves).
+    DragUp,
+    /// Clicking (tapping) the answers in order, then "send".
+    Taps,
+}
+
+/// The current question's answers as shown: their item ids and texts, in display order (the
+/// number of each is its position plus one).
+async fn shown_answers(browser: &Client) -> Vec<(String, String)> {
+    let mut shown = Vec::new();
+    for card in browser.find_all(Locator::Css("#choices li")).await.unwrap() {
+        let id = card.attr("data-item").await.unwrap().unwrap();
+        let text = card
+            .find(Locator::Css(".text"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        shown.push((id, text));
+    }
+    shown
+}
+
+/// The item ids of the cards in the order the page now shows them.
+async fn card_order(browser: &Client) -> Vec<String> {
+    let mut order = Vec::new();
+    for card in browser.find_all(Locator::Css("#choices li")).await.unwrap() {
+        order.push(card.attr("data-item").await.unwrap().unwrap());
+    }
+    order
+}
+
+async fn card(browser: &Client, id: &str) -> Element {
+    browser
+        .find(Locator::Css(&format!("#choices li[data-item='{id}']")))
+        .await
+        .unwrap()
+}
+
+/// Drags the card of `id` by its handle onto the card now at `place`, releasing in that card's
+/// upper quarter (to go before it) or lower quarter (after it).
+async fn drag_card(browser: &Client, id: &str, place: usize, before: bool) {
+    let handle = card(browser, id)
+        .await
+        .find(Locator::Css(".handle"))
+        .await
+        .unwrap();
+    let target = browser.find_all(Locator::Css("#choices li")).await.unwrap()[place].clone();
+    let (_, _, _, height) = target.rectangle().await.unwrap();
+    let offset = if before { -height / 4.0 } else { height / 4.0 };
+    let moves = MouseActions::new("mouse".into())
+        .then(PointerAction::MoveToElement {
+            element: handle,
+            duration: None,
+            x: 0.0,
+            y: 0.0,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        })
+        .then(PointerAction::MoveToElement {
+            element: target,
+            duration: Some(Duration::from_millis(200)),
+            x: 0.0,
+            y: offset,
+        })
+        .then(PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        });
+    browser.perform_actions(moves).await.unwrap();
+}
+
+/// Puts the current question's answers in `order` (item ids, best first) with `gesture`, checks
+/// that the page shows that order, and sends it.
+async fn rank(browser: &Client, body: &Element, order: &[String], gesture: Gesture) {
+    let shown = shown_answers(browser).await;
+    let key = |id: &String| {
+        (shown
+            .iter()
+            .position(|(shown_id, _)| shown_id == id)
+            .unwrap()
+            + 1)
+        .to_string()
+    };
+    match gesture {
+        Gesture::Keys | Gesture::KeysAfterSlip => {
+            if gesture == Gesture::KeysAfterSlip {
+                body.send_keys(&key(&order[3])).await.unwrap();
+                assert_eq!(card_order(browser).await[0], order[3]);
+                body.send_keys("\u{e003}").await.unwrap(); // WebDriver's Backspace
+                assert_eq!(text(browser, "#order").await, "");
+            }
+            for id in &order[..3] {
+                body.send_keys(&key(id)).await.unwrap();
+            }
+        }
+        Gesture::DragDown | Gesture::DragUp => {
+            let places: Vec<usize> = if gesture == Gesture::DragDown {
+                (0..order.len()).rev().collect()
+            } else {
+                (0..order.len()).collect()
+            };
+            for place in places {
+                if card_order(browser).await[place] != order[place] {
+                    drag_card(browser, &order[place], place, gesture == Gesture::DragUp).await;
+                }
+            }
+            // Shown in that order already: one drag of the best answer onto its own place says
+            // the order is the user's.
+            if text(browser, "#order").await.is_empty() {
+                drag_card(browser, &order[0], 0, true).await;
+            }
+        }
+        Gesture::Taps => {
+            for id in &order[..3] {
+                card(browser, id)
+                    .await
+                    .find(Locator::Css("button"))
+                    .await
+                    .unwrap()
+                    .click()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    assert_eq!(card_order(browser).await, order, "{gesture:?}");
+    let keys: Vec<String> = order.iter().map(key).collect();
+    assert_eq!(
+        text(browser, "#order").await,
+        format!("Your order: {}. Send it, or start again.", keys.join(", ")),
+        "{gesture:?}"
+    );
+    let focused = script(browser, "return document.activeElement.id").await;
+    assert_eq!(focused, "send-order", "{gesture:?}");
+    if gesture == Gesture::DragDown {
+        save_screenshot(browser, "ranked.png").await;
+    }
+    match gesture {
+        Gesture::Keys | Gesture::KeysAfterSlip => body.send_keys("\u{e007}").await.unwrap(), // Enter
+        _ => browser
+            .find(Locator::Id("send-order"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap(),
+    }
+}
+
+/// The order a user who prefers shorter answers gives the current question (item ids, best
+/// first; equal lengths in display order).
+async fn shortest_first(browser: &Client) -> Vec<String> {
+    let mut shown = shown_answers(browser).await;
+    shown.sort_by_key(|(_, text)| text.len());
+    shown.into_iter().map(|(id, _)| id).collect()
 }
 
 async fn text(browser: &Client, css: &str) -> String {
@@ -227,11 +400,15 @@ async fn a_person_onboards_on_the_demo_page() {
     let driver = Driver::start().await;
     let browser = driver.browser().await;
     browser.goto(&format!("{base}/demo")).await.unwrap();
-    let choice_a = browser.find(Locator::Id("choice-a")).await.unwrap();
-    let choice_b = browser.find(Locator::Id("choice-b")).await.unwrap();
+    let skip = browser.find(Locator::Id("choice-skip")).await.unwrap();
     let body = browser.find(Locator::Css("body")).await.unwrap();
-    eventually("the first question", || enabled(&choice_a)).await;
-    assert_eq!(text(&browser, "#progress").await, "Question 1 of 10");
+    eventually("the first question", || enabled(&skip)).await;
+    assert_eq!(text(&browser, "#progress").await, "Question 1 of 6");
+    assert_eq!(
+        shown_answers(&browser).await.len(),
+        4,
+        "four answers to rank"
+    );
     assert_eq!(
         browser
             .find_all(Locator::Css("#bars li"))
@@ -249,28 +426,29 @@ async fn a_person_onboards_on_the_demo_page() {
         "{}",
         text(&browser, "#summary").await
     );
+    // Nothing to send before the user has given an order.
+    assert!(!enabled(&browser.find(Locator::Id("send-order")).await.unwrap()).await);
 
-    // Ten answers from a user who prefers concise answers: odd questions by clicking, even ones
-    // by keyboard (a and b), and the ninth with `t` ("about the same").
-    for n in 1..=10 {
+    // Six rankings from a user who prefers concise answers, by every gesture the page offers;
+    // before the last, a correction of the profile in words.
+    let gestures = [
+        Gesture::Keys,
+        Gesture::DragDown,
+        Gesture::KeysAfterSlip,
+        Gesture::Taps,
+        Gesture::DragUp,
+        Gesture::Keys,
+    ];
+    let mut given = Vec::new();
+    for (n, gesture) in (1..).zip(gestures) {
         let progress = text(&browser, "#progress").await;
-        assert_eq!(progress, format!("Question {n} of 10"));
-        let (a, b) = (
-            text(&browser, "#text-a").await,
-            text(&browser, "#text-b").await,
-        );
-        let shorter = if a.len() <= b.len() { "a" } else { "b" };
-        if n == 10 {
+        assert_eq!(progress, format!("Question {n} of 6"));
+        if n == 6 {
             correct_the_length_line(&browser).await;
         }
-        match (n % 2, n) {
-            (_, 9) => body.send_keys("t").await.unwrap(),
-            (1, _) => if shorter == "a" { &choice_a } else { &choice_b }
-                .click()
-                .await
-                .unwrap(),
-            _ => body.send_keys(shorter).await.unwrap(),
-        }
+        let order = shortest_first(&browser).await;
+        rank(&browser, &body, &order, gesture).await;
+        given.push(order);
         eventually("the next question or the result", || async {
             text(&browser, "#progress").await != progress
         })
@@ -286,7 +464,7 @@ async fn a_person_onboards_on_the_demo_page() {
             .is_ok_and(|items| items.len() >= 6)
     })
     .await;
-    assert_eq!(text(&browser, "#progress").await, "Done: 10 answers.");
+    assert_eq!(text(&browser, "#progress").await, "Done: 6 answers.");
     assert!(!text(&browser, "#stop").await.is_empty());
     let bits: f64 = text(&browser, "#bits")
         .await
@@ -316,7 +494,7 @@ async fn a_person_onboards_on_the_demo_page() {
     }
     save_screenshot(&browser, "desktop.png").await;
 
-    // The server holds the ten answers and the correction, and the session was finished into a
+    // The server holds the six rankings and the correction, and the session was finished into a
     // profile.
     let session = script(&browser, "return document.body.dataset.session").await;
     let admin = elicit::client::with_key(ADMIN_KEY, None).unwrap();
@@ -328,14 +506,32 @@ async fn a_person_onboards_on_the_demo_page() {
         .json()
         .await
         .unwrap();
-    assert_eq!(view["answers"], 11, "{view}");
+    assert_eq!(view["answers"], 7, "{view}");
     assert_eq!(
         view["statements"],
         json!([{"dimension": "detailed", "prefer": "high", "strength": "clearly"}])
     );
     assert_eq!(view["status"], "finished", "{view}");
+    // The log holds exactly the orders given, whatever the gesture.
+    let store = SqlStore::connect(&config.database_url, PoolSettings::default())
+        .await
+        .unwrap();
+    let logged: Vec<Vec<String>> = store
+        .session_answers(session.as_str().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|row| match row.answer {
+            LoggedAnswer::Pick { items, ranking } => {
+                Some(ranking.into_iter().map(|i| items[i].clone()).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logged, given);
 
-    // At phone width the page fits without sideways scrolling and the answers stack.
+    // At phone width the page fits without sideways scrolling, and a question can be ranked by
+    // tapping.
     browser.set_window_size(390, 844).await.unwrap();
     save_screenshot(&browser, "phone-result.png").await;
     browser
@@ -346,18 +542,14 @@ async fn a_person_onboards_on_the_demo_page() {
         .await
         .unwrap();
     eventually("a new question", || async {
-        text(&browser, "#progress").await == "Question 1 of 10"
+        text(&browser, "#progress").await == "Question 1 of 6"
     })
     .await;
     let layout = script(
         &browser,
-        "const a = document.getElementById('choice-a').getBoundingClientRect();
-         const b = document.getElementById('choice-b').getBoundingClientRect();
-         return {stacked: b.top >= a.bottom, width: document.documentElement.scrollWidth,
-                 viewport: window.innerWidth};",
+        "return {width: document.documentElement.scrollWidth, viewport: window.innerWidth};",
     )
     .await;
-    assert_eq!(layout["stacked"], true, "{layout}");
     assert!(
         layout["width"].as_f64() <= layout["viewport"].as_f64(),
         "{layout}"
@@ -372,18 +564,39 @@ async fn a_person_onboards_on_the_demo_page() {
     )
     .await;
     assert_eq!(unnamed, 0);
-    let focused = script(&browser, "return document.activeElement.id").await;
-    assert_eq!(focused, "choice-a");
-    // Focus order follows reading order: the two answers, then "about the same", then "skip".
+    let first = shown_answers(&browser).await[0].0.clone();
+    let focused = script(
+        &browser,
+        "return document.activeElement.closest('li').dataset.item",
+    )
+    .await;
+    assert_eq!(focused, json!(first));
+    // Focus order follows reading order: the four answers, then "skip" ("send" and "start
+    // again" wait for an order).
     let mut order = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         body.send_keys("\u{e004}").await.unwrap(); // WebDriver's Tab key
-        order.push(script(&browser, "return document.activeElement.id").await);
+        order.push(
+            script(
+                &browser,
+                "const e = document.activeElement; return e.id || e.closest('li').dataset.item",
+            )
+            .await,
+        );
     }
-    assert_eq!(
-        order,
-        [json!("choice-b"), json!("choice-tie"), json!("choice-skip")]
-    );
+    let shown: Vec<Value> = shown_answers(&browser)
+        .await
+        .into_iter()
+        .map(|(id, _)| json!(id))
+        .collect();
+    assert_eq!(order[..3], shown[1..]);
+    assert_eq!(order[3], json!("choice-skip"));
+    let order = shortest_first(&browser).await;
+    rank(&browser, &body, &order, Gesture::Taps).await;
+    eventually("the second question at phone width", || async {
+        text(&browser, "#progress").await == "Question 2 of 6"
+    })
+    .await;
     // Every visible text has a contrast of at least 4.5:1 with the background behind it (WCAG AA).
     let worst = script(&browser, CONTRAST_SCRIPT).await;
     assert!(worst["ratio"].as_f64().unwrap() >= 4.5, "{worst}");

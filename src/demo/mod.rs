@@ -4,8 +4,8 @@
 //!
 //! Six dimensions, each scored in [−1, 1] from its first pole to its second: concise↔detailed,
 //! formal↔casual, cautious↔bold, plain↔technical, serious↔playful, without↔with examples. Each
-//! prompt has four responses; items are grouped by prompt, so a question always compares two
-//! answers to the same prompt.
+//! prompt has four to six responses; items are grouped by prompt, so a question always shows
+//! answers to the same prompt (four of them, for the user to rank, in a demo session).
 
 use serde::Deserialize;
 

@@ -12,8 +12,9 @@ use super::dto::{CreateModel, CreateSession, ItemIn, PriorSpec, SessionCreated, 
 use super::limits::MAX_PAGE;
 use super::{Service, ServiceError};
 use crate::demo::{self, DemoModel};
+use crate::model::kway::AnswerFormat;
 use crate::model::{NoiseModel, score};
-use crate::store::{AuditAction, AuditQuery, now_ms};
+use crate::store::{AuditAction, AuditQuery, LoggedAnswer, now_ms};
 
 /// Limits on the public demo.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,8 +24,12 @@ pub struct DemoLimits {
     pub session_ttl: Duration,
 }
 
-/// Questions a demo session asks.
-pub const DEMO_QUESTIONS: usize = 10;
+/// Questions a demo session asks: rankings of four answers to one prompt, each worth about three
+/// pairwise answers (BENCHMARKS.md, "Rankings"), so six learn what twenty pairs would.
+pub const DEMO_QUESTIONS: usize = 6;
+
+/// Answers a demo question shows, all to the same prompt, for the user to put in order.
+pub const DEMO_CHOICES: usize = 4;
 
 /// An item the session has not shown, scored by the session's posterior and by the population's.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -128,8 +133,8 @@ impl Service {
                 exclude_pairs: None,
                 probes: None,
                 checks: None,
-                choices: None,
-                answer: None,
+                choices: Some(DEMO_CHOICES),
+                answer: Some(AnswerFormat::Rank),
                 targets: None,
             })
             .await?;
@@ -156,10 +161,15 @@ impl Service {
         let bank = self.banks.get(self.store.as_ref(), &model).await?;
         let mut shown: HashSet<String> = HashSet::new();
         for answer in self.store.session_answers(id).await? {
-            shown.extend([answer.item_a, answer.item_b]);
+            match answer.answer {
+                LoggedAnswer::Pair { .. } => shown.extend([answer.item_a, answer.item_b]),
+                LoggedAnswer::Pick { items, .. } => shown.extend(items),
+                // A statement names a dimension, not an item.
+                LoggedAnswer::Statement { .. } => {}
+            }
         }
         if let Some(question) = &session.question {
-            shown.extend([question.item_a.clone(), question.item_b.clone()]);
+            shown.extend(question.items().cloned());
         }
         let unseen: Vec<usize> = (0..bank.ids.len())
             .filter(|&i| !shown.contains(&bank.ids[i]))

@@ -66,15 +66,16 @@ async fn the_demo_model_loads_once(backend: Backend) {
     server.stop().await;
 }
 
-/// Anyone may start a demo session (no key); its token drives it, ten questions long, and its
-/// ranking lists the items it has not shown, best first, beside the population's ranks.
+/// Anyone may start a demo session (no key); its token drives it, six rankings of four answers to
+/// one prompt long, and its ranking lists the items it has not shown, best first, beside the
+/// population's ranks.
 async fn a_demo_session_runs_on_its_token(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let server = TestServer::start_with(demo_config(&db)).await;
     let (status, _, created) = start_demo(&server).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["model"], "demo");
-    assert_eq!(created["max_questions"], 10);
+    assert_eq!(created["max_questions"], 6);
     assert!(created["user_id"].as_str().unwrap().starts_with("demo-"));
     // The demo model's dimensions name their ends; before any answer nothing is known.
     let (_, model) = server.get("/v1/models/demo").await;
@@ -86,10 +87,21 @@ async fn a_demo_session_runs_on_its_token(backend: Backend) {
     assert_eq!(created["summary"]["unknown"].as_array().unwrap().len(), 6);
     let id = created["id"].as_str().unwrap();
     let question = &created["question"];
-    let [a, b] = [&question["items"][0], &question["items"][1]];
-    assert_eq!(
-        a["payload"]["prompt"], b["payload"]["prompt"],
-        "a question compares two answers to the same prompt"
+    assert_eq!(question["answer"], json!({"kind": "rank", "top": 4}));
+    let shown: Vec<&str> = question["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown.len(), 4, "{question}");
+    assert!(
+        question["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|item| item["payload"]["prompt"] == question["items"][0]["payload"]["prompt"]),
+        "a question shows answers to one prompt: {question}"
     );
 
     let token = client_with_key(created["token"].as_str().unwrap());
@@ -102,7 +114,6 @@ async fn a_demo_session_runs_on_its_token(backend: Backend) {
         .await
         .unwrap();
     let items = ranked["items"].as_array().unwrap();
-    let shown = [a["id"].as_str().unwrap(), b["id"].as_str().unwrap()];
     assert_eq!(ranked["unseen"].as_u64().unwrap() as usize, items.len());
     assert!(
         items
@@ -122,11 +133,42 @@ async fn a_demo_session_runs_on_its_token(backend: Backend) {
     let response = token
         .post(server.url(&format!("/v1/sessions/{id}/answers")))
         .header("Idempotency-Key", "k1")
-        .json(&json!({"question_id": question["id"], "choice": "a"}))
+        .json(&json!({"question_id": question["id"], "ranking": shown}))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    let answered: Value = response.json().await.unwrap();
+    // Neither the ranked answers nor the next question's are unseen any more.
+    let seen: Vec<&str> = answered["question"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap())
+        .chain(shown.iter().copied())
+        .collect();
+    let ranked: Value = token
+        .get(server.url(&format!("/v1/sessions/{id}/ranking?limit=1000")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ranked["answers"], 1);
+    let unseen = ranked["items"].as_array().unwrap();
+    // The next question shows at most one of the four ranked (no two of its items were compared).
+    assert!(
+        unseen.len() <= items.len() - 3,
+        "{} of {}",
+        unseen.len(),
+        items.len()
+    );
+    assert!(
+        unseen
+            .iter()
+            .all(|i| !seen.contains(&i["id"].as_str().unwrap()))
+    );
     let ranked: Value = token
         .get(server.url(&format!("/v1/sessions/{id}/ranking?limit=5")))
         .send()
@@ -135,7 +177,6 @@ async fn a_demo_session_runs_on_its_token(backend: Backend) {
         .json()
         .await
         .unwrap();
-    assert_eq!(ranked["answers"], 1);
     assert_eq!(ranked["items"].as_array().unwrap().len(), 5);
 
     // Another session's token may not read it; a missing session is 404.

@@ -1,6 +1,7 @@
 // The elicit demo page: starts a demo session (no key: the response's token drives the
-// session), asks its questions, draws the posterior and says it in words after every answer, and
-// at the end shows the answers the user has not seen, ranked for them beside the population's
+// session), asks its questions (four answers to one prompt, for the user to put in order by
+// keys, taps or dragging), draws the posterior and says it in words after every answer, and at
+// the end shows the answers the user has not seen, ranked for them beside the population's
 // ranking.
 "use strict";
 
@@ -24,8 +25,13 @@ const STOP_REASONS = {
 };
 
 // `statements` counts the user's corrections: the session's `answers` counts them too, and they
-// are not questions.
-const state = { session: null, token: null, question: null, busy: false, done: false, statements: 0 };
+// are not questions. `order` is the order being built for the question (indices into its items,
+// best first) and `placed` how many of its places the user has set: all of them once they drag.
+const state = {
+  session: null, token: null, question: null, busy: false, done: false, statements: 0,
+  order: [], placed: 0,
+};
+const ORDINALS = ["1st", "2nd", "3rd", "4th", "5th", "6th"];
 const $ = (id) => document.getElementById(id);
 
 function uuid() {
@@ -60,19 +66,127 @@ async function call(method, path, body, key) {
 
 function setBusy(busy) {
   state.busy = busy;
-  for (const id of ["choice-a", "choice-b", "choice-tie", "choice-skip"]) {
-    $(id).disabled = busy || state.done;
-  }
+  refreshControls();
 }
 
-function showQuestion(question, answers, max) {
+// Enables what may be pressed now: the answers and "skip" while a question waits, "send" once
+// every place is set, "start again" once one is.
+function refreshControls() {
+  const idle = !state.busy && !state.done && state.question;
+  const complete = state.question && state.placed === state.question.items.length;
+  for (const button of $("choices").querySelectorAll("button")) button.disabled = !idle;
+  $("choice-skip").disabled = !idle;
+  $("send-order").disabled = !idle || !complete;
+  $("clear-order").disabled = !idle || state.placed === 0;
+}
+
+function showQuestion(question, answered, max) {
   state.question = question;
   if (!question) return;
-  const [a, b] = question.items;
-  $("prompt").textContent = (a.payload && a.payload.prompt) || "";
-  $("text-a").textContent = (a.payload && a.payload.text) || a.id;
-  $("text-b").textContent = (b.payload && b.payload.text) || b.id;
-  $("progress").textContent = `Question ${answers + 1} of ${max}`;
+  state.order = question.items.map((_, index) => index);
+  state.placed = 0;
+  $("prompt").textContent = (question.items[0].payload && question.items[0].payload.prompt) || "";
+  $("progress").textContent = `Question ${answered + 1} of ${max}`;
+  showChoices();
+}
+
+// The question's answers in the order being built, each with the number it was shown with (its
+// key), its place once set, and a handle to drag it by.
+function showChoices() {
+  const { items } = state.question;
+  const cards = state.order.map((index, place) => {
+    const item = items[index];
+    const card = document.createElement("li");
+    card.className = "choice" + (place < state.placed ? " placed" : "");
+    card.dataset.item = item.id;
+    card.dataset.index = String(index);
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "place";
+    button.setAttribute("aria-keyshortcuts", String(index + 1));
+    const key = document.createElement("span");
+    key.className = "key";
+    key.setAttribute("aria-hidden", "true");
+    key.textContent = String(index + 1);
+    const name = document.createElement("span");
+    name.className = "visually-hidden";
+    name.textContent = `Answer ${index + 1}:`;
+    const text = document.createElement("span");
+    text.className = "text";
+    text.textContent = (item.payload && item.payload.text) || item.id;
+    const rank = document.createElement("span");
+    rank.className = "rank";
+    rank.textContent = place < state.placed ? ORDINALS[place] : "";
+    button.append(key, name, text, rank);
+    button.addEventListener("click", () => placeNext(index));
+    const handle = document.createElement("span");
+    handle.className = "handle";
+    handle.setAttribute("aria-hidden", "true");
+    handle.textContent = "⠿";
+    handle.addEventListener("pointerdown", (event) => drag(event, card));
+    card.append(button, handle);
+    return card;
+  });
+  $("choices").replaceChildren(...cards);
+  const placed = state.order.slice(0, state.placed).map((index) => index + 1);
+  $("order").textContent = placed.length === items.length
+    ? `Your order: ${placed.join(", ")}. Send it, or start again.`
+    : placed.length ? `Your order so far: ${placed.join(", ")}.` : "";
+  refreshControls();
+}
+
+// Gives the answer shown as number `index + 1` the next free place; once one answer is left it
+// takes the last place, and "send" gets the focus.
+function placeNext(index) {
+  if (state.busy || state.done || !state.question) return;
+  const at = state.order.indexOf(index);
+  if (at < state.placed) return;
+  state.order.splice(at, 1);
+  state.order.splice(state.placed, 0, index);
+  state.placed += state.placed + 2 === state.order.length ? 2 : 1;
+  showChoices();
+  if (state.placed === state.order.length) $("send-order").focus();
+}
+
+function clearOrder() {
+  if (state.busy || state.done || !state.question) return;
+  state.order = state.question.items.map((_, index) => index);
+  state.placed = 0;
+  showChoices();
+}
+
+// Drags `card` by its handle: while the pointer moves the other cards make way (the dragged card
+// itself stays in the document, so it keeps the pointer), and on release the list as it stands
+// is the user's whole order.
+function drag(event, card) {
+  if (state.busy || state.done || event.button !== 0) return;
+  event.preventDefault();
+  const handle = event.currentTarget;
+  const list = $("choices");
+  handle.setPointerCapture(event.pointerId);
+  card.classList.add("dragging");
+  const move = (moved) => {
+    const others = [...list.children].filter((other) => other !== card);
+    let before = others.findIndex((other) => {
+      const box = other.getBoundingClientRect();
+      return moved.clientY < box.top + box.height / 2;
+    });
+    if (before < 0) before = others.length;
+    for (const other of others.slice(0, before)) list.insertBefore(other, card);
+    for (const other of others.slice(before)) list.append(other);
+  };
+  const release = () => {
+    handle.removeEventListener("pointermove", move);
+    handle.removeEventListener("pointerup", release);
+    handle.removeEventListener("pointercancel", release);
+    state.order = [...list.children].map((other) => Number(other.dataset.index));
+    state.placed = state.order.length;
+    showChoices();
+    $("send-order").focus();
+  };
+  handle.addEventListener("pointermove", move);
+  handle.addEventListener("pointerup", release);
+  handle.addEventListener("pointercancel", release);
 }
 
 function percent(x) {
@@ -155,15 +269,26 @@ async function correct(dimension, prefer) {
   });
 }
 
-async function answer(choice) {
+function sendOrder() {
+  if (!state.question || state.placed !== state.question.items.length) return;
+  answer({ ranking: state.order.map((index) => state.question.items[index].id) });
+}
+
+async function answer(body) {
   if (state.busy || state.done || !state.question) return;
-  await submit("answers", { question_id: state.question.id, choice }, async (reply) => {
+  await submit("answers", { question_id: state.question.id, ...body }, async (reply) => {
     if (reply.question) {
       showQuestion(reply.question, reply.answers - state.statements, reply.max_questions);
+      focusFirstChoice();
     } else {
       await finish(reply);
     }
   });
+}
+
+function focusFirstChoice() {
+  const first = $("choices").querySelector("button");
+  if (first) first.focus();
 }
 
 // Posts an answer or a statement (with a fresh idempotency key), redraws the bars and the
@@ -187,6 +312,7 @@ async function submit(what, body, then) {
 async function finish(reply) {
   state.done = true;
   state.question = null;
+  refreshControls();
   $("progress").textContent = `Done: ${reply.answers - state.statements} answers.`;
   $("stop").textContent = STOP_REASONS[reply.stop_reason] || "";
   const finished = await call("POST", `/v1/sessions/${state.session}/finish`, {});
@@ -259,24 +385,35 @@ async function start() {
     showSummary(created.summary);
     showQuestion(created.question, created.answers, created.max_questions);
     setBusy(false);
-    $("choice-a").focus();
+    focusFirstChoice();
   } catch (error) {
     $("status").textContent = "The demo could not start: " + error.message;
   }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("choice-a").addEventListener("click", () => answer("a"));
-  $("choice-b").addEventListener("click", () => answer("b"));
-  $("choice-tie").addEventListener("click", () => answer("tie"));
-  $("choice-skip").addEventListener("click", () => answer("skip"));
+  $("send-order").addEventListener("click", sendOrder);
+  $("clear-order").addEventListener("click", clearOrder);
+  $("choice-skip").addEventListener("click", () => answer({ choice: "skip" }));
   $("restart").addEventListener("click", start);
+  // Keys 1–k give answers their places in turn, Backspace starts the order again, S skips, and
+  // Enter sends a complete order (on a focused button Enter presses that button instead).
   document.addEventListener("keydown", (event) => {
-    if (event.altKey || event.ctrlKey || event.metaKey) return;
-    const choice = { a: "a", b: "b", t: "tie", s: "skip" }[event.key.toLowerCase()];
-    if (choice) {
+    if (event.altKey || event.ctrlKey || event.metaKey || !state.question) return;
+    const key = event.key.toLowerCase();
+    const count = state.question.items.length;
+    if (/^[1-9]$/.test(key) && Number(key) <= count) {
       event.preventDefault();
-      answer(choice);
+      placeNext(Number(key) - 1);
+    } else if (key === "backspace") {
+      event.preventDefault();
+      clearOrder();
+    } else if (key === "s") {
+      event.preventDefault();
+      answer({ choice: "skip" });
+    } else if (key === "enter" && document.activeElement.tagName !== "BUTTON") {
+      event.preventDefault();
+      sendOrder();
     }
   });
   start();
