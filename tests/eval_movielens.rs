@@ -87,10 +87,11 @@ fn bald_beats_random_on_movielens_test_users() {
     );
     assert!(four_bald[9].accuracy > four_random[9].accuracy + 0.01);
 
-    // Full rankings of 4, derived from the ratings (the order stops at equal ratings): measured
-    // 0.680 after 3 questions (picks: 0.665) and 0.700 after 5, pairwise BALD's k = 10 figure
-    // (BENCHMARKS.md). The "by question 3" is not met on these users: ties in 5-star
-    // ratings cut many rankings short.
+    // Full rankings of 4, derived from the ratings (the order would stop at equal ratings, but
+    // like the pairs a set never holds two equally rated movies): measured 0.680 after 3
+    // questions (picks: 0.665) and 0.700 after 5, pairwise BALD's k = 10 figure (BENCHMARKS.md).
+    // The "by question 3" is not met on these users: below the top of a set a 5-star
+    // rating's order says little.
     let ranked = EvalOptions {
         choices: 4,
         answer: AnswerFormat::Rank,
