@@ -8,8 +8,8 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use elicit::model::Pair;
-use elicit::model::elicitation::RELIABILITY_EP;
 use elicit::model::ep::{self, EpOptions};
+use elicit::model::history::RELIABILITY_EP;
 use elicit::model::pool::{Pool, SelectionOptions};
 use elicit::model::select::{self, Candidates};
 use elicit::model::space::{CandidateSpace, CoreStats};

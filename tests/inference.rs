@@ -380,7 +380,7 @@ fn lapsing_noise() -> NoiseModel {
 #[test]
 fn continued_ep_run_equals_separate_runs() {
     let mut rng = StdRng::seed_from_u64(12);
-    let rough = elicit::model::elicitation::RELIABILITY_EP;
+    let rough = elicit::model::history::RELIABILITY_EP;
     for (answers, tolerance) in [(3, 1e-9), (12, 1e-9), (25, 1e-3), (25, 1e-12)] {
         let s = scenario(&mut rng, 4, answers, 2.0, lapsing_noise());
         let close = EpOptions {

@@ -8,15 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelError;
 use super::bank::{Bank, Pair};
-use super::ep::{self, EpOptions};
 use super::epig::{self, Targets};
+use super::history::{AnswerLog, Diagnostics, Step};
 use super::kway::{self, ChosenSet, MAX_CHOICES};
 use super::likelihood::{Choice, NoiseModel, Outcome, PairLikelihood, Strength};
 use super::pool::{Pool, SelectionOptions};
 use super::posterior::{Posterior, RankOne};
-use super::reliability::{
-    self, AnsweredWith, Consistency, LapsePrior, Reliability, ReliabilityRule,
-};
+use super::reliability::{self, Consistency, LapsePrior, Reliability, ReliabilityRule};
 use super::select::{self, Candidates, Selected, Strategy};
 use super::space::{CandidateSpace, CoreStats};
 use super::summary::End;
@@ -283,56 +281,6 @@ pub enum Next {
     Stop(StopReason),
 }
 
-/// Session-level answer-quality and progress figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Diagnostics {
-    /// Information acquired, ½log₂det(Σ₀Σ⁻¹) bits.
-    pub bits: f64,
-    /// Evidence against random answering from the sequential predictive, log₂BF = Σₜ log₂(Kₜ·Zₜ)
-    /// with Kₜ the outcomes answer t allowed (2, 3 with ties, 4 or 5 graded, k for a pick of k):
-    /// positive means the answers were more predictable than random clicks as they came.
-    pub log2_bayes_factor: f64,
-    /// Surprise of each informative answer, −log₂Zₜ bits.
-    pub surprise_bits: Vec<f64>,
-    /// The user's lapse rate, person fit and the verdict, each answer judged by all the others.
-    pub reliability: Reliability,
-}
-
-impl Diagnostics {
-    /// The diagnostics of a posterior reached from `prior` through informative answers with
-    /// sequential predictive probabilities `sequential` and leave-one-out ones `leave_one_out`.
-    pub fn compute(
-        (prior, posterior): (&Posterior, &Posterior),
-        (sequential, leave_one_out): (&[AnsweredWith], &[AnsweredWith]),
-        consistency: Consistency,
-        lapse_prior: LapsePrior,
-        rule: &ReliabilityRule,
-    ) -> Self {
-        let surprise_bits: Vec<f64> = sequential
-            .iter()
-            .map(|a| -a.log_evidence / std::f64::consts::LN_2)
-            .collect();
-        Self {
-            bits: posterior.bits_since(prior),
-            log2_bayes_factor: sequential
-                .iter()
-                .zip(&surprise_bits)
-                .map(|(a, s)| (a.outcomes as f64).log2() - s)
-                .sum(),
-            surprise_bits,
-            reliability: reliability::assess(leave_one_out, consistency, lapse_prior, rule),
-        }
-    }
-}
-
-/// EP for the leave-one-out figures: a few damped sweeps settle the sites well enough to judge
-/// answers by (the session's final posterior uses [`EpOptions::default`]).
-pub const RELIABILITY_EP: EpOptions = EpOptions {
-    sweeps: 4,
-    damping: 0.7,
-    tolerance: 1e-6,
-};
-
 /// What a run learned from its answers so far, apart from the bank, prior and configuration: the
 /// posterior, the pairs asked and the history. A service keeps it between requests
 /// ([`Elicitation::into_state`] / [`Elicitation::from_state`]) so that an answer costs O(J²)
@@ -552,63 +500,67 @@ impl<'a> Elicitation<'a> {
     pub fn noise(&self) -> NoiseModel {
         let mut noise = self.config.noise;
         if let Some(prior) = self.config.adaptive_lapse {
-            noise.lapse = reliability::lapse_estimate(&self.answered(), prior);
+            let answered = self.log_of(&self.state.history).sequential();
+            noise.lapse = reliability::lapse_estimate(&answered, prior);
         }
         noise
     }
 
-    /// The outcomes answer `r` could have had: a lapse picks each with equal probability.
-    fn outcomes(&self, r: &AnswerRecord) -> usize {
-        match &r.response {
-            Response::Pair { strength, .. } => {
-                self.config.noise.answer_outcomes(strength.is_some())
-            }
-            Response::Pick { shown, ranking } => kway::ranking_outcomes(shown.len(), ranking.len()),
-            Response::Statement { strength, .. } => {
-                self.config.noise.answer_outcomes(strength.is_some())
-            }
-        }
+    /// The answers in `records` as an answer log ([`history`]), directions from the bank.
+    fn log_of(&self, records: &[AnswerRecord]) -> AnswerLog {
+        AnswerLog::new(records.iter().map(|r| self.step_of(r)).collect())
     }
 
-    /// An informative answer as the quality figures need it, with predictive log-probability
-    /// `log_evidence`.
-    fn answered_with(&self, r: &AnswerRecord, log_evidence: f64) -> AnsweredWith {
-        AnsweredWith {
-            log_evidence,
+    /// One answer as a step of the log: its direction(s) under the model's β, its likelihood
+    /// with the lapse rate it was applied with.
+    fn step_of(&self, r: &AnswerRecord) -> Step {
+        let noise = NoiseModel {
             lapse: r.lapse,
-            outcomes: self.outcomes(r),
+            ..self.config.noise
+        };
+        let threshold = self.config.strength_threshold;
+        match &r.response {
+            Response::Pair {
+                pair,
+                choice,
+                strength,
+            } => Step::comparison(
+                self.bank.direction(*pair, noise.beta),
+                Some((pair.a, pair.b, *choice)),
+                (choice.outcome(), *strength),
+                &noise,
+                threshold,
+                r.log_evidence,
+            ),
+            Response::Statement {
+                dimension,
+                prefer,
+                strength,
+            } => Step::comparison(
+                statement_direction(self.prior.dim(), *dimension, noise.beta),
+                None,
+                (Some(statement_outcome(*prefer)), *strength),
+                &noise,
+                threshold,
+                r.log_evidence,
+            ),
+            Response::Pick { shown, ranking } => Step::ranking(
+                shown
+                    .iter()
+                    .map(|&i| self.bank.features(i) * noise.beta)
+                    .collect(),
+                ranking.clone(),
+                &noise,
+                r.log_evidence,
+            ),
         }
     }
 
-    /// The informative answers so far, each with its sequential predictive probability.
-    fn answered(&self) -> Vec<AnsweredWith> {
-        self.state
-            .history
-            .iter()
-            .filter_map(|r| Some(self.answered_with(r, r.log_evidence?)))
-            .collect()
-    }
-
-    /// The informative answers so far, each judged by all the others: a pair question's answer
-    /// by its leave-one-out predictive under an EP fit of the run's other pair answers
-    /// ([`ep::leave_one_out`]); a probe's, and a pick of k's (EP's sites are pairwise), by its
-    /// predictive given everything before it.
-    fn answered_leave_one_out(&self, history: &[AnswerRecord]) -> Vec<AnsweredWith> {
-        let (records, observations): (Vec<&AnswerRecord>, Vec<_>) = history
-            .iter()
-            .filter_map(|r| Some((r, self.observation(r)?)))
-            .unzip();
-        let (posterior, sites) = ep::refine(&self.prior, &observations, RELIABILITY_EP);
-        let sequential = history
-            .iter()
-            .filter(|r| r.repeats.is_some() || matches!(r.response, Response::Pick { .. }))
-            .filter_map(|r| Some(self.answered_with(r, r.log_evidence?)));
-        ep::leave_one_out(&posterior, &observations, &sites)
-            .into_iter()
-            .zip(records)
-            .map(|(log_evidence, r)| self.answered_with(r, log_evidence))
-            .chain(sequential)
-            .collect()
+    /// The prior of the user's lapse rate that answer quality is judged under.
+    fn lapse_prior(&self) -> LapsePrior {
+        self.config
+            .adaptive_lapse
+            .unwrap_or(self.config.lapse_prior)
     }
 
     /// Never asks `pair` (without recording an answer): pairs held out for evaluation, or known
@@ -755,7 +707,7 @@ impl<'a> Elicitation<'a> {
     /// Consistency probes answered so far and how many of them contradicted the answer they
     /// repeat.
     pub fn consistency(&self) -> Consistency {
-        consistency_of(&self.state.history)
+        self.log_of(&self.state.history).consistency()
     }
 
     /// Applies a plain answer to `pair` ([`Elicitation::respond`]).
@@ -934,90 +886,20 @@ impl<'a> Elicitation<'a> {
     /// The answer-quality figures of the answers in `history`, from their leave-one-out
     /// predictive probabilities (an EP fit: O(answers·J²) a sweep).
     fn reliability_of(&self, history: &[AnswerRecord]) -> Reliability {
-        reliability::assess(
-            &self.answered_leave_one_out(history),
-            consistency_of(history),
-            self.config
-                .adaptive_lapse
-                .unwrap_or(self.config.lapse_prior),
-            &self.config.reliability,
-        )
+        self.log_of(history)
+            .reliability(&self.prior, self.lapse_prior(), &self.config.reliability)
     }
 
     /// Bits acquired, the evidence against random answering, per-answer surprise and the
     /// answer-quality figures.
     pub fn diagnostics(&self) -> Diagnostics {
-        Diagnostics::compute(
+        self.log_of(&self.state.history).diagnostics(
             (&self.prior, &self.state.posterior),
-            (
-                &self.answered(),
-                &self.answered_leave_one_out(&self.state.history),
-            ),
-            self.consistency(),
-            self.config
-                .adaptive_lapse
-                .unwrap_or(self.config.lapse_prior),
+            None,
+            self.lapse_prior(),
             &self.config.reliability,
         )
     }
-
-    /// A pair answer as evidence about λ: its direction and its likelihood with the lapse rate
-    /// it was applied with; `None` for skips, consistency probes and picks of k.
-    fn observation(&self, r: &AnswerRecord) -> Option<(nalgebra::DVector<f64>, PairLikelihood)> {
-        if r.repeats.is_some() {
-            return None;
-        }
-        let noise = NoiseModel {
-            lapse: r.lapse,
-            ..self.config.noise
-        };
-        let threshold = self.config.strength_threshold;
-        match r.response {
-            Response::Pair {
-                pair,
-                choice,
-                strength,
-            } => {
-                let lik = noise
-                    .answer_likelihood(choice.outcome()?, strength, threshold)
-                    .ok()?;
-                Some((self.bank.direction(pair, noise.beta), lik))
-            }
-            Response::Statement {
-                dimension,
-                prefer,
-                strength,
-            } => {
-                let lik = noise
-                    .answer_likelihood(statement_outcome(prefer), strength, threshold)
-                    .ok()?;
-                Some((
-                    statement_direction(self.prior.dim(), dimension, noise.beta),
-                    lik,
-                ))
-            }
-            Response::Pick { .. } => None,
-        }
-    }
-}
-
-/// Consistency probes among `history` and how many of them contradicted the answer they repeat.
-fn consistency_of(history: &[AnswerRecord]) -> Consistency {
-    let shown = |r: &AnswerRecord| {
-        let (pair, choice) = r.response.as_pair();
-        (pair.a, pair.b, choice)
-    };
-    history
-        .iter()
-        .filter_map(|probe| {
-            let (a, b, c) = shown(&history[probe.repeats?]);
-            let (pa, pb, pc) = shown(probe);
-            reliability::flipped((&a, &b, c), (&pa, &pb, pc))
-        })
-        .fold(Consistency::default(), |acc, flip| Consistency {
-            probes: acc.probes + 1,
-            flips: acc.flips + usize::from(flip),
-        })
 }
 
 #[cfg(test)]

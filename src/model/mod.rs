@@ -5,7 +5,8 @@
 //! after each answer with a rank-one step ([`update`], [`ep`]) under the answer model of
 //! [`likelihood`], picks the next most informative comparison ([`select`]) among a bounded pool of candidates
 //! drawn from the bank ([`pool`], [`space`]), decides when to stop
-//! and reports diagnostics ([`elicitation`]), and scores candidates ([`score`]). Questions that
+//! ([`elicitation`]), judges a log of answers (replay, refinement, diagnostics: [`history`]), and
+//! scores candidates ([`score`]). Questions that
 //! show k items and are answered with one have their own likelihood, update and set search
 //! ([`kway`]); [`epig`] aims pair questions at target items instead of at λ.
 
@@ -15,6 +16,7 @@ pub mod elicitation;
 pub mod ep;
 pub mod epig;
 pub mod guard;
+pub mod history;
 pub mod kway;
 pub mod likelihood;
 pub mod numeric;

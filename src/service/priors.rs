@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::audit::Actor;
 use super::dto::PriorSpec;
-use super::sessions::log_posterior;
+use super::sessions::answer_log;
 use super::{Service, ServiceError};
 use crate::model::Posterior;
 use crate::model::population::{EmOptions, em_prior_with};
@@ -92,11 +92,15 @@ impl Service {
             iterations,
             shrinkage: req.shrinkage,
         };
+        let answer_logs: Vec<_> = logs
+            .iter()
+            .map(|log| answer_log(&record, &log.answers))
+            .collect();
         let prior = em_prior_with(logs.len(), &current, options, |estimate| {
-            Ok(logs
+            Ok(answer_logs
                 .iter()
                 .map(|log| {
-                    let posterior = log_posterior(&record, estimate, &log.answers);
+                    let posterior = log.final_posterior(estimate, record.spec.update_method).0;
                     (posterior.mean().clone(), posterior.cov().clone())
                 })
                 .collect())

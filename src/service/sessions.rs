@@ -1,6 +1,6 @@
 //! Onboarding sessions: create, ask, answer, finish; profiles and erasure.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use nalgebra::DVector;
 use rand::rngs::StdRng;
@@ -21,14 +21,11 @@ use super::runs::CachedRun;
 use super::{Service, ServiceError, check_id};
 use crate::model::Pair;
 use crate::model::elicitation::{
-    AnswerRecord, Diagnostics, Next, RELIABILITY_EP, Response, statement_direction,
-    statement_outcome,
+    AnswerRecord, Next, Response, statement_direction, statement_outcome,
 };
-use crate::model::ep::{self, EpOptions};
 use crate::model::epig::Targets;
+use crate::model::history::{AnswerLog, ReliabilityFit, Step};
 use crate::model::kway;
-use crate::model::likelihood::PairLikelihood;
-use crate::model::reliability::{self, AnsweredWith, Consistency};
 use crate::model::summary::{ProfileSummary, summarise};
 use crate::model::{
     Choice, Elicitation, ElicitationConfig, NoiseModel, Posterior, RunState, StopReason,
@@ -500,8 +497,8 @@ impl Service {
             let posterior = session_posterior(&bank, &next, &answers);
             return Ok(Some(session_view(&bank, &next, &answers, &posterior, None)));
         }
-        let (refined, reliability_fit) =
-            finished_posterior(model, bank.prior_of(next.prior_version), &answers);
+        let (refined, reliability_fit) = answer_log(model, &answers)
+            .final_posterior(bank.prior_of(next.prior_version), model.spec.update_method);
         next.version += 1;
         next.status = SessionStatus::Finished;
         next.stop_reason = Some(next.stop_reason.unwrap_or(StopReason::Finished));
@@ -1083,155 +1080,63 @@ fn session_posterior(
         return p;
     }
     tracing::warn!(session = %session.id, "stored posterior is not positive definite; rebuilding it from the answer log");
-    replayed(&bank.model, bank.prior_of(session.prior_version), answers)
+    answer_log(&bank.model, answers).replay(
+        bank.prior_of(session.prior_version),
+        bank.model.spec.update_method,
+    )
 }
 
-/// The evidence about λ in one answer of a log, from its stored direction(s).
-enum Evidence {
-    Pair(DVector<f64>, PairLikelihood),
-    /// β·φ of each shown item (so the noise model's β is 1) and the indices ordered, best first.
-    Pick(Vec<DVector<f64>>, Vec<usize>, NoiseModel),
-}
-
-/// The informative answers of a log as evidence about λ, in order; consistency probes are not
-/// evidence about λ and are left out.
-fn evidence(model: &ModelRecord, answers: &[AnswerRow]) -> Vec<Evidence> {
-    answers
+/// The stored log as the model's answer log ([`AnswerLog`]): each row's stored direction(s) (the
+/// bank may have changed since), its likelihood with the lapse rate it was applied with, and its
+/// items numbered in order of first appearance (what consistency probes compare).
+pub(super) fn answer_log(model: &ModelRecord, answers: &[AnswerRow]) -> AnswerLog {
+    let mut numbers: HashMap<&str, usize> = HashMap::new();
+    let mut number = |id| -> usize {
+        let next = numbers.len();
+        *numbers.entry(id).or_insert(next)
+    };
+    let threshold = model.spec.strength_threshold;
+    let steps = answers
         .iter()
-        .zip(repeats_in(answers))
-        .filter(|(_, repeats)| repeats.is_none())
-        .filter_map(|(a, _)| answer_evidence(model, a))
-        .collect()
-}
-
-/// One answer's evidence about λ (`None` for a skip), with the lapse rate it was applied with.
-fn answer_evidence(model: &ModelRecord, a: &AnswerRow) -> Option<Evidence> {
-    let noise = NoiseModel {
-        lapse: a.lapse.unwrap_or(model.spec.noise.lapse),
-        ..model.spec.noise
-    };
-    match &a.answer {
-        LoggedAnswer::Pair { choice, strength } => {
-            let lik = noise
-                .answer_likelihood(choice.outcome()?, *strength, model.spec.strength_threshold)
-                .ok()?;
-            Some(Evidence::Pair(a.direction.clone(), lik))
-        }
-        LoggedAnswer::Statement { prefer, strength } => {
-            let lik = noise
-                .answer_likelihood(
-                    statement_outcome(*prefer),
-                    *strength,
-                    model.spec.strength_threshold,
-                )
-                .ok()?;
-            Some(Evidence::Pair(a.direction.clone(), lik))
-        }
-        LoggedAnswer::Pick { items, ranking } => {
-            if ranking.is_empty() {
-                return None;
-            }
-            let j = a.direction.len() / items.len().max(1);
-            let shown = (0..items.len())
-                .map(|i| a.direction.rows(i * j, j).into_owned())
-                .collect();
-            Some(Evidence::Pick(
-                shown,
-                ranking.clone(),
-                NoiseModel { beta: 1.0, ..noise },
-            ))
-        }
-    }
-}
-
-/// The outcomes answer `a` could have had (a lapse picks each with equal probability).
-fn outcomes(model: &ModelRecord, a: &AnswerRow) -> usize {
-    match &a.answer {
-        LoggedAnswer::Pair { strength, .. } | LoggedAnswer::Statement { strength, .. } => {
-            model.spec.noise.answer_outcomes(strength.is_some())
-        }
-        LoggedAnswer::Pick { items, ranking } => kway::ranking_outcomes(items.len(), ranking.len()),
-    }
-}
-
-/// The first two items an answer showed and its pair choice (a skip for a pick of k, which no
-/// probe repeats).
-fn as_pair(a: &AnswerRow) -> (&str, &str, Choice) {
-    let choice = match a.answer {
-        LoggedAnswer::Pair { choice, .. } => choice,
-        LoggedAnswer::Pick { .. } | LoggedAnswer::Statement { .. } => Choice::Skip,
-    };
-    (&a.item_a, &a.item_b, choice)
-}
-
-/// The posterior of a log replayed answer by answer from `prior` (the streaming steps).
-fn replayed(model: &ModelRecord, prior: &Posterior, answers: &[AnswerRow]) -> Posterior {
-    let mut posterior = prior.clone();
-    for e in evidence(model, answers) {
-        match e {
-            Evidence::Pair(x, lik) => {
-                posterior.update(&x, &lik, model.spec.update_method);
-            }
-            Evidence::Pick(shown, ranking, noise) => {
-                for (left, chosen) in kway::picks_of(&shown, &ranking) {
-                    if let Ok(step) = kway::choice_step(&posterior, &left, chosen, &noise) {
-                        step.apply(&mut posterior);
-                    }
+        .map(|a| {
+            let noise = NoiseModel {
+                lapse: a.lapse.unwrap_or(model.spec.noise.lapse),
+                ..model.spec.noise
+            };
+            match &a.answer {
+                LoggedAnswer::Pair { choice, strength } => Step::comparison(
+                    a.direction.clone(),
+                    Some((
+                        number(a.item_a.as_str()),
+                        number(a.item_b.as_str()),
+                        *choice,
+                    )),
+                    (choice.outcome(), *strength),
+                    &noise,
+                    threshold,
+                    a.log_evidence,
+                ),
+                LoggedAnswer::Statement { prefer, strength } => Step::comparison(
+                    a.direction.clone(),
+                    None,
+                    (Some(statement_outcome(*prefer)), *strength),
+                    &noise,
+                    threshold,
+                    a.log_evidence,
+                ),
+                LoggedAnswer::Pick { items, ranking } => {
+                    // β·φ of every shown item, stacked.
+                    let j = a.direction.len() / items.len().max(1);
+                    let shown = (0..items.len())
+                        .map(|i| a.direction.rows(i * j, j).into_owned())
+                        .collect();
+                    Step::ranking(shown, ranking.clone(), &noise, a.log_evidence)
                 }
             }
-        }
-    }
-    posterior
-}
-
-/// The pair answers of a log as EP observations; `None` if the log holds an answered pick of k
-/// (EP's sites are pairwise).
-fn pair_observations(
-    model: &ModelRecord,
-    answers: &[AnswerRow],
-) -> Option<Vec<(DVector<f64>, PairLikelihood)>> {
-    evidence(model, answers)
-        .into_iter()
-        .map(|e| match e {
-            Evidence::Pair(x, lik) => Some((x, lik)),
-            Evidence::Pick(..) => None,
         })
-        .collect()
+        .collect();
+    AnswerLog::new(steps)
 }
-
-/// A log's final posterior from `prior`: EP over its answers (order-independent, closer to the
-/// exact posterior than the streaming one), or, for a log with picks of k, the streaming replay.
-pub(super) fn log_posterior(
-    model: &ModelRecord,
-    prior: &Posterior,
-    answers: &[AnswerRow],
-) -> Posterior {
-    finished_posterior(model, prior, answers).0
-}
-
-/// [`log_posterior`], with the EP fit [`diagnostics`] judges the answers by when that comes from
-/// the same run: for a log of pair answers the reliability fit ([`RELIABILITY_EP`]) is that run
-/// stopped early, so the close fit continues it instead of starting again (both are exactly what
-/// separate runs give; [`ep::EpRun`]).
-fn finished_posterior(
-    model: &ModelRecord,
-    prior: &Posterior,
-    answers: &[AnswerRow],
-) -> (Posterior, Option<ReliabilityFit>) {
-    match pair_observations(model, answers) {
-        Some(observations) => {
-            let mut run = ep::EpRun::new(prior, &observations);
-            run.sweep_until(RELIABILITY_EP);
-            let reliability_fit = run.fit();
-            run.sweep_until(EpOptions::default());
-            (run.fit().0, Some(reliability_fit))
-        }
-        None => (replayed(model, prior, answers), None),
-    }
-}
-
-/// An EP fit of a log's pair answers (not its probes) and its sites.
-type ReliabilityFit = (Posterior, Vec<ep::Site>);
 
 /// Continues the engine run of `session` from its cached state.
 fn continue_run<'b>(
@@ -1431,85 +1336,6 @@ fn answer_view(
     }
 }
 
-/// A stored session's diagnostics: each answer's surprise as it came, and for the answer-quality
-/// figures each pair question's answer judged by the others (leave-one-out under an EP fit of the
-/// log's pair questions, the fit the engine makes on the answer path), each probe and each pick of
-/// k by its predictive.
-///
-/// `fit`, if given, is that EP fit of the log's pair answers, already made.
-fn diagnostics(
-    bank: &LoadedBank,
-    prior: &Posterior,
-    posterior: &Posterior,
-    answers: &[AnswerRow],
-    fit: Option<ReliabilityFit>,
-) -> Diagnostics {
-    let model = &bank.model;
-    let with = |a: &AnswerRow, log_evidence| AnsweredWith {
-        log_evidence,
-        lapse: a.lapse.unwrap_or(model.spec.noise.lapse),
-        outcomes: outcomes(model, a),
-    };
-    let repeats = repeats_in(answers);
-    let sequential: Vec<AnsweredWith> = answers
-        .iter()
-        .filter_map(|a| Some(with(a, a.log_evidence?)))
-        .collect();
-    let (mut observations, mut judged, mut as_they_came) = (Vec::new(), Vec::new(), Vec::new());
-    for (a, repeats) in answers.iter().zip(&repeats) {
-        match (repeats, answer_evidence(model, a)) {
-            (None, Some(Evidence::Pair(x, lik))) => {
-                observations.push((x, lik));
-                judged.push(a);
-            }
-            _ => as_they_came.extend(a.log_evidence.map(|z| with(a, z))),
-        }
-    }
-    let (fit, sites) = fit.unwrap_or_else(|| ep::refine(prior, &observations, RELIABILITY_EP));
-    let leave_one_out: Vec<AnsweredWith> = ep::leave_one_out(&fit, &observations, &sites)
-        .into_iter()
-        .zip(judged)
-        .map(|(log_evidence, a)| with(a, log_evidence))
-        .chain(as_they_came)
-        .collect();
-    let consistency = answers
-        .iter()
-        .zip(&repeats)
-        .filter_map(|(probe, r)| {
-            let (a, b, choice) = as_pair(&answers[(*r)?]);
-            let (pa, pb, probe_choice) = as_pair(probe);
-            reliability::flipped((&a, &b, choice), (&pa, &pb, probe_choice))
-        })
-        .fold(Consistency::default(), |acc, flip| Consistency {
-            probes: acc.probes + 1,
-            flips: acc.flips + usize::from(flip),
-        });
-    Diagnostics::compute(
-        (prior, posterior),
-        (&sequential, &leave_one_out),
-        consistency,
-        model.spec.lapse_per_user.unwrap_or_default(),
-        &model.spec.reliability,
-    )
-}
-
-/// For each answer of a log, the earlier answer it repeats as a consistency probe.
-fn repeats_in(answers: &[AnswerRow]) -> Vec<Option<usize>> {
-    let mut repeats: Vec<Option<usize>> = Vec::with_capacity(answers.len());
-    for a in answers {
-        let earlier = answers.iter().zip(&repeats).map(|(e, r)| {
-            let (x, y, choice) = as_pair(e);
-            (x, y, choice, *r)
-        });
-        repeats.push(reliability::repeat_of(
-            earlier,
-            &a.item_a.as_str(),
-            &a.item_b.as_str(),
-        ));
-    }
-    repeats
-}
-
 /// The wire view of a session whose (validated or rebuilt) posterior the caller has at hand, so
 /// that no path factorises it twice; the prior is the bank's, validated once when it was loaded.
 fn session_view(
@@ -1521,7 +1347,12 @@ fn session_view(
 ) -> SessionView {
     let model = &bank.model;
     let prior = bank.prior_of(s.prior_version);
-    let d = diagnostics(bank, prior, posterior, answers, reliability_fit);
+    let d = answer_log(model, answers).diagnostics(
+        (prior, posterior),
+        reliability_fit,
+        model.spec.lapse_per_user.unwrap_or_default(),
+        &model.spec.reliability,
+    );
     let r = d.reliability;
     SessionView {
         id: s.id.clone(),

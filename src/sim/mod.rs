@@ -17,10 +17,9 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
 use crate::model::Pair;
-use crate::model::elicitation::{
-    CheckRule, DEFAULT_STRENGTH_THRESHOLD, Diagnostics, Next, ProbeRule, Response,
-};
+use crate::model::elicitation::{CheckRule, DEFAULT_STRENGTH_THRESHOLD, Next, ProbeRule, Response};
 use crate::model::epig;
+use crate::model::history::Diagnostics;
 use crate::model::kway::{AnswerFormat, MAX_CHOICES};
 use crate::model::numeric::sigmoid;
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
