@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use elicit::app::{Application, Config};
 use elicit::store::sql::{PoolSettings, SqlStore};
-use elicit::store::{LoggedAnswer, Store};
+use elicit::store::{LoggedAnswer, SessionStore};
 use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};

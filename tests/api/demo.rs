@@ -15,6 +15,18 @@ fn demo_config(db: &TestDatabase) -> elicit::app::Config {
     }
 }
 
+/// The session's ranking of unseen items (at most `limit`), read with its token.
+async fn ranking(server: &TestServer, token: &reqwest::Client, id: &str, limit: usize) -> Value {
+    token
+        .get(server.url(&format!("/v1/sessions/{id}/ranking?limit={limit}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn start_demo(server: &TestServer) -> (u16, Option<String>, Value) {
     let response = reqwest::Client::new()
         .post(server.url("/v1/demo/sessions"))
@@ -105,14 +117,7 @@ async fn a_demo_session_runs_on_its_token(backend: Backend) {
     );
 
     let token = client_with_key(created["token"].as_str().unwrap());
-    let ranked: Value = token
-        .get(server.url(&format!("/v1/sessions/{id}/ranking?limit=1000")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ranked = ranking(&server, &token, id, 1000).await;
     let items = ranked["items"].as_array().unwrap();
     assert_eq!(ranked["unseen"].as_u64().unwrap() as usize, items.len());
     assert!(
@@ -147,14 +152,7 @@ async fn a_demo_session_runs_on_its_token(backend: Backend) {
         .map(|item| item["id"].as_str().unwrap())
         .chain(shown.iter().copied())
         .collect();
-    let ranked: Value = token
-        .get(server.url(&format!("/v1/sessions/{id}/ranking?limit=1000")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ranked = ranking(&server, &token, id, 1000).await;
     assert_eq!(ranked["answers"], 1);
     let unseen = ranked["items"].as_array().unwrap();
     // The next question shows at most one of the four ranked (no two of its items were compared).
@@ -169,14 +167,7 @@ async fn a_demo_session_runs_on_its_token(backend: Backend) {
             .iter()
             .all(|i| !seen.contains(&i["id"].as_str().unwrap()))
     );
-    let ranked: Value = token
-        .get(server.url(&format!("/v1/sessions/{id}/ranking?limit=5")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ranked = ranking(&server, &token, id, 5).await;
     assert_eq!(ranked["items"].as_array().unwrap().len(), 5);
 
     // Another session's token may not read it; a missing session is 404.

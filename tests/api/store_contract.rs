@@ -5,10 +5,10 @@ use elicit::model::summary::DimensionEnds;
 use elicit::model::{Choice, NoiseModel, Strategy, Strength, UpdateMethod};
 use elicit::store::sql::{Dialect, PoolSettings};
 use elicit::store::{
-    AnswerCommit, AnswerRow, ApiKeyRecord, AuditAction, AuditEntry, AuditQuery, BankStamp,
-    ItemRecord, LoggedAnswer, ModelRecord, ModelSpec, PriorRecord, ProfileRecord, QuestionRecord,
-    SessionCommit, SessionRecord, SessionSettings, SessionStatus, SqlStore, Store, StoreError,
-    StoredReply,
+    AccessStore, AnswerCommit, AnswerRow, ApiKeyRecord, AuditAction, AuditEntry, AuditQuery,
+    BankStamp, CatalogStore, ItemRecord, LoggedAnswer, ModelRecord, ModelSpec, PriorRecord,
+    ProfileRecord, QuestionRecord, SessionCommit, SessionRecord, SessionSettings, SessionStatus,
+    SessionStore, SqlStore, Store, StoreError, StoredReply,
 };
 use nalgebra::{DMatrix, DVector};
 use serde_json::json;

@@ -12,7 +12,7 @@ use elicit::model::Pair;
 use elicit::model::elicitation::Response;
 use elicit::model::{Bank, Elicitation, ElicitationConfig, Posterior, StoppingRule};
 use elicit::store::sql::PoolSettings;
-use elicit::store::{LoggedAnswer, SqlStore, Store};
+use elicit::store::{LoggedAnswer, SessionStore, SqlStore};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
