@@ -1,10 +1,12 @@
 //! Extractors whose rejections are problem+json.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::error::Problem;
+use crate::service::{IdempotencyKey, ServiceError};
 
 /// `axum::Json` with problem+json rejections.
 pub struct Json<T>(pub T);
@@ -64,5 +66,48 @@ impl<S: Send + Sync> FromRequestParts<S> for crate::service::audit::Actor {
             tracing::error!("a handler asked for the actor on a route without authentication");
             Problem::internal()
         })
+    }
+}
+
+/// The `Idempotency-Key` header, if sent: the client's key for a submission (visible ASCII
+/// without spaces, as `/openapi.json` says).
+pub struct IdempotencyKeyHeader(pub Option<IdempotencyKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(Self(None));
+        };
+        // Bytes that are not UTF-8 become U+FFFD, which is not visible ASCII either.
+        let key = IdempotencyKey::parse(
+            "Idempotency-Key",
+            &String::from_utf8_lossy(value.as_bytes()),
+        )?;
+        Ok(Self(Some(key)))
+    }
+}
+
+/// The `If-Match` header, if sent: the session version (ETag) the client saw, `"7"`, `W/"7"` or
+/// `7`.
+pub struct IfMatch(pub Option<i64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(header::IF_MATCH) else {
+            return Ok(Self(None));
+        };
+        value
+            .to_str()
+            .ok()
+            .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+            .and_then(|v| v.parse().ok())
+            .map(|version| Self(Some(version)))
+            .ok_or_else(|| {
+                ServiceError::invalid("If-Match", "must be a session version such as \"3\"").into()
+            })
     }
 }

@@ -3,12 +3,12 @@
 use std::any::Any;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::Problem;
-use super::extract::{Json, Path, Query};
+use super::extract::{IdempotencyKeyHeader, IfMatch, Json, Path, Query};
 #[allow(unused_imports)]
 use crate::service::audit::{Actor, AuditFilter, AuditPage};
 #[allow(unused_imports)]
@@ -23,7 +23,7 @@ use crate::service::dto::{
 use crate::service::keys::{CreateKey, KeyCreated, KeyList, RotateKey, Scope};
 #[allow(unused_imports)]
 use crate::service::priors::{PriorChanged, RefitPrior};
-use crate::service::{Service, ServiceError, Submission};
+use crate::service::{Service, Submission, SubmitOptions};
 
 type Result<T> = std::result::Result<T, Problem>;
 
@@ -248,37 +248,6 @@ pub async fn session_ranking(
     Ok(axum::Json(service.session_ranking(&id, query.limit).await?))
 }
 
-/// Reads `If-Match: "7"` (or `7`) as a session version.
-fn if_match(headers: &HeaderMap) -> Result<Option<i64>> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
-        .and_then(|v| v.parse().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            ServiceError::invalid("If-Match", "must be a session version such as \"3\"").into()
-        })
-}
-
-/// The `Idempotency-Key` header: visible ASCII without spaces (`^[!-~]+$`, as documented).
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
-    headers
-        .get("idempotency-key")
-        .map(|v| match v.to_str() {
-            Ok(key) if key.bytes().all(|b| b.is_ascii_graphic()) => Ok(key.to_string()),
-            _ => Err(ServiceError::invalid(
-                "Idempotency-Key",
-                "must be visible ASCII without spaces",
-            )
-            .into()),
-        })
-        .transpose()
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnswerQuery {
@@ -297,11 +266,13 @@ pub async fn post_answer(
     scope: Scope,
     Path(id): Path<String>,
     Query(query): Query<AnswerQuery>,
-    headers: HeaderMap,
+    key: std::result::Result<IdempotencyKeyHeader, Problem>,
+    if_match: std::result::Result<IfMatch, Problem>,
     Json(req): Json<AnswerIn>,
 ) -> Result<Response> {
     let submission = Submission::Answer(req);
-    submitted(&service, &scope, &id, &query, &headers, submission).await
+    let headers = SubmitHeaders { key, if_match };
+    submitted(&service, &scope, &id, &query, headers, submission).await
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/statements", tag = "sessions", request_body = StatementIn, security(("bearer" = [])),
@@ -314,11 +285,20 @@ pub async fn post_statement(
     scope: Scope,
     Path(id): Path<String>,
     Query(query): Query<AnswerQuery>,
-    headers: HeaderMap,
+    key: std::result::Result<IdempotencyKeyHeader, Problem>,
+    if_match: std::result::Result<IfMatch, Problem>,
     Json(req): Json<StatementIn>,
 ) -> Result<Response> {
     let submission = Submission::Statement(req);
-    submitted(&service, &scope, &id, &query, &headers, submission).await
+    let headers = SubmitHeaders { key, if_match };
+    submitted(&service, &scope, &id, &query, headers, submission).await
+}
+
+/// A submission's headers as extracted, checked only once the caller may use the session (so a
+/// caller outside it learns nothing from them).
+struct SubmitHeaders {
+    key: std::result::Result<IdempotencyKeyHeader, Problem>,
+    if_match: std::result::Result<IfMatch, Problem>,
 }
 
 /// An answer or a statement, submitted: the response is its body as first sent, its version as
@@ -328,19 +308,16 @@ async fn submitted(
     scope: &Scope,
     id: &str,
     query: &AnswerQuery,
-    headers: &HeaderMap,
+    headers: SubmitHeaders,
     submission: Submission,
 ) -> Result<Response> {
     service.admit_session(scope, id).await?;
-    let ack = service
-        .submit(
-            id,
-            submission,
-            idempotency_key(headers)?,
-            if_match(headers)?,
-            query.covariance,
-        )
-        .await?;
+    let options = SubmitOptions {
+        idempotency_key: headers.key?.0,
+        expected_version: headers.if_match?.0,
+        covariance: query.covariance,
+    };
+    let ack = service.submit(id, submission, options).await?;
     let mut response = (
         [(
             header::CONTENT_TYPE,

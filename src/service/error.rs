@@ -26,7 +26,7 @@ pub enum ServiceError {
     /// The same idempotency key came with a different request.
     #[error("this Idempotency-Key was used with a different request body")]
     IdempotencyKeyReused,
-    /// `If-Match` named another version.
+    /// The client expected the session at another version.
     #[error("the session is at version {current}, not {expected}")]
     VersionMismatch { expected: i64, current: i64 },
     /// A public resource is at its configured capacity (e.g. open demo sessions); retry later.

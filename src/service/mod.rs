@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub use bank::{BankCache, LoadedBank};
 pub use error::ServiceError;
 pub use runs::RunCache;
-pub use sessions::{AnswerAck, Submission};
+pub use sessions::{AnswerAck, IdempotencyKey, Submission, SubmitOptions};
 
 use crate::store::Store;
 

@@ -32,7 +32,7 @@ use engine::{
     check_known_items, continue_run, resume, run_config, session_posterior, set_next_question,
     target_indices,
 };
-pub use submission::Submission;
+pub use submission::{IdempotencyKey, Submission};
 use submission::{answer_direction, loggable};
 use views::{answer_view, profile_of, question_view, session_view, summary_of};
 
@@ -70,10 +70,21 @@ macro_rules! until_committed {
 /// An answer request, validated and fingerprinted.
 pub(super) struct AnswerRequest {
     req: Submission,
-    idempotency_key: Option<String>,
     request_hash: String,
-    if_match: Option<i64>,
-    covariance: bool,
+    options: SubmitOptions,
+}
+
+/// How a submission is applied.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    /// The client's key for this submission: a retry with it is applied once and answered with
+    /// the first reply.
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// The session version the client saw: a submission to any other version is refused
+    /// ([`ServiceError::VersionMismatch`]).
+    pub expected_version: Option<i64>,
+    /// Whether the reply carries the full posterior covariance.
+    pub covariance: bool,
 }
 
 /// The result of posting an answer: the exact JSON of an [`AnswerView`], as first sent.
@@ -280,21 +291,14 @@ impl Service {
         &self,
         id: &str,
         submission: Submission,
-        idempotency_key: Option<String>,
-        if_match: Option<i64>,
-        covariance: bool,
+        options: SubmitOptions,
     ) -> Result<AnswerAck, ServiceError> {
-        if let Some(key) = &idempotency_key {
-            check_id("Idempotency-Key", key, MAX_ID_LEN)?;
-        }
         submission.check()?;
         check_session_id(id)?;
         let request = AnswerRequest {
             request_hash: submission.request_hash(),
             req: submission,
-            idempotency_key,
-            if_match,
-            covariance,
+            options,
         };
         until_committed!(self.answer_once(id, &request))
     }
@@ -332,7 +336,12 @@ impl Service {
             && let Some(entry) = cached.as_ref()
             && let Some(bank) = self.banks.cached(&entry.session.model, entry.bank)
             && bank.stamp() == entry.bank
-            && let Ok(answer) = loggable(&entry.session, &bank, &request.req, request.if_match)
+            && let Ok(answer) = loggable(
+                &entry.session,
+                &bank,
+                &request.req,
+                request.options.expected_version,
+            )
         {
             let CachedRun {
                 session,
@@ -348,10 +357,8 @@ impl Service {
         let (mut update, bank) = self.open(id).await?;
         let AnswerRequest {
             req,
-            idempotency_key,
             request_hash,
-            if_match,
-            ..
+            options,
         } = request;
         let answers_open_question = update.session().status == SessionStatus::Active
             && matches!(req, Submission::Answer(answer) if update
@@ -360,8 +367,8 @@ impl Service {
                 .as_ref()
                 .is_some_and(|q| q.id == answer.question_id));
         if !answers_open_question
-            && let Some(key) = idempotency_key
-            && let Some(reply) = update.stored_reply(key).await?
+            && let Some(key) = &options.idempotency_key
+            && let Some(reply) = update.stored_reply(key.as_str()).await?
         {
             if &reply.request_hash != request_hash {
                 return Err(ServiceError::IdempotencyKeyReused);
@@ -375,7 +382,7 @@ impl Service {
                 replayed: true,
             }));
         }
-        let answer = loggable(update.session(), &bank, req, *if_match)?;
+        let answer = loggable(update.session(), &bank, req, options.expected_version)?;
         let run = self.run(update.as_mut(), &bank, cached.take()).await?;
         self.apply_answer(update, &bank, run, answer, request).await
     }
@@ -422,7 +429,7 @@ impl Service {
             &next,
             run.prior(),
             run.posterior(),
-            request.covariance,
+            request.options.covariance,
         );
         let body =
             serde_json::to_string(&view).map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -436,7 +443,11 @@ impl Service {
                     answer: logged,
                     log_evidence,
                     direction,
-                    idempotency_key: request.idempotency_key.clone(),
+                    idempotency_key: request
+                        .options
+                        .idempotency_key
+                        .as_ref()
+                        .map(|key| key.as_str().to_owned()),
                     request_hash: request.request_hash.clone(),
                     created_ms: now,
                     lapse: run.history().last().map(|r| r.lapse),

@@ -14,6 +14,29 @@ use crate::service::limits::MAX_ID_LEN;
 use crate::service::{ServiceError, check_id};
 use crate::store::{LoggedAnswer, SessionRecord, SessionStatus};
 
+/// A client's key for one submission, so that a retry of it is applied once: visible ASCII
+/// without spaces, 1 to [`MAX_ID_LEN`] characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// `value` as a key, or why it is not one (`field` names where the client sent it).
+    pub fn parse(field: &str, value: &str) -> Result<Self, ServiceError> {
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ServiceError::invalid(
+                field,
+                "must be visible ASCII without spaces",
+            ));
+        }
+        check_id(field, value, MAX_ID_LEN)?;
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// What a client adds to a session's answer log.
 pub enum Submission {
     /// An answer to the session's open question.
@@ -103,7 +126,8 @@ pub(super) fn loggable(
     }
 }
 
-/// The session takes submissions: it is active and, if `If-Match` was sent, at that version.
+/// The session takes submissions: it is active and, if the client named the version it saw, at
+/// that version.
 pub(super) fn check_open(
     current: &SessionRecord,
     if_match: Option<i64>,
