@@ -15,7 +15,6 @@ use super::error::Problem;
 use super::rate::RateLimiters;
 use crate::demo;
 use crate::service::demo::DemoLimits;
-#[allow(unused_imports)] // named only in the OpenAPI annotation
 use crate::service::dto::SessionCreated;
 use crate::service::{Service, ServiceError};
 

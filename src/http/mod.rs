@@ -6,10 +6,10 @@ pub mod connections;
 mod demo;
 pub mod error;
 mod extract;
-mod handlers;
 pub mod metrics;
 pub mod openapi;
 pub mod rate;
+mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 use axum::{Router, middleware};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -29,6 +29,7 @@ use tower_http::trace::TraceLayer;
 
 use self::auth::Access;
 use self::error::Problem;
+use self::routes::{audit, keys, models, ops, scoring, sessions, users};
 use crate::service::Service;
 
 /// Size, time and concurrency limits.
@@ -81,61 +82,13 @@ fn guarded(
 
 /// The application router.
 pub fn router(service: Service, limits: Limits) -> Router {
-    let admin = Router::new()
-        .route(
-            "/v1/models",
-            post(handlers::create_model).get(handlers::list_models),
-        )
-        .route(
-            "/v1/models/{model}",
-            get(handlers::get_model).delete(handlers::delete_model),
-        )
-        .route(
-            "/v1/models/{model}/items/{item}",
-            delete(handlers::delete_item),
-        )
-        .route(
-            "/v1/keys",
-            post(handlers::create_key).get(handlers::list_keys),
-        )
-        .route("/v1/keys/{id}", delete(handlers::revoke_key))
-        .route("/v1/keys/{id}/rotate", post(handlers::rotate_key))
-        .route("/v1/users/{user_id}", delete(handlers::delete_user))
-        .route("/v1/audit", get(handlers::audit_trail))
-        .route(
-            "/v1/models/{model}/prior:refit",
-            post(handlers::refit_prior),
-        )
-        .route(
-            "/v1/models/{model}/prior:restore",
-            post(handlers::restore_prior),
-        )
-        .merge(
-            Router::new()
-                .route(
-                    "/v1/models/{model}/items",
-                    put(handlers::upsert_items).get(handlers::list_items),
-                )
-                .layer(DefaultBodyLimit::max(limits.items_body_bytes)),
-        );
-    let frontend = Router::new().route("/v1/sessions", post(handlers::create_session));
-    let session = Router::new()
-        .route("/v1/sessions/{id}", get(handlers::get_session))
-        .route("/v1/sessions/{id}/question", get(handlers::get_question))
-        .route("/v1/sessions/{id}/answers", post(handlers::post_answer))
-        .route(
-            "/v1/sessions/{id}/statements",
-            post(handlers::post_statement),
-        )
-        .route("/v1/sessions/{id}/finish", post(handlers::finish_session))
-        .route("/v1/sessions/{id}/ranking", get(handlers::session_ranking));
-    let scorer = Router::new()
-        .route("/v1/users/{user_id}/profile", get(handlers::get_profile))
-        .merge(
-            Router::new()
-                .route("/v1/score", post(handlers::score))
-                .layer(DefaultBodyLimit::max(limits.score_body_bytes)),
-        );
+    let admin = models::routes(limits.items_body_bytes)
+        .merge(keys::routes())
+        .merge(audit::routes())
+        .merge(users::admin_routes());
+    let frontend = sessions::frontend_routes();
+    let session = sessions::session_routes();
+    let scorer = users::scorer_routes().merge(scoring::routes(limits.score_body_bytes));
     let limiters = Arc::new(rate::RateLimiters::new(limits.rates));
     let public = match limits.demo {
         Some(demo_limits) => demo::routes(demo::DemoGate {
@@ -152,7 +105,7 @@ pub fn router(service: Service, limits: Limits) -> Router {
         .merge(guarded(&service, &limiters, Access::Scorer, scorer))
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .route_layer(middleware::from_fn(metrics::track))
-        .fallback(handlers::not_found)
+        .fallback(ops::not_found)
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
@@ -170,15 +123,15 @@ pub fn router(service: Service, limits: Limits) -> Router {
     // Probes and metrics stay outside the concurrency limit, so they answer under overload.
     let ops = Router::new()
         .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(handlers::readyz))
+        .route("/readyz", get(ops::readyz))
         .route("/metrics", get(metrics::render))
-        .route("/openapi.json", get(handlers::openapi))
+        .route("/openapi.json", get(openapi::openapi))
         .route_layer(middleware::from_fn(metrics::track));
 
     let router = Router::new()
         .merge(api)
         .merge(ops)
-        .merge(handlers::swagger_ui())
+        .merge(openapi::swagger_ui())
         .with_state(service);
     // Outermost after the common layers, so that a preflight is answered before authentication.
     let router = if limits.cors_allowed_origins.is_empty() {
@@ -207,7 +160,7 @@ pub fn router(service: Service, limits: Limits) -> Router {
                 .layer(always(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
                 .layer(always(header::REFERRER_POLICY, "no-referrer"))
                 .layer(always(header::X_FRAME_OPTIONS, "DENY"))
-                .layer(CatchPanicLayer::custom(handlers::panic_response))
+                .layer(CatchPanicLayer::custom(ops::panic_response))
                 .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout)),
         )
 }

@@ -3,7 +3,10 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::handlers;
+use axum::response::IntoResponse;
+
+use super::demo;
+use super::routes::{audit, keys, models, ops, scoring, sessions, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,11 +15,11 @@ use super::handlers;
         description = "Live adaptive preference elicitation: Gaussian user posteriors, informative questions, personalised scoring. Errors are RFC 9457 application/problem+json."
     ),
     paths(
-        handlers::create_model, handlers::list_models, handlers::get_model, handlers::delete_model, handlers::upsert_items, handlers::list_items,
-        handlers::delete_item, handlers::create_session, handlers::get_session, handlers::get_question, handlers::post_answer, handlers::post_statement,
-        handlers::finish_session, handlers::get_profile, handlers::score, handlers::delete_user, handlers::readyz,
-        handlers::create_key, handlers::list_keys, handlers::revoke_key, handlers::rotate_key, handlers::audit_trail,
-        handlers::session_ranking, super::demo::start_session, handlers::refit_prior, handlers::restore_prior,
+        models::create_model, models::list_models, models::get_model, models::delete_model, models::upsert_items, models::list_items,
+        models::delete_item, sessions::create_session, sessions::get_session, sessions::get_question, sessions::post_answer, sessions::post_statement,
+        sessions::finish_session, users::get_profile, scoring::score, users::delete_user, ops::readyz,
+        keys::create_key, keys::list_keys, keys::revoke_key, keys::rotate_key, audit::audit_trail,
+        sessions::session_ranking, demo::start_session, models::refit_prior, models::restore_prior,
     ),
     components(schemas(super::error::Problem)),
     modifiers(&BearerAuth, &ProblemResponses),
@@ -173,4 +176,14 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     doc
+}
+
+/// The OpenAPI 3.1 document of this API.
+pub async fn openapi() -> impl IntoResponse {
+    axum::Json(document())
+}
+
+/// Swagger UI at `/docs`, its assets compiled into the binary (works offline).
+pub fn swagger_ui() -> utoipa_swagger_ui::SwaggerUi {
+    utoipa_swagger_ui::SwaggerUi::new("/docs").url("/docs/openapi.json", document())
 }

@@ -10,10 +10,10 @@ use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use super::keys::rfc3339;
+use super::clock::{now_ms, rfc3339};
 use super::limits::{MAX_ID_LEN, MAX_PAGE};
 use super::{Service, ServiceError, check_id};
-use crate::store::{AuditAction, AuditEntry, AuditQuery, AuditRecord, now_ms};
+use crate::store::{AuditAction, AuditEntry, AuditQuery, AuditRecord};
 
 /// Longest `target` filter: `models/NAME/items/ID` with the longest name and id.
 const MAX_TARGET_LEN: usize = 600;

@@ -8,13 +8,14 @@ use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
 use super::audit::Actor;
+use super::clock::now_ms;
 use super::dto::{CreateModel, CreateSession, ItemIn, PriorSpec, SessionCreated, UpsertItems};
 use super::limits::MAX_PAGE;
 use super::{Service, ServiceError};
 use crate::demo::{self, DemoModel};
 use crate::model::kway::AnswerFormat;
 use crate::model::{NoiseModel, score};
-use crate::store::{AuditAction, AuditQuery, LoggedAnswer, now_ms};
+use crate::store::{AuditAction, AuditQuery, LoggedAnswer};
 
 /// Limits on the public demo.
 #[derive(Debug, Clone, Copy, PartialEq)]

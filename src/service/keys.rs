@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::audit::Actor;
+use super::clock::{now_ms, parse_rfc3339, rfc3339};
 use super::limits::MAX_ID_LEN;
 use super::{Service, ServiceError, check_id};
-use crate::store::{ApiKeyRecord, AuditAction, now_ms};
+use crate::store::{ApiKeyRecord, AuditAction};
 
 /// What a key may do. `admin` may do everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -258,27 +259,6 @@ fn view(k: &ApiKeyRecord) -> Result<KeyView, ServiceError> {
         rotated_from: k.rotated_from.clone(),
         models: k.models.clone(),
     })
-}
-
-/// Milliseconds since the epoch as RFC 3339 (UTC, milliseconds).
-pub(crate) fn rfc3339(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(at).to_string()
-}
-
-/// An RFC 3339 instant as milliseconds since the epoch.
-fn parse_rfc3339(field: &str, text: &str) -> Result<i64, ServiceError> {
-    let at = humantime::parse_rfc3339_weak(text).map_err(|_| {
-        ServiceError::invalid(
-            field,
-            "must be an RFC 3339 time such as 2027-01-31T00:00:00Z",
-        )
-    })?;
-    let ms = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| ServiceError::invalid(field, "must be after 1970"))?
-        .as_millis();
-    i64::try_from(ms).map_err(|_| ServiceError::invalid(field, "is too far in the future"))
 }
 
 /// How the audit trail names a key.

@@ -3,6 +3,7 @@
 
 pub mod audit;
 mod bank;
+pub mod clock;
 pub mod demo;
 pub mod dto;
 mod error;

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use nalgebra::{DMatrix, DVector};
 
 use super::audit::Actor;
+use super::clock::now_ms;
 use super::dto::{
     CreateModel, ItemIn, ItemsPage, ModelErased, ModelList, ModelView, PriorSpec, UpsertItems,
     UpsertResult,
@@ -18,7 +19,7 @@ use crate::model::kway::{AnswerFormat, MAX_CHOICES};
 use crate::model::reliability::{LapsePrior, ReliabilityRule};
 use crate::model::summary::DimensionEnds;
 use crate::model::{MAX_DIMENSIONS, Posterior, Strategy};
-use crate::store::{AuditAction, GuardSpec, ItemRecord, ModelRecord, ModelSpec, now_ms};
+use crate::store::{AuditAction, GuardSpec, ItemRecord, ModelRecord, ModelSpec};
 
 impl Service {
     pub async fn create_model(

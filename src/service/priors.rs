@@ -5,12 +5,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::audit::Actor;
+use super::clock::now_ms;
 use super::dto::PriorSpec;
 use super::sessions::answer_log;
 use super::{Service, ServiceError};
 use crate::model::Posterior;
 use crate::model::population::{EmOptions, em_prior_with};
-use crate::store::{AuditAction, PriorRecord, StoreError, now_ms};
+use crate::store::{AuditAction, PriorRecord, StoreError};
 
 /// Most EM iterations a refit may ask for.
 const MAX_ITERATIONS: usize = 100;

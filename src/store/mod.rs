@@ -239,10 +239,3 @@ pub trait Store: CatalogStore + SessionStore + AccessStore + 'static {
     /// (open, idle) pooled connections.
     fn pool_usage(&self) -> (u32, usize);
 }
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}

@@ -13,6 +13,7 @@ use rand::RngExt;
 
 use super::audit::Actor;
 use super::bank::LoadedBank;
+use super::clock::now_ms;
 use super::dto::{
     CreateSession, CurrentQuestion, Erased, PosteriorView, ProfileView, SessionCreated, SessionView,
 };
@@ -23,7 +24,7 @@ use crate::model::elicitation::Response;
 use crate::model::{Elicitation, Posterior, StopReason, Strategy};
 use crate::store::{
     AnswerCommit, AnswerRow, AuditAction, LoggedAnswer, SessionCommit, SessionRecord,
-    SessionSettings, SessionStatus, SessionUpdate, StoreError, now_ms,
+    SessionSettings, SessionStatus, SessionUpdate, StoreError,
 };
 
 pub(super) use engine::answer_log;
