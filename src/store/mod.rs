@@ -31,7 +31,7 @@ pub use records::{
 };
 pub use sql::{Dialect, SqlStore};
 
-/// A session read for a change ([`SessionStore::update_session`]). [`SessionUpdate::commit`] writes only
+/// A session read for a change ([`SessionStore::read_for_change`]). [`SessionUpdate::commit`] writes only
 /// if no other commit changed the session since it was read; dropping it writes nothing.
 #[async_trait]
 pub trait SessionUpdate: Send {
@@ -163,11 +163,11 @@ pub trait SessionStore: Send + Sync {
     async fn session_answers(&self, id: &str) -> Result<Vec<AnswerRow>, StoreError>;
 
     /// Reads a session to change it; [`StoreError::NotFound`] if there is no such session.
-    async fn update_session(&self, id: &str) -> Result<Box<dyn SessionUpdate>, StoreError>;
+    async fn read_for_change(&self, id: &str) -> Result<Box<dyn SessionUpdate>, StoreError>;
 
     /// Changes a session as the caller last committed it (`session`, over the bank `bank`)
     /// without reading it: the commit applies only if neither moved since.
-    async fn resume_session(
+    async fn change_as_last_committed(
         &self,
         session: SessionRecord,
         bank: BankStamp,

@@ -344,12 +344,12 @@ async fn session_mutations(backend: Backend) {
     );
 
     // Lock, commit an answer with a key; the stored reply is found by the key, byte for byte.
-    let mut lock = store.update_session("s1").await.unwrap();
+    let mut lock = store.read_for_change("s1").await.unwrap();
     assert_eq!(lock.bank().version, 0);
     assert!(lock.stored_reply("k").await.unwrap().is_none());
     let commit = append(lock.session(), Some("k"));
     lock.commit(&commit).await.unwrap();
-    let mut lock = store.update_session("s1").await.unwrap();
+    let mut lock = store.read_for_change("s1").await.unwrap();
     assert_eq!(
         lock.stored_reply("k").await.unwrap(),
         Some(StoredReply {
@@ -366,7 +366,7 @@ async fn session_mutations(backend: Backend) {
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].direction, DVector::from_vec(vec![1.0, 2.0]));
     // A commit that does not advance the version by one, or reuses a key, is refused whole.
-    let lock = store.update_session("s1").await.unwrap();
+    let lock = store.read_for_change("s1").await.unwrap();
     let mut stale = append(lock.session(), Some("k"));
     stale.answer.as_mut().unwrap().row.seq = 2;
     assert!(matches!(
@@ -375,14 +375,14 @@ async fn session_mutations(backend: Backend) {
     ));
     assert_eq!(store.get_session("s1").await.unwrap().unwrap().version, 2);
     assert!(matches!(
-        store.update_session("nope").await.err(),
+        store.read_for_change("nope").await.err(),
         Some(StoreError::NotFound(_))
     ));
     // Optimistic concurrency (PostgreSQL reads without locking): of two updates read at the same
     // version, the second to commit is refused whole.
     if store.dialect() == Dialect::Postgres {
-        let first = store.update_session("s1").await.unwrap();
-        let second = store.update_session("s1").await.unwrap();
+        let first = store.read_for_change("s1").await.unwrap();
+        let second = store.read_for_change("s1").await.unwrap();
         let mut commit = append(first.session(), Some("k2"));
         commit.answer.as_mut().unwrap().row.seq = 2;
         first.commit(&commit).await.unwrap();
@@ -398,13 +398,13 @@ async fn session_mutations(backend: Backend) {
         assert_eq!(store.get_session("s1").await.unwrap().unwrap().version, 3);
     } else {
         // SQLite: the update holds the write lock, so the same sequence is serial.
-        let lock = store.update_session("s1").await.unwrap();
+        let lock = store.read_for_change("s1").await.unwrap();
         let mut commit = append(lock.session(), Some("k2"));
         commit.answer.as_mut().unwrap().row.seq = 2;
         lock.commit(&commit).await.unwrap();
     }
     // The update sees the log; the profile is upserted with a growing version.
-    let mut lock = store.update_session("s1").await.unwrap();
+    let mut lock = store.read_for_change("s1").await.unwrap();
     assert_eq!(lock.answers().await.unwrap().len(), 2);
     let mut commit = append(lock.session(), None);
     commit.answer.as_mut().unwrap().row.seq = 3;
@@ -426,15 +426,21 @@ async fn session_mutations(backend: Backend) {
     assert_eq!(stored.settings, commit.session.settings);
     // A change resumed from what the caller last committed, without reading it, applies only
     // while neither the session nor its model's bank moved since.
-    let bank = store.update_session("s1").await.unwrap().bank();
+    let bank = store.read_for_change("s1").await.unwrap().bank();
     let mut earlier = commit.session.clone();
     earlier.version -= 1;
-    let resumed = store.resume_session(earlier.clone(), bank).await.unwrap();
+    let resumed = store
+        .change_as_last_committed(earlier.clone(), bank)
+        .await
+        .unwrap();
     assert!(matches!(
         resumed.commit(&append(&earlier, None)).await,
         Err(StoreError::Changed)
     ));
-    let resumed = store.resume_session(stored.clone(), bank).await.unwrap();
+    let resumed = store
+        .change_as_last_committed(stored.clone(), bank)
+        .await
+        .unwrap();
     resumed.commit(&append(&stored, None)).await.unwrap();
     let stored = store.get_session("s1").await.unwrap().unwrap();
     assert_eq!(stored.answers, 4);
@@ -443,7 +449,10 @@ async fn session_mutations(backend: Backend) {
         .upsert_items("m", &[item("w", 1.0)], &upserted)
         .await
         .unwrap();
-    let resumed = store.resume_session(stored.clone(), bank).await.unwrap();
+    let resumed = store
+        .change_as_last_committed(stored.clone(), bank)
+        .await
+        .unwrap();
     assert!(matches!(
         resumed.commit(&append(&stored, None)).await,
         Err(StoreError::Changed)
@@ -452,7 +461,10 @@ async fn session_mutations(backend: Backend) {
         version: bumped,
         ..bank
     };
-    let resumed = store.resume_session(stored.clone(), current).await.unwrap();
+    let resumed = store
+        .change_as_last_committed(stored.clone(), current)
+        .await
+        .unwrap();
     resumed.commit(&append(&stored, None)).await.unwrap();
     assert_eq!(store.session_answers("s1").await.unwrap().len(), 5);
     assert_eq!(
@@ -616,11 +628,11 @@ async fn prior_versions(backend: Backend) {
     // u finishes s1 then s2 (one answer each); v's session is still active.
     for (id, user, finish) in [("s1", "u", true), ("s2", "u", true), ("s3", "v", false)] {
         store.create_session(&session(id, user)).await.unwrap();
-        let lock = store.update_session(id).await.unwrap();
+        let lock = store.read_for_change(id).await.unwrap();
         let commit = append(lock.session(), None);
         lock.commit(&commit).await.unwrap();
         if finish {
-            let lock = store.update_session(id).await.unwrap();
+            let lock = store.read_for_change(id).await.unwrap();
             let mut finished = lock.session().clone();
             finished.version += 1;
             finished.status = SessionStatus::Finished;

@@ -1,5 +1,5 @@
 //! The engine behind a session: its settings checked against the bank and turned into a run's
-//! configuration, the run resumed or continued, the stored log read as the model's answer log,
+//! configuration, the run rebuilt from the log or continued from the cache, the stored log read as the model's answer log,
 //! and the next question chosen and recorded.
 
 use std::collections::{HashMap, HashSet};
@@ -236,8 +236,8 @@ pub(super) fn continue_run<'b>(
     Ok(aimed(run, &session.id, &session.settings, bank))
 }
 
-/// Resumes the engine on a stored session.
-pub(super) fn resume<'b>(
+/// Rebuilds the engine run of a stored session from its answer log (a run-cache miss).
+pub(super) fn rebuild_run<'b>(
     bank: &'b LoadedBank,
     session: &SessionRecord,
     answers: &[AnswerRow],

@@ -30,7 +30,7 @@ use crate::store::{
 pub(super) use engine::answer_log;
 use engine::{
     aimed, allowed_indices, apply_exclusions, asks_about_deleted_item, check_excluded_pairs,
-    check_known_items, continue_run, resume, run_config, session_posterior, set_next_question,
+    check_known_items, continue_run, rebuild_run, run_config, session_posterior, set_next_question,
     target_indices,
 };
 pub use submission::{IdempotencyKey, Submission};
@@ -242,7 +242,7 @@ impl Service {
         &self,
         id: &str,
     ) -> Result<Option<(SessionRecord, Arc<LoadedBank>)>, ServiceError> {
-        let (mut update, bank) = self.open(id).await?;
+        let (mut update, bank) = self.read_with_bank(id).await?;
         let mut next = update.session().clone();
         let stale = next.status == SessionStatus::Active
             && next
@@ -351,11 +351,11 @@ impl Service {
             } = cached.take().expect("checked above");
             metrics::counter!("elicit_run_cache_total", "result" => "hit").increment(1);
             let run = continue_run(&bank, &session, state)?;
-            let update = self.store.resume_session(session, stamp).await?;
+            let update = self.store.change_as_last_committed(session, stamp).await?;
             return self.apply_answer(update, &bank, run, answer, request).await;
         }
 
-        let (mut update, bank) = self.open(id).await?;
+        let (mut update, bank) = self.read_with_bank(id).await?;
         let AnswerRequest {
             req,
             request_hash,
@@ -488,7 +488,7 @@ impl Service {
     }
 
     async fn finish_once(&self, id: &str) -> Result<Option<SessionView>, ServiceError> {
-        let (mut update, bank) = self.open(id).await?;
+        let (mut update, bank) = self.read_with_bank(id).await?;
         let model = &bank.model;
         let answers = update.answers().await?;
         let mut next = update.session().clone();
@@ -525,12 +525,12 @@ impl Service {
 
     /// Reads a session for a change, with its model's bank at the version read (a stale bank is
     /// reloaded first).
-    async fn open(
+    async fn read_with_bank(
         &self,
         id: &str,
     ) -> Result<(Box<dyn SessionUpdate>, Arc<LoadedBank>), ServiceError> {
         for _ in 0..COMMIT_ATTEMPTS {
-            let update = self.store.update_session(id).await?;
+            let update = self.store.read_for_change(id).await?;
             let (model, stamp) = (update.session().model.clone(), update.bank());
             if let Some(bank) = self.banks.cached(&model, stamp) {
                 return Ok((update, bank));
@@ -560,7 +560,7 @@ impl Service {
             Some(cached) => continue_run(bank, update.session(), cached.state),
             None => {
                 let answers = update.answers().await?;
-                resume(bank, update.session(), &answers)
+                rebuild_run(bank, update.session(), &answers)
             }
         }
     }

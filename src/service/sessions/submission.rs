@@ -119,7 +119,7 @@ pub(super) fn loggable(
     submission: &Submission,
     if_match: Option<i64>,
 ) -> Result<(Response, LoggedAnswer), ServiceError> {
-    check_open(current, if_match)?;
+    check_takes_submissions(current, if_match)?;
     match submission {
         Submission::Answer(req) => answerable(current, bank, req),
         Submission::Statement(req) => stated(bank, req),
@@ -128,7 +128,7 @@ pub(super) fn loggable(
 
 /// The session takes submissions: it is active and, if the client named the version it saw, at
 /// that version.
-pub(super) fn check_open(
+pub(super) fn check_takes_submissions(
     current: &SessionRecord,
     if_match: Option<i64>,
 ) -> Result<(), ServiceError> {

@@ -51,7 +51,7 @@ impl SessionStore for SqlStore {
         rows.iter().map(answer_from_row).collect()
     }
 
-    async fn update_session(&self, id: &str) -> Result<Box<dyn SessionUpdate>, StoreError> {
+    async fn read_for_change(&self, id: &str) -> Result<Box<dyn SessionUpdate>, StoreError> {
         let started = std::time::Instant::now();
         let mut reader = self.session_reader().await?;
         let columns: Vec<String> = SESSION_COLUMNS
@@ -77,7 +77,7 @@ impl SessionStore for SqlStore {
         }))
     }
 
-    async fn resume_session(
+    async fn change_as_last_committed(
         &self,
         session: SessionRecord,
         bank: BankStamp,
