@@ -10,6 +10,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use elicit::model::Pair;
 use elicit::model::ep::{self, EpOptions};
 use elicit::model::history::RELIABILITY_EP;
+use elicit::model::information;
 use elicit::model::pool::{Pool, SelectionOptions};
 use elicit::model::select::{self, Candidates};
 use elicit::model::space::{CandidateSpace, CoreStats};
@@ -231,7 +232,7 @@ fn screens(c: &mut Criterion) {
         b.iter(|| {
             inputs
                 .iter()
-                .map(|&(m, s2)| select::information_closed_form(m, s2))
+                .map(|&(m, s2)| information::information_closed_form(m, s2))
                 .sum::<f64>()
         })
     });
@@ -239,7 +240,7 @@ fn screens(c: &mut Criterion) {
         b.iter(|| {
             inputs
                 .iter()
-                .map(|&(m, s2)| select::information_table(m, s2))
+                .map(|&(m, s2)| information::information_table(m, s2))
                 .sum::<f64>()
         })
     });

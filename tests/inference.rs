@@ -5,14 +5,14 @@
 //! sharp regime (sd ≈ 5) ADF ≤ 0.6. JJ must fail the noisy ADF bound (a negative control).
 
 use elicit::model::ep::{self, EpOptions};
-use elicit::model::likelihood::{GaussianObservation, Likelihood, PairLikelihood};
-use elicit::model::numeric::{gauss_hermite_96, sigmoid};
-use elicit::model::pool::{Pool, PoolPair, SelectionOptions};
-use elicit::model::select::{
+use elicit::model::information::{
     CLOSED_FORM_MAX_ERROR_BITS, SCREEN_TABLE_MAX_ERROR_BITS, information_closed_form,
     information_quadrature, information_quadrature_bound, information_table,
     information_upper_bound,
 };
+use elicit::model::likelihood::{GaussianObservation, Likelihood, PairLikelihood};
+use elicit::model::numeric::{gauss_hermite_96, sigmoid};
+use elicit::model::pool::{Pool, PoolPair, SelectionOptions};
 use elicit::model::space::CandidateSpace;
 use elicit::model::update::rank_one;
 use elicit::model::{Bank, NoiseModel, Outcome, Pair, Posterior, UpdateMethod};

@@ -28,11 +28,12 @@ use rand::{Rng, RngExt};
 
 use super::ModelError;
 use super::bank::Pair;
+use super::information::information_table;
 use super::likelihood::{NoiseModel, Outcome};
 use super::numeric::{GaussHermite, entropy_bits, log_add_exp};
 use super::pool::{Pool, PoolPair, Position};
 use super::posterior::{Posterior, RankOne};
-use super::select::{Candidates, Strategy, information_table, select};
+use super::select::{Candidates, Strategy, select};
 use super::update::{UpdateMethod, step_for};
 
 /// Most items a question may show.

@@ -3,7 +3,8 @@
 //! A user's taste is a vector λ ∈ R^J of coefficients over J named base rewards; a candidate y
 //! scores λᵀφ(y). The engine keeps a Gaussian belief N(μ, Σ) over λ ([`posterior`]), updates it
 //! after each answer with a rank-one step ([`update`], [`ep`]) under the answer model of
-//! [`likelihood`], picks the next most informative comparison ([`select`]) among a bounded pool of candidates
+//! [`likelihood`], picks the next most informative comparison ([`select`], by the information of
+//! [`information`]) among a bounded pool of candidates
 //! drawn from the bank ([`pool`], [`space`]), decides when to stop
 //! ([`elicitation`]), judges a log of answers (replay, refinement, diagnostics: [`history`]), and
 //! scores candidates ([`score`]). Questions that
@@ -17,6 +18,7 @@ pub mod ep;
 pub mod epig;
 pub mod guard;
 pub mod history;
+pub mod information;
 pub mod kway;
 pub mod likelihood;
 pub mod numeric;

@@ -11,8 +11,12 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::bank::{Bank, Pair};
+use super::information::{
+    CLOSED_FORM_MAX_ERROR_BITS, SCREEN_TABLE_MAX_ERROR_BITS, dopt_score, information_quadrature,
+    information_quadrature_bound, information_table,
+};
 use super::likelihood::NoiseModel;
-use super::numeric::{binary_entropy_bits, entropy_bits, gauss_hermite_16, sigmoid, sigmoid_slope};
+use super::numeric::{binary_entropy_bits, sigmoid};
 use super::pool::{Pool, PoolPair, Position, SelectionOptions};
 use super::space::CandidateSpace;
 use super::top::Largest;
@@ -71,124 +75,6 @@ pub struct Selected {
     pub score_bits: f64,
 }
 
-/// Logistic-via-probit closed form of the expected information gain in bits (Houlsby et al. 2011
-/// with C² = 4 ln 2): I ≈ h(σ(m/√(1 + πs²/8))) − √(C²/(s² + C²))·exp(−m²/(2(s² + C²))).
-/// Within 0.09 bits of the exact value for the logistic link.
-#[inline]
-pub fn information_closed_form(m: f64, s2: f64) -> f64 {
-    const C2: f64 = 4.0 * std::f64::consts::LN_2;
-    let predictive = sigmoid(m / (1.0 + std::f64::consts::PI * s2 / 8.0).sqrt());
-    let expected_conditional = (C2 / (s2 + C2)).sqrt() * (-m * m / (2.0 * (s2 + C2))).exp();
-    (binary_entropy_bits(predictive) - expected_conditional).max(0.0)
-}
-
-/// [`information_closed_form`] read from a precomputed table (bilinear interpolation in
-/// a = s²/(s² + 4) ∈ [0, 1) and b² = m²/(1 + πs²/8) ∈ [0, 64]): one division and four loads
-/// instead of three exp/log evaluations, for the screen over tens of thousands of pairs. Within
-/// [`SCREEN_TABLE_MAX_ERROR_BITS`] of the closed form (checked in `tests/inference.rs`); the
-/// shortlist is re-scored exactly.
-#[inline]
-pub fn information_table(m: f64, s2: f64) -> f64 {
-    let Some(cell) = TableCell::of(m, s2) else {
-        return 0.0;
-    };
-    let v = &screen_table()[cell.index..];
-    let w = &screen_table()[cell.index + TABLE_ROW..];
-    let (ta, tb) = (cell.ta, cell.tb);
-    (1.0 - ta) * ((1.0 - tb) * v[0] + tb * v[1]) + ta * ((1.0 - tb) * w[0] + tb * w[1])
-}
-
-/// An upper bound on [`information_quadrature`] for a binary answer (no ties) with any lapse
-/// rate, from a table of the lapse-free value: a lapse only adds noise to the answer, so it
-/// lowers the information (the quadrature is the exact information of a 16-point f, so this
-/// holds for it too), and within a cell of the table the lapse-free value stays within
-/// [`QUADRATURE_BOUND_MARGIN_BITS`] of the largest of the cell's corners (a smooth function on a
-/// fine grid; checked on a dense sample in `tests/inference.rs`). `None` beyond the table
-/// (b² ≥ 64, an outcome almost certain). It spares the shortlist's re-scoring most quadratures.
-#[inline]
-pub fn information_quadrature_bound(m: f64, s2: f64) -> Option<f64> {
-    TableCell::of(m, s2).map(|cell| {
-        let (v, w) = (
-            &quadrature_table()[cell.index..],
-            &quadrature_table()[cell.index + TABLE_ROW..],
-        );
-        v[0].max(v[1]).max(w[0]).max(w[1]) + QUADRATURE_BOUND_MARGIN_BITS
-    })
-}
-
-/// What [`information_quadrature_bound`] adds to its cell's largest corner.
-pub const QUADRATURE_BOUND_MARGIN_BITS: f64 = 1e-3;
-
-/// Largest difference between [`information_table`] and [`information_closed_form`], in bits.
-pub const SCREEN_TABLE_MAX_ERROR_BITS: f64 = 0.005;
-const SCREEN_A_CELLS: usize = 256;
-const SCREEN_B_CELLS: usize = 512;
-const TABLE_ROW: usize = SCREEN_B_CELLS + 1;
-/// Beyond b² = 64 (|m| > 8 probit-scaled sd) the outcome is certain: the screen is below 0.002 bits.
-const SCREEN_B2_MAX: f64 = 64.0;
-
-/// Where (m, s²) falls in the tables: the index of its cell's corner of smaller a and b², and
-/// its position within the cell.
-struct TableCell {
-    index: usize,
-    ta: f64,
-    tb: f64,
-}
-
-impl TableCell {
-    #[inline]
-    fn of(m: f64, s2: f64) -> Option<Self> {
-        let a = s2 / (s2 + 4.0);
-        let b2 = m * m / (1.0 + std::f64::consts::PI * s2 / 8.0);
-        if b2 >= SCREEN_B2_MAX || !a.is_finite() {
-            return None;
-        }
-        let fa = a * SCREEN_A_CELLS as f64;
-        let fb = b2 * (SCREEN_B_CELLS as f64 / SCREEN_B2_MAX);
-        let (ia, ib) = (
-            (fa as usize).min(SCREEN_A_CELLS - 1),
-            (fb as usize).min(SCREEN_B_CELLS - 1),
-        );
-        Some(Self {
-            index: ia * TABLE_ROW + ib,
-            ta: fa - ia as f64,
-            tb: fb - ib as f64,
-        })
-    }
-}
-
-/// `f(m, s²)` at every corner of the tables' grid, row by row of a.
-fn tabulate(f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
-    let mut values = Vec::with_capacity((SCREEN_A_CELLS + 1) * TABLE_ROW);
-    for ia in 0..=SCREEN_A_CELLS {
-        // a = 1 is s² = ∞; the last row uses a very large s² instead.
-        let a = (ia as f64 / SCREEN_A_CELLS as f64).min(1.0 - 1e-12);
-        let s2 = 4.0 * a / (1.0 - a);
-        for ib in 0..=SCREEN_B_CELLS {
-            let b2 = ib as f64 * SCREEN_B2_MAX / SCREEN_B_CELLS as f64;
-            let m = (b2 * (1.0 + std::f64::consts::PI * s2 / 8.0)).sqrt();
-            values.push(f(m, s2));
-        }
-    }
-    values
-}
-
-fn screen_table() -> &'static [f64] {
-    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| tabulate(information_closed_form))
-}
-
-fn quadrature_table() -> &'static [f64] {
-    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        let lapse_free = NoiseModel::default();
-        tabulate(|m, s2| information_quadrature(&lapse_free, m, s2))
-    })
-}
-
-/// Largest error of [`information_closed_form`] against the exact logistic value, in bits.
-pub const CLOSED_FORM_MAX_ERROR_BITS: f64 = 0.09;
-
 /// What a candidate needs to possibly enter the shortlist.
 #[derive(Debug, Clone, Copy)]
 struct Cutoff {
@@ -243,51 +129,6 @@ fn smallest_useful_sd(bits: f64) -> f64 {
         return f64::INFINITY;
     }
     (std::f64::consts::PI.powi(2) / 3.0 * ((2.0 * (bits - 0.0206)).exp2() - 1.0)).sqrt()
-}
-
-/// An upper bound on the information (bits) of any binary answer whose latent f has variance s²:
-/// I ≤ min(1, ½log₂(1 + 3s²/π²) + 0.0206). It also holds with a lapse rate (a noisier channel).
-#[inline]
-pub fn information_upper_bound(s2: f64) -> f64 {
-    (0.5 * (1.0 + 3.0 * s2 / (std::f64::consts::PI.powi(2))).log2() + 0.0206).min(1.0)
-}
-
-/// Exact (16-node quadrature) expected information gain in bits for the answer model `noise`:
-/// I = H[E p(y|f)] − E H[p(y|f)], f ~ N(m, s²).
-pub fn information_quadrature(noise: &NoiseModel, m: f64, s2: f64) -> f64 {
-    let mut marginal = [0.0f64; 3];
-    let mut conditional_entropy = 0.0;
-    let mut p = [0.0f64; 3];
-    let binary = !noise.ties_enabled();
-    let k = noise.outcomes().len();
-    for (f, w) in gauss_hermite_16().points(m, s2) {
-        if binary {
-            // P(a) = ε/2 + (1 − ε)σ(f), the common case, without building likelihoods.
-            p[0] = noise.lapse / 2.0 + (1.0 - noise.lapse) * sigmoid(f);
-            p[1] = 1.0 - p[0];
-        } else {
-            noise.outcome_probabilities(f, &mut p);
-        }
-        for (acc, pi) in marginal.iter_mut().zip(&p[..k]) {
-            *acc += w * pi;
-        }
-        conditional_entropy += w * entropy_bits(&p[..k]);
-    }
-    (entropy_bits(&marginal[..k]) - conditional_entropy).max(0.0)
-}
-
-/// D-optimal score ½log₂(1 + b·s²) with the expected Fisher weight of the answer at the probit-
-/// corrected mean κm, κ = (1 + πs²/8)^{−½}; with a lapse rate b = ((1 − ε)κσ′)² / (p(1 − p)).
-pub fn dopt_score(noise: &NoiseModel, m: f64, s2: f64) -> f64 {
-    let kappa = (1.0 + std::f64::consts::PI * s2 / 8.0).sqrt().recip();
-    let slope = kappa * sigmoid_slope(kappa * m);
-    let b = if noise.lapse > 0.0 {
-        let p = noise.lapse / 2.0 + (1.0 - noise.lapse) * sigmoid(kappa * m);
-        ((1.0 - noise.lapse) * slope).powi(2) / (p * (1.0 - p)).max(1e-300)
-    } else {
-        slope
-    };
-    0.5 * (1.0 + b * s2).log2()
 }
 
 /// The shortlist: the best candidates by screening score, ties broken by their bank pair
