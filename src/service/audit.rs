@@ -12,7 +12,8 @@ use tokio::sync::OnceCell;
 
 use super::clock::{now_ms, rfc3339};
 use super::limits::{MAX_ID_LEN, MAX_PAGE};
-use super::{Service, ServiceError, check_id};
+use super::validate::check_id;
+use super::{Service, ServiceError};
 use crate::store::{AuditAction, AuditEntry, AuditQuery, AuditRecord};
 
 /// Longest `target` filter: `models/NAME/items/ID` with the longest name and id.

@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use super::audit::Actor;
 use super::clock::{now_ms, parse_rfc3339, rfc3339};
 use super::limits::MAX_ID_LEN;
-use super::{Service, ServiceError, check_id};
+use super::validate::check_id;
+use super::{Service, ServiceError};
 use crate::store::{ApiKeyRecord, AuditAction};
 
 /// What a key may do. `admin` may do everything.

@@ -13,6 +13,7 @@ pub mod priors;
 mod runs;
 mod scoring;
 mod sessions;
+pub(crate) mod validate;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,48 +86,4 @@ impl Service {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
-}
-
-/// Checks an identifier: non-empty, at most `max` characters, no control characters.
-pub(crate) fn check_id(field: &str, value: &str, max: usize) -> Result<(), ServiceError> {
-    if value.is_empty() {
-        return Err(ServiceError::invalid(field, "must not be empty"));
-    }
-    if value.chars().count() > max {
-        return Err(ServiceError::invalid(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(ServiceError::invalid(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a feature vector: J finite numbers.
-pub(crate) fn check_features(
-    field: &str,
-    features: &[f64],
-    dimensions: usize,
-) -> Result<(), ServiceError> {
-    if features.len() != dimensions {
-        return Err(ServiceError::invalid(
-            field,
-            format!(
-                "has {} values, the model has {dimensions} dimensions",
-                features.len()
-            ),
-        ));
-    }
-    if let Some(i) = features.iter().position(|v| !v.is_finite()) {
-        return Err(ServiceError::invalid(
-            format!("{field}[{i}]"),
-            "must be a finite number",
-        ));
-    }
-    Ok(())
 }

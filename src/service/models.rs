@@ -10,16 +10,14 @@ use super::dto::{
     CreateModel, ItemIn, ItemsPage, ModelErased, ModelList, ModelView, PriorSpec, UpsertItems,
     UpsertResult,
 };
-use super::limits::{
-    MAX_END_LABEL_LEN, MAX_ID_LEN, MAX_ITEMS_PER_UPSERT, MAX_MODEL_NAME_LEN, MAX_PAGE,
+use super::limits::{MAX_ID_LEN, MAX_ITEMS_PER_UPSERT, MAX_PAGE};
+use super::validate::{
+    check_checks, check_ends, check_features, check_guard, check_id, check_lapse_prior,
+    check_model_name, check_probes, check_questions, check_reliability, check_targets,
 };
-use super::{Service, ServiceError, check_features, check_id};
-use crate::model::elicitation::{CheckRule, ProbeRule};
-use crate::model::kway::{AnswerFormat, MAX_CHOICES};
-use crate::model::reliability::{LapsePrior, ReliabilityRule};
-use crate::model::summary::DimensionEnds;
-use crate::model::{MAX_DIMENSIONS, Posterior, Strategy};
-use crate::store::{AuditAction, GuardSpec, ItemRecord, ModelRecord, ModelSpec};
+use super::{Service, ServiceError};
+use crate::model::{MAX_DIMENSIONS, Posterior};
+use crate::store::{AuditAction, ItemRecord, ModelRecord, ModelSpec};
 
 impl Service {
     pub async fn create_model(
@@ -250,20 +248,6 @@ fn model_target(name: &str) -> String {
     format!("models/{name}")
 }
 
-fn check_model_name(name: &str) -> Result<(), ServiceError> {
-    check_id("name", name, MAX_MODEL_NAME_LEN)?;
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(ServiceError::invalid(
-            "name",
-            "may contain only letters, digits, '-', '_' and '.'",
-        ));
-    }
-    Ok(())
-}
-
 fn prior_from_spec(spec: &PriorSpec, j: usize) -> Result<Posterior, ServiceError> {
     if spec.mean.len() != j {
         return Err(ServiceError::invalid(
@@ -308,152 +292,4 @@ pub(crate) fn model_view(m: &ModelRecord) -> ModelView {
         created_ms: m.created_ms,
         prior_version: m.prior_version,
     }
-}
-
-fn check_reliability(rule: &ReliabilityRule) -> Result<(), ServiceError> {
-    if !rule.min_log2_bayes_factor.is_finite() || rule.min_log2_bayes_factor.abs() > 1e6 {
-        return Err(ServiceError::invalid(
-            "reliability.min_log2_bayes_factor",
-            "must be a finite number of bits in [-1e6, 1e6]",
-        ));
-    }
-    if rule.min_answers > 10_000 {
-        return Err(ServiceError::invalid(
-            "reliability.min_answers",
-            "must be at most 10000",
-        ));
-    }
-    Ok(())
-}
-
-/// Labels of dimensions' ends: none, or one entry per dimension, each label a short text.
-fn check_ends(ends: &[Option<DimensionEnds>], dimensions: usize) -> Result<(), ServiceError> {
-    if !ends.is_empty() && ends.len() != dimensions {
-        return Err(ServiceError::invalid(
-            "ends",
-            format!("must have one entry per dimension ({dimensions}), null for none"),
-        ));
-    }
-    for (d, labels) in ends.iter().enumerate() {
-        if let Some(labels) = labels {
-            check_id(&format!("ends[{d}].low"), &labels.low, MAX_END_LABEL_LEN)?;
-            check_id(&format!("ends[{d}].high"), &labels.high, MAX_END_LABEL_LEN)?;
-        }
-    }
-    Ok(())
-}
-
-fn check_guard(guard: &GuardSpec, dimensions: &[String]) -> Result<(), ServiceError> {
-    if let Some(bits) = guard.max_divergence_bits {
-        check_budget("guard.max_divergence_bits", bits)?;
-    }
-    let mut seen = HashSet::new();
-    for (i, name) in guard.fixed_dimensions.iter().enumerate() {
-        let field = format!("guard.fixed_dimensions[{i}]");
-        if !dimensions.contains(name) {
-            return Err(ServiceError::invalid(
-                field,
-                format!("'{name}' is not a dimension of the model"),
-            ));
-        }
-        if !seen.insert(name) {
-            return Err(ServiceError::invalid(
-                field,
-                format!("'{name}' appears twice"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// A divergence budget in bits: finite and not negative.
-pub(crate) fn check_budget(field: &str, bits: f64) -> Result<(), ServiceError> {
-    if !(0.0..=1e6).contains(&bits) {
-        return Err(ServiceError::invalid(
-            field,
-            "must be a number of bits in [0, 1e6]",
-        ));
-    }
-    Ok(())
-}
-
-/// Questions show 2 to [`MAX_CHOICES`] items; EPIG aims pairs only; a top-m answer orders fewer
-/// items than its questions show (than the most a question may show, for pair questions: the
-/// format then applies to sessions that ask for more items).
-pub(super) fn check_questions(
-    strategy: Strategy,
-    choices: usize,
-    answer: AnswerFormat,
-) -> Result<(), ServiceError> {
-    answer.check(if choices > 2 { choices } else { MAX_CHOICES })?;
-    if !(2..=MAX_CHOICES).contains(&choices) {
-        return Err(ServiceError::invalid(
-            "choices",
-            format!("must be between 2 and {MAX_CHOICES}"),
-        ));
-    }
-    if strategy == Strategy::Epig && choices > 2 {
-        return Err(ServiceError::invalid(
-            "choices",
-            "strategy epig asks pairs: choices must be 2",
-        ));
-    }
-    Ok(())
-}
-
-/// A model's target items: ids, none twice (the bank may not hold them yet).
-fn check_targets(targets: &[String]) -> Result<(), ServiceError> {
-    const MAX_TARGETS: usize = 1000;
-    if targets.len() > MAX_TARGETS {
-        return Err(ServiceError::invalid(
-            "targets",
-            format!("at most {MAX_TARGETS} items"),
-        ));
-    }
-    let mut seen = HashSet::with_capacity(targets.len());
-    for (i, id) in targets.iter().enumerate() {
-        check_id(&format!("targets[{i}]"), id, MAX_ID_LEN)?;
-        if !seen.insert(id) {
-            return Err(ServiceError::invalid(
-                format!("targets[{i}]"),
-                format!("'{id}' appears twice"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-pub(super) fn check_checks(checks: &CheckRule) -> Result<(), ServiceError> {
-    if !(2..=1000).contains(&checks.every) {
-        return Err(ServiceError::invalid(
-            "checks.every",
-            "must be between 2 and 1000",
-        ));
-    }
-    Ok(())
-}
-
-pub(super) fn check_probes(probes: &ProbeRule) -> Result<(), ServiceError> {
-    if !(2..=1000).contains(&probes.every) {
-        return Err(ServiceError::invalid(
-            "probes.every",
-            "must be between 2 and 1000",
-        ));
-    }
-    if !(1..=1000).contains(&probes.min_gap) {
-        return Err(ServiceError::invalid(
-            "probes.min_gap",
-            "must be between 1 and 1000",
-        ));
-    }
-    Ok(())
-}
-
-fn check_lapse_prior(prior: &LapsePrior) -> Result<(), ServiceError> {
-    for (field, value) in [("lapse_per_user.a", prior.a), ("lapse_per_user.b", prior.b)] {
-        if !(value.is_finite() && value > 0.0 && value <= 1e6) {
-            return Err(ServiceError::invalid(field, "must be a number in (0, 1e6]"));
-        }
-    }
-    Ok(())
 }

@@ -6,8 +6,8 @@ use nalgebra::DMatrix;
 
 use super::dto::{GuardView, ProfileRef, ProfileSource, ScoreRequest, ScoreResponse, ScoreView};
 use super::limits::{MAX_ID_LEN, MAX_PAIRWISE_CANDIDATES, MAX_SCORE_CANDIDATES};
-use super::models::check_budget;
-use super::{Service, ServiceError, check_features, check_id};
+use super::validate::{check_budget, check_features, check_id};
+use super::{Service, ServiceError};
 use crate::model::guard::Guard;
 use crate::model::{Posterior, score};
 use crate::store::ModelRecord;

@@ -2,7 +2,7 @@
 //! configuration, the run rebuilt from the log or continued from the cache, the stored log read as the model's answer log,
 //! and the next question chosen and recorded.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -23,64 +23,6 @@ use crate::store::{
 };
 
 use super::MIN_INFORMATION_BITS;
-
-/// A list of items (`field`) must name at least two different items of the bank.
-pub(super) fn check_known_items(
-    field: &str,
-    items: &[String],
-    bank: &LoadedBank,
-) -> Result<(), ServiceError> {
-    if items.len() < 2 {
-        return Err(ServiceError::invalid(field, "must name at least two items"));
-    }
-    let mut seen = HashSet::with_capacity(items.len());
-    for (i, id) in items.iter().enumerate() {
-        if !seen.insert(id) {
-            return Err(ServiceError::invalid(
-                format!("{field}[{i}]"),
-                format!("'{id}' appears twice"),
-            ));
-        }
-        if bank.item_index(id).is_none() {
-            return Err(ServiceError::invalid(
-                format!("{field}[{i}]"),
-                format!("unknown item '{id}'"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Excluded pairs must name two different known items; at most one per possible pair.
-pub(super) fn check_excluded_pairs(
-    pairs: &[[String; 2]],
-    bank: &LoadedBank,
-) -> Result<(), ServiceError> {
-    const MAX_EXCLUDED: usize = 50_000;
-    if pairs.len() > MAX_EXCLUDED {
-        return Err(ServiceError::invalid(
-            "exclude_pairs",
-            format!("at most {MAX_EXCLUDED} pairs"),
-        ));
-    }
-    for (i, [a, b]) in pairs.iter().enumerate() {
-        if a == b {
-            return Err(ServiceError::invalid(
-                format!("exclude_pairs[{i}]"),
-                "names the same item twice",
-            ));
-        }
-        for id in [a, b] {
-            if bank.item_index(id).is_none() {
-                return Err(ServiceError::invalid(
-                    format!("exclude_pairs[{i}]"),
-                    format!("unknown item '{id}'"),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
 
 /// Marks the session's excluded pairs as never to be asked.
 pub(super) fn apply_exclusions(

@@ -19,7 +19,11 @@ use super::dto::{
 };
 use super::limits::{MAX_ID_LEN, MAX_QUESTIONS};
 use super::runs::CachedRun;
-use super::{Service, ServiceError, check_id};
+use super::validate::{
+    check_checks, check_excluded_pairs, check_id, check_known_items, check_probes, check_questions,
+    check_session_id,
+};
+use super::{Service, ServiceError};
 use crate::model::elicitation::Response;
 use crate::model::{Elicitation, Posterior, StopReason, Strategy};
 use crate::store::{
@@ -29,9 +33,8 @@ use crate::store::{
 
 pub(super) use engine::answer_log;
 use engine::{
-    aimed, allowed_indices, apply_exclusions, asks_about_deleted_item, check_excluded_pairs,
-    check_known_items, continue_run, rebuild_run, run_config, session_posterior, set_next_question,
-    target_indices,
+    aimed, allowed_indices, apply_exclusions, asks_about_deleted_item, continue_run, rebuild_run,
+    run_config, session_posterior, set_next_question, target_indices,
 };
 pub use submission::{IdempotencyKey, Submission};
 use submission::{answer_direction, loggable};
@@ -123,10 +126,10 @@ impl Service {
         let exclude_pairs = req.exclude_pairs.unwrap_or_default();
         check_excluded_pairs(&exclude_pairs, &bank)?;
         if let Some(probes) = &req.probes {
-            super::models::check_probes(probes)?;
+            check_probes(probes)?;
         }
         if let Some(checks) = &req.checks {
-            super::models::check_checks(checks)?;
+            check_checks(checks)?;
         }
         if let Some(targets) = &req.targets {
             check_known_items("targets", targets, &bank)?;
@@ -142,7 +145,7 @@ impl Service {
             answer: req.answer.unwrap_or(model.spec.answer),
             targets: req.targets,
         };
-        super::models::check_questions(settings.strategy, settings.choices, settings.answer)?;
+        check_questions(settings.strategy, settings.choices, settings.answer)?;
         if settings.strategy == Strategy::Epig && target_indices(&settings, &bank).len() < 2 {
             return Err(ServiceError::invalid(
                 "targets",
@@ -628,12 +631,4 @@ pub(super) fn commit_has_key(commit: &SessionCommit) -> bool {
         .answer
         .as_ref()
         .is_some_and(|a| a.row.idempotency_key.is_some())
-}
-
-/// Session ids are UUIDs: anything else names no session.
-pub(super) fn check_session_id(id: &str) -> Result<(), ServiceError> {
-    match uuid::Uuid::parse_str(id) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(ServiceError::NotFound(format!("session '{id}'"))),
-    }
 }

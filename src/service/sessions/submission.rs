@@ -8,10 +8,11 @@ use crate::model::Choice;
 use crate::model::Pair;
 use crate::model::elicitation::{Response, statement_direction};
 use crate::model::kway;
+use crate::service::ServiceError;
 use crate::service::bank::LoadedBank;
 use crate::service::dto::{AnswerIn, StatementIn};
 use crate::service::limits::MAX_ID_LEN;
-use crate::service::{ServiceError, check_id};
+use crate::service::validate::check_id;
 use crate::store::{LoggedAnswer, SessionRecord, SessionStatus};
 
 /// A client's key for one submission, so that a retry of it is applied once: visible ASCII
