@@ -1,5 +1,5 @@
-//! Item banks held in memory per model, keyed by the model's bank version so that every replica
-//! sees item changes made through any other.
+//! Models held in memory with their item banks ([`LoadedModel`]), keyed by the model's bank
+//! version so that every replica sees item (and prior) changes made through any other.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,10 +10,11 @@ use super::ServiceError;
 use crate::model::{Bank, Posterior};
 use crate::store::{BankStamp, ModelRecord, Store};
 
-/// A model's bank with the id ↔ index maps the service needs, and the model it belongs to (a
-/// model's dimensions, noise and prior never change, so a cached bank also caches its model).
+/// A model loaded for answering: its record, its priors (validated once) and its bank with the
+/// id ↔ index maps the service needs. It is cached per bank version: a model's dimensions and
+/// noise never change, and a new prior bumps the bank version.
 #[derive(Debug)]
-pub struct LoadedBank {
+pub struct LoadedModel {
     pub model: ModelRecord,
     /// The model's current prior, validated (factorised) once when the bank was loaded.
     pub prior: Posterior,
@@ -28,7 +29,7 @@ pub struct LoadedBank {
     pub groups: Vec<Option<String>>,
 }
 
-impl LoadedBank {
+impl LoadedModel {
     /// Approximate heap size in bytes: the features, the ids and their index, the groups, the
     /// payloads' top level and the coreset.
     pub fn size_bytes(&self) -> usize {
@@ -68,7 +69,7 @@ impl LoadedBank {
 
 #[derive(Default)]
 pub struct BankCache {
-    banks: Mutex<HashMap<String, Arc<LoadedBank>>>,
+    banks: Mutex<HashMap<String, Arc<LoadedModel>>>,
     /// Held while a bank loads, so that the requests that find it stale at once wait for one
     /// load (O(N·J²) with the coreset) instead of each making its own.
     loading: tokio::sync::Mutex<()>,
@@ -80,7 +81,7 @@ impl BankCache {
         &self,
         store: &dyn Store,
         model: &ModelRecord,
-    ) -> Result<Arc<LoadedBank>, ServiceError> {
+    ) -> Result<Arc<LoadedModel>, ServiceError> {
         if let Some(bank) = self.cached(&model.name, model.bank_stamp()) {
             return Ok(bank);
         }
@@ -118,7 +119,7 @@ impl BankCache {
             priors.insert(version, posterior);
         }
         priors.insert(model.prior_version, prior.clone());
-        let loaded = Arc::new(LoadedBank {
+        let loaded = Arc::new(LoadedModel {
             model: ModelRecord {
                 bank_version: version,
                 ..model.clone()
@@ -152,7 +153,7 @@ impl BankCache {
     }
 
     /// The cached bank of `model` if it is of the same model and at least at the stamp's version.
-    pub fn cached(&self, model: &str, stamp: BankStamp) -> Option<Arc<LoadedBank>> {
+    pub fn cached(&self, model: &str, stamp: BankStamp) -> Option<Arc<LoadedModel>> {
         self.banks
             .lock()
             .expect("bank cache lock")

@@ -18,7 +18,7 @@ pub(crate) mod validate;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use bank::{BankCache, LoadedBank};
+pub use bank::{BankCache, LoadedModel};
 pub use error::ServiceError;
 pub use runs::RunCache;
 pub use sessions::{AnswerAck, IdempotencyKey, Submission, SubmitOptions};

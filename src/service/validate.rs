@@ -12,7 +12,7 @@ use crate::model::summary::DimensionEnds;
 use crate::store::GuardSpec;
 
 use super::ServiceError;
-use super::bank::LoadedBank;
+use super::bank::LoadedModel;
 use super::limits::{MAX_END_LABEL_LEN, MAX_ID_LEN, MAX_MODEL_NAME_LEN};
 
 /// Checks an identifier: non-empty, at most `max` characters, no control characters.
@@ -228,7 +228,7 @@ pub(crate) fn check_lapse_prior(prior: &LapsePrior) -> Result<(), ServiceError> 
 pub(crate) fn check_known_items(
     field: &str,
     items: &[String],
-    bank: &LoadedBank,
+    bank: &LoadedModel,
 ) -> Result<(), ServiceError> {
     if items.len() < 2 {
         return Err(ServiceError::invalid(field, "must name at least two items"));
@@ -254,7 +254,7 @@ pub(crate) fn check_known_items(
 /// Excluded pairs must name two different known items; at most one per possible pair.
 pub(crate) fn check_excluded_pairs(
     pairs: &[[String; 2]],
-    bank: &LoadedBank,
+    bank: &LoadedModel,
 ) -> Result<(), ServiceError> {
     const MAX_EXCLUDED: usize = 50_000;
     if pairs.len() > MAX_EXCLUDED {

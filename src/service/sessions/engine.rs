@@ -16,7 +16,7 @@ use crate::model::{
     Elicitation, ElicitationConfig, NoiseModel, Posterior, RunState, StoppingRule, Strategy,
 };
 use crate::service::ServiceError;
-use crate::service::bank::LoadedBank;
+use crate::service::bank::LoadedModel;
 use crate::store::{
     AnswerRow, LoggedAnswer, ModelRecord, QuestionRecord, SessionRecord, SessionSettings,
     SessionStatus,
@@ -28,7 +28,7 @@ use super::MIN_INFORMATION_BITS;
 pub(super) fn apply_exclusions(
     run: &mut Elicitation<'_>,
     settings: &SessionSettings,
-    bank: &LoadedBank,
+    bank: &LoadedModel,
 ) {
     for [a, b] in &settings.exclude_pairs {
         if let (Some(a), Some(b)) = (bank.item_index(a), bank.item_index(b)) {
@@ -60,7 +60,7 @@ pub(super) fn run_config(model: &ModelRecord, settings: &SessionSettings) -> Eli
 
 /// Bank indices of the items the session's questions aim at: its own targets, else the model's
 /// (items deleted since are dropped).
-pub(super) fn target_indices(settings: &SessionSettings, bank: &LoadedBank) -> Vec<usize> {
+pub(super) fn target_indices(settings: &SessionSettings, bank: &LoadedModel) -> Vec<usize> {
     settings
         .targets
         .as_ref()
@@ -77,7 +77,7 @@ pub(super) fn aimed<'b>(
     run: Elicitation<'b>,
     session_id: &str,
     settings: &SessionSettings,
-    bank: &'b LoadedBank,
+    bank: &'b LoadedModel,
 ) -> Elicitation<'b> {
     if settings.strategy != Strategy::Epig || run.is_aimed() {
         return run;
@@ -88,7 +88,10 @@ pub(super) fn aimed<'b>(
 }
 
 /// Bank indices of the session's allowed items (items deleted since are dropped).
-pub(super) fn allowed_indices(settings: &SessionSettings, bank: &LoadedBank) -> Option<Vec<usize>> {
+pub(super) fn allowed_indices(
+    settings: &SessionSettings,
+    bank: &LoadedModel,
+) -> Option<Vec<usize>> {
     settings
         .items
         .as_ref()
@@ -97,7 +100,7 @@ pub(super) fn allowed_indices(settings: &SessionSettings, bank: &LoadedBank) -> 
 
 /// The session's posterior: the stored cache, or, if that is damaged, a replay of the log.
 pub(super) fn session_posterior(
-    bank: &LoadedBank,
+    bank: &LoadedModel,
     session: &SessionRecord,
     answers: &[AnswerRow],
 ) -> Posterior {
@@ -165,7 +168,7 @@ pub(in crate::service) fn answer_log(model: &ModelRecord, answers: &[AnswerRow])
 
 /// Continues the engine run of `session` from its cached state.
 pub(super) fn continue_run<'b>(
-    bank: &'b LoadedBank,
+    bank: &'b LoadedModel,
     session: &SessionRecord,
     state: RunState,
 ) -> Result<Elicitation<'b>, ServiceError> {
@@ -180,7 +183,7 @@ pub(super) fn continue_run<'b>(
 
 /// Rebuilds the engine run of a stored session from its answer log (a run-cache miss).
 pub(super) fn rebuild_run<'b>(
-    bank: &'b LoadedBank,
+    bank: &'b LoadedModel,
     session: &SessionRecord,
     answers: &[AnswerRow],
 ) -> Result<Elicitation<'b>, ServiceError> {
@@ -243,7 +246,7 @@ pub(super) fn question_rng(session_id: &str, answers: i64) -> StdRng {
 pub(super) fn set_next_question(
     session: &mut SessionRecord,
     run: &Elicitation<'_>,
-    bank: &LoadedBank,
+    bank: &LoadedModel,
 ) {
     let started = std::time::Instant::now();
     let next = run.next(&mut question_rng(&session.id, session.answers));
@@ -265,7 +268,7 @@ pub(super) fn ask(
     session: &mut SessionRecord,
     items: &[usize],
     information_bits: f64,
-    bank: &LoadedBank,
+    bank: &LoadedModel,
 ) {
     metrics::counter!("elicit_questions_served_total").increment(1);
     let id = |i: usize| bank.ids[items[i]].clone();
@@ -278,6 +281,6 @@ pub(super) fn ask(
     });
 }
 
-pub(super) fn asks_about_deleted_item(question: &QuestionRecord, bank: &LoadedBank) -> bool {
+pub(super) fn asks_about_deleted_item(question: &QuestionRecord, bank: &LoadedModel) -> bool {
     question.items().any(|id| bank.item_index(id).is_none())
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rand::RngExt;
 
 use super::audit::Actor;
-use super::bank::LoadedBank;
+use super::bank::LoadedModel;
 use super::clock::now_ms;
 use super::dto::{
     CreateSession, CurrentQuestion, Erased, PosteriorView, ProfileView, SessionCreated, SessionView,
@@ -244,7 +244,7 @@ impl Service {
     async fn replace_question(
         &self,
         id: &str,
-    ) -> Result<Option<(SessionRecord, Arc<LoadedBank>)>, ServiceError> {
+    ) -> Result<Option<(SessionRecord, Arc<LoadedModel>)>, ServiceError> {
         let (mut update, bank) = self.read_with_bank(id).await?;
         let mut next = update.session().clone();
         let stale = next.status == SessionStatus::Active
@@ -396,7 +396,7 @@ impl Service {
     async fn apply_answer(
         &self,
         update: Box<dyn SessionUpdate>,
-        bank: &LoadedBank,
+        bank: &LoadedModel,
         mut run: Elicitation<'_>,
         (response, logged): (Response, LoggedAnswer),
         request: &AnswerRequest,
@@ -531,7 +531,7 @@ impl Service {
     async fn read_with_bank(
         &self,
         id: &str,
-    ) -> Result<(Box<dyn SessionUpdate>, Arc<LoadedBank>), ServiceError> {
+    ) -> Result<(Box<dyn SessionUpdate>, Arc<LoadedModel>), ServiceError> {
         for _ in 0..COMMIT_ATTEMPTS {
             let update = self.store.read_for_change(id).await?;
             let (model, stamp) = (update.session().model.clone(), update.bank());
@@ -553,7 +553,7 @@ impl Service {
     async fn run<'b>(
         &self,
         update: &mut dyn SessionUpdate,
-        bank: &'b LoadedBank,
+        bank: &'b LoadedModel,
         cached: Option<CachedRun>,
     ) -> Result<Elicitation<'b>, ServiceError> {
         let hit = cached.filter(|c| c.matches(update.session(), bank.stamp()));

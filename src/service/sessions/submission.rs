@@ -9,7 +9,7 @@ use crate::model::Pair;
 use crate::model::elicitation::{Response, statement_direction};
 use crate::model::kway;
 use crate::service::ServiceError;
-use crate::service::bank::LoadedBank;
+use crate::service::bank::LoadedModel;
 use crate::service::dto::{AnswerIn, StatementIn};
 use crate::service::limits::MAX_ID_LEN;
 use crate::service::validate::check_id;
@@ -116,7 +116,7 @@ impl Submission {
 /// [`stated`]).
 pub(super) fn loggable(
     current: &SessionRecord,
-    bank: &LoadedBank,
+    bank: &LoadedModel,
     submission: &Submission,
     if_match: Option<i64>,
 ) -> Result<(Response, LoggedAnswer), ServiceError> {
@@ -153,7 +153,7 @@ pub(super) fn check_takes_submissions(
 /// A statement names a dimension of the model that the guard does not hold at the population's
 /// value.
 pub(super) fn stated(
-    bank: &LoadedBank,
+    bank: &LoadedModel,
     req: &StatementIn,
 ) -> Result<(Response, LoggedAnswer), ServiceError> {
     let spec = &bank.model.spec;
@@ -193,7 +193,7 @@ pub(super) fn stated(
 /// strength for a or b); a question of three or more takes one of its item ids or skip.
 pub(super) fn answerable(
     current: &SessionRecord,
-    bank: &LoadedBank,
+    bank: &LoadedModel,
     req: &AnswerIn,
 ) -> Result<(Response, LoggedAnswer), ServiceError> {
     let question = current
@@ -351,7 +351,7 @@ pub(super) fn ordered(
 
 /// What the log keeps of a question's items so that it alone rebuilds the posterior: x = β(φa −
 /// φb) for a pair, β·φ of every shown item, stacked, for a pick of k, β·e_d for a statement.
-pub(super) fn answer_direction(bank: &LoadedBank, response: &Response) -> DVector<f64> {
+pub(super) fn answer_direction(bank: &LoadedModel, response: &Response) -> DVector<f64> {
     let beta = bank.model.spec.noise.beta;
     match response {
         Response::Statement { dimension, .. } => {

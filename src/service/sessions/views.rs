@@ -4,7 +4,7 @@ use crate::model::Posterior;
 use crate::model::history::ReliabilityFit;
 use crate::model::summary::{ProfileSummary, summarise};
 use crate::service::ServiceError;
-use crate::service::bank::LoadedBank;
+use crate::service::bank::LoadedModel;
 use crate::service::dto::{
     AnswerKind, AnswerView, DiagnosticsView, ItemRef, PosteriorView, QuestionAnswer, QuestionView,
     SessionView, StatementView,
@@ -47,7 +47,7 @@ pub(super) fn profile_of(session: &SessionRecord, unreliable: bool) -> ProfileRe
 
 pub(super) fn question_view(
     q: &QuestionRecord,
-    bank: &LoadedBank,
+    bank: &LoadedModel,
     settings: &SessionSettings,
 ) -> QuestionView {
     let item = |id: &str| ItemRef {
@@ -79,7 +79,7 @@ pub(super) fn question_view(
 
 /// The answer response: progress, per-dimension summary, the next question.
 pub(super) fn answer_view(
-    bank: &LoadedBank,
+    bank: &LoadedModel,
     s: &SessionRecord,
     prior: &Posterior,
     posterior: &Posterior,
@@ -110,7 +110,7 @@ pub(super) fn answer_view(
 /// The wire view of a session whose (validated or rebuilt) posterior the caller has at hand, so
 /// that no path factorises it twice; the prior is the bank's, validated once when it was loaded.
 pub(super) fn session_view(
-    bank: &LoadedBank,
+    bank: &LoadedModel,
     s: &SessionRecord,
     answers: &[AnswerRow],
     posterior: &Posterior,
