@@ -11,7 +11,7 @@ use elicit::model::kway::AnswerFormat;
 use elicit::model::{NoiseModel, Strategy, UpdateMethod};
 use elicit::sim::{self, SimulationTask};
 use elicit::store::SqlStore;
-use elicit::store::sql::redact;
+use elicit::store::redact;
 
 #[derive(Parser)]
 #[command(

@@ -16,7 +16,9 @@ use sqlx::any::AnyConnectOptions;
 use sqlx::{Connection, Executor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::sql::IDLE_BEFORE_PING;
+/// How long a connection may sit idle before it is pinged on being handed out (here and by the
+/// store's main pool).
+pub(super) const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 /// A bounded set of PostgreSQL connections, opened on demand.
 pub(super) struct Lane {

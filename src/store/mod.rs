@@ -29,7 +29,7 @@ pub use records::{
     PriorRecord, ProfileRecord, QuestionRecord, SessionCommit, SessionRecord, SessionSettings,
     SessionStatus, StoredReply,
 };
-pub use sql::{Dialect, SqlStore};
+pub use sql::{Dialect, SqlStore, redact};
 
 /// A session read for a change ([`SessionStore::read_for_change`]). [`SessionUpdate::commit`] writes only
 /// if no other commit changed the session since it was read; dropping it writes nothing.

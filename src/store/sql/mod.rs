@@ -11,7 +11,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use super::codec::{decode_symmetric, decode_vector, encode_symmetric, encode_vector};
-use super::lane::Lane;
+use super::lane::{IDLE_BEFORE_PING, Lane};
 use super::*;
 
 #[macro_use]
@@ -62,9 +62,6 @@ impl Dialect {
         }
     }
 }
-
-/// How long a pooled connection may sit idle before it is pinged on being handed out.
-pub(super) const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 /// Connection-pool settings.
 #[derive(Debug, Clone, Copy)]
