@@ -181,7 +181,23 @@ impl Formation {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("the formation never reached {expected:?}; last seen {seen:?}");
+        panic!(
+            "the formation never reached {expected:?}; last seen {seen:?}\n{}",
+            self.log_tails()
+        );
+    }
+
+    /// The last lines each node's `pg_autoctl` logged, to say why a formation got stuck.
+    fn log_tails(&self) -> String {
+        let mut tails = String::new();
+        for node in std::iter::once(&self.monitor).chain(&self.nodes) {
+            let log = std::fs::read_to_string(self.dir.join(format!("{}.log", node.name)))
+                .unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+            tails.push_str(&format!("--- {}.log (last lines)\n{tail}\n", node.name));
+        }
+        tails
     }
 
     /// The service's database URL: both data nodes, in libpq's form.
