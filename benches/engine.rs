@@ -8,13 +8,18 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use elicit::model::Pair;
+use elicit::model::elicitation::Response;
 use elicit::model::ep::{self, EpOptions};
 use elicit::model::history::RELIABILITY_EP;
 use elicit::model::information;
 use elicit::model::pool::{Pool, SelectionOptions};
 use elicit::model::select::{self, Candidates};
 use elicit::model::space::{CandidateSpace, CoreStats};
-use elicit::model::{Bank, NoiseModel, Outcome, Posterior, Strategy, UpdateMethod, score};
+use elicit::model::summary::End;
+use elicit::model::{
+    Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Outcome, Posterior, Strategy,
+    UpdateMethod, score,
+};
 use elicit::model::{epig, kway};
 use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
@@ -198,6 +203,98 @@ fn answer_then_select(c: &mut Criterion) {
     });
 }
 
+/// One answer of each kind applied by the engine (`Elicitation::respond`, J = 16, lapse 0.05), as
+/// the service applies it from its run cache: a plain pair answer (the baseline), a statement, a
+/// pick of 4, the top two of 4 and a full ranking of 4; on a 40-item bank and on a 100,000-item
+/// one (drawn pools: the coreset's statistics follow every step), early in a session and after 30
+/// answers. Each iteration restores the run from its state (a clone), as a cache hit does.
+fn answers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("answer_kinds_J16");
+    let mut rng = StdRng::seed_from_u64(8);
+    let config = ElicitationConfig {
+        noise: NoiseModel {
+            lapse: 0.05,
+            ..NoiseModel::default()
+        },
+        ..Default::default()
+    };
+    let prior = Posterior::isotropic(16, 1.0).unwrap();
+    for items in [40usize, 100_000] {
+        let bank = Bank::ungrouped(gaussian(&mut rng, 16, items, 0.5)).unwrap();
+        bank.prepare();
+        for answered in [0usize, 30] {
+            let mut run = Elicitation::new(&bank, prior.clone(), config, None).unwrap();
+            // Earlier answers leave the last four items alone, so the benched pair is no probe.
+            for n in 0..answered {
+                let pair = Pair {
+                    a: (2 * n) % (items - 4),
+                    b: (2 * n + 1) % (items - 4),
+                };
+                run.answer(pair, Choice::A).unwrap();
+            }
+            let state = run.into_state();
+            let shown: Vec<usize> = (items - 4..items).collect();
+            let kinds = [
+                (
+                    "pair (baseline)",
+                    Response::pair(
+                        Pair {
+                            a: items - 1,
+                            b: items - 2,
+                        },
+                        Choice::B,
+                    ),
+                ),
+                (
+                    "statement",
+                    Response::Statement {
+                        dimension: 3,
+                        prefer: End::High,
+                        strength: None,
+                    },
+                ),
+                (
+                    "pick of 4",
+                    Response::Pick {
+                        shown: shown.clone(),
+                        ranking: vec![2],
+                    },
+                ),
+                (
+                    "top 2 of 4",
+                    Response::Pick {
+                        shown: shown.clone(),
+                        ranking: vec![2, 0],
+                    },
+                ),
+                (
+                    "ranking of 4",
+                    Response::Pick {
+                        shown: shown.clone(),
+                        ranking: vec![2, 0, 3, 1],
+                    },
+                ),
+            ];
+            for (kind, response) in kinds {
+                let label = format!("{items} items, after {answered}");
+                group.bench_function(BenchmarkId::new(kind, label), |b| {
+                    b.iter_batched(
+                        || state.clone(),
+                        |state| {
+                            let mut run =
+                                Elicitation::from_state(&bank, prior.clone(), state, config)
+                                    .unwrap();
+                            run.respond(response.clone()).unwrap()
+                        },
+                        criterion::BatchSize::SmallInput,
+                    )
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
 /// Building a bank's index of extreme items, once per bank version (J = 16, 100,000 items).
 fn bank_index(c: &mut Criterion) {
     let mut group = c.benchmark_group("bank_index_J16");
@@ -364,6 +461,6 @@ fn finish_ep(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
-    targets = update, question_by_bank_size, bank_index, selection, screens, answer_then_select, scoring, kway, epig, finish_ep
+    targets = update, question_by_bank_size, bank_index, selection, screens, answer_then_select, answers, scoring, kway, epig, finish_ep
 }
 criterion_main!(benches);
