@@ -25,6 +25,7 @@ use super::validate::{
 };
 use super::{Service, ServiceError};
 use crate::model::elicitation::Response;
+use crate::model::history::AnswerLog;
 use crate::model::{Elicitation, Posterior, StopReason, Strategy};
 use crate::store::{
     AnswerCommit, AnswerRow, AuditAction, LoggedAnswer, SessionCommit, SessionRecord,
@@ -196,7 +197,13 @@ impl Service {
         self.store.create_session(&session).await?;
         let created = SessionCreated {
             token,
-            session: session_view(&bank, &session, &[], &prior, None),
+            session: session_view(
+                &bank,
+                &session,
+                (&[], &AnswerLog::new(Vec::new())),
+                &prior,
+                None,
+            ),
         };
         self.runs.put(CachedRun {
             session,
@@ -212,7 +219,14 @@ impl Service {
         let bank = self.banks.get(self.store.as_ref(), &model).await?;
         let answers = self.store.session_answers(id).await?;
         let posterior = session_posterior(&bank, &session, &answers);
-        Ok(session_view(&bank, &session, &answers, &posterior, None))
+        let log = answer_log(&bank.model, &answers);
+        Ok(session_view(
+            &bank,
+            &session,
+            (&answers, &log),
+            &posterior,
+            None,
+        ))
     }
 
     /// The question waiting for an answer (the same one until it is answered).
@@ -495,12 +509,14 @@ impl Service {
         let model = &bank.model;
         let answers = update.answers().await?;
         let mut next = update.session().clone();
+        let log = answer_log(model, &answers);
         if next.status == SessionStatus::Finished {
             let posterior = session_posterior(&bank, &next, &answers);
-            return Ok(Some(session_view(&bank, &next, &answers, &posterior, None)));
+            let view = session_view(&bank, &next, (&answers, &log), &posterior, None);
+            return Ok(Some(view));
         }
-        let (refined, reliability_fit) = answer_log(model, &answers)
-            .final_posterior(bank.prior_of(next.prior_version), model.spec.update_method);
+        let (refined, reliability_fit) =
+            log.final_posterior(bank.prior_of(next.prior_version), model.spec.update_method);
         next.version += 1;
         next.status = SessionStatus::Finished;
         next.stop_reason = Some(next.stop_reason.unwrap_or(StopReason::Finished));
@@ -508,7 +524,7 @@ impl Service {
         next.mean = refined.mean().clone();
         next.cov = refined.cov().clone();
         next.updated_ms = now_ms();
-        let view = session_view(&bank, &next, &answers, &refined, reliability_fit);
+        let view = session_view(&bank, &next, (&answers, &log), &refined, reliability_fit);
         let commit = SessionCommit {
             profile: Some(profile_of(&next, view.diagnostics.unreliable)),
             session: next,

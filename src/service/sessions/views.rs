@@ -1,7 +1,7 @@
 //! What the API shows of a session, an answer, a question and a profile.
 
 use crate::model::Posterior;
-use crate::model::history::ReliabilityFit;
+use crate::model::history::{AnswerLog, ReliabilityFit};
 use crate::model::summary::{ProfileSummary, summarise};
 use crate::service::ServiceError;
 use crate::service::bank::LoadedModel;
@@ -13,8 +13,6 @@ use crate::store::{
     AnswerRow, LoggedAnswer, ModelRecord, ProfileRecord, QuestionRecord, SessionRecord,
     SessionSettings,
 };
-
-use super::engine::answer_log;
 
 /// The profile's summary in words, against the model's current population prior.
 pub(super) fn summary_of(
@@ -107,18 +105,19 @@ pub(super) fn answer_view(
     }
 }
 
-/// The wire view of a session whose (validated or rebuilt) posterior the caller has at hand, so
-/// that no path factorises it twice; the prior is the bank's, validated once when it was loaded.
+/// The wire view of a session whose (validated or rebuilt) posterior and answer log (`answers`,
+/// and as the model's [`AnswerLog`]) the caller has at hand, so that no path factorises or
+/// converts them twice; the prior is the bank's, validated once when it was loaded.
 pub(super) fn session_view(
     bank: &LoadedModel,
     s: &SessionRecord,
-    answers: &[AnswerRow],
+    (answers, log): (&[AnswerRow], &AnswerLog),
     posterior: &Posterior,
     reliability_fit: Option<ReliabilityFit>,
 ) -> SessionView {
     let model = &bank.model;
     let prior = bank.prior_of(s.prior_version);
-    let d = answer_log(model, answers).diagnostics(
+    let d = log.diagnostics(
         (prior, posterior),
         reliability_fit,
         model.spec.lapse_per_user.unwrap_or_default(),
