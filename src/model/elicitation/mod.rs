@@ -14,262 +14,22 @@ use super::kway::{self, ChosenSet, MAX_CHOICES};
 use super::likelihood::{Choice, NoiseModel, Outcome, PairLikelihood, Strength};
 use super::pool::{Pool, SelectionOptions};
 use super::posterior::{Posterior, RankOne};
-use super::reliability::{self, Consistency, LapsePrior, Reliability, ReliabilityRule};
+use super::reliability::{
+    self, AnsweredWith, Consistency, LapsePrior, Reliability, ReliabilityRule,
+};
 use super::select::{self, Candidates, Selected, Strategy};
 use super::space::{CandidateSpace, CoreStats};
 use super::summary::End;
 use super::update::{UpdateMethod, log_predictive, step_for};
 
-/// When to stop asking.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct StoppingRule {
-    /// The question budget (skips count: they cost the user time too).
-    pub max_questions: usize,
-    /// Stop when the best question is expected to yield fewer bits than this.
-    pub min_information_bits: f64,
-    /// Stop when every coefficient's posterior sd is at most this.
-    pub target_sd: Option<f64>,
-}
+mod config;
+mod response;
 
-impl Default for StoppingRule {
-    fn default() -> Self {
-        Self {
-            max_questions: 15,
-            min_information_bits: 0.02,
-            target_sd: None,
-        }
-    }
-}
-
-/// Why a run stopped asking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// The question budget is spent.
-    Budget,
-    /// The best question carries less information than the threshold.
-    Information,
-    /// The target posterior uncertainty is reached.
-    Uncertainty,
-    /// Every allowed pair has been asked.
-    Exhausted,
-    /// The session was finished on request.
-    Finished,
-}
-
-impl StopReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StopReason::Budget => "budget",
-            StopReason::Information => "information",
-            StopReason::Uncertainty => "uncertainty",
-            StopReason::Exhausted => "exhausted",
-            StopReason::Finished => "finished",
-        }
-    }
-}
-
-/// The strength threshold θ of graded answers when none is configured: "clearly" then means a
-/// utility margin beyond θ = 1 on the logit scale.
-pub const DEFAULT_STRENGTH_THRESHOLD: f64 = 1.0;
-
-/// Everything that parameterises a run besides the bank and the prior.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ElicitationConfig {
-    /// The answer model; its lapse rate is the one assumed unless `adaptive_lapse` is set.
-    pub noise: NoiseModel,
-    pub method: UpdateMethod,
-    pub strategy: Strategy,
-    pub stopping: StoppingRule,
-    pub selection: SelectionOptions,
-    /// Estimate this user's lapse rate from their answers (from this prior) and use the estimate
-    /// in the likelihood, instead of the model's fixed rate.
-    pub adaptive_lapse: Option<LapsePrior>,
-    /// The prior of the lapse rate reported in the diagnostics (and used when adaptive).
-    pub lapse_prior: LapsePrior,
-    /// When the diagnostics flag a run as unreliable.
-    pub reliability: ReliabilityRule,
-    /// Consistency probes: re-ask earlier pairs with the sides swapped (none by default).
-    pub probes: Option<ProbeRule>,
-    /// Attention checks: ask the pair whose answer the posterior is surest of (none by default).
-    pub checks: Option<CheckRule>,
-    /// Items a question shows: 2 asks pairs; 3 to [`MAX_CHOICES`] asks "pick one of k" sets
-    /// ([`kway::select_set`]); probes are always pairs.
-    pub choices: usize,
-    /// θ of graded pair answers ([`NoiseModel::graded_likelihood`]).
-    pub strength_threshold: f64,
-}
-
-impl Default for ElicitationConfig {
-    fn default() -> Self {
-        Self {
-            noise: NoiseModel::default(),
-            method: UpdateMethod::default(),
-            strategy: Strategy::default(),
-            stopping: StoppingRule::default(),
-            selection: SelectionOptions::default(),
-            adaptive_lapse: None,
-            lapse_prior: LapsePrior::default(),
-            reliability: ReliabilityRule::default(),
-            probes: None,
-            checks: None,
-            choices: 2,
-            strength_threshold: DEFAULT_STRENGTH_THRESHOLD,
-        }
-    }
-}
-
-/// When to re-ask an earlier question as a consistency probe (GUIDE §6).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProbeRule {
-    /// Every `every`-th question is a probe (when an earlier answer is eligible).
-    #[schema(minimum = 2, maximum = 1000)]
-    pub every: usize,
-    /// A probe repeats an answer given at least this many questions earlier.
-    #[schema(minimum = 1, maximum = 1000)]
-    pub min_gap: usize,
-}
-
-impl Default for ProbeRule {
-    fn default() -> Self {
-        Self {
-            every: 5,
-            min_gap: 5,
-        }
-    }
-}
-
-/// A question and what the user said to it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Response {
-    /// A pair question: a, b, tie or skip, and for a or b optionally how strongly.
-    Pair {
-        pair: Pair,
-        choice: Choice,
-        strength: Option<Strength>,
-    },
-    /// A question showing three or more items, in display order, and the positions (in `shown`)
-    /// of the items the user ordered, best first: one for a pick, several for a ranking
-    /// ([`AnswerFormat`](super::kway::AnswerFormat)), none for a skip.
-    Pick {
-        shown: Vec<usize>,
-        ranking: Vec<usize>,
-    },
-    /// The user's own word on one dimension ("I prefer the high end"), not an answer to a
-    /// question: evidence as a graded answer to a comparison of two items one feature unit apart
-    /// along that dimension alone, x = β·e_d, "a" being the high end ([`statement_direction`]).
-    Statement {
-        dimension: usize,
-        prefer: End,
-        strength: Option<Strength>,
-    },
-}
-
-/// The direction of a statement about `dimension` of `dims`: x = β·e_d.
-pub fn statement_direction(dims: usize, dimension: usize, beta: f64) -> DVector<f64> {
-    let mut x = DVector::zeros(dims);
-    x[dimension] = beta;
-    x
-}
-
-/// A statement's answer to its comparison: the high end is item "a".
-pub fn statement_outcome(prefer: End) -> Outcome {
-    match prefer {
-        End::High => Outcome::A,
-        End::Low => Outcome::B,
-    }
-}
-
-impl Response {
-    /// A plain (ungraded) pair answer.
-    pub fn pair(pair: Pair, choice: Choice) -> Self {
-        Response::Pair {
-            pair,
-            choice,
-            strength: None,
-        }
-    }
-
-    /// The pair and choice of a pair answer, which consistency probes compare; for a pick of k
-    /// the first two items shown and a skip, which no probe ever repeats.
-    fn as_pair(&self) -> (Pair, Choice) {
-        match self {
-            Response::Pair { pair, choice, .. } => (*pair, *choice),
-            Response::Pick { shown, .. } => (
-                Pair {
-                    a: shown[0],
-                    b: shown[1],
-                },
-                Choice::Skip,
-            ),
-            // No question to repeat: a pair no question has, and no choice.
-            Response::Statement { .. } => (
-                Pair {
-                    a: usize::MAX,
-                    b: usize::MAX,
-                },
-                Choice::Skip,
-            ),
-        }
-    }
-}
-
-/// When to ask an attention check (GUIDE §6): every `every`-th question (unless a consistency
-/// probe is due) is the unasked pair whose answer the posterior predicts most surely. An attentive
-/// user answers it as predicted almost always, a random responder half the time, so each check
-/// says much about which of the two the user is, and, unlike a probe, it is independent evidence:
-/// it updates the posterior like any answer. Adaptive questions are close calls by design, which
-/// is why random answers to them hardly stand out.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CheckRule {
-    #[schema(minimum = 2, maximum = 1000)]
-    pub every: usize,
-}
-
-/// One answered question.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AnswerRecord {
-    pub response: Response,
-    /// log p(answer | earlier answers) for informative answers.
-    pub log_evidence: Option<f64>,
-    /// The lapse rate of the likelihood that this answer updated with.
-    pub lapse: f64,
-    /// For a consistency probe, the index in the history of the answer it repeats. A probe does
-    /// not update the posterior (a repeat is not independent evidence: people remember what they
-    /// said); its `log_evidence` is its predictive probability, and its agreement with the
-    /// answer it repeats is counted. Set by the run, whatever a caller puts here.
-    pub repeats: Option<usize>,
-}
-
-/// Index of the earlier answer that an answer to `pair` would repeat (see
-/// A ranking names positions of a question of `k` items, each once.
-fn check_ranking(ranking: &[usize], k: usize) -> Result<(), ModelError> {
-    let distinct = ranking
-        .iter()
-        .enumerate()
-        .all(|(x, p)| !ranking[x + 1..].contains(p));
-    if !distinct || ranking.iter().any(|&p| p >= k) {
-        return Err(ModelError::invalid(
-            "ranking",
-            "a ranking names items of the question, each once",
-        ));
-    }
-    Ok(())
-}
-
-/// [`reliability::repeat_of`]).
-fn repeated(history: &[AnswerRecord], pair: Pair) -> Option<usize> {
-    reliability::repeat_of(
-        history.iter().map(|r| {
-            let (pair, choice) = r.response.as_pair();
-            (pair.a, pair.b, choice, r.repeats)
-        }),
-        &pair.a,
-        &pair.b,
-    )
-}
+pub use config::{
+    CheckRule, DEFAULT_STRENGTH_THRESHOLD, ElicitationConfig, ProbeRule, StopReason, StoppingRule,
+};
+pub use response::{AnswerRecord, Response, statement_direction, statement_outcome};
+use response::{check_ranking, repeated};
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq)]
@@ -500,7 +260,20 @@ impl<'a> Elicitation<'a> {
     pub fn noise(&self) -> NoiseModel {
         let mut noise = self.config.noise;
         if let Some(prior) = self.config.adaptive_lapse {
-            let answered = self.log_of(&self.state.history).sequential();
+            // Only the answers' predictive probabilities: no need to build the log's directions
+            // on every answer.
+            let answered: Vec<AnsweredWith> = self
+                .state
+                .history
+                .iter()
+                .filter_map(|r| {
+                    Some(AnsweredWith {
+                        log_evidence: r.log_evidence?,
+                        lapse: r.lapse,
+                        outcomes: r.response.outcomes(&self.config.noise),
+                    })
+                })
+                .collect();
             noise.lapse = reliability::lapse_estimate(&answered, prior);
         }
         noise
