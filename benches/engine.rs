@@ -8,13 +8,14 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use elicit::model::Pair;
+use elicit::model::candidates::CandidateSpace;
 use elicit::model::elicitation::Response;
 use elicit::model::ep::{self, EpOptions};
 use elicit::model::history::RELIABILITY_EP;
 use elicit::model::information;
 use elicit::model::pool::{Pool, SelectionOptions};
 use elicit::model::select::{self, Candidates};
-use elicit::model::space::{CandidateSpace, CoreStats};
+use elicit::model::space::CoreStats;
 use elicit::model::summary::End;
 use elicit::model::{
     Bank, Choice, Elicitation, ElicitationConfig, NoiseModel, Outcome, Posterior, Strategy,
@@ -103,7 +104,7 @@ fn question_by_bank_size(c: &mut Criterion) {
         bank.prepare();
         let posterior = warm_posterior(&mut rng, 16);
         let space = CandidateSpace::new(&bank, None);
-        let core = CoreStats::new(space.items().coreset(&bank), &posterior);
+        let core = CoreStats::new(space.items().coreset(bank.feature_matrix()), &posterior);
         let session = (&bank, &space, (items > 40).then_some(&core));
         let name = if items == 40 {
             "bald (baseline)"
@@ -184,7 +185,7 @@ fn answer_then_select(c: &mut Criterion) {
     bank.prepare();
     let posterior = warm_posterior(&mut rng, 16);
     let space = CandidateSpace::new(&bank, None);
-    let coreset = space.items().coreset(&bank);
+    let coreset = space.items().coreset(bank.feature_matrix());
     let core = CoreStats::new(coreset, &posterior);
     let options = SelectionOptions::default();
     let lik = noise.likelihood(Outcome::B).unwrap();

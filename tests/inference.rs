@@ -4,6 +4,7 @@
 //! regime (prior sd of f ≈ 2) ADF KL(N_exact‖q) ≤ 0.08 nats, trace ratio in [0.85, 1.15], EP ≤ 0.005;
 //! sharp regime (sd ≈ 5) ADF ≤ 0.6. JJ must fail the noisy ADF bound (a negative control).
 
+use elicit::model::candidates::CandidateSpace;
 use elicit::model::ep::{self, EpOptions};
 use elicit::model::information::{
     CLOSED_FORM_MAX_ERROR_BITS, SCREEN_TABLE_MAX_ERROR_BITS, information_closed_form,
@@ -13,7 +14,6 @@ use elicit::model::information::{
 use elicit::model::likelihood::{GaussianObservation, Likelihood, PairLikelihood};
 use elicit::model::numeric::{gauss_hermite_96, sigmoid};
 use elicit::model::pool::{Pool, PoolPair, SelectionOptions};
-use elicit::model::space::CandidateSpace;
 use elicit::model::update::rank_one;
 use elicit::model::{Bank, NoiseModel, Outcome, Pair, Posterior, UpdateMethod};
 use nalgebra::{DMatrix, DVector};

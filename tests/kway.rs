@@ -8,13 +8,13 @@
 //! sharper regimes mean ≤ 0.2, max ≤ 1.0. Rankings (chains of picks, Plackett–Luce) are checked
 //! against importance sampling on their exact likelihood, within the sharper regime's bounds.
 
+use elicit::model::candidates::CandidateSpace;
 use elicit::model::elicitation::Response;
 use elicit::model::kway::{MAX_CHOICES, SetBelief, choice_step, information_bits, select_set};
 use elicit::model::likelihood::Likelihood;
 use elicit::model::numeric::{gauss_hermite_96, sigmoid};
 use elicit::model::pool::{Pool, SelectionOptions};
 use elicit::model::select::Candidates;
-use elicit::model::space::CandidateSpace;
 use elicit::model::{
     Bank, Elicitation, ElicitationConfig, NoiseModel, Outcome, Posterior, StoppingRule, Strategy,
     Strength, UpdateMethod,

@@ -1,9 +1,9 @@
 //! Question selection: correctness of the shortcuts, and selection beating random on simulated users.
 
+use elicit::model::candidates::CandidateSpace;
 use elicit::model::information::information_quadrature;
 use elicit::model::pool::{Pool, SelectionOptions};
 use elicit::model::select::{self, Candidates};
-use elicit::model::space::CandidateSpace;
 use elicit::model::{Bank, NoiseModel, Pair, Posterior, Strategy, UpdateMethod};
 use elicit::sim::{self, SimulationTask};
 use nalgebra::DMatrix;

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use nalgebra::{DMatrix, DVector};
 
 use super::ModelError;
+use super::pair::Pair;
 use super::space::ItemSpace;
 
 /// An item bank: features of N items (column i of a J×N matrix is φᵢ) and each item's group.
@@ -78,6 +79,11 @@ impl Bank {
         self.groups[item]
     }
 
+    /// Each item's group.
+    pub fn groups(&self) -> &[u32] {
+        &self.groups
+    }
+
     /// The question direction x = β(φa − φb).
     pub fn direction(&self, pair: Pair, beta: f64) -> DVector<f64> {
         (self.features.column(pair.a) - self.features.column(pair.b)) * beta
@@ -86,46 +92,13 @@ impl Bank {
     /// Every item of the bank as a candidate space, built on the first call (O(N)) and shared.
     pub fn space(&self) -> &Arc<ItemSpace> {
         self.space
-            .get_or_init(|| Arc::new(ItemSpace::new(self, None)))
+            .get_or_init(|| Arc::new(ItemSpace::new(&self.groups, None)))
     }
 
     /// Builds, now rather than on the first question that needs them, the whole-bank space and
     /// its index of extreme items (O(N·J²)); a service calls it when it loads a bank, so that no
     /// session's first question pays for it.
     pub fn prepare(&self) {
-        self.space().prepare(self);
-    }
-}
-
-/// A comparison between two bank items (indices into the bank).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Pair {
-    pub a: usize,
-    pub b: usize,
-}
-
-impl Pair {
-    /// The same pair whichever side each item is shown on.
-    pub fn unordered(self) -> (usize, usize) {
-        (self.a.min(self.b), self.a.max(self.b))
-    }
-
-    /// The same pair with the sides swapped.
-    pub fn swapped(self) -> Self {
-        Pair {
-            a: self.b,
-            b: self.a,
-        }
-    }
-
-    /// The pair with its sides in a random order (one draw of `rng`): the model is symmetric,
-    /// people are not.
-    pub fn in_random_order<R: rand::Rng + ?Sized>(self, rng: &mut R) -> Self {
-        use rand::RngExt;
-        if rng.random_bool(0.5) {
-            self
-        } else {
-            self.swapped()
-        }
+        self.space().prepare(&self.features);
     }
 }

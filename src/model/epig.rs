@@ -17,9 +17,10 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::bank::{Bank, Pair};
+use super::bank::Bank;
 use super::likelihood::NoiseModel;
 use super::numeric::sigmoid;
+use super::pair::Pair;
 use super::pool::PoolPair;
 use super::posterior::Posterior;
 use super::select::{self, Candidates, Selected};

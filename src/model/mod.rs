@@ -13,6 +13,7 @@
 
 pub mod bank;
 pub mod basis;
+pub mod candidates;
 pub mod elicitation;
 pub mod ep;
 pub mod epig;
@@ -22,6 +23,7 @@ pub mod information;
 pub mod kway;
 pub mod likelihood;
 pub mod numeric;
+pub mod pair;
 pub mod pool;
 pub mod population;
 pub mod posterior;
@@ -33,9 +35,10 @@ pub mod summary;
 pub mod top;
 pub mod update;
 
-pub use bank::{Bank, Pair};
+pub use bank::Bank;
 pub use elicitation::{Elicitation, ElicitationConfig, RunState, StopReason, StoppingRule};
 pub use likelihood::{Choice, NoiseModel, Outcome, Strength};
+pub use pair::Pair;
 pub use posterior::{MAX_DIMENSIONS, Posterior, RankOne};
 pub use select::Strategy;
 pub use update::UpdateMethod;

@@ -35,9 +35,11 @@ use nalgebra::{DMatrix, DVector};
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
-use super::bank::{Bank, Pair};
+use super::bank::Bank;
+use super::candidates::CandidateSpace;
+use super::pair::Pair;
 use super::posterior::Posterior;
-use super::space::{CandidateSpace, CoreStats, ItemSpace};
+use super::space::{CoreStats, ItemSpace};
 
 /// Tuning of the selection.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -131,7 +133,7 @@ impl Pool {
             let all: Vec<usize> = items.groups().iter().flatten().copied().collect();
             return Self::of_items(bank, items, posterior, all);
         }
-        let coreset = items.coreset(bank);
+        let coreset = items.coreset(bank.feature_matrix());
         let fresh;
         let core = match core {
             Some(core) => core,

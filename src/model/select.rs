@@ -10,15 +10,16 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::bank::{Bank, Pair};
+use super::bank::Bank;
+use super::candidates::CandidateSpace;
 use super::information::{
     CLOSED_FORM_MAX_ERROR_BITS, SCREEN_TABLE_MAX_ERROR_BITS, dopt_score, information_quadrature,
     information_quadrature_bound, information_table,
 };
 use super::likelihood::NoiseModel;
 use super::numeric::{binary_entropy_bits, sigmoid};
+use super::pair::Pair;
 use super::pool::{Pool, PoolPair, Position, SelectionOptions};
-use super::space::CandidateSpace;
 use super::top::Largest;
 
 /// How the next question is chosen.

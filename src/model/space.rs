@@ -1,5 +1,8 @@
-//! The items a session may ask about ([`ItemSpace`]: shared, built once) and the pairs it has
-//! asked already ([`CandidateSpace`]: the session's own, O(answers)).
+//! The items a session may ask about ([`ItemSpace`]: the whole bank's is built once and shared,
+//! [`super::bank::Bank::space`]). What a session asked already is its own
+//! ([`super::candidates::CandidateSpace`]). The space reads a bank's features and groups, not the
+//! bank itself, so that the bank can keep its shared space without the two modules importing
+//! each other.
 //!
 //! An [`ItemSpace`] also carries a [`Coreset`] for drawing a question's candidates from a large
 //! space without looking at every item: for D = min(16J, 256) fixed unit directions of feature
@@ -12,15 +15,15 @@
 //! of a scan of every item, BENCHMARKS.md). Built once per bank version in O(N·D·J).
 
 use std::cmp::Reverse;
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
-use super::bank::{Bank, Pair};
+use super::pair::Pair;
 use super::posterior::{Posterior, RankOne};
 use super::top::Largest;
 
@@ -35,7 +38,7 @@ const NO_GROUP: u32 = u32::MAX;
 
 /// The items that may be asked about, by group (questions pair items of one group), with the
 /// structures that drawing candidates from them needs. The whole bank's is built once and shared
-/// ([`Bank::space`]); a session restricted to some items builds its own over them.
+/// ([`super::bank::Bank::space`]); a session restricted to some items builds its own over them.
 #[derive(Debug)]
 pub struct ItemSpace {
     /// Groups with at least two members (bank indices), in a canonical order.
@@ -60,14 +63,15 @@ enum Membership {
 }
 
 impl ItemSpace {
-    /// The space of the `allowed` items (`None`: the whole bank); items alone in their group are
-    /// not candidates. O(n log n) for n items.
-    pub fn new(bank: &Bank, allowed: Option<&[usize]>) -> Self {
+    /// The space of the `allowed` items (`None`: every item) of a bank whose item i is in group
+    /// `item_groups[i]`; items alone in their group are not candidates. O(n log n) for n items.
+    pub fn new(item_groups: &[u32], allowed: Option<&[usize]>) -> Self {
+        let bank_len = item_groups.len();
         let mut by_group: HashMap<u32, Vec<usize>> = HashMap::new();
-        let mut push = |i: usize| by_group.entry(bank.group(i)).or_default().push(i);
+        let mut push = |i: usize| by_group.entry(item_groups[i]).or_default().push(i);
         match allowed {
             Some(items) => items.iter().copied().for_each(&mut push),
-            None => (0..bank.len()).for_each(&mut push),
+            None => (0..bank_len).for_each(&mut push),
         }
         let mut groups: Vec<Vec<usize>> = by_group.into_values().filter(|g| g.len() >= 2).collect();
         groups.sort();
@@ -83,7 +87,7 @@ impl ItemSpace {
             .flat_map(|(g, members)| members.iter().map(move |&i| (i, g as u32)));
         let membership = match allowed {
             None => {
-                let mut dense = vec![NO_GROUP; bank.len()];
+                let mut dense = vec![NO_GROUP; bank_len];
                 members.for_each(|(i, g)| dense[i] = g);
                 Membership::Dense(dense)
             }
@@ -95,7 +99,7 @@ impl ItemSpace {
             membership,
             cumulative_pairs,
             pair_count,
-            bank_len: bank.len(),
+            bank_len,
             coreset: OnceLock::new(),
         }
     }
@@ -154,19 +158,25 @@ impl ItemSpace {
         })
     }
 
-    /// The space's coreset, built over `bank` on the first call: O(n·D·J) once.
-    pub fn coreset(&self, bank: &Bank) -> &Coreset {
-        self.coreset.get_or_init(|| Coreset::build(bank, self))
+    /// The space's coreset, built on the first call from the bank's J×N feature matrix (column i
+    /// is φᵢ): O(n·D·J) once.
+    pub fn coreset(&self, features: &DMatrix<f64>) -> &Coreset {
+        self.coreset.get_or_init(|| Coreset::build(features, self))
     }
 
     /// Builds the coreset now (see [`Bank::prepare`]).
-    pub fn prepare(&self, bank: &Bank) {
-        self.coreset(bank);
+    pub fn prepare(&self, features: &DMatrix<f64>) {
+        self.coreset(features);
     }
 
-    /// Whether the space was built over a bank of this size.
-    pub fn fits(&self, bank: &Bank) -> bool {
-        self.bank_len == bank.len()
+    /// Whether the space was built over a bank of this many items.
+    pub fn fits(&self, bank_len: usize) -> bool {
+        self.bank_len == bank_len
+    }
+
+    /// Whether the space is of some items only (a restricted session's own), not a whole bank's.
+    pub fn is_restricted(&self) -> bool {
+        matches!(self.membership, Membership::Sparse(_))
     }
 
     /// Approximate heap size in bytes.
@@ -203,19 +213,17 @@ type Extremes = Largest<Reverse<usize>, ()>;
 
 impl Coreset {
     /// Projects every item of `space` on the index's directions, in chunks: O(n·D·J).
-    fn build(bank: &Bank, space: &ItemSpace) -> Self {
-        let directions = index_directions(bank, space);
+    fn build(features: &DMatrix<f64>, space: &ItemSpace) -> Self {
+        let directions = index_directions(features, space);
         let d = directions.nrows();
-        let j = bank.dim();
+        let j = features.nrows();
         let mut high: Vec<Extremes> = (0..d).map(|_| Extremes::new(EXTREMES_PER_END)).collect();
         let mut low: Vec<Extremes> = (0..d).map(|_| Extremes::new(EXTREMES_PER_END)).collect();
         let mut chunk = DMatrix::zeros(j, INDEX_CHUNK);
         let members: Vec<usize> = space.groups.iter().flatten().copied().collect();
         for block in members.chunks(INDEX_CHUNK) {
             for (c, &item) in block.iter().enumerate() {
-                chunk
-                    .column_mut(c)
-                    .copy_from_slice(bank.feature_slice(item));
+                chunk.column_mut(c).copy_from(&features.column(item));
             }
             let projections = &directions * chunk.columns(0, block.len());
             for (c, &item) in block.iter().enumerate() {
@@ -233,12 +241,7 @@ impl Coreset {
             .collect();
         items.sort_unstable();
         items.dedup();
-        let mut features = DMatrix::zeros(j, items.len());
-        for (k, &i) in items.iter().enumerate() {
-            features
-                .column_mut(k)
-                .copy_from_slice(bank.feature_slice(i));
-        }
+        let features = features.select_columns(&items);
         Self {
             items,
             features,
@@ -391,17 +394,17 @@ impl CoreStats {
 /// (where the bank spreads), the coordinate axes (each base reward on its own) and random
 /// directions from a fixed seed (everything between), 16J in all but at most
 /// [`MAX_INDEX_DIRECTIONS`], so that every replica builds the same index.
-fn index_directions(bank: &Bank, space: &ItemSpace) -> DMatrix<f64> {
-    let j = bank.dim();
+fn index_directions(features: &DMatrix<f64>, space: &ItemSpace) -> DMatrix<f64> {
+    let j = features.nrows();
     let n = space.item_count.max(1) as f64;
     let mut mean = DVector::zeros(j);
     for &i in space.groups.iter().flatten() {
-        mean += DVector::from_column_slice(bank.feature_slice(i));
+        mean += features.column(i);
     }
     mean /= n;
     let mut scatter = DMatrix::zeros(j, j);
     for &i in space.groups.iter().flatten() {
-        let centred = DVector::from_column_slice(bank.feature_slice(i)) - &mean;
+        let centred = features.column(i) - &mean;
         scatter.ger(1.0 / n, &centred, &centred, 1.0);
     }
     let principal = SymmetricEigen::new(scatter.symmetric_part()).eigenvectors;
@@ -417,106 +420,4 @@ fn index_directions(bank: &Bank, space: &ItemSpace) -> DMatrix<f64> {
         }
     }
     DMatrix::from_fn(rows.len(), j, |r, c| rows[r][c])
-}
-
-/// The candidate space of one session: the items it may ask about ([`ItemSpace`], shared when it
-/// is the whole bank) and the pairs already asked.
-#[derive(Debug, Clone)]
-pub struct CandidateSpace {
-    items: Arc<ItemSpace>,
-    asked: HashSet<(usize, usize)>,
-    /// How many of the asked pairs are candidates (asked or excluded pairs may lie outside).
-    asked_candidates: usize,
-}
-
-impl CandidateSpace {
-    /// `allowed`: the items the session may use (`None`: the whole bank, whose space is shared).
-    pub fn new(bank: &Bank, allowed: Option<&[usize]>) -> Self {
-        let items = match allowed {
-            None => bank.space().clone(),
-            Some(items) => Arc::new(ItemSpace::new(bank, Some(items))),
-        };
-        Self {
-            items,
-            asked: HashSet::new(),
-            asked_candidates: 0,
-        }
-    }
-
-    /// The items the session may ask about.
-    pub fn items(&self) -> &ItemSpace {
-        &self.items
-    }
-
-    /// Records a pair as asked, so it is never proposed again.
-    pub fn mark_asked(&mut self, pair: Pair) {
-        let newly = self.asked.insert(pair.unordered());
-        let candidate = pair.a != pair.b
-            && matches!((self.items.group_of(pair.a), self.items.group_of(pair.b)), (Some(x), Some(y)) if x == y);
-        if newly && candidate {
-            self.asked_candidates += 1;
-        }
-    }
-
-    /// Marks every pair of an asked set as asked, so that no later question repeats the set.
-    pub fn mark_set_asked(&mut self, items: &[usize]) {
-        for (x, &a) in items.iter().enumerate() {
-            for &b in &items[x + 1..] {
-                self.mark_asked(Pair { a, b });
-            }
-        }
-    }
-
-    /// The items that may share a question with `item` (its group, `item` included).
-    pub fn group_members(&self, item: usize) -> &[usize] {
-        self.items.group_members(item)
-    }
-
-    /// Every candidate pair not asked yet: O(pairs of the space).
-    pub fn unasked_pairs(&self) -> impl Iterator<Item = Pair> + '_ {
-        self.items.pairs().filter(|p| !self.was_asked(*p))
-    }
-
-    pub fn was_asked(&self, pair: Pair) -> bool {
-        self.asked.contains(&pair.unordered())
-    }
-
-    /// Candidate pairs not asked yet.
-    pub fn remaining(&self) -> usize {
-        self.items.pair_count - self.asked_candidates
-    }
-
-    /// Whether this space was made over `bank` (its size, at least).
-    pub fn fits(&self, bank: &Bank) -> bool {
-        self.items.fits(bank)
-    }
-
-    /// Approximate heap size in bytes of what this session holds on its own: the asked pairs
-    /// (hash tables counted at about twice their entries) and a restricted item space; the whole
-    /// bank's space is shared by every session and counted with the bank.
-    pub fn size_bytes(&self) -> usize {
-        let word = std::mem::size_of::<usize>();
-        let own = if matches!(self.items.membership, Membership::Sparse(_)) {
-            self.items.size_bytes()
-        } else {
-            0
-        };
-        own + self.asked.len() * 4 * word
-    }
-
-    /// A uniformly random unasked pair: rejection sampling while most pairs are unasked, else an
-    /// enumeration of the rest; `None` when none is left.
-    pub fn random_unasked<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<Pair> {
-        if self.remaining() == 0 {
-            return None;
-        }
-        for _ in 0..256 {
-            let pair = self.items.sample_pair(rng);
-            if !self.was_asked(pair) {
-                return Some(pair);
-            }
-        }
-        let unasked: Vec<Pair> = self.unasked_pairs().collect();
-        (!unasked.is_empty()).then(|| unasked[rng.random_range(0..unasked.len())])
-    }
 }

@@ -7,18 +7,20 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use super::bank::{Bank, Pair};
+use super::bank::Bank;
+use super::candidates::CandidateSpace;
 use super::epig::{self, Targets};
 use super::history::{AnswerLog, Diagnostics, Step};
 use super::kway::{self, ChosenSet, MAX_CHOICES};
 use super::likelihood::{Choice, NoiseModel, Outcome, PairLikelihood, Strength};
+use super::pair::Pair;
 use super::pool::{Pool, SelectionOptions};
 use super::posterior::{Posterior, RankOne};
 use super::reliability::{
     self, AnsweredWith, Consistency, LapsePrior, Reliability, ReliabilityRule,
 };
 use super::select::{self, Candidates, Selected, Strategy};
-use super::space::{CandidateSpace, CoreStats};
+use super::space::CoreStats;
 use super::summary::End;
 use super::update::{UpdateMethod, log_predictive, step_for};
 
@@ -163,7 +165,7 @@ impl<'a> Elicitation<'a> {
             };
         }
         let core = (space.items().pair_count() > config.selection.exhaustive_limit).then(|| {
-            let coreset = space.items().coreset(bank);
+            let coreset = space.items().coreset(bank.feature_matrix());
             if history.is_empty() {
                 CoreStats::at_start(coreset, &posterior)
             } else {
@@ -630,7 +632,11 @@ impl<'a> Elicitation<'a> {
     fn apply_step(&mut self, u: &nalgebra::DVector<f64>, step: RankOne) {
         self.state.posterior.apply_along(u, step);
         if let Some(core) = &mut self.state.core {
-            core.update(self.state.space.items().coreset(self.bank), u, step);
+            core.update(
+                self.state.space.items().coreset(self.bank.feature_matrix()),
+                u,
+                step,
+            );
         }
     }
 

@@ -27,10 +27,10 @@ use nalgebra::{DMatrix, DVector, SymmetricEigen};
 use rand::{Rng, RngExt};
 
 use super::ModelError;
-use super::bank::Pair;
 use super::information::information_table;
 use super::likelihood::{NoiseModel, Outcome};
 use super::numeric::{GaussHermite, entropy_bits, log_add_exp};
+use super::pair::Pair;
 use super::pool::{Pool, PoolPair, Position};
 use super::posterior::{Posterior, RankOne};
 use super::select::{Candidates, Strategy, select};

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Fails when two files under src/ import each other (docs/architecture.md, "No import circles").
+
+A file's imports are the `crate::`, `super::` and `self::` paths it names (in `use` lines, brace
+groups included, and inline), each resolved to the longest module path that is a file; `use`
+of a module's own child counts too. Comments are ignored. Exit status 1 lists the pairs.
+"""
+import glob
+import re
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+def modules():
+    """Module path (a tuple of names) -> file."""
+    found = {}
+    for path in glob.glob(str(SRC / "**" / "*.rs"), recursive=True):
+        parts = list(Path(path).relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "mod":
+            parts = parts[:-1]
+        if parts in (["lib"], ["main"]):
+            parts = []
+        found[tuple(parts)] = Path(path)
+    return found
+
+
+def resolve(mods, here, path):
+    parts = path.split("::")
+    base = list(here)
+    if parts[0] == "crate":
+        base, parts = [], parts[1:]
+    elif parts[0] == "super":
+        while parts and parts[0] == "super":
+            base, parts = base[:-1], parts[1:]
+    elif parts[0] == "self":
+        parts = parts[1:]
+    full = base + parts
+    for k in range(len(full), -1, -1):
+        if tuple(full[:k]) in mods:
+            return tuple(full[:k])
+    return None
+
+
+def imports(mods, here, text):
+    text = re.sub(r"//.*", "", text)
+    paths = set(re.findall(r"\b((?:crate|super|self)(?:::\w+)+)", text))
+    for prefix, group in re.findall(r"\buse\s+((?:crate|super|self)(?:::\w+)*)::\{([^;]*)\}", text, re.S):
+        paths.update(prefix + "::" + item for item in re.findall(r"\w+(?:::\w+)*", group))
+    targets = {resolve(mods, here, p) for p in paths}
+    return {t for t in targets if t is not None and t != here}
+
+
+def main():
+    mods = modules()
+    edges = {m: imports(mods, m, f.read_text()) for m, f in mods.items()}
+    mutual = sorted(
+        (str(mods[a].relative_to(SRC.parent)), str(mods[b].relative_to(SRC.parent)))
+        for a in edges for b in edges[a] if a < b and a in edges.get(b, ())
+    )
+    for a, b in mutual:
+        print(f"{a} and {b} import each other")
+    print(f"{len(mods)} files, {len(mutual)} pairs importing each other")
+    return 1 if mutual else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
