@@ -5,6 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use foldhash::fast::FixedState;
+
 use rand::{Rng, RngExt};
 
 use super::bank::Bank;
@@ -16,7 +18,9 @@ use super::space::ItemSpace;
 #[derive(Debug, Clone)]
 pub struct CandidateSpace {
     items: Arc<ItemSpace>,
-    asked: HashSet<(usize, usize)>,
+    /// Hashed with foldhash's fixed-seed hasher: bank indices are the service's own, and SipHash
+    /// (the default, proof against chosen keys) was a visible share of a question's cost.
+    asked: HashSet<(usize, usize), FixedState>,
     /// How many of the asked pairs are candidates (asked or excluded pairs may lie outside).
     asked_candidates: usize,
 }
@@ -30,7 +34,7 @@ impl CandidateSpace {
         };
         Self {
             items,
-            asked: HashSet::new(),
+            asked: HashSet::default(),
             asked_candidates: 0,
         }
     }

@@ -31,6 +31,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
+use foldhash::fast::FixedState;
 use nalgebra::{DMatrix, DVector};
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
@@ -212,7 +213,7 @@ impl Pool {
             .enumerate()
             .filter_map(|(p, &i)| Some((space.group_of(i)?, p as Position)))
             .collect();
-        by_space_group.sort_by_key(|&(g, p)| (g, p));
+        by_space_group.sort_unstable_by_key(|&(g, p)| (g, p));
         let mut groups: Vec<Vec<Position>> = Vec::new();
         let mut group_of = vec![u32::MAX; n];
         for chunk in by_space_group.chunk_by(|x, y| x.0 == y.0) {
@@ -251,7 +252,7 @@ impl Pool {
                 space.group_of(item).is_some_and(|g| in_pool[&g] <= mates)
             })
             .collect();
-        lonely.sort_by(|&x, &y| {
+        lonely.sort_unstable_by(|&x, &y| {
             self.q[y as usize]
                 .total_cmp(&self.q[x as usize])
                 .then(x.cmp(&y))
@@ -387,7 +388,7 @@ impl Pool {
 #[derive(Default)]
 struct Chosen {
     items: Vec<usize>,
-    seen: HashSet<usize>,
+    seen: HashSet<usize, FixedState>,
 }
 
 impl Chosen {

@@ -289,8 +289,9 @@ fn best_pair<R: Rng + ?Sized>(
 
     for members in pool.groups() {
         // Visit items by decreasing sd so that the bound decreases along both loops.
+        // Ties by position: what a stable sort of the members (in pool order) gave.
         let mut order = members.clone();
-        order.sort_by(|&x, &y| sd[y as usize].total_cmp(&sd[x as usize]));
+        order.sort_unstable_by(|&x, &y| sd[y as usize].total_cmp(&sd[x as usize]).then(x.cmp(&y)));
         let sd_of = |p: Position| sd[p as usize];
         // A drawn pool pairs each of its widest items with every other (pairs of two narrower
         // items are seldom the best and would make the scan quadratic in the pool).

@@ -332,14 +332,15 @@ impl CoreStats {
         let by_q = |x: &usize, y: &usize| self.q[*y].total_cmp(&self.q[*x]).then(x.cmp(y));
         order.select_nth_unstable_by(count - 1, by_q);
         order.truncate(count);
-        order.sort_by(by_q);
+        // by_q is a total order (ties by index), so an unstable sort gives the same order.
+        order.sort_unstable_by(by_q);
         order
     }
 
     /// `positions` ordered by mᵢ (ties by position).
     pub fn by_mean(&self, positions: &[usize]) -> Vec<usize> {
         let mut order = positions.to_vec();
-        order.sort_by(|&x, &y| self.m[x].total_cmp(&self.m[y]).then(x.cmp(&y)));
+        order.sort_unstable_by(|&x, &y| self.m[x].total_cmp(&self.m[y]).then(x.cmp(&y)));
         order
     }
 
