@@ -15,7 +15,7 @@ use elicit::model::likelihood::{GaussianObservation, Likelihood, PairLikelihood}
 use elicit::model::numeric::{gauss_hermite_96, sigmoid};
 use elicit::model::pool::{Pool, PoolPair, SelectionOptions};
 use elicit::model::update::rank_one;
-use elicit::model::{Bank, NoiseModel, Outcome, Pair, Posterior, UpdateMethod};
+use elicit::model::{Bank, Choice, NoiseModel, Outcome, Pair, Posterior, UpdateMethod};
 use nalgebra::{DMatrix, DVector};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -390,14 +390,81 @@ fn continued_ep_run_equals_separate_runs() {
         let mut run = ep::EpRun::new(&s.prior, &s.observations);
         run.sweep_until(rough);
         let (first, first_sites) = run.fit();
+        // The same run taken up again from its state (as a finish takes up a verdict's run).
+        let mut resumed = ep::EpRun::resume(&s.prior, &s.observations, run.state()).unwrap();
         run.sweep_until(close);
         let (second, second_sites) = run.fit();
+        resumed.sweep_until(close);
+        assert_eq!(resumed.fit(), (second.clone(), second_sites.clone()));
         let (alone, alone_sites) = ep::refine(&s.prior, &s.observations, rough);
         assert_eq!((first.mean(), first.cov()), (alone.mean(), alone.cov()));
         assert_eq!(first_sites, alone_sites);
         let (alone, alone_sites) = ep::refine(&s.prior, &s.observations, close);
         assert_eq!((second.mean(), second.cov()), (alone.mean(), alone.cov()));
         assert_eq!(second_sites, alone_sites);
+    }
+}
+
+/// A session's finish continues the EP run its reliability verdict took over the same answers
+/// (`AnswerLog::final_posterior` with a `ReliabilityRun`): exactly what a finish from scratch
+/// gives, and a run taken from another prior or over other answers is not continued.
+#[test]
+fn finish_continuing_the_verdicts_run_equals_one_from_scratch() {
+    use elicit::model::history::{AnswerLog, Step};
+    use elicit::model::reliability::{LapsePrior, ReliabilityRule};
+    let mut rng = StdRng::seed_from_u64(13);
+    let noise = lapsing_noise();
+    let prior = Posterior::isotropic(4, 1.0).unwrap();
+    for answers in [3, 12, 25] {
+        let drawn: Vec<(DVector<f64>, Choice)> = (0..answers)
+            .map(|_| {
+                let choice = if rng.random_bool(0.6) {
+                    Choice::A
+                } else {
+                    Choice::B
+                };
+                (normal_vector(&mut rng, 4, 1.0), choice)
+            })
+            .collect();
+        // Every answer to a pair of its own (no probes), as the service's log would hold it.
+        let log_of = |n: usize| {
+            AnswerLog::new(
+                drawn[..n]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (x, choice))| {
+                        let pair = Some((2 * i, 2 * i + 1, *choice));
+                        let answer = (choice.outcome(), None);
+                        Step::comparison(x.clone(), pair, answer, &noise, 0.0, Some(-0.5))
+                    })
+                    .collect(),
+            )
+        };
+        let log = log_of(answers);
+        let (_, run) = log.reliability(&prior, LapsePrior::default(), &ReliabilityRule::default());
+        let continued = log.final_posterior(&prior, UpdateMethod::Adf, Some(run.clone()));
+        let fresh = log.final_posterior(&prior, UpdateMethod::Adf, None);
+        assert!(continued.continued && !fresh.continued);
+        assert_eq!(
+            (continued.posterior, continued.reliability_fit),
+            (fresh.posterior, fresh.reliability_fit),
+            "{answers} answers"
+        );
+        // A run from another prior, or over other answers, is not taken up.
+        let other_prior = Posterior::isotropic(4, 2.0).unwrap();
+        let other = log.final_posterior(&other_prior, UpdateMethod::Adf, Some(run.clone()));
+        assert!(!other.continued);
+        assert_eq!(
+            other,
+            log.final_posterior(&other_prior, UpdateMethod::Adf, None)
+        );
+        let shorter = log_of(answers - 1);
+        let other = shorter.final_posterior(&prior, UpdateMethod::Adf, Some(run));
+        assert!(!other.continued);
+        assert_eq!(
+            other,
+            shorter.final_posterior(&prior, UpdateMethod::Adf, None)
+        );
     }
 }
 

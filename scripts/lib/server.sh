@@ -1,7 +1,7 @@
 # Sourced by the load scripts (answer-load.sh, bank-scale.sh, flood-load.sh): builds the release
 # binary and starts or stops `elicit serve` on a fresh database of the cluster the PG* variables
 # name (default 127.0.0.1:5432 as postgres).
-#   elicit_build                 sets ELICIT (the binary)
+#   elicit_build                 sets ELICIT (the binary; unless ELICIT is set already)
 #   start_server NAME            creates database NAME, starts the server on it with a new admin
 #                                key; sets KEY, SERVER (its pid), TARGET (its URL), SERVER_LOG
 #   stop_server                  stops it and drops its database (safe to call twice)
@@ -9,6 +9,8 @@ export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/elicit/target}"
 
 elicit_build() {
+  # ELICIT=path measures that binary instead (an A/B of two builds, run after one another).
+  if [[ -n "${ELICIT:-}" ]]; then return; fi
   cargo build --release --quiet
   ELICIT="$CARGO_TARGET_DIR/release/elicit"
 }

@@ -67,6 +67,23 @@ pub struct EpRun<'a, L> {
     last_change: f64,
 }
 
+/// Where an [`EpRun`] stands: what continuing it needs besides its prior and observations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpState {
+    posterior: Posterior,
+    sites: Vec<Site>,
+    sweeps: usize,
+    last_change: f64,
+}
+
+impl EpState {
+    /// Approximate heap size in bytes.
+    pub fn size_bytes(&self) -> usize {
+        let j = self.posterior.dim();
+        (j * (j + 1) + 2 * self.sites.len()) * std::mem::size_of::<f64>()
+    }
+}
+
 impl<'a, L: Likelihood> EpRun<'a, L> {
     /// A run with empty sites, before its first sweep.
     pub fn new(prior: &'a Posterior, observations: &'a [(DVector<f64>, L)]) -> Self {
@@ -78,6 +95,34 @@ impl<'a, L: Likelihood> EpRun<'a, L> {
             sweeps: 0,
             last_change: f64::INFINITY,
         }
+    }
+
+    /// Where the run stands now.
+    pub fn state(&self) -> EpState {
+        EpState {
+            posterior: self.posterior.clone(),
+            sites: self.sites.clone(),
+            sweeps: self.sweeps,
+            last_change: self.last_change,
+        }
+    }
+
+    /// The run `state` was taken from, continued: the same as continuing that run itself, to the
+    /// bit, when `prior` and `observations` are the ones it ran over (`None` when their number
+    /// differs from the state's sites).
+    pub fn resume(
+        prior: &'a Posterior,
+        observations: &'a [(DVector<f64>, L)],
+        state: EpState,
+    ) -> Option<Self> {
+        (state.sites.len() == observations.len()).then_some(Self {
+            prior,
+            observations,
+            posterior: state.posterior,
+            sites: state.sites,
+            sweeps: state.sweeps,
+            last_change: state.last_change,
+        })
     }
 
     /// Sweeps until `options.sweeps` sweeps have run in all, or a sweep after the first moved no

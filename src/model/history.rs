@@ -171,6 +171,51 @@ impl Step {
 /// An EP fit of a log's comparisons (not its probes) and its sites.
 pub type ReliabilityFit = (Posterior, Vec<ep::Site>);
 
+/// A log's final posterior ([`AnswerLog::final_posterior`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinalPosterior {
+    pub posterior: Posterior,
+    /// The EP fit the answers' reliability is judged by (`None` for a log with rankings).
+    pub reliability_fit: Option<ReliabilityFit>,
+    /// Whether EP continued an earlier [`ReliabilityRun`] rather than starting afresh.
+    pub continued: bool,
+}
+
+/// The EP run behind a log's reliability figures ([`AnswerLog::reliability`]: [`RELIABILITY_EP`]
+/// sweeps over its comparisons), kept so that the same log's final posterior
+/// ([`AnswerLog::final_posterior`]) continues it instead of sweeping those again. It carries what
+/// it ran over and is continued only over exactly that, so the result is to the bit what a fresh
+/// run gives.
+#[derive(Debug, Clone)]
+pub struct ReliabilityRun {
+    prior: Posterior,
+    observations: Vec<(DVector<f64>, PairLikelihood)>,
+    state: ep::EpState,
+}
+
+impl ReliabilityRun {
+    /// The run taken up again, if it ran from `prior` over exactly `observations`.
+    fn continued<'a>(
+        self,
+        prior: &'a Posterior,
+        observations: &'a [(DVector<f64>, PairLikelihood)],
+    ) -> Option<ep::EpRun<'a, PairLikelihood>> {
+        if self.prior != *prior || self.observations != observations {
+            return None;
+        }
+        ep::EpRun::resume(prior, observations, self.state)
+    }
+
+    /// Approximate heap size in bytes.
+    pub fn size_bytes(&self) -> usize {
+        let j = self.prior.dim();
+        let observation = (j + 8) * std::mem::size_of::<f64>();
+        j * (j + 1) * std::mem::size_of::<f64>()
+            + self.observations.len() * observation
+            + self.state.size_bytes()
+    }
+}
+
 /// A log of answers in the order they came, with the probes among them found.
 #[derive(Debug, Clone)]
 pub struct AnswerLog {
@@ -257,20 +302,36 @@ impl AnswerLog {
     /// the same run: the reliability fit ([`RELIABILITY_EP`]) is that run stopped early, so the
     /// close fit continues it instead of starting again (both exactly what separate runs give;
     /// [`ep::EpRun`]).
+    /// `earlier`: this log's [`ReliabilityRun`], if one was taken over all of it (continued when
+    /// it ran from `prior` over these very comparisons, else ignored).
     pub fn final_posterior(
         &self,
         prior: &Posterior,
         method: UpdateMethod,
-    ) -> (Posterior, Option<ReliabilityFit>) {
+        earlier: Option<ReliabilityRun>,
+    ) -> FinalPosterior {
         if self.has_rankings() {
-            return (self.replay(prior, method), None);
+            return FinalPosterior {
+                posterior: self.replay(prior, method),
+                reliability_fit: None,
+                continued: false,
+            };
         }
         let observations = self.comparisons();
-        let mut run = ep::EpRun::new(prior, &observations);
-        run.sweep_until(RELIABILITY_EP);
+        let continued = earlier.and_then(|run| run.continued(prior, &observations));
+        let resumed = continued.is_some();
+        let mut run = continued.unwrap_or_else(|| {
+            let mut run = ep::EpRun::new(prior, &observations);
+            run.sweep_until(RELIABILITY_EP);
+            run
+        });
         let reliability_fit = run.fit();
         run.sweep_until(EpOptions::default());
-        (run.fit().0, Some(reliability_fit))
+        FinalPosterior {
+            posterior: run.fit().0,
+            reliability_fit: Some(reliability_fit),
+            continued: resumed,
+        }
     }
 
     /// The informative answers, each with its sequential predictive probability (as it came).
@@ -344,18 +405,74 @@ impl AnswerLog {
         )
     }
 
-    /// The answer-quality figures alone ([`AnswerLog::diagnostics`]' `reliability`).
+    /// The answer-quality figures alone ([`AnswerLog::diagnostics`]' `reliability`), with the EP
+    /// run they came from.
     pub fn reliability(
         &self,
         prior: &Posterior,
         lapse_prior: LapsePrior,
         rule: &ReliabilityRule,
-    ) -> Reliability {
-        reliability::assess(
-            &self.leave_one_out(prior, None),
+    ) -> (Reliability, ReliabilityRun) {
+        let observations = self.comparisons();
+        let (fit, state) = {
+            let mut run = ep::EpRun::new(prior, &observations);
+            run.sweep_until(RELIABILITY_EP);
+            (run.fit(), run.state())
+        };
+        let reliability = reliability::assess(
+            &self.leave_one_out(prior, Some(fit)),
             self.consistency(),
             lapse_prior,
             rule,
-        )
+        );
+        let run = ReliabilityRun {
+            prior: prior.clone(),
+            observations,
+            state,
+        };
+        (reliability, run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::reliability::{LapsePrior, ReliabilityRule};
+
+    /// A verdict's run is taken up again over its own log only.
+    #[test]
+    fn a_reliability_run_continues_over_its_own_log_only() {
+        let noise = NoiseModel {
+            beta: 1.0,
+            lapse: 0.05,
+            tie_threshold: 0.0,
+        };
+        let x = |i: usize| DVector::from_fn(3, |r, _| ((i * 3 + r) as f64).sin());
+        let log_of = |n: usize| {
+            AnswerLog::new(
+                (0..n)
+                    .map(|i| {
+                        let choice = if i % 3 == 0 { Choice::B } else { Choice::A };
+                        let answer = (choice.outcome(), None);
+                        Step::comparison(
+                            x(i),
+                            Some((2 * i, 2 * i + 1, choice)),
+                            answer,
+                            &noise,
+                            0.0,
+                            None,
+                        )
+                    })
+                    .collect(),
+            )
+        };
+        let prior = Posterior::isotropic(3, 1.0).unwrap();
+        let log = log_of(6);
+        let (_, run) = log.reliability(&prior, LapsePrior::default(), &ReliabilityRule::default());
+        let own = log.comparisons();
+        assert!(run.clone().continued(&prior, &own).is_some());
+        let other = Posterior::isotropic(3, 2.0).unwrap();
+        assert!(run.clone().continued(&other, &own).is_none());
+        assert!(run.continued(&prior, &log_of(5).comparisons()).is_none());
     }
 }

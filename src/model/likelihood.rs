@@ -230,7 +230,7 @@ impl<L: Likelihood + ?Sized> Likelihood for MixtureComponent<'_, L> {
 }
 
 /// A logistic factor σ(s·f + o), s = ±1.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct LogisticTerm {
     sign: f64,
     offset: f64,
@@ -248,7 +248,7 @@ impl LogisticTerm {
 ///
 /// Each g_y is a product of logistic terms (times a constant), so log g_y, its derivatives and its
 /// Jaakkola–Jordan bound are sums over those terms.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PairLikelihood {
     terms: [LogisticTerm; 2],
     n_terms: usize,

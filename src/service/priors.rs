@@ -101,7 +101,9 @@ impl Service {
             Ok(answer_logs
                 .iter()
                 .map(|log| {
-                    let posterior = log.final_posterior(estimate, record.spec.update_method).0;
+                    let posterior = log
+                        .final_posterior(estimate, record.spec.update_method, None)
+                        .posterior;
                     (posterior.mean().clone(), posterior.cov().clone())
                 })
                 .collect())

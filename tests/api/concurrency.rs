@@ -243,7 +243,66 @@ async fn a_question_about_a_deleted_item_is_replaced(backend: Backend) {
     server.stop().await;
 }
 
+/// A finish continues the EP run the replica's cached run took for its reliability verdict at the
+/// last answer; a replica without that run sweeps from the start. Two sessions with the same log
+/// (statements only, so no question draws differ) finished one each way end at the same posterior,
+/// to the last digit.
+async fn a_finish_is_the_same_with_the_verdicts_run_or_without(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let replicas = [TestServer::start(&db).await, TestServer::start(&db).await];
+    // The metric is process-wide: a model of this test's own (per store) keeps its counts apart.
+    let model = format!("twins_{backend:?}").to_lowercase();
+    replicas[0].create_model_with_items(&model, 3, 10, 5).await;
+    let statements = [
+        ("d0", "high", "clearly"),
+        ("d1", "low", "slightly"),
+        ("d2", "high", "slightly"),
+        ("d0", "low", "slightly"),
+        ("d1", "low", "clearly"),
+        ("d2", "high", "clearly"),
+        ("d0", "high", "slightly"),
+        ("d1", "high", "slightly"),
+        ("d2", "low", "slightly"),
+        ("d0", "high", "clearly"),
+        ("d1", "low", "clearly"),
+    ];
+    let mut finished = Vec::new();
+    for (user, finisher) in [("u1", &replicas[0]), ("u2", &replicas[1])] {
+        let (status, created) = replicas[0]
+            .post("/v1/sessions", &json!({"model": model, "user_id": user}))
+            .await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap().to_string();
+        for (dimension, prefer, strength) in statements {
+            let (status, body) = replicas[0]
+                .post(
+                    &format!("/v1/sessions/{id}/statements"),
+                    &json!({"dimension": dimension, "prefer": prefer, "strength": strength}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let (status, body) = finisher
+            .post(&format!("/v1/sessions/{id}/finish"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        finished.push(body);
+    }
+    assert_eq!(finished[0]["posterior"], finished[1]["posterior"]);
+    assert_eq!(finished[0]["diagnostics"], finished[1]["diagnostics"]);
+    let metrics = replicas[0].metrics().await;
+    for start in ["verdict", "fresh"] {
+        let line =
+            format!("elicit_finish_refinements_total{{model=\"{model}\",start=\"{start}\"}} 1");
+        assert!(metrics.contains(&line), "no `{line}` in /metrics");
+    }
+    for replica in replicas {
+        replica.stop().await;
+    }
+}
+
 crate::on_both_stores!(
+    a_finish_is_the_same_with_the_verdicts_run_or_without,
     replayed_keys_return_the_first_response,
     a_replay_is_byte_identical,
     replicas_take_turns_on_one_session,

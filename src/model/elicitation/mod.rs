@@ -10,7 +10,7 @@ use super::ModelError;
 use super::bank::Bank;
 use super::candidates::CandidateSpace;
 use super::epig::{self, Targets};
-use super::history::{AnswerLog, Diagnostics, Step};
+use super::history::{AnswerLog, Diagnostics, ReliabilityRun, Step};
 use super::kway::{self, ChosenSet, MAX_CHOICES};
 use super::likelihood::{Choice, NoiseModel, Outcome, PairLikelihood, Strength};
 use super::pair::Pair;
@@ -81,6 +81,14 @@ impl RunState {
             + self.space.size_bytes()
             + self.core.as_ref().map_or(0, CoreStats::size_bytes)
             + self.history.len() * std::mem::size_of::<AnswerRecord>()
+            + self.verdict.as_ref().map_or(0, Verdict::size_bytes)
+    }
+
+    /// The EP run of the reliability verdict, when it was taken over every answer so far: the
+    /// log's final posterior continues it ([`AnswerLog::final_posterior`]).
+    pub fn into_reliability_run(self) -> Option<ReliabilityRun> {
+        let answers = self.history.len();
+        self.verdict?.run_over(answers).cloned()
     }
 }
 

@@ -6,11 +6,25 @@ use rand::Rng;
 
 use super::*;
 
-/// The reliability rule's verdict on the first `answers` answers of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The reliability rule's verdict on the first `answers` answers of a run, with the EP run it
+/// took (none before the rule's minimum number of answers).
+#[derive(Debug, Clone)]
 pub(super) struct Verdict {
     answers: usize,
     unreliable: bool,
+    run: Option<ReliabilityRun>,
+}
+
+impl Verdict {
+    /// The verdict's EP run if it was taken over all of a history of `answers` answers.
+    pub(super) fn run_over(&self, answers: usize) -> Option<&ReliabilityRun> {
+        self.run.as_ref().filter(|_| self.answers == answers)
+    }
+
+    /// Approximate heap size in bytes.
+    pub(super) fn size_bytes(&self) -> usize {
+        self.run.as_ref().map_or(0, ReliabilityRun::size_bytes)
+    }
 }
 
 /// The number of answers after which the reliability verdict on `answers` answers was taken:
@@ -176,25 +190,30 @@ impl Elicitation<'_> {
     /// fit behind it is skipped.
     pub fn is_unreliable(&mut self) -> bool {
         let answers = judged_at(self.state.history.len());
-        if let Some(verdict) = self.state.verdict
+        if let Some(verdict) = &self.state.verdict
             && verdict.answers == answers
         {
             return verdict.unreliable;
         }
         let judged = &self.state.history[..answers];
         let informative = judged.iter().filter(|r| r.log_evidence.is_some()).count();
-        let unreliable = informative >= self.config.reliability.min_answers
-            && self.reliability_of(judged).unreliable;
+        let (unreliable, run) = if informative >= self.config.reliability.min_answers {
+            let (reliability, run) = self.reliability_of(judged);
+            (reliability.unreliable, Some(run))
+        } else {
+            (false, None)
+        };
         self.state.verdict = Some(Verdict {
             answers,
             unreliable,
+            run,
         });
         unreliable
     }
 
     /// The answer-quality figures of the answers in `history`, from their leave-one-out
-    /// predictive probabilities (an EP fit: O(answers·J²) a sweep).
-    pub(super) fn reliability_of(&self, history: &[AnswerRecord]) -> Reliability {
+    /// predictive probabilities (an EP fit: O(answers·J²) a sweep), and that fit's run.
+    pub(super) fn reliability_of(&self, history: &[AnswerRecord]) -> (Reliability, ReliabilityRun) {
         self.log_of(history)
             .reliability(&self.prior, self.lapse_prior(), &self.config.reliability)
     }

@@ -515,8 +515,22 @@ impl Service {
             let view = session_view(&bank, &next, (&answers, &log), &posterior, None);
             return Ok(Some(view));
         }
-        let (refined, reliability_fit) =
-            log.final_posterior(bank.prior_of(next.prior_version), model.spec.update_method);
+        // The run this replica cached for this very version took the reliability verdict over
+        // every answer: EP continues that verdict's run instead of sweeping from the start.
+        let earlier = self
+            .runs
+            .take(id)
+            .filter(|cached| cached.matches(&next, bank.stamp()))
+            .and_then(|cached| cached.state.into_reliability_run());
+        let fit = log.final_posterior(
+            bank.prior_of(next.prior_version),
+            model.spec.update_method,
+            earlier,
+        );
+        let start = if fit.continued { "verdict" } else { "fresh" };
+        metrics::counter!("elicit_finish_refinements_total", "model" => next.model.clone(), "start" => start)
+            .increment(1);
+        let (refined, reliability_fit) = (fit.posterior, fit.reliability_fit);
         next.version += 1;
         next.status = SessionStatus::Finished;
         next.stop_reason = Some(next.stop_reason.unwrap_or(StopReason::Finished));
