@@ -527,9 +527,12 @@ impl Service {
             model.spec.update_method,
             earlier,
         );
-        let start = if fit.continued { "verdict" } else { "fresh" };
-        metrics::counter!("elicit_finish_refinements_total", "model" => next.model.clone(), "start" => start)
-            .increment(1);
+        // Counted when EP ran (a log with rankings is replayed instead).
+        if fit.reliability_fit.is_some() {
+            let start = if fit.continued { "verdict" } else { "fresh" };
+            metrics::counter!("elicit_finish_refinements_total", "model" => next.model.clone(), "start" => start)
+                .increment(1);
+        }
         let (refined, reliability_fit) = (fit.posterior, fit.reliability_fit);
         next.version += 1;
         next.status = SessionStatus::Finished;
