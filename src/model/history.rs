@@ -216,6 +216,16 @@ impl ReliabilityRun {
     }
 }
 
+/// The EP run the answers' reliability is judged by: [`RELIABILITY_EP`] sweeps from `prior`.
+fn reliability_ep<'a>(
+    prior: &'a Posterior,
+    observations: &'a [(DVector<f64>, PairLikelihood)],
+) -> ep::EpRun<'a, PairLikelihood> {
+    let mut run = ep::EpRun::new(prior, observations);
+    run.sweep_until(RELIABILITY_EP);
+    run
+}
+
 /// A log of answers in the order they came, with the probes among them found.
 #[derive(Debug, Clone)]
 pub struct AnswerLog {
@@ -320,11 +330,7 @@ impl AnswerLog {
         let observations = self.comparisons();
         let continued = earlier.and_then(|run| run.continued(prior, &observations));
         let resumed = continued.is_some();
-        let mut run = continued.unwrap_or_else(|| {
-            let mut run = ep::EpRun::new(prior, &observations);
-            run.sweep_until(RELIABILITY_EP);
-            run
-        });
+        let mut run = continued.unwrap_or_else(|| reliability_ep(prior, &observations));
         let reliability_fit = run.fit();
         run.sweep_until(EpOptions::default());
         FinalPosterior {
@@ -360,8 +366,7 @@ impl AnswerLog {
             }
         }
         let observations = self.comparisons();
-        let (posterior, sites) =
-            fit.unwrap_or_else(|| ep::refine(prior, &observations, RELIABILITY_EP));
+        let (posterior, sites) = fit.unwrap_or_else(|| reliability_ep(prior, &observations).fit());
         ep::leave_one_out(&posterior, &observations, &sites)
             .into_iter()
             .zip(judged)
@@ -415,8 +420,7 @@ impl AnswerLog {
     ) -> (Reliability, ReliabilityRun) {
         let observations = self.comparisons();
         let (fit, state) = {
-            let mut run = ep::EpRun::new(prior, &observations);
-            run.sweep_until(RELIABILITY_EP);
+            let run = reliability_ep(prior, &observations);
             (run.fit(), run.state())
         };
         let reliability = reliability::assess(
