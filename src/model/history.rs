@@ -357,6 +357,17 @@ impl AnswerLog {
         prior: &Posterior,
         fit: Option<ReliabilityFit>,
     ) -> Vec<AnsweredWith> {
+        let observations = self.comparisons();
+        let fit = fit.unwrap_or_else(|| reliability_ep(prior, &observations).fit());
+        self.judged_by_the_others(&observations, fit)
+    }
+
+    /// [`AnswerLog::leave_one_out`] with the log's comparisons and their fit already made.
+    fn judged_by_the_others(
+        &self,
+        observations: &[(DVector<f64>, PairLikelihood)],
+        (posterior, sites): ReliabilityFit,
+    ) -> Vec<AnsweredWith> {
         let mut judged = Vec::new();
         let mut as_they_came = Vec::new();
         for (step, repeats) in self.steps.iter().zip(&self.repeats) {
@@ -365,9 +376,7 @@ impl AnswerLog {
                 _ => as_they_came.extend(step.log_evidence.map(|z| step.answered_with(z))),
             }
         }
-        let observations = self.comparisons();
-        let (posterior, sites) = fit.unwrap_or_else(|| reliability_ep(prior, &observations).fit());
-        ep::leave_one_out(&posterior, &observations, &sites)
+        ep::leave_one_out(&posterior, observations, &sites)
             .into_iter()
             .zip(judged)
             .map(|(log_evidence, step)| step.answered_with(log_evidence))
@@ -424,7 +433,7 @@ impl AnswerLog {
             (run.fit(), run.state())
         };
         let reliability = reliability::assess(
-            &self.leave_one_out(prior, Some(fit)),
+            &self.judged_by_the_others(&observations, fit),
             self.consistency(),
             lapse_prior,
             rule,
