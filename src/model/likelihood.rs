@@ -209,6 +209,11 @@ pub trait Likelihood {
         let (d1, d2) = self.log_prob_derivatives(f);
         (self.log_prob(f), d1, d2)
     }
+    /// log g(f) alone: what a quadrature point of g's tilted moments needs, without the
+    /// derivatives' exponentials (equal, to the bit, to [`Likelihood::mixture_component`]'s first).
+    fn mixture_log_component(&self, f: f64) -> f64 {
+        self.mixture_component(f).0
+    }
 }
 
 /// The component g of a lapse mixture as a likelihood of its own (log-concave for every answer
@@ -218,7 +223,7 @@ pub struct MixtureComponent<'a, L: ?Sized>(pub &'a L);
 
 impl<L: Likelihood + ?Sized> Likelihood for MixtureComponent<'_, L> {
     fn log_prob(&self, f: f64) -> f64 {
-        self.0.mixture_component(f).0
+        self.0.mixture_log_component(f)
     }
     fn log_prob_derivatives(&self, f: f64) -> (f64, f64) {
         let (_, d1, d2) = self.0.mixture_component(f);
@@ -293,6 +298,15 @@ impl PairLikelihood {
         &self.terms[..self.n_terms]
     }
 
+    /// log g of the lapse-free part: [`PairLikelihood::core`]'s first value, summed in the same
+    /// order, without the derivatives. A tilted integral evaluates it at every quadrature point,
+    /// and the derivatives' three exponentials a term made most of that integral's cost.
+    fn log_core(&self, f: f64) -> f64 {
+        self.terms()
+            .iter()
+            .fold(self.log_const, |acc, term| acc + log_sigmoid(term.arg(f)))
+    }
+
     /// (log g, (log g)′, (log g)″) of the lapse-free part.
     fn core(&self, f: f64) -> (f64, f64, f64) {
         self.terms()
@@ -310,7 +324,7 @@ impl PairLikelihood {
 
 impl Likelihood for PairLikelihood {
     fn log_prob(&self, f: f64) -> f64 {
-        let (log_g, _, _) = self.core(f);
+        let log_g = self.log_core(f);
         match self.lapse {
             None => log_g,
             Some((log_floor, log_keep)) => log_add_exp(log_floor, log_keep + log_g),
@@ -357,6 +371,10 @@ impl Likelihood for PairLikelihood {
 
     fn mixture_component(&self, f: f64) -> (f64, f64, f64) {
         self.core(f)
+    }
+
+    fn mixture_log_component(&self, f: f64) -> f64 {
+        self.log_core(f)
     }
 }
 
@@ -412,6 +430,33 @@ mod tests {
                 let n = model.outcome_probabilities(f, &mut p);
                 let total: f64 = p[..n].iter().sum();
                 assert!((total - 1.0).abs() < 1e-12, "{model:?} f={f}: {total}");
+            }
+        }
+    }
+
+    /// The log-only path a quadrature takes (`log_core`) is `core`'s first value to the bit, for
+    /// every answer with and without a lapse; so is the mixture component's.
+    #[test]
+    fn the_log_alone_equals_the_log_with_its_derivatives() {
+        for model in [noise(0.0, 0.0), noise(0.1, 0.0), noise(0.2, 0.8)] {
+            let mut likelihoods: Vec<PairLikelihood> = [Outcome::A, Outcome::B, Outcome::Tie]
+                .iter()
+                .filter_map(|&o| model.likelihood(o).ok())
+                .collect();
+            for o in [Outcome::A, Outcome::B] {
+                for s in [Strength::Slightly, Strength::Clearly] {
+                    likelihoods.extend(model.graded_likelihood(o, s, 1.4).ok());
+                }
+            }
+            for lik in &likelihoods {
+                for f in [-700.0, -30.0, -2.0, -1e-9, 0.0, 0.4, 5.0, 40.0, 700.0] {
+                    let (log_g, _, _) = lik.core(f);
+                    assert_eq!(lik.log_core(f).to_bits(), log_g.to_bits(), "{lik:?} f={f}");
+                    assert_eq!(
+                        lik.mixture_log_component(f).to_bits(),
+                        lik.mixture_component(f).0.to_bits()
+                    );
+                }
             }
         }
     }
