@@ -1,5 +1,6 @@
-//! The connections PostgreSQL's answer commits run on: a small pool of its own that takes a
-//! connection back without a round trip.
+//! The connections PostgreSQL's answer path runs on (the commits, and the one-statement reads and
+//! inserts around them): a small pool of its own that takes a connection back without a round
+//! trip.
 //!
 //! sqlx's pool pings every connection it takes back (a Sync and its ReadyForQuery, in a task of
 //! its own), to catch one left mid-statement by a cancelled future. The answer commit is one
@@ -12,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::AnyConnection;
-use sqlx::any::AnyConnectOptions;
-use sqlx::{Connection, Executor};
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyRow};
+use sqlx::{Any, Connection, Executor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long a connection may sit idle before it is pinged on being handed out (here and by the
@@ -81,6 +82,18 @@ impl Lane {
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)??;
         Ok(self.leased(conn, permit))
+    }
+
+    /// Runs `query` to its end (every row, then its ReadyForQuery) on a connection of the lane,
+    /// which then goes back: a one-statement read or write without the pool's release ping.
+    pub(super) async fn fetch_all(
+        self: &Arc<Self>,
+        query: sqlx::query::Query<'_, Any, AnyArguments>,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let mut leased = self.acquire().await?;
+        let rows = query.fetch_all(leased.connection()).await?;
+        leased.release();
+        Ok(rows)
     }
 
     fn leased(self: &Arc<Self>, conn: AnyConnection, permit: OwnedSemaphorePermit) -> Leased {

@@ -38,12 +38,12 @@ impl CatalogStore for SqlStore {
 
     async fn get_model(&self, name: &str) -> Result<Option<ModelRecord>, StoreError> {
         let sql = format!("SELECT {MODEL_COLUMNS} FROM models WHERE name = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(name)
-            .fetch_optional(&self.pool())
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name);
+        let rows = self
+            .run_to_end(query)
             .await
             .map_err(|e| classify(e, "model"))?;
-        row.as_ref().map(model_from_row).transpose()
+        rows.first().map(model_from_row).transpose()
     }
 
     async fn list_models(&self) -> Result<Vec<ModelRecord>, StoreError> {

@@ -16,18 +16,29 @@ pub(super) struct SqlSessionUpdate {
 /// Where a [`SqlSessionUpdate`] reads and writes.
 pub(super) enum Reader {
     Transaction(sqlx::Transaction<'static, sqlx::Any>),
-    /// Reads on the pool, the commit on the commits' lane.
-    Pool(AnyPool, Arc<Lane>),
+    /// PostgreSQL: each read, and the commit, on a connection of the answer path's lane.
+    Lane(Arc<Lane>),
 }
 
-/// Runs a query on whichever the reader holds.
-macro_rules! on_reader {
-    ($reader:expr, $query:expr, $method:ident) => {
-        match &mut $reader {
-            Reader::Pool(pool, _) => $query.$method(&*pool).await,
-            Reader::Transaction(tx) => $query.$method(&mut **tx).await,
+impl Reader {
+    /// Every row of a read, on whichever the reader holds.
+    async fn fetch_all(
+        &mut self,
+        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
+        match self {
+            Reader::Lane(lane) => lane.fetch_all(query).await,
+            Reader::Transaction(tx) => query.fetch_all(&mut **tx).await,
         }
-    };
+    }
+
+    /// The first row of a read, if any (read to its end, so the connection goes back idle).
+    pub(super) async fn fetch_first(
+        &mut self,
+        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<Option<AnyRow>, sqlx::Error> {
+        Ok(self.fetch_all(query).await?.into_iter().next())
+    }
 }
 
 /// A value bound to a statement whose parameters are assembled at run time.
@@ -310,8 +321,11 @@ impl SessionUpdate for SqlSessionUpdate {
         )
         .bind(self.session.id.as_str())
         .bind(idempotency_key);
-        let row =
-            on_reader!(self.reader, query, fetch_optional).map_err(|e| classify(e, "answer"))?;
+        let row = self
+            .reader
+            .fetch_first(query)
+            .await
+            .map_err(|e| classify(e, "answer"))?;
         row.map(|row| {
             Ok(StoredReply {
                 request_hash: row.try_get("request_hash")?,
@@ -325,7 +339,9 @@ impl SessionUpdate for SqlSessionUpdate {
         let sql =
             format!("SELECT {ANSWER_COLUMNS} FROM answers WHERE session_id = $1 ORDER BY seq");
         let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.session.id.as_str());
-        on_reader!(self.reader, query, fetch_all)
+        self.reader
+            .fetch_all(query)
+            .await
             .map_err(|e| classify(e, "answers"))?
             .iter()
             .map(answer_from_row)
@@ -344,7 +360,7 @@ impl SessionUpdate for SqlSessionUpdate {
         let read_version = self.session.version;
         let started = self.started;
         match self.reader {
-            Reader::Pool(_, lane) => {
+            Reader::Lane(lane) => {
                 let statement = Statement {
                     sql: &CommitShape::of(commit, true).sql()[0],
                     args: commit_args(commit, read_version, self.bank)

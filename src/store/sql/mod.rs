@@ -14,10 +14,9 @@ use super::codec::{decode_symmetric, decode_vector, encode_symmetric, encode_vec
 use super::lane::{IDLE_BEFORE_PING, Lane};
 use super::*;
 
-#[macro_use]
-mod commit;
 mod access;
 mod catalog;
+mod commit;
 mod errors;
 mod rows;
 mod sessions;
@@ -276,15 +275,30 @@ impl SqlStore {
             .map_err(|e| classify(e, what))
     }
 
-    /// Where a session change reads and writes: PostgreSQL's pool (the commit is one conditional
-    /// autocommit statement), or a SQLite write transaction (taken at once: SQLite has one writer).
+    /// Runs one statement of the answer path to its end (a session's creation, its model's
+    /// read): on PostgreSQL on the lane, without the pool's release ping; on SQLite on the pool.
+    async fn run_to_end(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
+        match self.connections() {
+            Connections {
+                commits: Some(lane),
+                ..
+            } => lane.fetch_all(query).await,
+            Connections { pool, .. } => query.fetch_all(&pool).await,
+        }
+    }
+
+    /// Where a session change reads and writes: PostgreSQL's answer-path lane (the commit is one
+    /// conditional autocommit statement), or a SQLite write transaction (taken at once: SQLite
+    /// has one writer).
     async fn session_reader(&self) -> Result<Reader, StoreError> {
         Ok(match self.connections() {
             Connections {
-                pool,
                 commits: Some(lane),
                 ..
-            } => Reader::Pool(pool, lane),
+            } => Reader::Lane(lane),
             Connections { commits: None, .. } => {
                 Reader::Transaction(self.begin_write("session").await?)
             }

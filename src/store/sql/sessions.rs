@@ -8,7 +8,7 @@ impl SessionStore for SqlStore {
         let sql = format!(
             "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&s.id)
             .bind(&s.user_id)
             .bind(&s.model)
@@ -23,8 +23,8 @@ impl SessionStore for SqlStore {
             .bind(s.question.as_ref().map(json_text))
             .bind(s.created_ms)
             .bind(s.updated_ms)
-            .bind(s.prior_version)
-            .execute(&self.pool())
+            .bind(s.prior_version);
+        self.run_to_end(query)
             .await
             .map_err(|e| classify(e, "session"))?;
         Ok(())
@@ -63,7 +63,9 @@ impl SessionStore for SqlStore {
             columns.join(", ")
         );
         let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
-        let row = on_reader!(reader, query, fetch_optional)
+        let row = reader
+            .fetch_first(query)
+            .await
             .map_err(|e| classify(e, "session"))?
             .ok_or_else(|| StoreError::NotFound(format!("session '{id}'")))?;
         Ok(Box::new(SqlSessionUpdate {
