@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bank::Bank;
 use super::candidates::CandidateSpace;
+use super::numeric::total_order_key;
 use super::pair::Pair;
 use super::posterior::Posterior;
 use super::space::{CoreStats, ItemSpace};
@@ -146,7 +147,7 @@ impl Pool {
         let mut chosen = Chosen::default();
         // Partners come from the coreset's wider part (a pair with a narrow item carries little),
         // ordered by mean once, so that each anchor's are its neighbours in that order.
-        let wide = core.widest(options.top_items * PARTNER_SPREAD);
+        let wide = core.widest(options.top_items * PARTNER_SPREAD, options.top_items);
         let widest = &wide[..options.top_items.min(wide.len())];
         for &k in widest {
             chosen.add(coreset.items()[k]);
@@ -246,19 +247,20 @@ impl Pool {
                 *in_pool.entry(g).or_default() += 1;
             }
         }
-        let mut lonely: Vec<Position> = (0..self.len() as Position)
+        // qᵢ descending (`!` reverses a key's order), ties by position.
+        let mut lonely: Vec<(i64, Position)> = (0..self.len() as Position)
             .filter(|&p| {
                 let item = self.items[p as usize];
                 space.group_of(item).is_some_and(|g| in_pool[&g] <= mates)
             })
+            .map(|p| (!total_order_key(self.q[p as usize]), p))
             .collect();
-        lonely.sort_unstable_by(|&x, &y| {
-            self.q[y as usize]
-                .total_cmp(&self.q[x as usize])
-                .then(x.cmp(&y))
-        });
+        lonely.sort_unstable();
         lonely.truncate(count);
-        lonely.into_iter().map(|p| self.items[p as usize]).collect()
+        lonely
+            .into_iter()
+            .map(|(_, p)| self.items[p as usize])
+            .collect()
     }
 
     pub fn len(&self) -> usize {

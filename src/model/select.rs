@@ -17,7 +17,7 @@ use super::information::{
     information_quadrature_bound, information_table,
 };
 use super::likelihood::NoiseModel;
-use super::numeric::{binary_entropy_bits, sigmoid};
+use super::numeric::{binary_entropy_bits, sigmoid, total_order_key};
 use super::pair::Pair;
 use super::pool::{Pool, PoolPair, Position, SelectionOptions};
 use super::top::Largest;
@@ -79,8 +79,11 @@ pub struct Selected {
 /// What a candidate needs to possibly enter the shortlist.
 #[derive(Debug, Clone, Copy)]
 struct Cutoff {
-    /// β(sdₐ + sd_b) below this: the information bound is below the threshold.
+    /// sdₐ + sd_b below this: the information bound is below the threshold.
     min_pair_sd: f64,
+    /// The same for the pair's own s² = β²(qₐ + q_b − 2φₐᵀΣφ_b), which its items' sds only
+    /// bound: a pair of correlated items is rejected before its screen is read from the table.
+    min_s2: f64,
     /// x² = m²/(1 + πs²/8) above this: h(σ(x)), an upper bound of the screen, is below it.
     max_x2: f64,
 }
@@ -88,6 +91,7 @@ struct Cutoff {
 impl Cutoff {
     const NONE: Cutoff = Cutoff {
         min_pair_sd: 0.0,
+        min_s2: 0.0,
         max_x2: f64::INFINITY,
     };
 }
@@ -252,7 +256,9 @@ fn best_pair<R: Rng + ?Sized>(
         let score = if bald {
             // The screen never exceeds h(σ(x)), x² = m²/(1 + πs²/8): a few multiplications
             // reject every pair whose outcome is too predictable to enter the shortlist.
-            if m * m >= cutoff.max_x2 * (1.0 + std::f64::consts::PI * s2 / 8.0) {
+            if m * m >= cutoff.max_x2 * (1.0 + std::f64::consts::PI * s2 / 8.0)
+                || s2 < cutoff.min_s2
+            {
                 return false;
             }
             information_table(m, s2)
@@ -270,14 +276,14 @@ fn best_pair<R: Rng + ?Sized>(
     };
     let refresh = |top: &Shortlist| {
         let threshold = top.floor();
+        let min_sd = if prune {
+            smallest_useful_sd(threshold - CLOSED_FORM_MAX_ERROR_BITS - SCREEN_TABLE_MAX_ERROR_BITS)
+        } else {
+            0.0
+        };
         Cutoff {
-            min_pair_sd: if prune {
-                smallest_useful_sd(
-                    threshold - CLOSED_FORM_MAX_ERROR_BITS - SCREEN_TABLE_MAX_ERROR_BITS,
-                ) / beta
-            } else {
-                0.0
-            },
+            min_pair_sd: min_sd / beta,
+            min_s2: min_sd * min_sd,
             // The table may read up to its error above the closed form, which h(σ(x)) bounds.
             max_x2: if bald && options.prune {
                 largest_useful_x2(threshold - SCREEN_TABLE_MAX_ERROR_BITS)
@@ -290,8 +296,12 @@ fn best_pair<R: Rng + ?Sized>(
     for members in pool.groups() {
         // Visit items by decreasing sd so that the bound decreases along both loops.
         // Ties by position: what a stable sort of the members (in pool order) gave.
-        let mut order = members.clone();
-        order.sort_unstable_by(|&x, &y| sd[y as usize].total_cmp(&sd[x as usize]).then(x.cmp(&y)));
+        let mut keyed: Vec<(i64, Position)> = members
+            .iter()
+            .map(|&p| (!total_order_key(sd[p as usize]), p))
+            .collect();
+        keyed.sort_unstable();
+        let order: Vec<Position> = keyed.into_iter().map(|(_, p)| p).collect();
         let sd_of = |p: Position| sd[p as usize];
         // A drawn pool pairs each of its widest items with every other (pairs of two narrower
         // items are seldom the best and would make the scan quadratic in the pool).

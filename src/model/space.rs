@@ -23,6 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
+use super::numeric::total_order_key;
 use super::pair::Pair;
 use super::posterior::{Posterior, RankOne};
 use super::top::Largest;
@@ -322,26 +323,37 @@ impl CoreStats {
         }
     }
 
-    /// The coreset positions of the `count` items of largest qᵢ, largest first (ties by index).
-    pub fn widest(&self, count: usize) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.q.len()).collect();
+    /// The coreset positions of the `count` items of largest qᵢ (ties by index): the first
+    /// `ordered` of them largest first, the rest in no particular order. O(K + count +
+    /// ordered·log ordered): a pool needs the order of its anchors only.
+    pub fn widest(&self, count: usize, ordered: usize) -> Vec<usize> {
+        // (key, position) tuples: qᵢ descending (`!` reverses a key's order), ties by position.
+        let mut order: Vec<(i64, usize)> = (self.q.iter().enumerate())
+            .map(|(k, &q)| (!total_order_key(q), k))
+            .collect();
         let count = count.min(order.len());
+        let ordered = ordered.min(count);
         if count == 0 {
             return Vec::new();
         }
-        let by_q = |x: &usize, y: &usize| self.q[*y].total_cmp(&self.q[*x]).then(x.cmp(y));
-        order.select_nth_unstable_by(count - 1, by_q);
+        order.select_nth_unstable(count - 1);
         order.truncate(count);
-        // by_q is a total order (ties by index), so an unstable sort gives the same order.
-        order.sort_unstable_by(by_q);
-        order
+        if ordered > 0 {
+            order.select_nth_unstable(ordered - 1);
+            // A total order (ties by position), so an unstable sort gives the one order.
+            order[..ordered].sort_unstable();
+        }
+        order.into_iter().map(|(_, k)| k).collect()
     }
 
     /// `positions` ordered by mᵢ (ties by position).
     pub fn by_mean(&self, positions: &[usize]) -> Vec<usize> {
-        let mut order = positions.to_vec();
-        order.sort_unstable_by(|&x, &y| self.m[x].total_cmp(&self.m[y]).then(x.cmp(&y)));
-        order
+        let mut order: Vec<(i64, usize)> = positions
+            .iter()
+            .map(|&k| (total_order_key(self.m[k]), k))
+            .collect();
+        order.sort_unstable();
+        order.into_iter().map(|(_, k)| k).collect()
     }
 
     /// Up to `count` positions of `by_mean` (an order of [`CoreStats::by_mean`] holding
