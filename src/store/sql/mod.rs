@@ -320,7 +320,8 @@ impl Connections {
         dialect: Dialect,
         settings: PoolSettings,
     ) -> Result<Self, StoreError> {
-        // On PostgreSQL the answer commits take half the connections (their own lane, below).
+        // On PostgreSQL the answer path (its commits and the reads around them) takes half the
+        // connections: its own lane, below.
         let lane_size = match dialect {
             Dialect::Postgres => (settings.max_connections / 2).max(1),
             Dialect::Sqlite => 0,
