@@ -116,21 +116,21 @@ const MAX_COARSENINGS: usize = 40;
 /// converges slowly and erratically on it (20 nodes: 3·10⁻⁵ error in the mean after one answer).
 /// The trapezoidal rule converges geometrically for analytic, fast-decaying integrands: the
 /// logistic's poles lie π off the real axis, so the error falls like e^{−2π²/h}. The step is
-/// h ≤ s/3 (s the Laplace width), which resolves narrow posteriors (s/1.5 did not: 3·10⁻⁷ in the
-/// covariance after one answer), and h ≤ [`MAX_STEP`] = 0.7, which the poles need when the belief
-/// is vague: h ≤ 1 left errors up to 4·10⁻⁸ in log Z for a graded answer (two logistic terms)
-/// under v = 100, 0.8 left 2·10⁻¹⁰, 0.7 leaves 3·10⁻¹² (`tests/inference.rs`,
-/// `tilted_moments_match_a_dense_rule_across_scales`, against a 200,001-point Simpson rule, every
-/// answer kind, v from 10⁻⁶ to 10⁴). The grid walks out from the centre, a side at a time, and
+/// h ≤ s/2 (s the Laplace width), which resolves narrow posteriors, and h ≤ [`MAX_STEP`] = 0.7,
+/// which the poles need when the belief is vague. Worst errors over
+/// `tilted_moments_match_a_dense_rule_across_scales` (`tests/inference.rs`: log Z, mean and
+/// variance against a 200,001-point Simpson rule, every answer kind, v from 10⁻⁶ to 10⁴): with
+/// h ≤ s/3, a cap of 1 left 4·10⁻⁸ in log Z for a graded answer (two logistic terms) under v = 100,
+/// 0.8 left 2·10⁻¹⁰, 0.7 leaves 3·10⁻¹²; with the cap at 0.7, s/1 leaves 10⁻⁸, s/1.5 7·10⁻¹¹,
+/// s/2 7·10⁻¹². The grid walks out from the centre, a side at a time, and
 /// stops at its first point 30 nats below the mode (a tail of 10⁻¹³), so every density it
 /// evaluates is a point of the rule: no search for the support's ends beforehand (it cost ~13
-/// evaluations of its own and overshot the floor by up to a quarter of the distance). Typically
-/// 50–80 points.
+/// evaluations of its own and overshot the floor by up to a quarter of the distance).
 fn tilted_by_quadrature(mean: f64, variance: f64, lik: &impl Likelihood) -> Tilted {
     let (centre, spread) = laplace_centre(mean, variance, lik);
     let log_density = |f: f64| -(f - mean).powi(2) / (2.0 * variance) + lik.log_prob(f);
     let peak = log_density(centre);
-    let mut h = (spread.sqrt() / 3.0).min(MAX_STEP);
+    let mut h = (spread.sqrt() / 2.0).min(MAX_STEP);
     let mut grid = Grid::walk(centre, h, peak, &log_density);
     for _ in 0..MAX_COARSENINGS {
         if grid.complete {
