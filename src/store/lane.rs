@@ -58,7 +58,7 @@ impl Lane {
 
     /// A connection: an idle one (pinged first if it sat idle a while), else a new one. Waits
     /// for a free slot at most the acquire timeout (then `PoolTimedOut`, as sqlx's pool).
-    pub(super) async fn acquire(self: &Arc<Self>) -> Result<Leased, sqlx::Error> {
+    async fn acquire(self: &Arc<Self>) -> Result<Leased, sqlx::Error> {
         let permit = tokio::time::timeout(self.acquire_timeout, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
@@ -112,7 +112,7 @@ impl Lane {
 }
 
 /// A connection taken from a [`Lane`]: closed when dropped, unless released.
-pub(super) struct Leased {
+struct Leased {
     conn: Option<AnyConnection>,
     lane: Arc<Lane>,
     _permit: OwnedSemaphorePermit,
@@ -120,13 +120,13 @@ pub(super) struct Leased {
 
 impl Leased {
     /// The connection, to run statements on.
-    pub(super) fn connection(&mut self) -> &mut AnyConnection {
+    fn connection(&mut self) -> &mut AnyConnection {
         self.conn.as_mut().expect("held until released")
     }
 
     /// Gives the connection back for reuse: call it only after a statement ran to its end
     /// (its ReadyForQuery read), so the next user finds the connection idle.
-    pub(super) fn release(mut self) {
+    fn release(mut self) {
         if let Some(conn) = self.conn.take()
             && !self.lane.slots.is_closed()
         {

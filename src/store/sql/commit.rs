@@ -372,13 +372,10 @@ impl SessionUpdate for SqlSessionUpdate {
                 // transaction commits; only the end of the stream (ReadyForQuery, after Sync)
                 // says the commit is durable. `fetch_optional` returned at the row, and the fault
                 // test once saw an acknowledged answer vanish in a crash.
-                let mut connection = lane.acquire().await.map_err(|e| classify(e, "answer"))?;
-                let applied = statement
-                    .query()
-                    .fetch_all(connection.connection())
+                let applied = lane
+                    .fetch_all(statement.query())
                     .await
                     .map_err(|e| classify(e, "answer"))?;
-                connection.release();
                 if applied.is_empty() {
                     return Err(StoreError::Changed);
                 }
