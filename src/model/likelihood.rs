@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use super::numeric::{log_add_exp, log_sigmoid, sigmoid, sigmoid_slope};
+use super::numeric::{log_add_exp, log_sigmoid, logistic_parts, sigmoid, sigmoid_pair};
 
 /// What the user said about a question "a or b?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -209,6 +209,18 @@ pub trait Likelihood {
         let (d1, d2) = self.log_prob_derivatives(f);
         (self.log_prob(f), d1, d2)
     }
+    /// (log g)′ and (log g)″ alone (equal, to the bit, to [`Likelihood::mixture_component`]'s
+    /// last two): what Newton's steps to the mode of g's tilted density need.
+    fn mixture_derivatives(&self, f: f64) -> (f64, f64) {
+        let (_, d1, d2) = self.mixture_component(f);
+        (d1, d2)
+    }
+    /// g(f + k·step)/g(f), k = 1, 2, …, for g the likelihood's lapse-free part (the g of
+    /// [`Likelihood::lapse_mixture`], or the likelihood itself when it has none), when g can give
+    /// them without a logarithm at every point ([`LogisticRatios`]); `None` otherwise.
+    fn core_ratios(&self, _f: f64, _step: f64) -> Option<LogisticRatios> {
+        None
+    }
     /// log g(f) alone: what a quadrature point of g's tilted moments needs, without the
     /// derivatives' exponentials (equal, to the bit, to [`Likelihood::mixture_component`]'s first).
     fn mixture_log_component(&self, f: f64) -> f64 {
@@ -226,11 +238,13 @@ impl<L: Likelihood + ?Sized> Likelihood for MixtureComponent<'_, L> {
         self.0.mixture_log_component(f)
     }
     fn log_prob_derivatives(&self, f: f64) -> (f64, f64) {
-        let (_, d1, d2) = self.0.mixture_component(f);
-        (d1, d2)
+        self.0.mixture_derivatives(f)
     }
     fn gaussian_bound(&self, mean: f64, variance: f64) -> (f64, f64) {
         self.0.gaussian_bound(mean, variance)
+    }
+    fn core_ratios(&self, f: f64, step: f64) -> Option<LogisticRatios> {
+        self.0.core_ratios(f, step)
     }
 }
 
@@ -244,6 +258,73 @@ struct LogisticTerm {
 impl LogisticTerm {
     fn arg(&self, f: f64) -> f64 {
         self.sign * f + self.offset
+    }
+}
+
+/// The ratios g(f + k·t)/g(f), k = 1, 2, …, of a product of logistic terms along a grid of step
+/// t, at a division a term a point.
+///
+/// A term's σ(a + k·s·t)/σ(a) is (1 + e^{−a})/(1 + e^{−a}ρᵏ), ρ = e^{−s·t}; it is kept as
+/// n/(c + d·ρᵏ) with n, c, d built from whichever of e^{−a}, e^{a} is at most 1 (so neither
+/// overflows), and ρᵏ by one multiplication a step (relative error k·2⁻⁵³). Where ρᵏ overflows
+/// the ratio is 0, as it should be. A quadrature of the tilted density then pays one exponential
+/// a point (the prior's) instead of three.
+#[derive(Debug, Clone)]
+pub struct LogisticRatios {
+    terms: [TermRatios; 2],
+    n_terms: usize,
+}
+
+/// One term of [`LogisticRatios`]: the ratio at step k is `numerator / (offset + scale·ρᵏ)`.
+#[derive(Debug, Clone, Copy, Default)]
+struct TermRatios {
+    numerator: f64,
+    offset: f64,
+    scale: f64,
+    rho: f64,
+    rho_k: f64,
+}
+
+impl TermRatios {
+    /// σ(a + k·slope)/σ(a) for k = 1, 2, …; `None` for |a| > 700, where e^{−|a|} leaves the
+    /// normal range (the caller evaluates logarithms instead).
+    fn new(a: f64, slope: f64) -> Option<Self> {
+        if !(-700.0..=700.0).contains(&a) {
+            return None;
+        }
+        let rho = (-slope).exp();
+        if a >= 0.0 {
+            let e = (-a).exp();
+            Some(Self {
+                numerator: 1.0 + e,
+                offset: 1.0,
+                scale: e,
+                rho,
+                rho_k: 1.0,
+            })
+        } else {
+            let e = a.exp();
+            Some(Self {
+                numerator: 1.0 + e,
+                offset: e,
+                scale: 1.0,
+                rho,
+                rho_k: 1.0,
+            })
+        }
+    }
+}
+
+impl Iterator for LogisticRatios {
+    type Item = f64;
+
+    fn next(&mut self) -> Option<f64> {
+        let mut ratio = 1.0;
+        for term in &mut self.terms[..self.n_terms] {
+            term.rho_k *= term.rho;
+            ratio *= term.numerator / (term.offset + term.scale * term.rho_k);
+        }
+        Some(ratio)
     }
 }
 
@@ -307,18 +388,24 @@ impl PairLikelihood {
             .fold(self.log_const, |acc, term| acc + log_sigmoid(term.arg(f)))
     }
 
-    /// (log g, (log g)′, (log g)″) of the lapse-free part.
+    /// (log g, (log g)′, (log g)″) of the lapse-free part: per term log σ(a), s·σ(−a) and
+    /// −σ(a)σ(−a), from one exponential.
     fn core(&self, f: f64) -> (f64, f64, f64) {
         self.terms()
             .iter()
             .fold((self.log_const, 0.0, 0.0), |acc, term| {
-                let a = term.arg(f);
-                (
-                    acc.0 + log_sigmoid(a),
-                    acc.1 + term.sign * sigmoid(-a),
-                    acc.2 - sigmoid_slope(a),
-                )
+                let (log, up, down) = logistic_parts(term.arg(f));
+                (acc.0 + log, acc.1 + term.sign * down, acc.2 - up * down)
             })
+    }
+
+    /// [`PairLikelihood::core`]'s two derivatives alone, equal to its to the bit: what the Newton
+    /// steps to a tilted density's mode need, without the log's ln(1 + e).
+    fn core_derivatives(&self, f: f64) -> (f64, f64) {
+        self.terms().iter().fold((0.0, 0.0), |acc, term| {
+            let (up, down) = sigmoid_pair(term.arg(f));
+            (acc.0 + term.sign * down, acc.1 - up * down)
+        })
     }
 }
 
@@ -332,18 +419,15 @@ impl Likelihood for PairLikelihood {
     }
 
     fn log_prob_derivatives(&self, f: f64) -> (f64, f64) {
+        let Some((log_floor, log_keep)) = self.lapse else {
+            return self.core_derivatives(f);
+        };
+        // p = ε/K + (1−ε)g; with r = (1−ε)g/p: ℓ′ = r·(log g)′, ℓ″ = r·((log g)″ + (log g)′²) − ℓ′².
         let (log_g, d1, d2) = self.core(f);
-        match self.lapse {
-            None => (d1, d2),
-            Some((log_floor, log_keep)) => {
-                // p = ε/K + (1−ε)g; with r = (1−ε)g/p: ℓ′ = r·(log g)′,
-                // ℓ″ = r·((log g)″ + (log g)′²) − ℓ′².
-                let log_p = log_add_exp(log_floor, log_keep + log_g);
-                let r = (log_keep + log_g - log_p).exp();
-                let l1 = r * d1;
-                (l1, r * (d2 + d1 * d1) - l1 * l1)
-            }
-        }
+        let log_p = log_add_exp(log_floor, log_keep + log_g);
+        let r = (log_keep + log_g - log_p).exp();
+        let l1 = r * d1;
+        (l1, r * (d2 + d1 * d1) - l1 * l1)
     }
 
     fn gaussian_bound(&self, mean: f64, variance: f64) -> (f64, f64) {
@@ -371,6 +455,21 @@ impl Likelihood for PairLikelihood {
 
     fn mixture_component(&self, f: f64) -> (f64, f64, f64) {
         self.core(f)
+    }
+
+    fn mixture_derivatives(&self, f: f64) -> (f64, f64) {
+        self.core_derivatives(f)
+    }
+
+    fn core_ratios(&self, f: f64, step: f64) -> Option<LogisticRatios> {
+        let mut terms = [TermRatios::default(); 2];
+        for (slot, term) in terms.iter_mut().zip(self.terms()) {
+            *slot = TermRatios::new(term.arg(f), term.sign * step)?;
+        }
+        Some(LogisticRatios {
+            terms,
+            n_terms: self.n_terms,
+        })
     }
 
     fn mixture_log_component(&self, f: f64) -> f64 {
@@ -434,29 +533,67 @@ mod tests {
         }
     }
 
-    /// The log-only path a quadrature takes (`log_core`) is `core`'s first value to the bit, for
-    /// every answer with and without a lapse; so is the mixture component's.
+    /// Every answer kind a model allows: a, b and (with ties) the tie, and the graded a and b.
+    fn every_answer(model: NoiseModel) -> Vec<PairLikelihood> {
+        let mut likelihoods: Vec<PairLikelihood> = [Outcome::A, Outcome::B, Outcome::Tie]
+            .iter()
+            .filter_map(|&o| model.likelihood(o).ok())
+            .collect();
+        for o in [Outcome::A, Outcome::B] {
+            for s in [Strength::Slightly, Strength::Clearly] {
+                likelihoods.extend(model.graded_likelihood(o, s, 1.4).ok());
+            }
+        }
+        likelihoods
+    }
+
+    /// The log-only path (`log_core`) and the derivatives-only path (`core_derivatives`) are
+    /// `core`'s values to the bit, for every answer with and without a lapse; so are the mixture
+    /// component's.
     #[test]
     fn the_log_alone_equals_the_log_with_its_derivatives() {
         for model in [noise(0.0, 0.0), noise(0.1, 0.0), noise(0.2, 0.8)] {
-            let mut likelihoods: Vec<PairLikelihood> = [Outcome::A, Outcome::B, Outcome::Tie]
-                .iter()
-                .filter_map(|&o| model.likelihood(o).ok())
-                .collect();
-            for o in [Outcome::A, Outcome::B] {
-                for s in [Strength::Slightly, Strength::Clearly] {
-                    likelihoods.extend(model.graded_likelihood(o, s, 1.4).ok());
-                }
-            }
-            for lik in &likelihoods {
+            for lik in &every_answer(model) {
                 for f in [-700.0, -30.0, -2.0, -1e-9, 0.0, 0.4, 5.0, 40.0, 700.0] {
-                    let (log_g, _, _) = lik.core(f);
+                    let (log_g, d1, d2) = lik.core(f);
                     assert_eq!(lik.log_core(f).to_bits(), log_g.to_bits(), "{lik:?} f={f}");
+                    let (e1, e2) = lik.core_derivatives(f);
+                    assert_eq!((e1.to_bits(), e2.to_bits()), (d1.to_bits(), d2.to_bits()));
                     assert_eq!(
                         lik.mixture_log_component(f).to_bits(),
                         lik.mixture_component(f).0.to_bits()
                     );
+                    assert_eq!(lik.mixture_derivatives(f), (d1, d2));
                 }
+            }
+        }
+    }
+
+    /// The recurrences of `core_ratios` give g(f + k·t)/g(f) as the logs do, to the logs' own
+    /// round-off over 400 steps, on both sides, for every answer kind, from deep in either tail to the
+    /// middle; past |a| = 700 there are none (the quadrature takes logs there).
+    #[test]
+    fn ratios_along_a_grid_equal_the_ratios_of_the_logs() {
+        for model in [noise(0.0, 0.0), noise(0.2, 0.8)] {
+            for lik in &every_answer(model) {
+                for f in [-690.0, -60.0, -3.0, -0.2, 0.0, 1.7, 25.0, 690.0] {
+                    for step in [-0.7, -0.05, 0.013, 0.35, 0.7] {
+                        let ratios = lik.core_ratios(f, step).expect("within the range");
+                        for (k, ratio) in (1..=400).zip(ratios) {
+                            let (from, to) = (lik.log_core(f), lik.log_core(f + k as f64 * step));
+                            let expected = (to - from).exp();
+                            let error = (ratio - expected).abs() / expected.max(1e-300);
+                            // The logs' own round-off: an ulp of each, 2⁻⁵²·|log g|.
+                            let tolerance = 1e-14 * (10.0 + from.abs() + to.abs());
+                            assert!(
+                                error < tolerance || (expected < 1e-290 && ratio < 1e-280),
+                                "{lik:?} f={f} t={step} k={k}: {ratio} against {expected}"
+                            );
+                        }
+                    }
+                }
+                assert!(lik.core_ratios(-800.0, 0.1).is_none());
+                assert!(lik.core_ratios(f64::NAN, 0.1).is_none());
             }
         }
     }

@@ -27,10 +27,45 @@ pub fn log_sigmoid(t: f64) -> f64 {
     }
 }
 
+/// e^{−|t|}: the one exponential from which σ(t), σ(−t) and log σ(t) all follow.
+#[inline]
+fn exp_of_minus_abs(t: f64) -> f64 {
+    if t >= 0.0 { (-t).exp() } else { t.exp() }
+}
+
+/// (σ(t), σ(−t)) from one exponential, each equal to the bit to [`sigmoid`] (whose two branches
+/// take the same e^{−|t|}).
+#[inline]
+pub fn sigmoid_pair(t: f64) -> (f64, f64) {
+    let e = exp_of_minus_abs(t);
+    let (large, small) = (1.0 / (1.0 + e), e / (1.0 + e));
+    if t >= 0.0 {
+        (large, small)
+    } else {
+        (small, large)
+    }
+}
+
+/// (log σ(t), σ(t), σ(−t)) from one exponential, equal to the bit to [`log_sigmoid`] and
+/// [`sigmoid_pair`]: what a logistic term's log and its two derivatives need, for a fifth of the
+/// exponentials of calling them apart.
+#[inline]
+pub fn logistic_parts(t: f64) -> (f64, f64, f64) {
+    let e = exp_of_minus_abs(t);
+    let log = if t >= 0.0 { -e.ln_1p() } else { t - e.ln_1p() };
+    let (large, small) = (1.0 / (1.0 + e), e / (1.0 + e));
+    if t >= 0.0 {
+        (log, large, small)
+    } else {
+        (log, small, large)
+    }
+}
+
 /// σ′(t) = σ(t)·σ(−t), the logistic density.
 #[inline]
 pub fn sigmoid_slope(t: f64) -> f64 {
-    sigmoid(t) * sigmoid(-t)
+    let (up, down) = sigmoid_pair(t);
+    up * down
 }
 
 /// The standard normal CDF Φ(t) = ½ erfc(−t/√2), accurate in both tails.
@@ -149,6 +184,24 @@ pub fn gauss_hermite_96() -> &'static GaussHermite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-exponential forms are the two-branch functions to the bit, tails and zeros
+    /// included.
+    #[test]
+    fn logistic_parts_equal_the_logistic_functions_to_the_bit() {
+        let mut points = vec![0.0, -0.0, 1e-300, -1e-300, 745.0, -745.0, 800.0, -800.0];
+        points.extend((-4000..=4000).map(|k| k as f64 * 0.0173));
+        for t in points {
+            let (log, up, down) = logistic_parts(t);
+            let bits = |x: f64| x.to_bits();
+            assert_eq!(bits(log), bits(log_sigmoid(t)), "log σ({t})");
+            assert_eq!(bits(up), bits(sigmoid(t)), "σ({t})");
+            assert_eq!(bits(down), bits(sigmoid(-t)), "σ(−{t})");
+            assert_eq!(sigmoid_pair(t), (up, down));
+            assert_eq!(bits(up * down), bits(sigmoid_slope(t)));
+        }
+        assert!(logistic_parts(f64::NAN).0.is_nan());
+    }
 
     #[test]
     fn total_order_keys_order_as_total_cmp() {

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::likelihood::{Likelihood, MixtureComponent};
+use super::likelihood::{Likelihood, LogisticRatios, MixtureComponent};
 use super::numeric::{gauss_hermite_20, log_add_exp};
 use super::posterior::{Posterior, Predictive, RankOne};
 
@@ -109,7 +109,7 @@ const MAX_STEP: f64 = 0.7;
 /// Times the step may grow (1.5-fold) to cover a support in [`MAX_TILTED_POINTS`].
 const MAX_COARSENINGS: usize = 40;
 
-/// Tilted moments by the trapezoidal rule on a grid through the Laplace centre, in log space.
+/// Tilted moments by the trapezoidal rule on a grid through the Laplace centre.
 ///
 /// Why not a Gauss–Hermite rule on the prior: the tilted density of a logistic answer is skewed
 /// (one side decays like the prior, the other like the likelihood), and GH centred anywhere
@@ -126,89 +126,183 @@ const MAX_COARSENINGS: usize = 40;
 /// stops at its first point 30 nats below the mode (a tail of 10⁻¹³), so every density it
 /// evaluates is a point of the rule: no search for the support's ends beforehand (it cost ~13
 /// evaluations of its own and overshot the floor by up to a quarter of the distance).
+///
+/// Each point's weight, the density over the centre's, is the prior's ratio (one exponential)
+/// times the likelihood's: for a product of logistic terms (every pair answer's g) from the
+/// terms' recurrences ([`Likelihood::core_ratios`]), else exp(ℓ(f) − ℓ(centre)). Walking
+/// with logarithms cost an exponential and a logarithm a term a point, then an exponential for the
+/// weight: three times the work, in EP's and the answers' hottest loop.
 fn tilted_by_quadrature(mean: f64, variance: f64, lik: &impl Likelihood) -> Tilted {
     let (centre, spread) = laplace_centre(mean, variance, lik);
-    let log_density = |f: f64| -(f - mean).powi(2) / (2.0 * variance) + lik.log_prob(f);
-    let peak = log_density(centre);
+    let log_lik = lik.log_prob(centre);
+    let peak = -(centre - mean).powi(2) / (2.0 * variance) + log_lik;
+    // A density that is not finite at its mode has no floor to reach (every caller skips NaN
+    // moments).
+    if !peak.is_finite() {
+        return Tilted {
+            log_z: f64::NAN,
+            mean: f64::NAN,
+            variance: f64::NAN,
+        };
+    }
+    let ratios = lik.lapse_mixture().is_none();
+    let side = |step: f64| Side {
+        prior: PriorRatios::new(centre - mean, variance, step),
+        likelihood: ratios
+            .then(|| lik.core_ratios(centre, step))
+            .flatten()
+            .map_or(
+                LikelihoodRatios::Logs {
+                    lik,
+                    centre,
+                    step,
+                    log_at_centre: log_lik,
+                    k: 0.0,
+                },
+                LikelihoodRatios::Logistic,
+            ),
+    };
     let mut h = (spread.sqrt() / 2.0).min(MAX_STEP);
-    let mut grid = Grid::walk(centre, h, peak, &log_density);
+    let mut grid = Grid::walk(side(-h), side(h));
     for _ in 0..MAX_COARSENINGS {
         if grid.complete {
             break;
         }
         h *= 1.5;
-        grid = Grid::walk(centre, h, peak, &log_density);
+        grid = Grid::walk(side(-h), side(h));
     }
-    grid.moments(centre, h, variance)
+    grid.moments(centre, h, peak, variance)
 }
 
-/// The log density ℓ at the grid points centre + k·h, each side walked until its first point 30
-/// nats below the centre's.
+/// The prior's ratio N(c + k·t; m, v)/N(c; m, v) = exp(−k·t·(2(c − m) + k·t)/(2v)) along a grid
+/// side of step t from the centre c, k = 1, 2, ….
+struct PriorRatios {
+    /// (c − m)/v.
+    pull: f64,
+    /// 1/(2v).
+    curvature: f64,
+    step: f64,
+    k: f64,
+}
+
+impl PriorRatios {
+    fn new(offset: f64, variance: f64, step: f64) -> Self {
+        Self {
+            pull: offset / variance,
+            curvature: 0.5 / variance,
+            step,
+            k: 0.0,
+        }
+    }
+
+    fn next(&mut self) -> f64 {
+        self.k += 1.0;
+        let t = self.k * self.step;
+        (-t * (self.pull + self.curvature * t)).exp()
+    }
+}
+
+/// The likelihood's ratio g(c + k·t)/g(c) along a grid side, k = 1, 2, ….
+enum LikelihoodRatios<'a, L> {
+    /// A product of logistic terms, from their recurrences.
+    Logistic(LogisticRatios),
+    /// Any likelihood: exp(log g(c + k·t) − log g(c)).
+    Logs {
+        lik: &'a L,
+        centre: f64,
+        step: f64,
+        log_at_centre: f64,
+        k: f64,
+    },
+}
+
+impl<L: Likelihood> LikelihoodRatios<'_, L> {
+    fn next(&mut self) -> f64 {
+        match self {
+            Self::Logistic(ratios) => ratios.next().unwrap_or(0.0),
+            Self::Logs {
+                lik,
+                centre,
+                step,
+                log_at_centre,
+                k,
+            } => {
+                *k += 1.0;
+                (lik.log_prob(*centre + *k * *step) - *log_at_centre).exp()
+            }
+        }
+    }
+}
+
+/// One side of a grid: the density's ratio to the centre's at each point out from it.
+struct Side<'a, L> {
+    prior: PriorRatios,
+    likelihood: LikelihoodRatios<'a, L>,
+}
+
+impl<L: Likelihood> Side<'_, L> {
+    fn next(&mut self) -> f64 {
+        self.prior.next() * self.likelihood.next()
+    }
+}
+
+/// The density's ratios to the centre's at the grid points centre + k·h, each side walked until
+/// its first point 30 nats below the centre.
 struct Grid {
-    /// ℓ at k = 0, the mode.
-    peak: f64,
-    /// ℓ at k = −1, −2, …
+    /// At k = −1, −2, …
     left: Vec<f64>,
-    /// ℓ at k = 1, 2, …
+    /// At k = 1, 2, …
     right: Vec<f64>,
     /// Both sides reached the floor within [`MAX_TILTED_POINTS`] points in all.
     complete: bool,
 }
 
 impl Grid {
-    fn walk(centre: f64, h: f64, peak: f64, log_density: &impl Fn(f64) -> f64) -> Self {
-        let floor = peak - 30.0;
+    fn walk<L: Likelihood>(mut left_side: Side<L>, mut right_side: Side<L>) -> Self {
+        // e⁻³⁰: the floor, 30 nats below the centre.
+        const FLOOR: f64 = 9.357_622_968_840_175e-14;
         let mut budget = MAX_TILTED_POINTS - 1;
-        let mut side = |direction: f64, values: &mut Vec<f64>| -> bool {
+        let mut side = |walk: &mut Side<L>, values: &mut Vec<f64>| -> bool {
             while budget > 0 {
                 budget -= 1;
-                let k = values.len() + 1;
-                let l = log_density(centre + direction * k as f64 * h);
-                values.push(l);
-                if l < floor {
+                let w = walk.next();
+                values.push(w);
+                // A NaN ends the side too (its moments come out NaN).
+                if w < FLOOR || w.is_nan() {
                     return true;
                 }
             }
             false
         };
         let (mut left, mut right) = (Vec::with_capacity(64), Vec::with_capacity(64));
-        let reached_left = side(-1.0, &mut left);
-        let reached_right = side(1.0, &mut right);
-        // A density that is not finite at its mode has no floor to reach: one pass, no coarsening
-        // (its moments come out NaN, which every caller skips).
-        let complete = reached_left && reached_right || !peak.is_finite();
+        let reached_left = side(&mut left_side, &mut left);
+        let reached_right = side(&mut right_side, &mut right);
         Self {
-            peak,
             left,
             right,
-            complete,
+            complete: reached_left && reached_right,
         }
     }
 
-    /// (offset from the centre, ℓ) of a side's points, `step` apart.
+    /// (offset from the centre, weight) of a side's points, `step` apart.
     fn side(values: &[f64], step: f64) -> impl Iterator<Item = (f64, f64)> + '_ {
-        (values.iter().enumerate()).map(move |(k, &l)| ((k + 1) as f64 * step, l))
+        (values.iter().enumerate()).map(move |(k, &w)| ((k + 1) as f64 * step, w))
     }
 
-    /// The trapezoidal rule's moments (the end points' weights are below e⁻³⁰ of the largest,
-    /// so every point counts whole), with offsets from the centre for their round-off.
-    fn moments(&self, centre: f64, h: f64, variance: f64) -> Tilted {
+    /// The trapezoidal rule's moments (the end points' weights are below e⁻³⁰ of the centre's,
+    /// so every point counts whole), with offsets from the centre for their round-off; `peak` is
+    /// the log density at the centre.
+    fn moments(&self, centre: f64, h: f64, peak: f64, variance: f64) -> Tilted {
         let points = || {
-            std::iter::once((0.0, self.peak))
+            std::iter::once((0.0, 1.0))
                 .chain(Self::side(&self.left, -h))
                 .chain(Self::side(&self.right, h))
         };
-        let max = points().fold(f64::NEG_INFINITY, |m, (_, l)| m.max(l));
-        // Each point's weight exp(l − max) is taken once and kept for both moments: the exponentials
-        // are most of an integral's cost (EP at a session's finish spends its time here).
-        let weights: Vec<(f64, f64)> = points().map(|(t, l)| (t, (l - max).exp())).collect();
-        let (total, first) = weights
-            .iter()
-            .fold((0.0, 0.0), |(z, m), &(t, w)| (z + w, m + w * t));
+        let (total, first) = points().fold((0.0, 0.0), |(z, m), (t, w)| (z + w, m + w * t));
         let offset = first / total;
-        let second: f64 = weights.iter().map(|&(t, w)| w * (t - offset).powi(2)).sum();
+        let second: f64 = points().map(|(t, w)| w * (t - offset).powi(2)).sum();
         Tilted {
-            log_z: max + (total * h).ln() - 0.5 * (2.0 * std::f64::consts::PI * variance).ln(),
+            log_z: peak + (total * h).ln() - 0.5 * (2.0 * std::f64::consts::PI * variance).ln(),
             mean: centre + offset,
             variance: second / total,
         }
@@ -242,8 +336,8 @@ pub fn log_predictive(mean: f64, variance: f64, lik: &impl Likelihood) -> f64 {
 
 /// ADF / moment matching (exact 1-D moments by quadrature): c₁ = (m̃ − m)/v, c₂ = (v − ṽ)/v², so the new belief about f has
 /// exactly the tilted mean m̃ and variance ṽ.
-pub fn adf(mean: f64, variance: f64, lik: &impl Likelihood) -> RankOne {
-    let t = tilted_moments(mean, variance, lik);
+/// `t`: the tilted moments of N(`mean`, `variance`).
+fn adf(mean: f64, variance: f64, t: &Tilted) -> RankOne {
     RankOne {
         c1: (t.mean - mean) / variance,
         c2: (variance - t.variance) / (variance * variance),
@@ -252,8 +346,9 @@ pub fn adf(mean: f64, variance: f64, lik: &impl Likelihood) -> RankOne {
 
 /// R-VGA (Lambert, Bonnabel & Bach 2022): the fixed point of
 /// m' = m + v·a(m', v'), v' = v / (1 + v·b(m', v')), with a = E[ℓ′(f)], b = E[−ℓ″(f)] under
-/// N(m', v'); then c₁ = a, c₂ = b / (1 + b·v).
-pub fn rvga(mean: f64, variance: f64, lik: &impl Likelihood) -> RankOne {
+/// N(m', v'); then c₁ = a, c₂ = b / (1 + b·v). Started from `start`, the tilted moments of
+/// N(`mean`, `variance`) (ADF's answer, close to the fixed point).
+fn rvga(mean: f64, variance: f64, lik: &impl Likelihood, start: &Tilted) -> RankOne {
     let rule = gauss_hermite_20();
     let expectations = |m: f64, v: f64| {
         let (mut a, mut b) = (0.0, 0.0);
@@ -265,8 +360,6 @@ pub fn rvga(mean: f64, variance: f64, lik: &impl Likelihood) -> RankOne {
         // 1 + b·v must stay positive for Σ' to be SPD (b < 0 only for non-log-concave lapses).
         (a, b.max(-(1.0 - 1e-6) / variance))
     };
-    // Start from the ADF moments: close to the fixed point, so a few iterations suffice.
-    let start = tilted_moments(mean, variance, lik);
     let (mut m_new, mut v_new) = (start.mean, start.variance);
     for _ in 0..100 {
         let (a, b) = expectations(m_new, v_new);
@@ -289,7 +382,7 @@ pub fn rvga(mean: f64, variance: f64, lik: &impl Likelihood) -> RankOne {
 /// Jaakkola–Jordan: replace p(y | f) by its Gaussian lower bound exp(−τf²/2 + νf) at the current
 /// belief and iterate the bound's local parameter (EM on the bound): v' = v/(1 + τv),
 /// m' = v'(m/v + ν); then c₁ = (m' − m)/v, c₂ = τ/(1 + τv). Ignores a lapse rate (no bound exists).
-pub fn jaakkola_jordan(mean: f64, variance: f64, lik: &impl Likelihood) -> RankOne {
+fn jaakkola_jordan(mean: f64, variance: f64, lik: &impl Likelihood) -> RankOne {
     let (mut m_new, mut v_new) = (mean, variance);
     let mut tau = 0.0;
     for _ in 0..200 {
@@ -320,9 +413,22 @@ pub fn rank_one(method: UpdateMethod, mean: f64, variance: f64, lik: &impl Likel
     if variance < MIN_VARIANCE {
         return RankOne::NONE;
     }
+    rank_one_from(method, mean, variance, lik, None)
+}
+
+/// [`rank_one`] for a variance of at least [`MIN_VARIANCE`], with the tilted moments if already
+/// taken (ADF and R-VGA need them; Jaakkola–Jordan does without).
+fn rank_one_from(
+    method: UpdateMethod,
+    mean: f64,
+    variance: f64,
+    lik: &impl Likelihood,
+    tilted: Option<Tilted>,
+) -> RankOne {
+    let tilted = || tilted.unwrap_or_else(|| tilted_moments(mean, variance, lik));
     let step = match method {
-        UpdateMethod::Adf => adf(mean, variance, lik),
-        UpdateMethod::Rvga => rvga(mean, variance, lik),
+        UpdateMethod::Adf => adf(mean, variance, &tilted()),
+        UpdateMethod::Rvga => rvga(mean, variance, lik, &tilted()),
         UpdateMethod::Jj => jaakkola_jordan(mean, variance, lik),
     };
     if !(step.c1.is_finite() && step.c2.is_finite()) {
@@ -366,15 +472,19 @@ pub fn step_for(
     method: UpdateMethod,
 ) -> UpdateOutcome {
     let (m, v) = (predictive.mean, predictive.variance);
-    let log_evidence = if v < MIN_VARIANCE {
-        lik.log_prob(m)
-    } else {
-        log_predictive(m, v, lik)
-    };
-    let step = rank_one(method, m, v, lik);
+    if v < MIN_VARIANCE {
+        return UpdateOutcome {
+            step: RankOne::NONE,
+            log_evidence: lik.log_prob(m),
+            det_ratio: 1.0,
+        };
+    }
+    // One tilted integral gives both the evidence and, for ADF and R-VGA, the step.
+    let tilted = tilted_moments(m, v, lik);
+    let step = rank_one_from(method, m, v, lik, Some(tilted));
     UpdateOutcome {
         step,
-        log_evidence,
+        log_evidence: tilted.log_z,
         det_ratio: 1.0 - step.c2 * v,
     }
 }
