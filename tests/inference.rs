@@ -472,7 +472,7 @@ fn continued_ep_run_equals_separate_runs() {
 /// gives, and a run taken from another prior or over other answers is not continued.
 #[test]
 fn finish_continuing_the_verdicts_run_equals_one_from_scratch() {
-    use elicit::model::history::{AnswerLog, Step};
+    use elicit::model::history::{AnswerLog, Judgement, Step};
     use elicit::model::reliability::{LapsePrior, ReliabilityRule};
     let mut rng = StdRng::seed_from_u64(13);
     let noise = lapsing_noise();
@@ -507,9 +507,15 @@ fn finish_continuing_the_verdicts_run_equals_one_from_scratch() {
         let continued = log.final_posterior(&prior, UpdateMethod::Adf, Some(run.clone()));
         let fresh = log.final_posterior(&prior, UpdateMethod::Adf, None);
         assert!(continued.continued && !fresh.continued);
+        assert_eq!(continued.posterior, fresh.posterior, "{answers} answers");
+        // The verdict's leave-one-out figures are taken over, and are the fresh fit's to the bit.
+        assert!(matches!(
+            continued.judgement,
+            Some(Judgement::LeaveOneOut(_))
+        ));
         assert_eq!(
-            (continued.posterior, continued.reliability_fit),
-            (fresh.posterior, fresh.reliability_fit),
+            log.leave_one_out(&prior, continued.judgement),
+            log.leave_one_out(&prior, fresh.judgement),
             "{answers} answers"
         );
         // A run from another prior, or over other answers, is not taken up.

@@ -171,12 +171,23 @@ impl Step {
 /// An EP fit of a log's comparisons (not its probes) and its sites.
 pub type ReliabilityFit = (Posterior, Vec<ep::Site>);
 
+/// What a log's answers are judged by ([`AnswerLog::leave_one_out`]), as far as it is at hand.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judgement {
+    /// The EP fit of the log's comparisons they are judged under.
+    Fit(ReliabilityFit),
+    /// That fit's leave-one-out log-probabilities, one a comparison, as the reliability verdict
+    /// took them.
+    LeaveOneOut(Vec<f64>),
+}
+
 /// A log's final posterior ([`AnswerLog::final_posterior`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinalPosterior {
     pub posterior: Posterior,
-    /// The EP fit the answers' reliability is judged by (`None` for a log with rankings).
-    pub reliability_fit: Option<ReliabilityFit>,
+    /// What the answers' reliability is judged by (`None` for a log with rankings): the verdict's
+    /// leave-one-out figures when its run was continued (the same fit's), else the fit.
+    pub judgement: Option<Judgement>,
     /// Whether EP continued an earlier [`ReliabilityRun`] rather than starting afresh.
     pub continued: bool,
 }
@@ -191,19 +202,24 @@ pub struct ReliabilityRun {
     prior: Posterior,
     observations: Vec<(DVector<f64>, PairLikelihood)>,
     state: ep::EpState,
+    /// The leave-one-out log-probability of each observation under the run's fit, which the
+    /// verdict judged by (and the finish's diagnostics, over the same fit, judge by again).
+    leave_one_out: Vec<f64>,
 }
 
 impl ReliabilityRun {
-    /// The run taken up again, if it ran from `prior` over exactly `observations`.
+    /// The run taken up again, with its leave-one-out figures, if it ran from `prior` over
+    /// exactly `observations`.
     fn continued<'a>(
         self,
         prior: &'a Posterior,
         observations: &'a [(DVector<f64>, PairLikelihood)],
-    ) -> Option<ep::EpRun<'a, PairLikelihood>> {
+    ) -> Option<(ep::EpRun<'a, PairLikelihood>, Vec<f64>)> {
         if self.prior != *prior || self.observations != observations {
             return None;
         }
-        ep::EpRun::resume(prior, observations, self.state)
+        let run = ep::EpRun::resume(prior, observations, self.state)?;
+        Some((run, self.leave_one_out))
     }
 
     /// Approximate heap size in bytes.
@@ -211,7 +227,7 @@ impl ReliabilityRun {
         let j = self.prior.dim();
         let observation = (j + 8) * std::mem::size_of::<f64>();
         j * (j + 1) * std::mem::size_of::<f64>()
-            + self.observations.len() * observation
+            + self.observations.len() * (observation + std::mem::size_of::<f64>())
             + self.state.size_bytes()
     }
 }
@@ -323,20 +339,26 @@ impl AnswerLog {
         if self.has_rankings() {
             return FinalPosterior {
                 posterior: self.replay(prior, method),
-                reliability_fit: None,
+                judgement: None,
                 continued: false,
             };
         }
         let observations = self.comparisons();
-        let continued = earlier.and_then(|run| run.continued(prior, &observations));
-        let resumed = continued.is_some();
-        let mut run = continued.unwrap_or_else(|| reliability_ep(prior, &observations));
-        let reliability_fit = run.fit();
+        let (mut run, judgement) = match earlier.and_then(|run| run.continued(prior, &observations))
+        {
+            Some((run, leave_one_out)) => (run, Judgement::LeaveOneOut(leave_one_out)),
+            None => {
+                let run = reliability_ep(prior, &observations);
+                let fit = run.fit();
+                (run, Judgement::Fit(fit))
+            }
+        };
+        let continued = matches!(judgement, Judgement::LeaveOneOut(_));
         run.sweep_until(EpOptions::default());
         FinalPosterior {
             posterior: run.fit().0,
-            reliability_fit: Some(reliability_fit),
-            continued: resumed,
+            judgement: Some(judgement),
+            continued,
         }
     }
 
@@ -350,24 +372,29 @@ impl AnswerLog {
 
     /// The informative answers, each judged by all the others: a comparison by its
     /// leave-one-out predictive under an EP fit of the log's other comparisons from `prior`
-    /// ([`ep::leave_one_out`]; `fit`, if given, is that fit, already made); a probe, and a pick or
-    /// ranking, by its predictive given everything before it.
+    /// ([`ep::leave_one_out`]; `judgement`: that fit, or its figures, if already at hand); a
+    /// probe, and a pick or ranking, by its predictive given everything before it.
     pub fn leave_one_out(
         &self,
         prior: &Posterior,
-        fit: Option<ReliabilityFit>,
+        judgement: Option<Judgement>,
     ) -> Vec<AnsweredWith> {
-        let observations = self.comparisons();
-        let fit = fit.unwrap_or_else(|| reliability_ep(prior, &observations).fit());
-        self.judged_by_the_others(&observations, fit)
+        let leave_one_out = match judgement {
+            Some(Judgement::LeaveOneOut(figures)) => figures,
+            fit => {
+                let observations = self.comparisons();
+                let (posterior, sites) = match fit {
+                    Some(Judgement::Fit(fit)) => fit,
+                    _ => reliability_ep(prior, &observations).fit(),
+                };
+                ep::leave_one_out(&posterior, &observations, &sites)
+            }
+        };
+        self.judged_by_the_others(leave_one_out)
     }
 
-    /// [`AnswerLog::leave_one_out`] with the log's comparisons and their fit already made.
-    fn judged_by_the_others(
-        &self,
-        observations: &[(DVector<f64>, PairLikelihood)],
-        (posterior, sites): ReliabilityFit,
-    ) -> Vec<AnsweredWith> {
+    /// [`AnswerLog::leave_one_out`] with each comparison's leave-one-out log-probability known.
+    fn judged_by_the_others(&self, leave_one_out: Vec<f64>) -> Vec<AnsweredWith> {
         let mut judged = Vec::new();
         let mut as_they_came = Vec::new();
         for (step, repeats) in self.steps.iter().zip(&self.repeats) {
@@ -376,7 +403,7 @@ impl AnswerLog {
                 _ => as_they_came.extend(step.log_evidence.map(|z| step.answered_with(z))),
             }
         }
-        ep::leave_one_out(&posterior, observations, &sites)
+        leave_one_out
             .into_iter()
             .zip(judged)
             .map(|(log_evidence, step)| step.answered_with(log_evidence))
@@ -402,17 +429,17 @@ impl AnswerLog {
 
     /// Bits acquired from `prior` to `posterior`, the evidence against random answering,
     /// per-answer surprise and the answer-quality figures (each answer judged by the others;
-    /// `fit` as in [`AnswerLog::leave_one_out`]).
+    /// `judgement` as in [`AnswerLog::leave_one_out`]).
     pub fn diagnostics(
         &self,
         (prior, posterior): (&Posterior, &Posterior),
-        fit: Option<ReliabilityFit>,
+        judgement: Option<Judgement>,
         lapse_prior: LapsePrior,
         rule: &ReliabilityRule,
     ) -> Diagnostics {
         Diagnostics::compute(
             (prior, posterior),
-            (&self.sequential(), &self.leave_one_out(prior, fit)),
+            (&self.sequential(), &self.leave_one_out(prior, judgement)),
             self.consistency(),
             lapse_prior,
             rule,
@@ -428,12 +455,14 @@ impl AnswerLog {
         rule: &ReliabilityRule,
     ) -> (Reliability, ReliabilityRun) {
         let observations = self.comparisons();
-        let (fit, state) = {
+        let (leave_one_out, state) = {
             let run = reliability_ep(prior, &observations);
-            (run.fit(), run.state())
+            let (posterior, sites) = run.fit();
+            let figures = ep::leave_one_out(&posterior, &observations, &sites);
+            (figures, run.state())
         };
         let reliability = reliability::assess(
-            &self.judged_by_the_others(&observations, fit),
+            &self.judged_by_the_others(leave_one_out.clone()),
             self.consistency(),
             lapse_prior,
             rule,
@@ -442,6 +471,7 @@ impl AnswerLog {
             prior: prior.clone(),
             observations,
             state,
+            leave_one_out,
         };
         (reliability, run)
     }

@@ -528,12 +528,12 @@ impl Service {
             earlier,
         );
         // Counted when EP ran (a log with rankings is replayed instead).
-        if fit.reliability_fit.is_some() {
+        if fit.judgement.is_some() {
             let start = if fit.continued { "verdict" } else { "fresh" };
             metrics::counter!("elicit_finish_refinements_total", "model" => next.model.clone(), "start" => start)
                 .increment(1);
         }
-        let (refined, reliability_fit) = (fit.posterior, fit.reliability_fit);
+        let (refined, judgement) = (fit.posterior, fit.judgement);
         next.version += 1;
         next.status = SessionStatus::Finished;
         next.stop_reason = Some(next.stop_reason.unwrap_or(StopReason::Finished));
@@ -541,7 +541,7 @@ impl Service {
         next.mean = refined.mean().clone();
         next.cov = refined.cov().clone();
         next.updated_ms = now_ms();
-        let view = session_view(&bank, &next, (&answers, &log), &refined, reliability_fit);
+        let view = session_view(&bank, &next, (&answers, &log), &refined, judgement);
         let commit = SessionCommit {
             profile: Some(profile_of(&next, view.diagnostics.unreliable)),
             session: next,

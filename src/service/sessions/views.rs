@@ -1,7 +1,7 @@
 //! What the API shows of a session, an answer, a question and a profile.
 
 use crate::model::Posterior;
-use crate::model::history::{AnswerLog, ReliabilityFit};
+use crate::model::history::{AnswerLog, Judgement};
 use crate::model::summary::{ProfileSummary, summarise};
 use crate::service::ServiceError;
 use crate::service::bank::LoadedModel;
@@ -113,13 +113,13 @@ pub(super) fn session_view(
     s: &SessionRecord,
     (answers, log): (&[AnswerRow], &AnswerLog),
     posterior: &Posterior,
-    reliability_fit: Option<ReliabilityFit>,
+    judgement: Option<Judgement>,
 ) -> SessionView {
     let model = &bank.model;
     let prior = bank.prior_of(s.prior_version);
     let d = log.diagnostics(
         (prior, posterior),
-        reliability_fit,
+        judgement,
         model.spec.lapse_per_user.unwrap_or_default(),
         &model.spec.reliability,
     );
