@@ -381,6 +381,13 @@ impl AnswerLog {
     ) -> Vec<AnsweredWith> {
         let leave_one_out = match judgement {
             Some(Judgement::LeaveOneOut(figures)) => figures,
+            // No comparison to judge (a new session's view): no fit to make.
+            _ if !self
+                .evidence()
+                .any(|e| matches!(e, Evidence::Comparison { .. })) =>
+            {
+                Vec::new()
+            }
             fit => {
                 let observations = self.comparisons();
                 let (posterior, sites) = match fit {
