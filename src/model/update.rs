@@ -67,7 +67,8 @@ pub struct UpdateOutcome {
     pub det_ratio: f64,
 }
 
-/// Moments of the tilted density p̃(f) ∝ N(f; m, v)·p(y | f), computed in log space.
+/// Moments of the tilted density p̃(f) ∝ N(f; m, v)·p(y | f), and log Z (a quadrature's weights
+/// are taken relative to the mode's, so nothing overflows).
 #[derive(Debug, Clone, Copy)]
 pub struct Tilted {
     /// log Z, Z = ∫ N(f; m, v) p(y | f) df.
