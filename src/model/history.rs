@@ -381,15 +381,12 @@ impl AnswerLog {
     ) -> Vec<AnsweredWith> {
         let leave_one_out = match judgement {
             Some(Judgement::LeaveOneOut(figures)) => figures,
-            // No comparison to judge (a new session's view): no fit to make.
-            _ if !self
-                .evidence()
-                .any(|e| matches!(e, Evidence::Comparison { .. })) =>
-            {
-                Vec::new()
-            }
             fit => {
                 let observations = self.comparisons();
+                // No comparison to judge (a new session's view): no fit to make.
+                if observations.is_empty() {
+                    return self.judged_by_the_others(Vec::new());
+                }
                 let (posterior, sites) = match fit {
                     Some(Judgement::Fit(fit)) => fit,
                     _ => reliability_ep(prior, &observations).fit(),

@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use super::numeric::{log_add_exp, log_sigmoid, logistic_parts, sigmoid, sigmoid_pair};
+use super::numeric::{
+    exp_of_minus_abs, log_add_exp, log_sigmoid, logistic_parts, sigmoid, sigmoid_pair,
+};
 
 /// What the user said about a question "a or b?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -292,26 +294,15 @@ impl TermRatios {
         if !(-700.0..=700.0).contains(&a) {
             return None;
         }
-        let rho = (-slope).exp();
-        if a >= 0.0 {
-            let e = (-a).exp();
-            Some(Self {
-                numerator: 1.0 + e,
-                offset: 1.0,
-                scale: e,
-                rho,
-                rho_k: 1.0,
-            })
-        } else {
-            let e = a.exp();
-            Some(Self {
-                numerator: 1.0 + e,
-                offset: e,
-                scale: 1.0,
-                rho,
-                rho_k: 1.0,
-            })
-        }
+        let e = exp_of_minus_abs(a);
+        let (offset, scale) = if a >= 0.0 { (1.0, e) } else { (e, 1.0) };
+        Some(Self {
+            numerator: 1.0 + e,
+            offset,
+            scale,
+            rho: (-slope).exp(),
+            rho_k: 1.0,
+        })
     }
 }
 

@@ -27,23 +27,28 @@ pub fn log_sigmoid(t: f64) -> f64 {
     }
 }
 
-/// e^{−|t|}: the one exponential from which σ(t), σ(−t) and log σ(t) all follow.
+/// e^{−|t|}: the one exponential from which σ(t), σ(−t) and log σ(t) all follow (the value
+/// [`sigmoid`]'s two branches take).
 #[inline]
-fn exp_of_minus_abs(t: f64) -> f64 {
+pub fn exp_of_minus_abs(t: f64) -> f64 {
     if t >= 0.0 { (-t).exp() } else { t.exp() }
 }
 
-/// (σ(t), σ(−t)) from one exponential, each equal to the bit to [`sigmoid`] (whose two branches
-/// take the same e^{−|t|}).
+/// (σ(t), σ(−t)) given e = e^{−|t|}.
 #[inline]
-pub fn sigmoid_pair(t: f64) -> (f64, f64) {
-    let e = exp_of_minus_abs(t);
+fn sigmoid_pair_from(t: f64, e: f64) -> (f64, f64) {
     let (large, small) = (1.0 / (1.0 + e), e / (1.0 + e));
     if t >= 0.0 {
         (large, small)
     } else {
         (small, large)
     }
+}
+
+/// (σ(t), σ(−t)) from one exponential, each equal to the bit to [`sigmoid`].
+#[inline]
+pub fn sigmoid_pair(t: f64) -> (f64, f64) {
+    sigmoid_pair_from(t, exp_of_minus_abs(t))
 }
 
 /// (log σ(t), σ(t), σ(−t)) from one exponential, equal to the bit to [`log_sigmoid`] and
@@ -53,12 +58,8 @@ pub fn sigmoid_pair(t: f64) -> (f64, f64) {
 pub fn logistic_parts(t: f64) -> (f64, f64, f64) {
     let e = exp_of_minus_abs(t);
     let log = if t >= 0.0 { -e.ln_1p() } else { t - e.ln_1p() };
-    let (large, small) = (1.0 / (1.0 + e), e / (1.0 + e));
-    if t >= 0.0 {
-        (log, large, small)
-    } else {
-        (log, small, large)
-    }
+    let (up, down) = sigmoid_pair_from(t, e);
+    (log, up, down)
 }
 
 /// σ′(t) = σ(t)·σ(−t), the logistic density.

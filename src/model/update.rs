@@ -146,22 +146,25 @@ fn tilted_by_quadrature(mean: f64, variance: f64, lik: &impl Likelihood) -> Tilt
             variance: f64::NAN,
         };
     }
-    let ratios = lik.lapse_mixture().is_none();
+    // `core_ratios` are g's: the likelihood's own only when it has no lapse mixture.
+    let mixture = lik.lapse_mixture().is_some();
     let side = |step: f64| Side {
         prior: PriorRatios::new(centre - mean, variance, step),
-        likelihood: ratios
-            .then(|| lik.core_ratios(centre, step))
-            .flatten()
-            .map_or(
-                LikelihoodRatios::Logs {
-                    lik,
-                    centre,
-                    step,
-                    log_at_centre: log_lik,
-                    k: 0.0,
-                },
-                LikelihoodRatios::Logistic,
-            ),
+        likelihood: (if mixture {
+            None
+        } else {
+            lik.core_ratios(centre, step)
+        })
+        .map_or(
+            LikelihoodRatios::Logs {
+                lik,
+                centre,
+                step,
+                log_at_centre: log_lik,
+                k: 0.0,
+            },
+            LikelihoodRatios::Logistic,
+        ),
     };
     let mut h = (spread.sqrt() / 2.0).min(MAX_STEP);
     let mut grid = Grid::walk(side(-h), side(h));
