@@ -24,9 +24,10 @@
 //!
 //! Cost of a question from a drawn pool, whatever the size N of the bank: O(K) to rank the K
 //! coreset items (K ≤ 2·min(16J, 256)·8), O(W log W) for the partners (W = 8·top_items), O(P·J²)
-//! for the pool's statistics with P ≤ top_items + anchors·(partners + mates) + 2·sampled_pairs,
-//! and O(anchors·P·J) for the scan; the session's coreset statistics cost O(K·J) an answer. A
-//! space scanned whole costs O(n·J²) for its n ≤ 2·exhaustive_limit items and O(J) a pair.
+//! for the pool's statistics with P ≤ top_items + anchors·(partners + mates) + 2·sampled_pairs
+//! ([`SelectionOptions::largest_drawn_pool`]), and O(anchors·P·J) for the scan; the session's
+//! coreset statistics cost O(K·J) an answer. A space scanned whole costs O(n·J²) for its
+//! n ≤ 2·exhaustive_limit items and O(J) a pair.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
@@ -79,6 +80,14 @@ impl Default for SelectionOptions {
             rescore: 50,
             prune: true,
         }
+    }
+}
+
+impl SelectionOptions {
+    /// The most items a drawn pool holds: P ≤ top_items + anchors·(partners + mates) +
+    /// 2·sampled_pairs.
+    pub fn largest_drawn_pool(&self) -> usize {
+        self.top_items + self.anchors * (self.partners + self.mates) + 2 * self.sampled_pairs
     }
 }
 
@@ -144,7 +153,7 @@ impl Pool {
                 &fresh
             }
         };
-        let mut chosen = Chosen::default();
+        let mut chosen = Chosen::with_capacity(options.largest_drawn_pool());
         // Partners come from the coreset's wider part (a pair with a narrow item carries little),
         // ordered by mean once, so that each anchor's are its neighbours in that order.
         let wide = core.widest(options.top_items * PARTNER_SPREAD, options.top_items);
@@ -232,8 +241,8 @@ impl Pool {
             group_of,
             m,
             q,
-            g: g.as_slice().to_vec(),
-            phi: phi.as_slice().to_vec(),
+            g: g.data.into(),
+            phi: phi.data.into(),
             positions: OnceLock::new(),
             anchors: usize::MAX,
         }
@@ -241,18 +250,12 @@ impl Pool {
 
     /// The `count` items of largest qᵢ that have fewer than `mates` group mates in the pool.
     fn lonely_widest(&self, space: &ItemSpace, count: usize, mates: usize) -> Vec<usize> {
-        let mut in_pool: HashMap<u32, usize> = HashMap::new();
-        for &i in &self.items {
-            if let Some(g) = space.group_of(i) {
-                *in_pool.entry(g).or_default() += 1;
-            }
-        }
+        // The pool's groups are the space's groups with two or more items in the pool: an item
+        // of the space outside them is the only one of its group here.
+        let in_pool = |p: Position| self.group_members(p).len().max(1);
         // qᵢ descending (`!` reverses a key's order), ties by position.
         let mut lonely: Vec<(i64, Position)> = (0..self.len() as Position)
-            .filter(|&p| {
-                let item = self.items[p as usize];
-                space.group_of(item).is_some_and(|g| in_pool[&g] <= mates)
-            })
+            .filter(|&p| space.group_of(self.items[p as usize]).is_some() && in_pool(p) <= mates)
             .map(|p| (!total_order_key(self.q[p as usize]), p))
             .collect();
         lonely.sort_unstable();
@@ -387,13 +390,20 @@ impl Pool {
 }
 
 /// Items added to a drawn pool, each once, in the order they came.
-#[derive(Default)]
 struct Chosen {
     items: Vec<usize>,
     seen: HashSet<usize, FixedState>,
 }
 
 impl Chosen {
+    /// Room for `capacity` items, so that drawing a pool never grows the set.
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            items: Vec::with_capacity(capacity),
+            seen: HashSet::with_capacity_and_hasher(capacity, FixedState::default()),
+        }
+    }
+
     fn add(&mut self, item: usize) {
         if self.seen.insert(item) {
             self.items.push(item);

@@ -327,23 +327,7 @@ impl CoreStats {
     /// `ordered` of them largest first, the rest in no particular order. O(K + count +
     /// ordered·log ordered): a pool needs the order of its anchors only.
     pub fn widest(&self, count: usize, ordered: usize) -> Vec<usize> {
-        // (key, position) tuples: qᵢ descending (`!` reverses a key's order), ties by position.
-        let mut order: Vec<(i64, usize)> = (self.q.iter().enumerate())
-            .map(|(k, &q)| (!total_order_key(q), k))
-            .collect();
-        let count = count.min(order.len());
-        let ordered = ordered.min(count);
-        if count == 0 {
-            return Vec::new();
-        }
-        order.select_nth_unstable(count - 1);
-        order.truncate(count);
-        if ordered > 0 {
-            order.select_nth_unstable(ordered - 1);
-            // A total order (ties by position), so an unstable sort gives the one order.
-            order[..ordered].sort_unstable();
-        }
-        order.into_iter().map(|(_, k)| k).collect()
+        widest_of(&self.q, count, ordered)
     }
 
     /// `positions` ordered by mᵢ (ties by position).
@@ -433,4 +417,76 @@ fn index_directions(features: &DMatrix<f64>, space: &ItemSpace) -> DMatrix<f64> 
         }
     }
     DMatrix::from_fn(rows.len(), j, |r, c| rows[r][c])
+}
+
+/// [`CoreStats::widest`] over the values `q`. The `count`-th largest value is found among the
+/// bare keys (8 bytes each, half of a (key, position) pair, over the whole coreset); the positions
+/// above it, and those at it by position until `count` are in, are the first `count` of the order
+/// qᵢ descending, ties by position. Only those `count` become (key, position) pairs.
+fn widest_of(q: &[f64], count: usize, ordered: usize) -> Vec<usize> {
+    let count = count.min(q.len());
+    let ordered = ordered.min(count);
+    if count == 0 {
+        return Vec::new();
+    }
+    // `!` reverses a key's order: ascending keys are qᵢ descending.
+    let key = |k: usize| !total_order_key(q[k]);
+    let mut keys: Vec<i64> = (0..q.len()).map(key).collect();
+    let (before, &mut threshold, _) = keys.select_nth_unstable(count - 1);
+    let mut at_threshold = count - before.iter().filter(|&&k| k < threshold).count();
+    let mut chosen: Vec<(i64, usize)> = Vec::with_capacity(count);
+    for k in 0..q.len() {
+        let x = key(k);
+        if x < threshold || (x == threshold && at_threshold > 0) {
+            at_threshold -= usize::from(x == threshold);
+            chosen.push((x, k));
+        }
+    }
+    if ordered > 0 {
+        chosen.select_nth_unstable(ordered - 1);
+        // A total order (ties by position), so an unstable sort gives the one order.
+        chosen[..ordered].sort_unstable();
+    }
+    chosen.into_iter().map(|(_, k)| k).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first `count` positions of the order qᵢ descending, ties by position.
+    fn widest_by_sorting(q: &[f64], count: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..q.len()).collect();
+        order.sort_by(|&a, &b| q[b].total_cmp(&q[a]).then(a.cmp(&b)));
+        order.truncate(count);
+        order
+    }
+
+    #[test]
+    fn widest_takes_the_first_of_the_sorted_order_with_ties_by_position() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for trial in 0..200 {
+            let n = rng.random_range(1..300);
+            // Few distinct values in half the trials: many ties at the threshold.
+            let distinct = if trial % 2 == 0 { 4 } else { 1_000_000 };
+            let q: Vec<f64> = (0..n)
+                .map(|_| f64::from(rng.random_range(0..distinct)) / 7.0)
+                .collect();
+            let count = rng.random_range(0..n + 3);
+            let ordered = rng.random_range(0..count + 2);
+            let expected = widest_by_sorting(&q, count);
+            let got = widest_of(&q, count, ordered);
+            let head = ordered.min(expected.len());
+            assert_eq!(
+                got[..head],
+                expected[..head],
+                "the ordered head, trial {trial}"
+            );
+            let mut rest = got.clone();
+            rest.sort_unstable();
+            let mut wanted = expected.clone();
+            wanted.sort_unstable();
+            assert_eq!(rest, wanted, "the set, trial {trial}");
+        }
+    }
 }

@@ -67,13 +67,11 @@ impl<K: Ord, V> Largest<K, V> {
         let entry = Ranked { score, key, value };
         if self.heap.len() < self.capacity {
             self.heap.push(Reverse(entry));
-        } else if self
-            .heap
-            .peek()
-            .is_some_and(|Reverse(least)| entry > *least)
+        } else if let Some(mut least) = self.heap.peek_mut()
+            && entry > least.0
         {
-            self.heap.pop();
-            self.heap.push(Reverse(entry));
+            // Replaced in place: one sift down, where a pop and a push took two.
+            *least = Reverse(entry);
         } else {
             return;
         }
