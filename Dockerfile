@@ -12,14 +12,14 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /app/recipe.json recipe.json
-RUN cargo chef cook --release --locked --recipe-path recipe.json
+RUN cargo chef cook --profile production --locked --recipe-path recipe.json
 COPY . .
-RUN cargo build --release --locked --bin elicit \
+RUN cargo build --profile production --locked --bin elicit \
     && mkdir -p /app/data
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 WORKDIR /app
-COPY --from=builder /app/target/release/elicit /usr/local/bin/elicit
+COPY --from=builder /app/target/production/elicit /usr/local/bin/elicit
 COPY --from=builder /app/config /app/config
 COPY --from=builder --chown=65532:65532 /app/data /app/data
 ENV ELICIT_ENV=production \

@@ -1,6 +1,6 @@
-# Sourced by the load scripts (answer-load.sh, bank-scale.sh, flood-load.sh): builds the release
-# binary and starts or stops `elicit serve` on a fresh database of the cluster the PG* variables
-# name (default 127.0.0.1:5432 as postgres).
+# Sourced by the load scripts (answer-load.sh, bank-scale.sh, flood-load.sh): builds the binary
+# the Dockerfile ships (Cargo.toml's `production` profile) and starts or stops `elicit serve` on a
+# fresh database of the cluster the PG* variables name (default 127.0.0.1:5432 as postgres).
 #   elicit_build                 sets ELICIT (the binary; unless ELICIT is set already)
 #   start_server NAME            creates database NAME, starts the server on it with a new admin
 #                                key; sets KEY, SERVER (its pid), TARGET (its URL), SERVER_LOG
@@ -11,8 +11,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/elicit/target
 elicit_build() {
   # ELICIT=path measures that binary instead (an A/B of two builds, run after one another).
   if [[ -n "${ELICIT:-}" ]]; then return; fi
-  cargo build --release --quiet
-  ELICIT="$CARGO_TARGET_DIR/release/elicit"
+  cargo build --profile production --quiet
+  ELICIT="$CARGO_TARGET_DIR/production/elicit"
 }
 
 start_server() {
