@@ -97,8 +97,14 @@ async fn normal_traffic(server: &TestServer, length: Duration) -> Vec<f64> {
 
 /// 2,000 connections each send half a request's headers and then nothing, and are held for
 /// longer than the header timeout (1 s here) while normal clients answer: each is closed within
-/// the timeout plus a second, the metric counts them, and the normal clients' p99 stays near its
-/// value without the attack (printed; asserted within 1.5 × + 2 ms, a timing on a shared machine).
+/// the timeout plus a second, the metric counts them, and no normal client waits behind them.
+///
+/// The normal clients' p99 with and without the attack is printed, not compared: other tests share
+/// the two cores, so a ratio of milliseconds is a benchmark's figure, not a test's. What the test
+/// asserts is the failure it guards against: were the half-open connections to hold the server's
+/// workers or connection slots, a normal request would wait for one of them to time out, about a
+/// header timeout (1 s). So the normal clients' p99 during the attack must stay under a quarter of
+/// it, and they must have been served at all (at least 50 requests in the 3 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_connections_are_closed_at_the_header_timeout() {
     const ATTACKERS: usize = 2_000;
@@ -157,9 +163,17 @@ async fn half_open_connections_are_closed_at_the_header_timeout() {
     )
     .await;
     assert!(counted >= ATTACKERS as f64, "counted {counted}");
+    let starved_ms = header_timeout.as_secs_f64() * 1e3 / 4.0;
     assert!(
-        p99_during <= 1.5 * p99_without + 2.0,
-        "p99 {p99_during:.2} ms during the attack against {p99_without:.2} ms without"
+        p99_during < starved_ms,
+        "normal clients waited behind the half-open connections: p99 {p99_during:.2} ms during \
+         the attack (against {p99_without:.2} ms without; a header timeout is {:.0} ms)",
+        header_timeout.as_secs_f64() * 1e3
+    );
+    assert!(
+        during.len() >= 50,
+        "normal clients made only {} requests during the attack",
+        during.len()
     );
     server.stop().await;
 }
