@@ -48,17 +48,23 @@ async fn a_key_over_its_rate_gets_429_and_others_do_not(backend: Backend) {
     )
     .await;
     let other = create_key(&server, json!({"name": "gw-b", "role": "scorer"})).await;
+    let started = std::time::Instant::now();
     let (mut flood, mut calm) = tokio::join!(
         burst_of(&server, &limited, 50),
         burst_of(&server, &other, 20)
     );
+    let elapsed = started.elapsed().as_secs_f64();
     flood.sort();
     calm.sort();
+    // The bucket holds the burst (10) and refills at 5 a second: on a loaded machine the 50
+    // requests may take long enough for a few more tokens, never for more than that.
     let through = flood.iter().filter(|(s, _)| *s == 200).count();
+    let most = 10 + (5.0 * elapsed).ceil() as usize;
     assert!(
-        (1..=10).contains(&through),
-        "{through} of 50 got through: {flood:?}"
+        (1..=most).contains(&through),
+        "{through} of 50 got through in {elapsed:.2} s (at most {most}): {flood:?}"
     );
+    assert!(through < 50, "none of the 50 was limited in {elapsed:.2} s");
     for (status, retry) in &flood {
         assert!(matches!(status, 200 | 429), "{flood:?}");
         if *status == 429 {
