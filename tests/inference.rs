@@ -9,7 +9,7 @@ use elicit::model::ep::{self, EpOptions};
 use elicit::model::information::{
     CLOSED_FORM_MAX_ERROR_BITS, SCREEN_TABLE_MAX_ERROR_BITS, information_closed_form,
     information_quadrature, information_quadrature_bound, information_table,
-    information_upper_bound,
+    information_table_above, information_upper_bound,
 };
 use elicit::model::likelihood::{GaussianObservation, Likelihood, PairLikelihood};
 use elicit::model::numeric::{gauss_hermite_96, sigmoid};
@@ -709,6 +709,52 @@ fn information_closed_form_and_bound_against_quadrature() {
             "table off by {gap} at m={m} s2={s2}"
         );
     }
+}
+
+/// The screen's block bound is exact: `information_table_above` never drops a value above its
+/// floor, returns the screen itself when it answers, and does drop most values below it (else it
+/// would save nothing). Beliefs over the whole table, edges and exact cell corners included,
+/// against floors at, just under and just over each value.
+#[test]
+fn the_screens_block_bound_never_drops_a_value_above_the_floor() {
+    let mut rng = StdRng::seed_from_u64(11);
+    // Of the random floors: values at or below one, and those the bound dropped.
+    let (mut dropped, mut below) = (0usize, 0usize);
+    for i in 0..200_000 {
+        let (m, s2) = match i % 4 {
+            // Exact corners of the table's grid: a = ia/256, b² = ib/8.
+            0 => {
+                let a = rng.random_range(0..256) as f64 / 256.0;
+                let s2 = 4.0 * a / (1.0 - a);
+                let b2 = rng.random_range(0..512) as f64 / 8.0;
+                ((b2 * (1.0 + std::f64::consts::PI * s2 / 8.0)).sqrt(), s2)
+            }
+            1 => (rng.random_range(-0.5..0.5), rng.random_range(0.0..0.5)),
+            _ => (rng.random_range(-20.0..20.0), rng.random_range(0.0..200.0)),
+        };
+        let screen = information_table(m, s2);
+        let floor = match i % 3 {
+            0 => screen,
+            1 => screen - 1e-9,
+            _ => rng.random_range(0.0..1.0),
+        };
+        match information_table_above(m, s2, floor) {
+            Some(value) => assert_eq!(value, screen, "m={m} s2={s2}"),
+            None => {
+                assert!(
+                    screen <= floor,
+                    "dropped {screen} above {floor} at m={m} s2={s2}"
+                );
+                dropped += usize::from(i % 3 == 2);
+            }
+        }
+        below += usize::from(i % 3 == 2 && screen <= floor);
+    }
+    println!("the block bound dropped {dropped} of {below} values below a random floor");
+    assert!(
+        dropped * 2 > below,
+        "the bound drops {dropped} of {below} values at or below the floor"
+    );
 }
 
 /// The property of streaming-vi §9.4: 10⁴ extreme updates (|m| up to 50, v from 1e-10 to 1e4,

@@ -4,8 +4,9 @@
 //! [`Pool`] of candidate items holds what makes that O(J) a pair (mᵢ = φᵢᵀμ, Σφᵢ, qᵢ = φᵢᵀΣφᵢ).
 //!
 //! `bald` maximises the expected information gain I(y; λ) = I(y; f) = H[E p(y|f)] − E H[p(y|f)]:
-//! a closed-form screen over the pool's pairs ([`information_table`]), exact-bound pruning, then
-//! a 16-node quadrature re-score (lapse- and tie-aware) of the best [`SelectionOptions::rescore`].
+//! a closed-form screen over the pool's pairs ([`information_table_above`]: the tabulated screen,
+//! skipped where a bound shows it cannot enter the shortlist), exact-bound pruning, then a 16-node
+//! quadrature re-score (lapse- and tie-aware) of the best [`SelectionOptions::rescore`].
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use super::bank::Bank;
 use super::candidates::CandidateSpace;
 use super::information::{
     CLOSED_FORM_MAX_ERROR_BITS, SCREEN_TABLE_MAX_ERROR_BITS, dopt_score, information_quadrature,
-    information_quadrature_bound, information_table,
+    information_quadrature_bound, information_table_above,
 };
 use super::likelihood::NoiseModel;
 use super::numeric::{binary_entropy_bits, sigmoid, total_order_key};
@@ -261,7 +262,11 @@ fn best_pair<R: Rng + ?Sized>(
             {
                 return false;
             }
-            information_table(m, s2)
+            // Most pairs of a full shortlist's scan end here, on a bound read from the cache.
+            match information_table_above(m, s2, top.floor()) {
+                Some(screen) => screen,
+                None => return false,
+            }
         } else {
             dopt_score(noise, m, s2)
         };
