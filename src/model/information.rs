@@ -64,6 +64,49 @@ fn screen_block_bounds() -> &'static [f64] {
     })
 }
 
+/// The smallest s² at which [`information_table`] can exceed `floor`, whatever m: for any belief
+/// of smaller variance the screen is at most `floor`. Read from the largest corner of each row of
+/// cells (row k holds a = s²/(s² + 4) in [k/256, (k + 1)/256)), carried up the rows so that the
+/// bound grows with s²: 0 while the narrowest row can exceed `floor` (while the shortlist is not
+/// full, every pair), ∞ when no row can. A scan of pairs by decreasing sd stops where
+/// β(sdₐ + sd_b) falls below its square root.
+pub fn screen_variance_needed(floor: f64) -> f64 {
+    let rows = screen_row_bounds();
+    let below = rows.partition_point(|&bound| bound <= floor);
+    if below == 0 {
+        return 0.0;
+    }
+    if below == rows.len() {
+        return f64::INFINITY;
+    }
+    let a = below as f64 / SCREEN_A_CELLS as f64;
+    // Rows under `below` hold a < below/256, that is s² < 4a/(1 − a); taken a hair lower, so that
+    // the rounding of a = s²/(s² + 4) cannot put a variance under it into row `below`.
+    4.0 * a / (1.0 - a) * (1.0 - 1e-9)
+}
+
+/// Per row k of the screen's cells, the largest corner of rows 0 to k + 1 plus 10⁻¹² bits (see
+/// [`screen_block_bounds`]): nondecreasing in k.
+fn screen_row_bounds() -> &'static [f64] {
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let table = screen_table();
+        let row_max = |k: usize| {
+            table[k * TABLE_ROW..(k + 1) * TABLE_ROW]
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max)
+        };
+        let mut running = f64::NEG_INFINITY;
+        (0..SCREEN_A_CELLS)
+            .map(|k| {
+                running = running.max(f64::from(row_max(k).max(row_max(k + 1))) + 1e-12);
+                running
+            })
+            .collect()
+    })
+}
+
 /// An upper bound on [`information_quadrature`] for a binary answer (no ties) with any lapse
 /// rate, from a table of the lapse-free value: a lapse only adds noise to the answer, so it
 /// lowers the information (the quadrature is the exact information of a 16-point f, so this
@@ -175,13 +218,6 @@ fn quadrature_table() -> &'static [f64] {
 
 /// Largest error of [`information_closed_form`] against the exact logistic value, in bits.
 pub const CLOSED_FORM_MAX_ERROR_BITS: f64 = 0.09;
-
-/// An upper bound on the information (bits) of any binary answer whose latent f has variance s²:
-/// I ≤ min(1, ½log₂(1 + 3s²/π²) + 0.0206). It also holds with a lapse rate (a noisier channel).
-#[inline]
-pub fn information_upper_bound(s2: f64) -> f64 {
-    (0.5 * (1.0 + 3.0 * s2 / (std::f64::consts::PI.powi(2))).log2() + 0.0206).min(1.0)
-}
 
 /// Exact (16-node quadrature) expected information gain in bits for the answer model `noise`:
 /// I = H[E p(y|f)] − E H[p(y|f)], f ~ N(m, s²).

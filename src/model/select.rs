@@ -15,7 +15,7 @@ use super::bank::Bank;
 use super::candidates::CandidateSpace;
 use super::information::{
     CLOSED_FORM_MAX_ERROR_BITS, SCREEN_TABLE_MAX_ERROR_BITS, dopt_score, information_quadrature,
-    information_quadrature_bound, information_table_above,
+    information_quadrature_bound, information_table_above, screen_variance_needed,
 };
 use super::likelihood::NoiseModel;
 use super::numeric::{binary_entropy_bits, sigmoid, total_order_key};
@@ -80,10 +80,11 @@ pub struct Selected {
 /// What a candidate needs to possibly enter the shortlist.
 #[derive(Debug, Clone, Copy)]
 struct Cutoff {
-    /// sdₐ + sd_b below this: the information bound is below the threshold.
+    /// sdₐ + sd_b below this: s² ≤ β²(sdₐ + sd_b)² is below `min_s2`.
     min_pair_sd: f64,
-    /// The same for the pair's own s² = β²(qₐ + q_b − 2φₐᵀΣφ_b), which its items' sds only
-    /// bound: a pair of correlated items is rejected before its screen is read from the table.
+    /// The pair's own s² = β²(qₐ + q_b − 2φₐᵀΣφ_b) below this: its screen cannot exceed the
+    /// shortlist's floor ([`screen_variance_needed`]). Its items' sds only bound s², so a pair of
+    /// correlated items is rejected here, before its screen is read.
     min_s2: f64,
     /// x² = m²/(1 + πs²/8) above this: h(σ(x)), an upper bound of the screen, is below it.
     max_x2: f64,
@@ -123,18 +124,6 @@ fn largest_useful_x2(bits: f64) -> f64 {
         return f64::INFINITY;
     }
     table[((bits * 256.0).floor() as usize).min(256)]
-}
-
-/// The smallest sd of f whose information bound reaches `bits` (the inverse of
-/// [`information_upper_bound`]): s² = (π²/3)(2^{2(bits − 0.0206)} − 1).
-fn smallest_useful_sd(bits: f64) -> f64 {
-    if bits <= 0.0206 {
-        return 0.0;
-    }
-    if bits >= 1.0 {
-        return f64::INFINITY;
-    }
-    (std::f64::consts::PI.powi(2) / 3.0 * ((2.0 * (bits - 0.0206)).exp2() - 1.0)).sqrt()
 }
 
 /// The shortlist: the best candidates by screening score, ties broken by their bank pair
@@ -235,9 +224,9 @@ fn best_pair<R: Rng + ?Sized>(
     } = from;
     let beta = noise.beta;
     let bald = strategy != Strategy::Dopt;
-    // The s²-only bound prunes pairs that cannot reach the current top list. It bounds the true
-    // information, so it is compared with the screen threshold less the screen's own error. With
-    // ties (three outcomes) the binary bound does not hold, and D-optimal scores are not bits.
+    // The s²-only bound prunes pairs whose screen cannot reach the current shortlist: the
+    // screen's own largest value at each variance, so it never drops a pair that would enter.
+    // D-optimal scores are not bits; with ties (three outcomes) it is left off as it always was.
     let prune = options.prune && bald && !noise.ties_enabled();
     let mut top = Shortlist::new(if bald { options.rescore } else { 1 });
     // Posterior sd of each item's reward; a pair's sd is at most β(sdₐ + sd_b).
@@ -281,14 +270,14 @@ fn best_pair<R: Rng + ?Sized>(
     };
     let refresh = |top: &Shortlist| {
         let threshold = top.floor();
-        let min_sd = if prune {
-            smallest_useful_sd(threshold - CLOSED_FORM_MAX_ERROR_BITS - SCREEN_TABLE_MAX_ERROR_BITS)
+        let min_s2 = if prune {
+            screen_variance_needed(threshold)
         } else {
             0.0
         };
         Cutoff {
-            min_pair_sd: min_sd / beta,
-            min_s2: min_sd * min_sd,
+            min_pair_sd: min_s2.sqrt() / beta,
+            min_s2,
             // The table may read up to its error above the closed form, which h(σ(x)) bounds.
             max_x2: if bald && options.prune {
                 largest_useful_x2(threshold - SCREEN_TABLE_MAX_ERROR_BITS)
