@@ -63,8 +63,8 @@ pub struct SelectionOptions {
     pub mates: usize,
     /// Candidates re-scored by quadrature after the closed-form screen.
     pub rescore: usize,
-    /// Skip pairs whose information upper bound cannot reach the shortlist (exact: never
-    /// changes the choice; off only to measure what it saves).
+    /// Skip pairs whose screen, by a bound, cannot reach the shortlist (exact: never changes the
+    /// choice; off only to measure what it saves).
     pub prune: bool,
 }
 

@@ -252,7 +252,12 @@ fn best_pair<R: Rng + ?Sized>(
                 return false;
             }
             // Most pairs of a full shortlist's scan end here, on a bound read from the cache.
-            match information_table_above(m, s2, top.floor()) {
+            let floor = if options.prune {
+                top.floor()
+            } else {
+                f64::NEG_INFINITY
+            };
+            match information_table_above(m, s2, floor) {
                 Some(screen) => screen,
                 None => return false,
             }
