@@ -36,6 +36,28 @@ fn brute_force_best(bank: &Bank, posterior: &Posterior, noise: &NoiseModel) -> f
     best
 }
 
+/// BALD's question from the whole bank under `posterior`, with the screen's bounds or without.
+fn bald_choice(
+    bank: &Bank,
+    posterior: &Posterior,
+    noise: &NoiseModel,
+    prune: bool,
+) -> select::Selected {
+    let options = SelectionOptions {
+        prune,
+        ..SelectionOptions::default()
+    };
+    let space = CandidateSpace::new(bank, None);
+    let mut rng = StdRng::seed_from_u64(9);
+    let pool = Pool::draw(bank, &space, None, posterior, &options, &mut rng);
+    select::select(
+        &Candidates::new(bank, &pool, &space, noise, &options),
+        Strategy::Bald,
+        &mut rng,
+    )
+    .unwrap()
+}
+
 #[test]
 fn pruning_never_changes_the_choice_and_bald_finds_the_best_pair() {
     let noise = NoiseModel {
@@ -46,22 +68,10 @@ fn pruning_never_changes_the_choice_and_bald_finds_the_best_pair() {
     for seed in 0..10 {
         let bank = bank(seed, 6, 80);
         let posterior = Posterior::isotropic(6, 0.2 + seed as f64 * 0.3).unwrap();
-        let space = CandidateSpace::new(&bank, None);
-        let pick = |prune: bool| {
-            let options = SelectionOptions {
-                prune,
-                ..SelectionOptions::default()
-            };
-            let mut rng = StdRng::seed_from_u64(9);
-            let pool = Pool::draw(&bank, &space, None, &posterior, &options, &mut rng);
-            select::select(
-                &Candidates::new(&bank, &pool, &space, &noise, &options),
-                Strategy::Bald,
-                &mut rng,
-            )
-            .unwrap()
-        };
-        let (pruned, full) = (pick(true), pick(false));
+        let (pruned, full) = (
+            bald_choice(&bank, &posterior, &noise, true),
+            bald_choice(&bank, &posterior, &noise, false),
+        );
         assert_eq!(pruned.pair.unordered(), full.pair.unordered());
         let best = brute_force_best(&bank, &posterior, &noise);
         assert!(
@@ -69,6 +79,27 @@ fn pruning_never_changes_the_choice_and_bald_finds_the_best_pair() {
             "{} < {best}",
             pruned.score_bits
         );
+    }
+}
+
+/// With ties (three outcomes) the shortlist is still by the binary screen, and its bounds prune as
+/// without: the choice is the same with pruning and without.
+#[test]
+fn pruning_never_changes_the_choice_with_ties() {
+    let noise = NoiseModel {
+        beta: 1.0,
+        lapse: 0.05,
+        tie_threshold: 0.5,
+    };
+    for seed in 0..10 {
+        let bank = bank(seed, 6, 80);
+        let posterior = Posterior::isotropic(6, 0.2 + seed as f64 * 0.3).unwrap();
+        let (pruned, full) = (
+            bald_choice(&bank, &posterior, &noise, true),
+            bald_choice(&bank, &posterior, &noise, false),
+        );
+        assert_eq!(pruned.pair.unordered(), full.pair.unordered());
+        assert_eq!(pruned.score_bits, full.score_bits);
     }
 }
 

@@ -2,6 +2,8 @@
 //! expected information gain I(y; λ) = I(y; f) = H[E p(y|f)] − E H[p(y|f)] (BALD) in closed form,
 //! tabulated and by quadrature, the bounds that prune a screen, and the D-optimal score.
 
+use std::ops::RangeInclusive;
+
 use super::likelihood::NoiseModel;
 use super::numeric::{binary_entropy_bits, entropy_bits, gauss_hermite_16, sigmoid, sigmoid_slope};
 
@@ -44,24 +46,33 @@ pub fn information_table_above(m: f64, s2: f64, floor: f64) -> Option<f64> {
 const SCREEN_BLOCK: usize = 8;
 const BLOCK_ROW: usize = SCREEN_B_CELLS / SCREEN_BLOCK;
 
-/// Per block of [`SCREEN_BLOCK`]² cells of the screen's table, the largest of its corners plus
-/// 10⁻¹² bits (the rounding of a bilinear combination of values below 1 bit, a few ulps).
+/// Per block of [`SCREEN_BLOCK`]² cells of the screen's table, its largest corner
+/// ([`largest_corner`]).
 fn screen_block_bounds() -> &'static [f64] {
     static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        let table = screen_table();
-        let mut bounds = Vec::with_capacity(SCREEN_A_CELLS / SCREEN_BLOCK * BLOCK_ROW);
-        for block_a in 0..SCREEN_A_CELLS / SCREEN_BLOCK {
-            for block_b in 0..BLOCK_ROW {
-                let corners = (0..=SCREEN_BLOCK).flat_map(|da| {
-                    let row = (block_a * SCREEN_BLOCK + da) * TABLE_ROW + block_b * SCREEN_BLOCK;
-                    table[row..=row + SCREEN_BLOCK].iter().copied()
-                });
-                bounds.push(f64::from(corners.fold(f32::NEG_INFINITY, f32::max)) + 1e-12);
-            }
-        }
-        bounds
+        (0..SCREEN_A_CELLS / SCREEN_BLOCK)
+            .flat_map(|block_a| {
+                (0..BLOCK_ROW).map(move |block_b| {
+                    largest_corner(
+                        block_a * SCREEN_BLOCK..=(block_a + 1) * SCREEN_BLOCK,
+                        block_b * SCREEN_BLOCK..=(block_b + 1) * SCREEN_BLOCK,
+                    )
+                })
+            })
+            .collect()
     })
+}
+
+/// The largest corner of the screen's table over these rows (of a) and columns (of b²), plus
+/// 10⁻¹² bits: a bilinear value in a cell whose corners all lie there never exceeds it (the
+/// rounding of a convex combination of values below 1 bit is a few ulps).
+fn largest_corner(rows: RangeInclusive<usize>, columns: RangeInclusive<usize>) -> f64 {
+    let table = screen_table();
+    let largest = rows
+        .flat_map(|row| table[row * TABLE_ROW..][columns.clone()].iter().copied())
+        .fold(f32::NEG_INFINITY, f32::max);
+    f64::from(largest) + 1e-12
 }
 
 /// The smallest s² at which [`information_table`] can exceed `floor`, whatever m: for any belief
@@ -85,22 +96,15 @@ pub fn screen_variance_needed(floor: f64) -> f64 {
     4.0 * a / (1.0 - a) * (1.0 - 1e-9)
 }
 
-/// Per row k of the screen's cells, the largest corner of rows 0 to k + 1 plus 10⁻¹² bits (see
-/// [`screen_block_bounds`]): nondecreasing in k.
+/// Per row k of the screen's cells, the largest corner of rows 0 to k + 1 ([`largest_corner`]):
+/// nondecreasing in k.
 fn screen_row_bounds() -> &'static [f64] {
     static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        let table = screen_table();
-        let row_max = |k: usize| {
-            table[k * TABLE_ROW..(k + 1) * TABLE_ROW]
-                .iter()
-                .copied()
-                .fold(f32::NEG_INFINITY, f32::max)
-        };
         let mut running = f64::NEG_INFINITY;
         (0..SCREEN_A_CELLS)
             .map(|k| {
-                running = running.max(f64::from(row_max(k).max(row_max(k + 1))) + 1e-12);
+                running = running.max(largest_corner(k..=k + 1, 0..=SCREEN_B_CELLS));
                 running
             })
             .collect()
@@ -166,6 +170,7 @@ impl TableCell {
             block: ia / SCREEN_BLOCK * BLOCK_ROW + ib / SCREEN_BLOCK,
         })
     }
+
     /// The screen's bilinear value in this cell.
     #[inline]
     fn screen(&self) -> f64 {

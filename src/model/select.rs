@@ -224,10 +224,10 @@ fn best_pair<R: Rng + ?Sized>(
     } = from;
     let beta = noise.beta;
     let bald = strategy != Strategy::Dopt;
-    // The s²-only bound prunes pairs whose screen cannot reach the current shortlist: the
-    // screen's own largest value at each variance, so it never drops a pair that would enter.
-    // D-optimal scores are not bits; with ties (three outcomes) it is left off as it always was.
-    let prune = options.prune && bald && !noise.ties_enabled();
+    // The bounds prune pairs whose screen cannot reach the current shortlist: bounds of the
+    // screen itself, so they never drop a pair that would enter, with ties as without (the
+    // shortlist is by the binary screen either way). D-optimal scores are not bits.
+    let prune = options.prune && bald;
     let mut top = Shortlist::new(if bald { options.rescore } else { 1 });
     // Posterior sd of each item's reward; a pair's sd is at most β(sdₐ + sd_b).
     let sd = pool.sd();
@@ -252,7 +252,7 @@ fn best_pair<R: Rng + ?Sized>(
                 return false;
             }
             // Most pairs of a full shortlist's scan end here, on a bound read from the cache.
-            let floor = if options.prune {
+            let floor = if prune {
                 top.floor()
             } else {
                 f64::NEG_INFINITY
@@ -284,7 +284,7 @@ fn best_pair<R: Rng + ?Sized>(
             min_pair_sd: min_s2.sqrt() / beta,
             min_s2,
             // The table may read up to its error above the closed form, which h(σ(x)) bounds.
-            max_x2: if bald && options.prune {
+            max_x2: if prune {
                 largest_useful_x2(threshold - SCREEN_TABLE_MAX_ERROR_BITS)
             } else {
                 f64::INFINITY
