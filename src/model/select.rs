@@ -292,6 +292,7 @@ fn best_pair<R: Rng + ?Sized>(
         }
     };
 
+    let mut floor = top.floor();
     for members in pool.groups() {
         // Visit items by decreasing sd so that the bound decreases along both loops.
         // Ties by position: what a stable sort of the members (in pool order) gave.
@@ -312,7 +313,9 @@ fn best_pair<R: Rng + ?Sized>(
                 if sd_of(a) + sd_of(b) < cutoff.min_pair_sd {
                     break;
                 }
-                if consider(&mut top, &cutoff, PoolPair { a, b }) {
+                // The cutoff moves only with the shortlist's floor.
+                if consider(&mut top, &cutoff, PoolPair { a, b }) && top.floor() != floor {
+                    floor = top.floor();
                     cutoff = refresh(&top);
                 }
             }

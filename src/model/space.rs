@@ -316,8 +316,14 @@ impl CoreStats {
         if step == RankOne::NONE {
             return;
         }
-        let w = core.features.tr_mul(u);
-        for ((m, q), w) in self.m.iter_mut().zip(&mut self.q).zip(w.iter()) {
+        // w = φₖᵀu item by item (what `tr_mul` computes, to the bit), with no K-vector between.
+        for ((m, q), phi) in self
+            .m
+            .iter_mut()
+            .zip(&mut self.q)
+            .zip(core.features.column_iter())
+        {
+            let w = phi.dot(u);
             *m += step.c1 * w;
             *q -= step.c2 * w * w;
         }
