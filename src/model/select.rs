@@ -233,7 +233,8 @@ fn best_pair<R: Rng + ?Sized>(
     let sd = pool.sd();
     let mut cutoff = Cutoff::NONE;
     // Screens a candidate and offers it to the shortlist; the asked-set lookup happens only for
-    // candidates good enough to enter. Returns true when the threshold (hence the cutoff) moved.
+    // candidates good enough to enter. Returns true when it offered the pair (which may move the
+    // shortlist's floor, and with it the cutoff).
     let consider = |top: &mut Shortlist, cutoff: &Cutoff, pair: PoolPair| {
         // s² ≤ β²(sdₐ + sd_b)²: a pair whose mean alone puts it past the cutoff is rejected
         // before its O(J) variance is computed.
