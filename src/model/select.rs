@@ -233,15 +233,14 @@ fn best_pair<R: Rng + ?Sized>(
     let sd = pool.sd();
     let mut cutoff = Cutoff::NONE;
     // Screens a candidate and offers it to the shortlist; the asked-set lookup happens only for
-    // candidates good enough to enter. Returns true when it offered the pair (which may move the
-    // shortlist's floor, and with it the cutoff).
+    // candidates good enough to enter.
     let consider = |top: &mut Shortlist, cutoff: &Cutoff, pair: PoolPair| {
         // s² ≤ β²(sdₐ + sd_b)²: a pair whose mean alone puts it past the cutoff is rejected
         // before its O(J) variance is computed.
         let m = beta * (pool.mean(pair.a) - pool.mean(pair.b));
         let widest = beta * (sd[pair.a as usize] + sd[pair.b as usize]);
         if bald && m * m >= cutoff.max_x2 * (1.0 + std::f64::consts::PI * widest * widest / 8.0) {
-            return false;
+            return;
         }
         let (m, s2) = pool.pair_predictive(pair, beta);
         let score = if bald {
@@ -250,7 +249,7 @@ fn best_pair<R: Rng + ?Sized>(
             if m * m >= cutoff.max_x2 * (1.0 + std::f64::consts::PI * s2 / 8.0)
                 || s2 < cutoff.min_s2
             {
-                return false;
+                return;
             }
             // Most pairs of a full shortlist's scan end here, on a bound read from the cache.
             let floor = if prune {
@@ -260,7 +259,7 @@ fn best_pair<R: Rng + ?Sized>(
             };
             match information_table_above(m, s2, floor) {
                 Some(screen) => screen,
-                None => return false,
+                None => return,
             }
         } else {
             dopt_score(noise, m, s2)
@@ -269,13 +268,11 @@ fn best_pair<R: Rng + ?Sized>(
             let items = pool.pair(pair);
             if !space.was_asked(items) {
                 top.offer(score, items.unordered(), pair);
-                return true;
             }
         }
-        false
     };
-    let refresh = |top: &Shortlist| {
-        let threshold = top.floor();
+    // The cutoff is a function of the shortlist's floor alone.
+    let cutoff_at = |threshold: f64| {
         let min_s2 = if prune {
             screen_variance_needed(threshold)
         } else {
@@ -314,10 +311,10 @@ fn best_pair<R: Rng + ?Sized>(
                 if sd_of(a) + sd_of(b) < cutoff.min_pair_sd {
                     break;
                 }
-                // The cutoff moves only with the shortlist's floor.
-                if consider(&mut top, &cutoff, PoolPair { a, b }) && top.floor() != floor {
+                consider(&mut top, &cutoff, PoolPair { a, b });
+                if top.floor() != floor {
                     floor = top.floor();
-                    cutoff = refresh(&top);
+                    cutoff = cutoff_at(floor);
                 }
             }
         }
