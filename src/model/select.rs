@@ -77,9 +77,11 @@ pub struct Selected {
     pub score_bits: f64,
 }
 
-/// What a candidate needs to possibly enter the shortlist.
+/// What a candidate needs to possibly enter the shortlist, a function of the shortlist's floor.
 #[derive(Debug, Clone, Copy)]
 struct Cutoff {
+    /// The shortlist's floor the cutoff was computed for.
+    floor: f64,
     /// sdₐ + sd_b below this: s² ≤ β²(sdₐ + sd_b)² is below `min_s2`.
     min_pair_sd: f64,
     /// The pair's own s² = β²(qₐ + q_b − 2φₐᵀΣφ_b) below this: its screen cannot exceed the
@@ -92,6 +94,7 @@ struct Cutoff {
 
 impl Cutoff {
     const NONE: Cutoff = Cutoff {
+        floor: f64::NEG_INFINITY,
         min_pair_sd: 0.0,
         min_s2: 0.0,
         max_x2: f64::INFINITY,
@@ -253,7 +256,7 @@ fn best_pair<R: Rng + ?Sized>(
             }
             // Most pairs of a full shortlist's scan end here, on a bound read from the cache.
             let floor = if prune {
-                top.floor()
+                cutoff.floor
             } else {
                 f64::NEG_INFINITY
             };
@@ -271,7 +274,6 @@ fn best_pair<R: Rng + ?Sized>(
             }
         }
     };
-    // The cutoff is a function of the shortlist's floor alone.
     let cutoff_at = |threshold: f64| {
         let min_s2 = if prune {
             screen_variance_needed(threshold)
@@ -279,6 +281,7 @@ fn best_pair<R: Rng + ?Sized>(
             0.0
         };
         Cutoff {
+            floor: threshold,
             min_pair_sd: min_s2.sqrt() / beta,
             min_s2,
             // The table may read up to its error above the closed form, which h(σ(x)) bounds.
@@ -290,7 +293,6 @@ fn best_pair<R: Rng + ?Sized>(
         }
     };
 
-    let mut floor = top.floor();
     for members in pool.groups() {
         // Visit items by decreasing sd so that the bound decreases along both loops.
         // Ties by position: what a stable sort of the members (in pool order) gave.
@@ -312,9 +314,8 @@ fn best_pair<R: Rng + ?Sized>(
                     break;
                 }
                 consider(&mut top, &cutoff, PoolPair { a, b });
-                if top.floor() != floor {
-                    floor = top.floor();
-                    cutoff = cutoff_at(floor);
+                if top.floor() != cutoff.floor {
+                    cutoff = cutoff_at(top.floor());
                 }
             }
         }
