@@ -330,8 +330,11 @@ fn best_pair<R: Rng + ?Sized>(
     }
     // The exact information never exceeds the screen by more than the closed form's and the
     // table's errors (a lapse only lowers it): the shortlist, best screen first, is re-scored
-    // until no later candidate can beat the best so far. With ties the screen (binary) bounds
-    // nothing, and every candidate is re-scored.
+    // until no later candidate can beat the best so far. So is the 16-node value up to s² ≈ 25;
+    // beyond, it can overrate a pair by more than that slack (`information_quadrature`), and the
+    // stop may pass over a later candidate the rule would have rated higher (never one whose
+    // exact information is higher by more than the rule's own error). With ties the screen
+    // (binary) bounds nothing, and every candidate is re-scored.
     let slack = if noise.ties_enabled() {
         f64::INFINITY
     } else {
