@@ -352,6 +352,18 @@ fn scoring(c: &mut Criterion) {
     c.bench_function("score_1000_J32", |b| {
         b.iter(|| score::score(black_box(&posterior), &candidates))
     });
+    // P(i ≻ j) for the 2,450 ordered pairs of 50 candidates: under a wide belief (a new user's
+    // prior, a pair's s² ≈ 32: the logistic's grid) and a narrow one (s² ≈ 0.3: 16 nodes).
+    let noise = NoiseModel::default();
+    let candidates = gaussian(&mut rng, 16, 50, 1.0);
+    let mut group = c.benchmark_group("pairwise_scores_50_J16");
+    for (name, variance) in [("wide", 1.0), ("narrow", 0.01)] {
+        let belief = Posterior::isotropic(16, variance).unwrap();
+        group.bench_function(name, |b| {
+            b.iter(|| score::preference_matrix(black_box(&belief), &noise, &candidates))
+        });
+    }
+    group.finish();
 }
 
 /// Pick one of k at J = 16 on a 1,000-item bank: choosing a 4-set (target ≤ 2 ms; the pool's
