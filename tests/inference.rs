@@ -14,7 +14,6 @@ use elicit::model::information::{
 use elicit::model::likelihood::{GaussianObservation, Likelihood, PairLikelihood};
 use elicit::model::numeric::{expected_sigmoid, gauss_hermite_96, sigmoid};
 use elicit::model::pool::{Pool, PoolPair, SelectionOptions};
-use elicit::model::score;
 use elicit::model::update::{rank_one, tilted_moments};
 use elicit::model::{Bank, Choice, NoiseModel, Outcome, Pair, Posterior, Strength, UpdateMethod};
 use nalgebra::{DMatrix, DVector};
@@ -854,7 +853,7 @@ fn strict_preference_matches_a_dense_rule_at_any_variance() {
                 } else {
                     tilted_by_simpson(m, s2, &lik, 200_001).0.exp()
                 };
-                let gap = (score::strict_preference(&noise, m, s2) - exact).abs();
+                let gap = (noise.expected_strict_preference(m, s2) - exact).abs();
                 assert!(
                     gap <= 1e-9,
                     "lapse={lapse} η={tie_threshold} m={m} s2={s2}: off by {gap}"

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelError;
 use super::numeric::{
-    exp_of_minus_abs, log_add_exp, log_sigmoid, logistic_parts, sigmoid, sigmoid_pair,
+    exp_of_minus_abs, expected_sigmoid, log_add_exp, log_sigmoid, logistic_parts, sigmoid,
+    sigmoid_pair,
 };
 
 /// What the user said about a question "a or b?".
@@ -189,6 +190,14 @@ impl NoiseModel {
             *slot = PairLikelihood::new(*self, o).log_prob(f).exp();
         }
         outcomes.len()
+    }
+
+    /// P(a) = E p(a | f) for a belief f ~ N(m, s²): with [`PairLikelihood`]'s p(a | f) =
+    /// ε/K + (1 − ε)·σ(f − η), it is ε/K + (1 − ε)·E σ(f − η), exact at any s²
+    /// ([`expected_sigmoid`]).
+    pub fn expected_strict_preference(&self, m: f64, s2: f64) -> f64 {
+        let outcomes = self.outcomes().len() as f64;
+        self.lapse / outcomes + (1.0 - self.lapse) * expected_sigmoid(m - self.tie_threshold, s2)
     }
 }
 

@@ -3,7 +3,6 @@
 use nalgebra::{DMatrix, DVector};
 
 use super::likelihood::NoiseModel;
-use super::numeric::expected_sigmoid;
 use super::posterior::Posterior;
 
 /// The posterior belief about one candidate's reward.
@@ -59,8 +58,8 @@ pub fn score(posterior: &Posterior, candidates: &DMatrix<f64>) -> Vec<Score> {
 }
 
 /// P(i ≻ j) = E[p(a | f)] for f = βλᵀ(φᵢ − φⱼ) ~ N(m, s²), under the model's answer noise
-/// ([`strict_preference`]; with ties enabled this is the probability of a strict preference for
-/// i).
+/// ([`NoiseModel::expected_strict_preference`], exact at any s²; with ties enabled this is the
+/// probability of a strict preference for i).
 pub fn preference_probability(
     posterior: &Posterior,
     noise: &NoiseModel,
@@ -69,15 +68,7 @@ pub fn preference_probability(
 ) -> f64 {
     let x = (phi_i - phi_j) * noise.beta;
     let p = posterior.predictive(&x);
-    strict_preference(noise, p.mean, p.variance)
-}
-
-/// E[p(a | f)], f ~ N(m, s²), for the answer model p(a | f) = ε/K + (1 − ε)·σ(f − η) (lapse rate
-/// ε over K outcomes, Rao–Kupper threshold η): ε/K + (1 − ε)·E σ(f − η), exact at any s²
-/// ([`expected_sigmoid`]).
-pub fn strict_preference(noise: &NoiseModel, m: f64, s2: f64) -> f64 {
-    let outcomes = noise.outcomes().len() as f64;
-    noise.lapse / outcomes + (1.0 - noise.lapse) * expected_sigmoid(m - noise.tie_threshold, s2)
+    noise.expected_strict_preference(p.mean, p.variance)
 }
 
 /// P(i ≻ j) for every ordered pair of candidates (columns of a J×n matrix): entry (i, j) is
@@ -99,7 +90,7 @@ pub fn preference_matrix(
         }
         let m = beta * (means[i] - means[j]);
         let s2 = (beta * beta * (cross[(i, i)] + cross[(j, j)] - 2.0 * cross[(i, j)])).max(0.0);
-        strict_preference(noise, m, s2)
+        noise.expected_strict_preference(m, s2)
     })
 }
 
