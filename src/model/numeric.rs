@@ -87,10 +87,14 @@ pub fn expected_sigmoid(m: f64, s2: f64) -> f64 {
     if s2.is_nan() || s2 <= EXPECTED_SIGMOID_RULE_MAX_VARIANCE {
         return gauss_hermite_16().expect(m, s2, sigmoid);
     }
-    let kappa = (std::f64::consts::PI / 8.0).sqrt();
+    let kappa = probit_kappa();
     let probit = normal_cdf(kappa * m / (1.0 + kappa * kappa * s2).sqrt());
-    let remainder = logistic_grid_expectation(probit_remainders(), m, s2);
-    (probit + remainder).clamp(0.0, 1.0)
+    (probit + expected_probit_remainder(m, s2)).clamp(0.0, 1.0)
+}
+
+/// κ = √(π/8), the scale at which Φ(κf) matches σ(f)'s slope at 0.
+fn probit_kappa() -> f64 {
+    (std::f64::consts::PI / 8.0).sqrt()
 }
 
 /// Up to this s² [`expected_sigmoid`] uses the 16-node rule.
@@ -105,19 +109,18 @@ const LOGISTIC_GRID_HALF_NODES: usize = 72;
 fn probit_remainders() -> &'static [f64] {
     static VALUES: OnceLock<Vec<f64>> = OnceLock::new();
     VALUES.get_or_init(|| {
-        let kappa = (std::f64::consts::PI / 8.0).sqrt();
         (0..=2 * LOGISTIC_GRID_HALF_NODES)
             .map(|k| (k as f64 - LOGISTIC_GRID_HALF_NODES as f64) * LOGISTIC_GRID_STEP)
-            .map(|f| sigmoid(f) - normal_cdf(kappa * f))
+            .map(|f| sigmoid(f) - normal_cdf(probit_kappa() * f))
             .collect()
     })
 }
 
-/// E g(f) for f ~ N(m, s²) by the trapezoidal rule on the logistic's grid, from g's values there
-/// (g negligible beyond it), over the nodes within 9s of m. The normal weights come from a
-/// recurrence: exp(−(fₖ − m)²/2s²) times a ratio to the next node, the ratio itself shrinking by
+/// E[σ(f) − Φ(κf)] for f ~ N(m, s²) by the trapezoidal rule on the logistic's grid (the
+/// remainder is negligible beyond it), over the nodes within 9s of m. The normal weights come from
+/// a recurrence: exp(−(fₖ − m)²/2s²) times a ratio to the next node, the ratio itself shrinking by
 /// exp(−h²/s²) a step. Meant for s² > ½, where the step h = ½ resolves the normal density.
-fn logistic_grid_expectation(values: &[f64], m: f64, s2: f64) -> f64 {
+fn expected_probit_remainder(m: f64, s2: f64) -> f64 {
     let h = LOGISTIC_GRID_STEP;
     let s = s2.sqrt();
     let reach = LOGISTIC_GRID_HALF_NODES as f64 * h;
@@ -132,7 +135,7 @@ fn logistic_grid_expectation(values: &[f64], m: f64, s2: f64) -> f64 {
     let decay = (-h * h / s2).exp();
     let mut sum = 0.0;
     let offset = LOGISTIC_GRID_HALF_NODES as f64;
-    for &value in &values[(first + offset) as usize..=(last + offset) as usize] {
+    for &value in &probit_remainders()[(first + offset) as usize..=(last + offset) as usize] {
         sum += weight * value;
         weight *= ratio;
         ratio *= decay;
